@@ -1,0 +1,62 @@
+"""The composition root: a synchronous prelude, one event loop, a synchronous epilogue."""
+
+from __future__ import annotations
+
+import os
+
+from smsupervise import launch
+from smsupervise.cli import Invocation
+from smsupervise.errors import SupervisorError
+from smsupervise.logs import EventLog, make_event_log
+from smsupervise.signals import SignalInbox
+from smsupervise.status import ExitCode
+from smsupervise.supervise import Outcome, Supervisor
+
+PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+
+
+def become_reaper(log: EventLog) -> None:
+    """As PID 1 we reap by nature; otherwise ask to be a child subreaper, and say so once."""
+    if os.getpid() == 1:
+        return
+    import ctypes  # noqa: PLC0415  (only needed when not PID 1)
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+        log.info("subreaper_enabled", reason="not PID 1: orphaned descendants are re-parented to "
+                 "smsupervise, which reaps them and stops them when the child exits")
+        return
+    error = os.strerror(ctypes.get_errno())
+    log.warning("subreaper_failed", error=error,
+                impact="orphaned descendants will be re-parented to another process: smsupervise "
+                "cannot reap them or stop them when the child exits",
+                fix="run smsupervise as PID 1 (ENTRYPOINT [\"smsupervise\"]) or on a kernel >= 3.4")
+
+
+def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
+    if loop_name == "asyncio":
+        import asyncio  # noqa: PLC0415
+
+        return asyncio.run(supervisor.run())
+    import uvloop  # noqa: PLC0415
+
+    return uvloop.run(supervisor.run())
+
+
+def run(invocation: Invocation, inbox: SignalInbox) -> int:
+    """Run the invocation to the end; returns smsupervise's exit code."""
+    settings = invocation.settings
+    log = make_event_log(settings.log_format if settings.log_format == "text" else "json",
+                         settings.log_level)
+    try:
+        spec = launch.resolve(invocation, os.environ)
+        become_reaper(log)
+        outcome = _run_loop(Supervisor(spec, settings, inbox, log),
+                            os.environ.get("SMSUPERVISE_EVENT_LOOP", "uvloop"))
+    except SupervisorError as error:
+        log.error("start_failed", error=error.message(), exit_code=error.exit_code)
+        log.info("exiting", exit_code=error.exit_code)
+        return error.exit_code
+    code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
+    log.info("exiting", exit_code=code, runtime_s=round(outcome.runtime, 3))
+    return code

@@ -1,0 +1,36 @@
+"""Read-only views of the process tree from /proc: who descends from whom."""
+
+from __future__ import annotations
+
+import os
+
+
+def _parent_map() -> dict[int, int]:
+    parents: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:  # ended while we looked
+            continue
+        # The command name may hold spaces and parentheses: fields start after the last ')'.
+        rest = raw[raw.rfind(b")") + 2 :].split()
+        if len(rest) > 1:
+            parents[int(entry.name)] = int(rest[1])
+    return parents
+
+
+def descendants(root: int) -> list[int]:
+    """Every live process below ``root`` (children, grandchildren, ...), zombies included."""
+    children: dict[int, list[int]] = {}
+    for pid, ppid in _parent_map().items():
+        children.setdefault(ppid, []).append(pid)
+    found: list[int] = []
+    stack = list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, ()))
+    return sorted(found)

@@ -1,0 +1,58 @@
+"""The only module that calls ``waitpid``. A second waiter would steal statuses: asyncio's watcher
+reports 255 and ``Popen`` reports 0 when they lose that race (architecture.md 2.2).
+
+``register`` and the spawn that produced the pid run in one loop callback with no ``await`` between
+them, and ``reap`` only ever runs as a loop callback (never inside a signal handler), so a status
+cannot be reaped before its pid is registered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from smsupervise.status import ExitStatus
+
+
+class Reaper:
+    """Reaps every child that ends; hands the status of registered pids to their futures."""
+
+    def __init__(self) -> None:
+        self._waiters: dict[int, asyncio.Future[ExitStatus]] = {}
+        self._childless: list[asyncio.Future[None]] = []
+        self.orphans_reaped = 0
+
+    def register(self, pid: int) -> asyncio.Future[ExitStatus]:
+        """A future that gets ``pid``'s exit status. Call in the same callback as the spawn."""
+        future: asyncio.Future[ExitStatus] = asyncio.get_running_loop().create_future()
+        self._waiters[pid] = future
+        return future
+
+    def reap(self) -> None:
+        """Collect every child that has ended, without blocking."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self._resolve_childless()
+                return
+            if pid == 0:
+                return
+            future = self._waiters.pop(pid, None)
+            if future is None:
+                self.orphans_reaped += 1
+            elif not future.done():
+                future.set_result(ExitStatus.from_wait_status(status))
+
+    def wait_childless(self) -> asyncio.Future[None]:
+        """A future that completes once this process has no children left at all."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._childless.append(future)
+        self.reap()
+        return future
+
+    def _resolve_childless(self) -> None:
+        waiting, self._childless = self._childless, []
+        for future in waiting:
+            if not future.done():
+                future.set_result(None)

@@ -1,0 +1,147 @@
+"""Every knob in one table: flag ``--grace-period`` <-> env ``SMSUPERVISE_GRACE_PERIOD`` <-> default.
+
+``cli`` parses the command line against ``OPTIONS``; ``Settings.from_sources`` merges flags over
+environment variables over defaults, and checks what spans several fields.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Literal, cast
+
+from smsupervise.errors import UsageError
+
+ForwardTo = Literal["group", "child"]
+LogFormat = Literal["json", "text", "raw"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+Mode = Literal["train", "serve", "exec"]
+
+ENV_PREFIX = "SMSUPERVISE_"
+STOP_MARGIN = 5.0  # seconds kept free in the stop budget for SIGKILL, reaping and flushing
+
+
+def _seconds(value: str, source: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise UsageError(f"{source}: {value!r} is not a number of seconds; use e.g. 30 or 2.5") from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise UsageError(f"{source}: {value!r} must be a finite number of seconds >= 0")
+    return seconds
+
+
+def _size(value: str, source: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in units else ""
+    number = text[: len(text) - len(unit)]
+    try:
+        size = int(float(number) * units[unit])
+    except ValueError:
+        raise UsageError(
+            f"{source}: {value!r} is not a size; use bytes or a suffix, e.g. 16384, 64K, 1M") from None
+    if size <= 0:
+        raise UsageError(f"{source}: {value!r} must be a positive size")
+    return size
+
+
+def _signal(value: str, source: str) -> int:
+    text = value.strip().upper()
+    if text.isdigit():
+        number = int(text)
+    else:
+        name = text if text.startswith("SIG") else f"SIG{text}"
+        try:
+            number = int(signal.Signals[name])
+        except KeyError:
+            raise UsageError(f"{source}: {value!r} is not a signal name; use e.g. USR1 or SIGUSR2") from None
+    if number in (signal.SIGKILL, signal.SIGSTOP) or number not in signal.valid_signals():
+        raise UsageError(f"{source}: {value!r} cannot be caught by a program; use e.g. USR1")
+    return number
+
+
+def _boolean(value: str, source: str) -> bool:
+    text = value.strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"{source}: {value!r} is not a boolean; use 1 or 0")
+
+
+def _choice(*choices: str) -> Callable[[str, str], str]:
+    def parse(value: str, source: str) -> str:
+        if value not in choices:
+            raise UsageError(f"{source}: {value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _text(value: str, source: str) -> str:
+    if not value.strip():
+        raise UsageError(f"{source}: must not be empty")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One knob: its flag, its environment variable, how to parse it, and its help text."""
+
+    name: str
+    metavar: str | None  # None: a flag that takes no value
+    parse: Callable[[str, str], object]
+    default: str
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper().replace("-", "_")
+
+    @property
+    def field(self) -> str:
+        return self.name.replace("-", "_")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("forward-to", "group|child", _choice("group", "child"), "group",
+           "send forwarded signals to the child's whole process group, or to the child only"),
+    Option("grace-period", "SECONDS", _seconds, "100 (serve: 20)",
+           "after forwarding SIGTERM/SIGINT, wait this long before SIGKILLing the child's group"),
+    Option("leftover-grace", "SECONDS", _seconds, "5",
+           "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL"),
+    Option("log-format", "json|text|raw", _choice("json", "text", "raw"), "json",
+           "json: one JSON object per line; text: for people; raw: child output passed through untouched"),
+    Option("log-level", "debug|info|warning|error", _choice("debug", "info", "warning", "error"), "info",
+           "the least severe of smsupervise's own events that is written"),
+)
+OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The resolved configuration. Built once, before anything runs; never mutated."""
+
+    forward_to: ForwardTo = "group"
+    grace_period: float = 100.0
+    leftover_grace: float = 5.0
+    log_format: LogFormat = "json"
+    log_level: LogLevel = "info"
+
+    @classmethod
+    def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:
+        """Flags win over ``SMSUPERVISE_*`` variables, which win over the defaults for ``mode``."""
+        values: dict[str, object] = {}
+        for option in OPTIONS:
+            if option.field in flags:
+                values[option.field] = flags[option.field]
+            elif option.env in env:
+                values[option.field] = option.parse(env[option.env], f"environment variable {option.env}")
+        if "grace_period" not in values and mode == "serve":
+            # Endpoints are SIGKILLed 30 s after SIGTERM: the default grace must fit inside that.
+            values["grace_period"] = 20.0
+        known = {f.name for f in fields(cls)}
+        return cls(**cast(dict[str, object], {k: v for k, v in values.items() if k in known}))  # type: ignore[arg-type]

@@ -1,0 +1,100 @@
+"""The only module that sets signal dispositions. Handlers record the signal and wake the loop; the
+loop decides what to do.
+
+Why ``signal.signal`` and not ``loop.add_signal_handler``: handlers must exist from the first moment
+(as PID 1 the kernel drops a signal that has no handler, pid_namespaces(7)), long before a loop
+exists; uvloop refuses SIGCHLD (uvloop loop.pyx ``add_signal_handler``) and only listens while
+``run()`` is active. A Python-level handler runs on the main thread between bytecodes in every case;
+uvloop and asyncio both run it promptly because the C-level handler writes to the wake-up fd.
+Python coalesces repeats of one signal that arrive before its handler runs (real-time signals too).
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from collections.abc import Callable
+from types import FrameType
+
+# Synchronous faults are about this process itself; catching them would hide our own crash.
+# SIGKILL and SIGSTOP cannot be caught.
+NOT_HANDLED = frozenset(
+    {
+        signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
+        signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT,
+    }
+)
+# Job-control tty signals are ignored by smsupervise itself (so it can never be stopped by a
+# background read/write on a terminal, as tini does) and not forwarded: the kernel sends them to
+# the process group that touched the terminal, which is where they belong.
+IGNORED = frozenset({signal.SIGTTIN, signal.SIGTTOU})
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
+
+
+def catchable() -> list[int]:
+    """Every signal this platform lets a handler catch, real-time ones included, minus the faults."""
+    return sorted(int(s) for s in signal.valid_signals() if s not in NOT_HANDLED)
+
+
+def default_dispositions() -> tuple[int, ...]:
+    """What a spawned child resets to SIG_DFL: everything, so it never inherits an ignore
+    (Python ignores SIGPIPE and SIGXFSZ; a parent may have ignored SIGINT or SIGHUP)."""
+    return tuple(sorted(int(s) for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP)))
+
+
+class SignalInbox:
+    """Signals received and not yet handled, in arrival order; SIGCHLD is kept apart as a flag."""
+
+    def __init__(self) -> None:
+        self._pending: deque[int] = deque()
+        self._wake: Callable[[], None] | None = None
+        self.child_event = False
+        self.installed: list[int] = []
+
+    def _handler(self, signum: int, _frame: FrameType | None) -> None:
+        # Hand off and return: no logging, no I/O, no decisions (architecture.md habit 4).
+        if signum == signal.SIGCHLD:
+            self.child_event = True
+        else:
+            self._pending.append(signum)
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        """Call ``wake`` (thread- and signal-safe, e.g. a ``call_soon_threadsafe`` partial) on each signal.
+
+        If signals arrived before this call, ``wake`` is called at once.
+        """
+        self._wake = wake
+        if self._pending or self.child_event:
+            wake()
+
+    def detach(self) -> None:
+        self._wake = None
+
+    def drain(self) -> list[int]:
+        """Take the pending signals (not SIGCHLD), oldest first."""
+        taken = list(self._pending)
+        self._pending.clear()
+        return taken
+
+    def take_child_event(self) -> bool:
+        """True once per burst of SIGCHLD."""
+        event, self.child_event = self.child_event, False
+        return event
+
+
+def install() -> SignalInbox:
+    """Install a handler for every catchable signal; returns the inbox they feed."""
+    inbox = SignalInbox()
+    for signum in catchable():
+        try:
+            if signum in IGNORED:
+                signal.signal(signum, signal.SIG_IGN)
+            else:
+                signal.signal(signum, inbox._handler)
+                inbox.installed.append(signum)
+        except (OSError, ValueError):  # glibc-reserved real-time signals (32, 33) are refused
+            continue
+    return inbox

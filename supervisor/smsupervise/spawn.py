@@ -1,0 +1,110 @@
+"""The only module that creates processes: ``posix_spawn`` into a new session and process group,
+with default signal dispositions and an empty signal mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from smsupervise.errors import SpawnError
+from smsupervise.signals import default_dispositions
+from smsupervise.status import ExitCode
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """What to run: the argv, its environment and its working directory."""
+
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    cwd: str | None = None  # None: ours
+
+
+@dataclass(frozen=True, slots=True)
+class Child:
+    """A started process: its pid (also its process-group id) and a pidfd when the kernel has them."""
+
+    pid: int
+    pidfd: int | None
+    argv: tuple[str, ...]
+
+    @property
+    def pgid(self) -> int:
+        return self.pid
+
+
+def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
+    """Find ``program`` the way a shell does; raises ``SpawnError`` with 127 or 126."""
+    if "/" in program:
+        path = program if os.path.isabs(program) or cwd is None else os.path.join(cwd, program)
+        if not os.path.exists(path):
+            raise SpawnError(program, "no such file", ExitCode.NOT_FOUND)
+        if os.path.isdir(path):
+            raise SpawnError(program, "is a directory, not a program", ExitCode.NOT_EXECUTABLE)
+        if not os.access(path, os.X_OK):
+            raise SpawnError(program, f"permission denied: make it executable (chmod +x {path})",
+                             ExitCode.NOT_EXECUTABLE)
+        return path
+    search = env.get("PATH", os.defpath)
+    denied = ""
+    for directory in search.split(os.pathsep):
+        candidate = os.path.join(directory or ".", program)
+        if os.path.isfile(candidate):
+            if os.access(candidate, os.X_OK):
+                return candidate
+            denied = denied or candidate
+    if denied:
+        raise SpawnError(program, f"permission denied: {denied} is not executable (chmod +x {denied})",
+                         ExitCode.NOT_EXECUTABLE)
+    raise SpawnError(program, f"command not found on PATH={search}", ExitCode.NOT_FOUND)
+
+
+def spawn(spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None = None) -> Child:
+    """Start ``spec`` in its own session; ``stdout_fd``/``stderr_fd`` become its fds 1 and 2.
+
+    Raises ``SpawnError`` (126/127) when the program cannot be run.
+    """
+    if spec.cwd is not None and not os.path.isdir(spec.cwd):
+        raise SpawnError(spec.argv[0], f"working directory {spec.cwd} does not exist", ExitCode.NOT_FOUND)
+    path = resolve(spec.argv[0], spec.env, spec.cwd)
+    actions: list[tuple[int, int, int]] = []
+    if stdout_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, stdout_fd, 1))
+    if stderr_fd is not None:
+        actions.append((os.POSIX_SPAWN_DUP2, stderr_fd, 2))
+    env = {key: value for key, value in spec.env.items() if "=" not in key and "\0" not in key + value}
+    # os.posix_spawn has no chdir action (glibc's addchdir_np is not exposed), so we move our own
+    # cwd for the call. Nothing else runs meanwhile: posix_spawn holds the GIL, and no other thread
+    # of ours uses relative paths.
+    previous = os.getcwd() if spec.cwd else None
+    try:
+        if spec.cwd:
+            os.chdir(spec.cwd)
+        pid = os.posix_spawn(
+            path, list(spec.argv), env, file_actions=actions, setsid=True,
+            setsigdef=default_dispositions(), setsigmask=(),
+        )
+    except OSError as error:
+        raise _spawn_error(spec.argv[0], error) from None
+    finally:
+        if previous is not None:
+            os.chdir(previous)
+    pidfd: int | None = None
+    with contextlib.suppress(OSError, AttributeError):  # kernels before 5.3 have no pidfd_open
+        pidfd = os.pidfd_open(pid)
+    return Child(pid=pid, pidfd=pidfd, argv=spec.argv)
+
+
+def _spawn_error(program: str, error: OSError) -> SpawnError:
+    import errno  # noqa: PLC0415
+
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    if error.errno == errno.ENOENT:
+        return SpawnError(program, f"{reason} (a missing #! interpreter?)", ExitCode.NOT_FOUND)
+    if error.errno == errno.ENOEXEC:
+        return SpawnError(program, "exec format error: not a binary for this machine and no #! line",
+                          ExitCode.NOT_EXECUTABLE)
+    return SpawnError(program, reason, ExitCode.NOT_EXECUTABLE)

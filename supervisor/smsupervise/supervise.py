@@ -1,0 +1,210 @@
+"""The core: start the child, forward signals, run the stop sequence, clean up leftovers.
+
+Everything here runs on the event loop's thread. Waits are fd readiness (the child's pidfd, the
+loop's wake-up fd fed by signal handlers) or timers; nothing blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+
+from smsupervise import proctree
+from smsupervise.logs import EventLog
+from smsupervise.reaper import Reaper
+from smsupervise.settings import Settings
+from smsupervise.signals import STOP_SIGNALS, SignalInbox
+from smsupervise.spawn import Child, LaunchSpec, spawn
+from smsupervise.status import ExitCode, ExitStatus, signal_name
+
+REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
+KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How the supervised run ended; ``exit_code`` is what smsupervise exits with."""
+
+    status: ExitStatus | None  # None: the child never started
+    exit_code: int
+    stop_signal: int | None  # the signal that asked us to stop, if any
+    killed_after_grace: bool
+    runtime: float
+
+
+class Supervisor:
+    """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
+
+    def __init__(self, spec: LaunchSpec, settings: Settings, inbox: SignalInbox, log: EventLog) -> None:
+        self.spec = spec
+        self.settings = settings
+        self.inbox = inbox
+        self.log = log
+        self.reaper = Reaper()
+        self.child: Child | None = None
+        self.stop_signal: int | None = None
+        self.killed_after_grace = False
+        self._advance: asyncio.Event | None = None
+        self._stop_task: asyncio.Task[None] | None = None
+        self._tick: asyncio.TimerHandle | None = None
+
+    # -- signals -------------------------------------------------------------------------------
+    def _on_signal(self) -> None:
+        if self.inbox.take_child_event():
+            self.reaper.reap()
+        for signum in self.inbox.drain():
+            if signum in STOP_SIGNALS:
+                self._request_stop(signum)
+            else:
+                self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        child = self.child
+        if child is None:
+            self.log.info("signal_received", signal=signal_name(signum), action="ignored: no child yet")
+            return
+        group = self.settings.forward_to == "group"
+        try:
+            if group:
+                os.killpg(child.pgid, signum)
+            else:
+                os.kill(child.pid, signum)
+        except ProcessLookupError:
+            self.log.info("signal_received", signal=signal_name(signum), action="not forwarded: child gone")
+            return
+        self.log.info("signal_forwarded", signal=signal_name(signum),
+                      target=f"process group {child.pgid}" if group else f"pid {child.pid}")
+
+    def _request_stop(self, signum: int) -> None:
+        self.log.info("signal_received", signal=signal_name(signum))
+        if self.stop_signal is None:
+            self.stop_signal = signum
+            if self.child is not None:
+                self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence(signum))
+        elif self._advance is not None:
+            # A second SIGTERM/SIGINT during the stop moves on to the next step at once.
+            self.log.info("stop_advanced", signal=signal_name(signum))
+            self._advance.set()
+
+    # -- the stop sequence ---------------------------------------------------------------------
+    async def _stop_sequence(self, signum: int) -> None:
+        self._advance = asyncio.Event()
+        self.log.info("stop_requested", signal=signal_name(signum), grace_period=self.settings.grace_period)
+        self._forward(signum)
+        if not await self._wait_step(self.settings.grace_period):
+            self.log.warning("grace_expired", grace_period=self.settings.grace_period, action="SIGKILL")
+        self.killed_after_grace = True
+        self._kill_group(signal.SIGKILL)
+
+    async def _wait_step(self, seconds: float) -> bool:
+        """Wait ``seconds`` or until a second stop signal; True if it was cut short."""
+        assert self._advance is not None
+        try:
+            await asyncio.wait_for(self._advance.wait(), seconds)
+        except asyncio.TimeoutError:
+            return False
+        self._advance.clear()
+        return True
+
+    def _kill_group(self, signum: int) -> None:
+        if self.child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pgid, signum)
+
+    # -- the run -------------------------------------------------------------------------------
+    def _reap_tick(self) -> None:
+        self.reaper.reap()
+        self._tick = asyncio.get_running_loop().call_later(REAP_TICK, self._reap_tick)
+
+    async def run(self) -> Outcome:
+        """Start the child and supervise it to the end; raises ``SpawnError`` if it cannot start."""
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+
+        def wake() -> None:  # called from signal handlers: only schedules
+            loop.call_soon_threadsafe(self._on_signal)
+
+        self.inbox.attach(wake)
+        self._on_signal()  # a signal that arrived while we were starting
+        self._tick = loop.call_later(REAP_TICK, self._reap_tick)
+        try:
+            if self.stop_signal is not None:
+                self.log.warning("stopped_before_start", signal=signal_name(self.stop_signal))
+                code = ExitCode.SIGNAL_BASE + self.stop_signal
+                return Outcome(None, code, self.stop_signal, False, time.monotonic() - started)
+            status = await self._run_child(loop)
+            await self._end_leftovers()
+            return Outcome(status, status.shell_code(), self.stop_signal, self.killed_after_grace,
+                           time.monotonic() - started)
+        finally:
+            self.inbox.detach()
+            if self._tick is not None:
+                self._tick.cancel()
+
+    async def _run_child(self, loop: asyncio.AbstractEventLoop) -> ExitStatus:
+        # spawn and register in one step: no await between them (see reaper.py).
+        child = spawn(self.spec)
+        exit_future = self.reaper.register(child.pid)
+        self.child = child
+        if child.pidfd is not None:
+            loop.add_reader(child.pidfd, self.reaper.reap)
+        self.log.info("child_spawned", pid=child.pid, pgid=child.pgid, argv=list(child.argv),
+                      cwd=self.spec.cwd or os.getcwd())
+        try:
+            status = await exit_future
+        finally:
+            if child.pidfd is not None:
+                loop.remove_reader(child.pidfd)
+                os.close(child.pidfd)
+            if self._stop_task is not None:
+                self._stop_task.cancel()
+        fields: dict[str, object] = {"pid": child.pid, "exit_code": status.shell_code()}
+        if status.signal is not None:
+            fields["signal"] = signal_name(status.signal)
+        self.log.info("child_exited", **fields)
+        return status
+
+    async def _end_leftovers(self) -> None:
+        """TERM what is left of the child's group and every other descendant, wait, then KILL."""
+        assert self.child is not None
+        self.reaper.reap()
+        pids = proctree.descendants(os.getpid())
+        group_alive = _group_alive(self.child.pgid)
+        if not pids and not group_alive:
+            return
+        self._signal_leftovers(signal.SIGTERM, pids)
+        self.log.info("leftovers_terminated", count=len(pids), pids=pids[:50],
+                      leftover_grace=self.settings.leftover_grace)
+        childless = self.reaper.wait_childless()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(childless), self.settings.leftover_grace)
+        if childless.done():
+            return
+        remaining = proctree.descendants(os.getpid())
+        self._signal_leftovers(signal.SIGKILL, remaining)
+        self.log.warning("leftovers_killed", count=len(remaining), pids=remaining[:50])
+        try:
+            await asyncio.wait_for(childless, KILL_WAIT)
+        except asyncio.TimeoutError:
+            self.log.error("leftovers_unkillable", pids=proctree.descendants(os.getpid())[:50],
+                           hint="processes in uninterruptible sleep (D state) ignore SIGKILL")
+
+    def _signal_leftovers(self, signum: int, pids: list[int]) -> None:
+        self._kill_group(signum)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signum)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

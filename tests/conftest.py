@@ -1,0 +1,154 @@
+"""Shared fixtures: run smsupervise for real, as a subreaper and as PID 1 in a fresh PID namespace."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+HELPERS = ROOT / "tests" / "helpers"
+PYTHON = sys.executable
+T = TypeVar("T")
+
+
+def sleep_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.005,
+                what: str = "condition") -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    end = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _unshare_problem() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root for unshare --pid"
+    if shutil.which("unshare") is None:
+        return "unshare (util-linux) is not installed"
+    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
+                           capture_output=True, check=False)
+    if probe.returncode != 0:
+        return f"unshare --pid failed here: {probe.stderr.decode(errors='replace').strip()}"
+    return None
+
+
+UNSHARE_PROBLEM = _unshare_problem()
+MODES = [
+    pytest.param("subreaper", id="subreaper"),
+    pytest.param("pid1", id="pid1", marks=[
+        pytest.mark.pid1,
+        pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or ""),
+    ]),
+]
+
+
+def init_prefix(mode: str) -> list[str]:
+    """How to start an init under test: as PID 1 of a new namespace, or as a plain child of ours."""
+    if mode == "pid1":
+        return ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"]
+    return []
+
+
+def supervisor_argv(mode: str, *args: str) -> list[str]:
+    return [*init_prefix(mode), PYTHON, "-m", "smsupervise", *args]
+
+
+class Supervised:
+    """A running smsupervise (or peer init), with the host pid of the init itself."""
+
+    def __init__(self, mode: str, argv: list[str], **popen: Any) -> None:
+        self.mode = mode
+        popen.setdefault("stdout", subprocess.PIPE)
+        popen.setdefault("stderr", subprocess.PIPE)
+        self.proc = subprocess.Popen(argv, **popen)
+        self._init_pid: int | None = None
+
+    @property
+    def init_pid(self) -> int:
+        """The init's pid as seen from here (for PID 1 mode: unshare's child)."""
+        if self._init_pid is None:
+            if self.mode == "pid1":
+                path = f"/proc/{self.proc.pid}/task/{self.proc.pid}/children"
+
+                def child() -> int | None:
+                    with contextlib.suppress(OSError, ValueError, IndexError):
+                        return int(Path(path).read_text().split()[0])
+                    return None
+
+                self._init_pid = sleep_until(child, what="unshare's child")
+            else:
+                self._init_pid = self.proc.pid
+        return self._init_pid
+
+    def signal(self, signum: int) -> None:
+        os.kill(self.init_pid, signum)
+
+    def wait(self, timeout: float = 60) -> tuple[int, bytes, bytes]:
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err
+
+    def kill(self) -> None:
+        """SIGKILL the init and everything below it, then collect it."""
+        from smsupervise.proctree import descendants
+
+        for pid in [self.proc.pid, *descendants(self.proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        with contextlib.suppress(Exception):
+            self.proc.communicate(timeout=10)
+
+
+def events(stream: bytes) -> list[dict[str, Any]]:
+    """smsupervise's own events in a captured stream (lines with "logger": "smsupervise")."""
+    found = []
+    for line in stream.splitlines():
+        if line.startswith(b"{"):
+            with contextlib.suppress(orjson.JSONDecodeError):
+                record = orjson.loads(line)
+                if isinstance(record, dict) and record.get("logger") == "smsupervise":
+                    found.append(record)
+    return found
+
+
+def event_names(stream: bytes) -> list[str]:
+    return [record["event"] for record in events(stream)]
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """Each process test runs with smsupervise as a subreaper and as PID 1."""
+    return str(request.param)
+
+
+@pytest.fixture
+def start(mode: str) -> Iterator[Callable[..., Supervised]]:
+    """Start smsupervise with the given arguments in the current mode; killed at teardown."""
+    started: list[Supervised] = []
+
+    def launch(*args: str, **popen: Any) -> Supervised:
+        run = Supervised(mode, supervisor_argv(mode, *args), **popen)
+        started.append(run)
+        return run
+
+    yield launch
+    for run in started:
+        if run.proc.poll() is None:
+            run.kill()
+
+
+def helper(name: str) -> str:
+    return str(HELPERS / name)
