@@ -16,6 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m compileall -q supervisor/smsupervise  # as `pip install` would: no compiling at every start
 	@touch $(STAMP)
 
 demo: venv

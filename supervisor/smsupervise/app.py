@@ -7,7 +7,7 @@ import os
 from smsupervise import launch
 from smsupervise.cli import Invocation
 from smsupervise.errors import SupervisorError
-from smsupervise.logs import EventLog, make_event_log
+from smsupervise.logs import EventLog
 from smsupervise.signals import SignalInbox
 from smsupervise.status import ExitCode
 from smsupervise.supervise import Outcome, Supervisor
@@ -46,8 +46,7 @@ def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
 def run(invocation: Invocation, inbox: SignalInbox) -> int:
     """Run the invocation to the end; returns smsupervise's exit code."""
     settings = invocation.settings
-    log = make_event_log(settings.log_format if settings.log_format == "text" else "json",
-                         settings.log_level)
+    log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
         spec = launch.resolve(invocation, os.environ)
         become_reaper(log)

@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from smsupervise import __version__
 from smsupervise.errors import SupervisorError, UsageError
@@ -20,8 +20,7 @@ from smsupervise.settings import OPTIONS, OPTIONS_BY_NAME, Mode, Settings
 USAGE = "usage: smsupervise [OPTIONS] train | serve | [--] CMD [ARGS...]"
 
 
-@dataclass(frozen=True, slots=True)
-class Invocation:
+class Invocation(NamedTuple):
     """What the command line asks for."""
 
     mode: Mode

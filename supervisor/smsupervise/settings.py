@@ -9,8 +9,7 @@ from __future__ import annotations
 import math
 import signal
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import Literal, cast
+from typing import Literal, NamedTuple
 
 from smsupervise.errors import UsageError
 
@@ -87,8 +86,7 @@ def _text(value: str, source: str) -> str:
     return value
 
 
-@dataclass(frozen=True, slots=True)
-class Option:
+class Option(NamedTuple):
     """One knob: its flag, its environment variable, how to parse it, and its help text."""
 
     name: str
@@ -121,8 +119,7 @@ OPTIONS: tuple[Option, ...] = (
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     """The resolved configuration. Built once, before anything runs; never mutated."""
 
     forward_to: ForwardTo = "group"
@@ -143,5 +140,5 @@ class Settings:
         if "grace_period" not in values and mode == "serve":
             # Endpoints are SIGKILLed 30 s after SIGTERM: the default grace must fit inside that.
             values["grace_period"] = 20.0
-        known = {f.name for f in fields(cls)}
-        return cls(**cast(dict[str, object], {k: v for k, v in values.items() if k in known}))  # type: ignore[arg-type]
+        known = set(cls._fields)
+        return cls(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]

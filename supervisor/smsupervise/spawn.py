@@ -7,15 +7,14 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from smsupervise.errors import SpawnError
 from smsupervise.signals import default_dispositions
 from smsupervise.status import ExitCode
 
 
-@dataclass(frozen=True, slots=True)
-class LaunchSpec:
+class LaunchSpec(NamedTuple):
     """What to run: the argv, its environment and its working directory."""
 
     argv: tuple[str, ...]
@@ -23,8 +22,7 @@ class LaunchSpec:
     cwd: str | None = None  # None: ours
 
 
-@dataclass(frozen=True, slots=True)
-class Child:
+class Child(NamedTuple):
     """A started process: its pid (also its process-group id) and a pidfd when the kernel has them."""
 
     pid: int

@@ -11,7 +11,8 @@ import contextlib
 import os
 import signal
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from typing import NamedTuple
 
 from smsupervise import proctree
 from smsupervise.logs import EventLog
@@ -25,8 +26,7 @@ REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the s
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     """How the supervised run ended; ``exit_code`` is what smsupervise exits with."""
 
     status: ExitStatus | None  # None: the child never started
@@ -63,6 +63,7 @@ class Supervisor:
                 self._forward(signum)
 
     def _forward(self, signum: int) -> None:
+        """Send ``signum`` to the child's group (or the child) first, then say so."""
         child = self.child
         if child is None:
             self.log.info("signal_received", signal=signal_name(signum), action="ignored: no child yet")
@@ -80,21 +81,27 @@ class Supervisor:
                       target=f"process group {child.pgid}" if group else f"pid {child.pid}")
 
     def _request_stop(self, signum: int) -> None:
-        self.log.info("signal_received", signal=signal_name(signum))
         if self.stop_signal is None:
             self.stop_signal = signum
             if self.child is not None:
-                self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence(signum))
+                self._begin_stop(signum)
+            else:
+                self.log.info("signal_received", signal=signal_name(signum))
         elif self._advance is not None:
             # A second SIGTERM/SIGINT during the stop moves on to the next step at once.
+            self.log.info("signal_received", signal=signal_name(signum))
             self.log.info("stop_advanced", signal=signal_name(signum))
             self._advance.set()
 
     # -- the stop sequence ---------------------------------------------------------------------
-    async def _stop_sequence(self, signum: int) -> None:
+    def _begin_stop(self, signum: int) -> None:
+        """Forward at once, in the same callback as the signal (latency matters), then log."""
         self._advance = asyncio.Event()
-        self.log.info("stop_requested", signal=signal_name(signum), grace_period=self.settings.grace_period)
         self._forward(signum)
+        self.log.info("stop_requested", signal=signal_name(signum), grace_period=self.settings.grace_period)
+        self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence())
+
+    async def _stop_sequence(self) -> None:
         if not await self._wait_step(self.settings.grace_period):
             self.log.warning("grace_expired", grace_period=self.settings.grace_period, action="SIGKILL")
         self.killed_after_grace = True
@@ -125,10 +132,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
 
-        def wake() -> None:  # called from signal handlers: only schedules
-            loop.call_soon_threadsafe(self._on_signal)
-
-        self.inbox.attach(wake)
+        self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
         try:
@@ -198,6 +202,28 @@ class Supervisor:
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signum)
+
+
+def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
+    """How a signal handler schedules ``callback`` on ``loop``.
+
+    Python runs signal handlers on the main thread, between bytecodes. Under uvloop that is always
+    inside a loop iteration (uvloop reads its wake-up fd, then runs pending handlers), so a plain
+    ``call_soon`` is safe and saves a second eventfd round trip (TERM latency, benchmarks/pid1.py).
+    The stdlib loop may be inside ``epoll_wait``, which PEP 475 retries after the handler, so it
+    needs ``call_soon_threadsafe`` to write its self-pipe and wake up.
+    """
+    if type(loop).__module__.startswith("uvloop"):
+
+        def wake() -> None:
+            loop.call_soon(callback)
+
+    else:
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(callback)
+
+    return wake
 
 
 def _group_alive(pgid: int) -> bool:
