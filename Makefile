@@ -31,6 +31,7 @@ lint: venv
 
 bench: venv
 	$(PY) -m benchmarks.pid1
+	$(PY) -m benchmarks.logs
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from smsupervise import launch
+from smsupervise import launch, libc
 from smsupervise.cli import Invocation
 from smsupervise.errors import SupervisorError
 from smsupervise.logs import EventLog
@@ -12,21 +12,16 @@ from smsupervise.signals import SignalInbox
 from smsupervise.status import ExitCode
 from smsupervise.supervise import Outcome, Supervisor
 
-PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
-
 
 def become_reaper(log: EventLog) -> None:
     """As PID 1 we reap by nature; otherwise ask to be a child subreaper, and say so once."""
     if os.getpid() == 1:
         return
-    import ctypes  # noqa: PLC0415  (only needed when not PID 1)
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0:
+    error = libc.set_child_subreaper()
+    if error is None:
         log.info("subreaper_enabled", reason="not PID 1: orphaned descendants are re-parented to "
                  "smsupervise, which reaps them and stops them when the child exits")
         return
-    error = os.strerror(ctypes.get_errno())
     log.warning("subreaper_failed", error=error,
                 impact="orphaned descendants will be re-parented to another process: smsupervise "
                 "cannot reap them or stop them when the child exits",
@@ -50,6 +45,8 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     try:
         spec = launch.resolve(invocation, os.environ)
         become_reaper(log)
+        if settings.log_format == "json":
+            libc.keep_heap()
         outcome = _run_loop(Supervisor(spec, settings, inbox, log),
                             os.environ.get("SMSUPERVISE_EVENT_LOOP", "uvloop"))
     except SupervisorError as error:
@@ -57,5 +54,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         log.info("exiting", exit_code=error.exit_code)
         return error.exit_code
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
-    log.info("exiting", exit_code=code, runtime_s=round(outcome.runtime, 3))
+    times = os.times()
+    log.info("exiting", exit_code=code, runtime_s=round(outcome.runtime, 3),
+             cpu_s=round(times.user + times.system, 3))
     return code

@@ -71,11 +71,14 @@ class EventLog:
         self._render = _text_renderer() if fmt == "text" else render_json
         self._static = dict(static or {})
         self._fd = fd
-        self._sink: Callable[[bytes], None] = lambda line: write_all(self._fd, line)
+        self._sink: Callable[[bytes], None] = self._write_direct
 
-    def redirect(self, sink: Callable[[bytes], None]) -> None:
-        """Send rendered lines to ``sink`` (the output writer, once child output is relayed)."""
-        self._sink = sink
+    def _write_direct(self, line: bytes) -> None:
+        write_all(self._fd, line)
+
+    def redirect(self, sink: Callable[[bytes], None] | None) -> None:
+        """Send rendered lines to ``sink`` (our stderr writer while the loop runs); None: direct."""
+        self._sink = sink if sink is not None else self._write_direct
 
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < self._threshold:

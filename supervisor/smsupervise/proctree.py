@@ -34,3 +34,25 @@ def descendants(root: int) -> list[int]:
         found.append(pid)
         stack.extend(children.get(pid, ()))
     return sorted(found)
+
+
+def pipe_holders(inode: int) -> list[int]:
+    """Processes (other than us) that have the pipe with this inode open."""
+    target = f"pipe:[{inode}]"
+    me = os.getpid()
+    holders = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            fds = os.listdir(f"/proc/{entry.name}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{entry.name}/fd/{fd}") == target:
+                    holders.append(int(entry.name))
+                    break
+            except OSError:
+                continue
+    return sorted(holders)

@@ -113,6 +113,18 @@ OPTIONS: tuple[Option, ...] = (
            "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL"),
     Option("log-format", "json|text|raw", _choice("json", "text", "raw"), "json",
            "json: one JSON object per line; text: for people; raw: child output passed through untouched"),
+    Option("merge-streams", None, _boolean, "off",
+           "write the child's stderr records to our stdout too (one stream, in read order)"),
+    Option("max-line-bytes", "BYTES", _size, "16384",
+           "no output line is longer (SageMaker's shipper splits at 16 KiB); longer messages are "
+           "split into parts marked `partial` (1024 to 1048550)"),
+    Option("progress-interval", "SECONDS", _seconds, "10",
+           "emit at most one `\\r` progress state (tqdm) per stream per interval; the last one before "
+           "a newline is always kept"),
+    Option("flush-after", "SECONDS", _seconds, "1",
+           "emit a line that has no newline yet after this much silence (marked `eol: none`)"),
+    Option("drain-timeout", "SECONDS", _seconds, "2",
+           "after the main child exits, read its output until EOF for at most this long"),
     Option("log-level", "debug|info|warning|error", _choice("debug", "info", "warning", "error"), "info",
            "the least severe of smsupervise's own events that is written"),
 )
@@ -127,6 +139,11 @@ class Settings(NamedTuple):
     leftover_grace: float = 5.0
     log_format: LogFormat = "json"
     log_level: LogLevel = "info"
+    merge_streams: bool = False
+    max_line_bytes: int = 16384
+    progress_interval: float = 10.0
+    flush_after: float = 1.0
+    drain_timeout: float = 2.0
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:
@@ -140,5 +157,9 @@ class Settings(NamedTuple):
         if "grace_period" not in values and mode == "serve":
             # Endpoints are SIGKILLed 30 s after SIGTERM: the default grace must fit inside that.
             values["grace_period"] = 20.0
+        line_bytes = values.get("max_line_bytes", 16384)
+        if not isinstance(line_bytes, int) or not 1024 <= line_bytes <= 1048550:
+            raise UsageError(f"--max-line-bytes / {ENV_PREFIX}MAX_LINE_BYTES: {line_bytes} is out of range; "
+                             "use 1024 to 1048550 (CloudWatch's event limit is 1 MiB - 26 bytes)")
         known = set(cls._fields)
         return cls(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]

@@ -15,7 +15,9 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from smsupervise import proctree
+from smsupervise.logrelay import ChildOutput
 from smsupervise.logs import EventLog
+from smsupervise.output import Output
 from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
@@ -34,6 +36,7 @@ class Outcome(NamedTuple):
     stop_signal: int | None  # the signal that asked us to stop, if any
     killed_after_grace: bool
     runtime: float
+    stderr_tail: bytes = b""
 
 
 class Supervisor:
@@ -51,6 +54,7 @@ class Supervisor:
         self._advance: asyncio.Event | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._tick: asyncio.TimerHandle | None = None
+        self.output: ChildOutput | None = None
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -131,7 +135,9 @@ class Supervisor:
         """Start the child and supervise it to the end; raises ``SpawnError`` if it cannot start."""
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-
+        outputs = {fd: Output(loop, fd) for fd in (1, 2)}
+        self.log.redirect(outputs[2].write)  # our events and the child's stderr never interleave
+        self.output = ChildOutput(self.settings, self.log, outputs)
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
@@ -141,19 +147,30 @@ class Supervisor:
                 code = ExitCode.SIGNAL_BASE + self.stop_signal
                 return Outcome(None, code, self.stop_signal, False, time.monotonic() - started)
             status = await self._run_child(loop)
-            await self._end_leftovers()
+            await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
             return Outcome(status, status.shell_code(), self.stop_signal, self.killed_after_grace,
-                           time.monotonic() - started)
+                           time.monotonic() - started, self.output.stderr_tail())
         finally:
             self.inbox.detach()
             if self._tick is not None:
                 self._tick.cancel()
+            self.log.redirect(None)
+            for output in outputs.values():
+                output.close()
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop) -> ExitStatus:
+        assert self.output is not None
+        stdout_w, stderr_w = self.output.open()
+        try:
+            child = spawn(self.spec, stdout_w, stderr_w)
+        except BaseException:
+            self.output.close_write_ends()
+            raise
         # spawn and register in one step: no await between them (see reaper.py).
-        child = spawn(self.spec)
         exit_future = self.reaper.register(child.pid)
         self.child = child
+        self.output.start(child.pid, host=self.spec.env.get("SM_CURRENT_HOST"),
+                          job=self.spec.env.get("TRAINING_JOB_NAME"))
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
         self.log.info("child_spawned", pid=child.pid, pgid=child.pgid, argv=list(child.argv),

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.peer, pytest.mark.pid1,
               pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or "")]
 
 INITS = {
-    "smsupervise": [PYTHON, "-m", "smsupervise", "--log-level", "warning", "--leftover-grace", "1"],
+    "smsupervise": [PYTHON, "-m", "smsupervise", "--log-level", "warning", "--leftover-grace", "1",
+                    "--log-format", "raw"],
     "tini": ["tini", "-g", "--"],
     "dumb-init": ["dumb-init"],
 }

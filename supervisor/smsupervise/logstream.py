@@ -1,0 +1,306 @@
+"""Child output -> one JSON object per line. Pure and synchronous: bytes in, rendered bytes out.
+
+Record schema (keys in this order, absent ones omitted)::
+
+    {"ts", "stream", "level", "msg", "seq", "pid", "host", "job", "progress", "eol", "partial"}
+
+* ``ts``: when smsupervise read the bytes (RFC 3339 UTC, milliseconds); ``stream``: stdout|stderr.
+* ``msg``: the line without its terminator, UTF-8 with U+FFFD for bad bytes (docker's choice).
+* ``seq``: one counter across both streams, per emitted object.
+* The terminator is recorded so that the output gives the input back exactly: none means ``\\n``;
+  ``"progress": true`` means ``\\r`` (a tqdm-style state); ``"eol": "crlf"`` means ``\\r\\n``;
+  ``"eol": "none"`` means no terminator yet (a tail flushed after silence or at EOF).
+* ``partial: {"id", "n", "last"}``: a message too long for one line, split on character (hence
+  UTF-8) boundaries; ``id`` is the ``seq`` of part 1, ``n`` counts from 1.
+* A line that is itself a JSON object is emitted at the root with our keys added only where absent
+  (so Logs Insights discovers its fields and EMF ``_aws`` metrics work).
+
+Speed: one decode per chunk, one ``orjson.dumps`` of the message string per line, and records
+assembled from pre-rendered byte templates (benchmarks/logs.py).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple
+
+import orjson
+
+from smsupervise.logs import rfc3339_ms
+
+# A level is detected only from what the line itself says, at its start (a bounded prefix):
+# Python logging's default "WARNING:root:...", the toolkit's "<asctime> <name> LEVEL ...",
+# "[2026-...] LEVEL", glog/absl "W1122 15:00:00.1 ...", and Python tracebacks.
+_LEVEL_WORDS = "DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL"
+_LEVEL_RE = re.compile(
+    rf"(?:(?P<plain>{_LEVEL_WORDS})[:\s\]]"
+    rf"|\[?\d{{4}}-\d\d-\d\d[ T][0-9:,.]+\]?\s+(?:\S+\s+)?(?P<dated>{_LEVEL_WORDS})\b"
+    r"|(?P<glog>[IWEF])\d{4} \d\d:\d\d:\d\d"
+    r"|(?P<tb>Traceback \(most recent call last\):))"
+)
+_GLOG = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
+_NORMAL = {"WARN": "WARNING", "FATAL": "CRITICAL"}
+_LEVEL_CHARS = frozenset("DIWECF[0123456789T")
+
+
+def detect_level(line: str) -> str | None:
+    """The level a line announces at its start, if any."""
+    if not line or line[0] not in _LEVEL_CHARS:
+        return None
+    match = _LEVEL_RE.match(line[:120])
+    if match is None:
+        return None
+    if match.group("tb"):
+        return "ERROR"
+    glog = match.group("glog")
+    if glog:
+        return _GLOG[glog]
+    word = match.group("plain") or match.group("dated")
+    return _NORMAL.get(word, word)
+
+
+class RecordFormat(NamedTuple):
+    """What every record of a run shares."""
+
+    pid: int
+    host: str | None = None
+    job: str | None = None
+    max_line_bytes: int = 16384
+
+
+class Counter:
+    """The ``seq`` counter shared by both streams."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+
+_TERMINATOR_FIELDS = {"\n": b"", "\r": b',"progress":true', "\r\n": b',"eol":"crlf"', "": b',"eol":"none"'}
+_TERMINATOR_KEYS: dict[str, dict[str, object]] = {
+    "\n": {}, "\r": {"progress": True}, "\r\n": {"eol": "crlf"}, "": {"eol": "none"}}
+_SPLIT_RE = re.compile(r"(\r\n|\r|\n)")
+
+
+class StreamFramer:
+    """Frames one stream's bytes into records. ``feed`` returns the rendered complete lines; the
+    caller decides when to ``flush`` the unterminated tail (silence, EOF).
+
+    Memory is bounded: an unterminated line longer than ``hold_limit`` bytes is emitted as
+    ``partial`` parts as it arrives (the part that ends it carries ``last: true``).
+    """
+
+    def __init__(self, stream: str, fmt: RecordFormat, counter: Counter,
+                 progress_interval: float = 0.0) -> None:
+        self.stream = stream
+        self.fmt = fmt
+        self.counter = counter
+        self._pending = b""
+        self._partial: list[int] | None = None  # [id, next n] while a split message is open
+        self.hold_limit = max(4 * fmt.max_line_bytes, 65536)
+        self.progress_interval = progress_interval
+        # The newest progress state not yet emitted (throttled), unrendered: seq is given only
+        # to what is emitted, so a gap in seq always means loss.
+        self._held: tuple[bytes, str] | None = None
+        self._last_progress = float("-inf")
+        static = {"pid": fmt.pid, **({"host": fmt.host} if fmt.host else {}),
+                  **({"job": fmt.job} if fmt.job else {})}
+        self._static = static
+        self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
+        self._stream_json = orjson.dumps(stream)
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    # -- rendering -----------------------------------------------------------------------------
+    def _head(self, ts: bytes, level: str | None) -> bytes:
+        if level is None:
+            return b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
+        return (b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"level":"' + level.encode()
+                + b'","msg":')
+
+    def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
+        """Append the record(s) for one complete line (slow path: everything but plain lines)."""
+        if self._partial is None and line[:1] == "{" and line[-1:] == "}":
+            rendered = self._render_object(ts, line, terminator)
+            if rendered is not None:
+                out.append(rendered)
+                return
+        level = detect_level(line) if self._partial is None else None
+        encoded = orjson.dumps(line)
+        extra = _TERMINATOR_FIELDS[terminator]
+        head = self._head(ts, level)
+        if self._partial is None and (len(head) + len(encoded) + len(extra) + len(self._tail) + 40
+                                      <= self.fmt.max_line_bytes):
+            self.counter.value += 1
+            out.append(head + encoded + b',"seq":%d' % self.counter.value + self._tail + extra + b"}\n")
+            return
+        self._render_parts(out, head, line, extra, last=True)
+
+    def _render_object(self, ts: bytes, line: str, terminator: str) -> bytes | None:
+        try:
+            obj = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            return None
+        if not isinstance(obj, dict):
+            return None
+        self.counter.value += 1
+        ours: dict[str, Any] = {"ts": orjson.loads(ts), "stream": self.stream, "seq": self.counter.value}
+        ours.update(self._static)
+        ours.update(_TERMINATOR_KEYS[terminator])
+        for key, value in ours.items():
+            obj.setdefault(key, value)
+        rendered = orjson.dumps(obj) + b"\n"
+        if len(rendered) > self.fmt.max_line_bytes:
+            self.counter.value -= 1
+            return None  # too big to stay one object: it goes out as a split message instead
+        return rendered
+
+    def _render_parts(self, out: list[bytes], head: bytes, text: str, extra: bytes, last: bool) -> None:
+        """Emit ``text`` as partial parts, each line within max_line_bytes."""
+        # Room for the message in one line: the cap minus everything else on it (seq, partial
+        # meta and terminator fields at their widest).
+        budget = self.fmt.max_line_bytes - len(head) - len(self._tail) - len(extra) - 110
+        if budget < 64:
+            raise ValueError(f"--max-line-bytes {self.fmt.max_line_bytes} leaves no room for a message")
+        start = 0
+        while True:
+            end = min(len(text), start + budget)
+            piece = orjson.dumps(text[start:end])
+            while len(piece) - 2 > budget and end - start > 1:  # escapes made it longer: shrink
+                end = start + max(1, (end - start) * budget // (len(piece) - 2))
+                piece = orjson.dumps(text[start:end])
+            final = last and end >= len(text)
+            self.counter.value += 1
+            if self._partial is None:
+                self._partial = [self.counter.value, 1]
+            pid, n = self._partial
+            meta = b',"partial":{"id":%d,"n":%d,"last":%s}' % (pid, n, b"true" if final else b"false")
+            self._partial[1] = n + 1
+            out.append(head + piece + b',"seq":%d' % self.counter.value + self._tail
+                       + (extra if final else b"") + meta + b"}\n")
+            start = end
+            if start >= len(text):
+                break
+        if last:
+            self._partial = None
+
+    # -- framing -------------------------------------------------------------------------------
+    def feed(self, data: bytes, now: float) -> bytes:
+        """Add bytes read from the child; returns the records for every line they complete."""
+        if not data:
+            return b""
+        buf = self._pending + data if self._pending else data
+        cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+        if cut >= 0 and cut == len(buf) - 1 and buf[cut] == 13:  # a final \r may be half of \r\n: wait
+            cut = max(buf.rfind(b"\n", 0, cut), buf.rfind(b"\r", 0, cut))
+        out: list[bytes] = []
+        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        if cut < 0:
+            self._pending = buf
+        else:
+            self._pending = buf[cut + 1:]
+            self._frame(out, ts, buf[: cut + 1].decode("utf-8", "replace"), now)
+        if len(self._pending) > self.hold_limit:
+            self._spill(out, ts)
+        return b"".join(out)
+
+    def _frame(self, out: list[bytes], ts: bytes, text: str, now: float) -> None:
+        if "\r" not in text and self._partial is None and self._held is None:
+            self._frame_plain(out, ts, text)
+            return
+        pieces = _SPLIT_RE.split(text)
+        for index in range(0, len(pieces) - 1, 2):
+            line, terminator = pieces[index], pieces[index + 1]
+            if terminator == "\r":
+                self._held = (ts, line)
+                if now - self._last_progress >= self.progress_interval:
+                    self._emit_held(out, now)
+                continue
+            self._emit_held(out, now)  # the last state before a newline is always kept
+            self._render(out, ts, line, terminator)
+
+    def _frame_plain(self, out: list[bytes], ts: bytes, text: str) -> None:
+        """The hot path: only ``\\n`` terminators and no open split message."""
+        head = b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
+        tail = self._tail + b"}\n"
+        limit = self.fmt.max_line_bytes - len(head) - len(tail) - 30
+        dumps = orjson.dumps
+        append = out.append
+        counter = self.counter
+        seq = counter.value
+        lines = text.split("\n")
+        lines.pop()  # text ends with "\n": the last piece is empty
+        for line in lines:
+            if line and line[0] in _SLOW_START:
+                counter.value = seq
+                self._render(out, ts, line, "\n")
+                seq = counter.value
+                continue
+            encoded = dumps(line)
+            if len(encoded) > limit:
+                counter.value = seq
+                self._render(out, ts, line, "\n")
+                seq = counter.value
+                continue
+            seq += 1
+            append(head)
+            append(encoded)
+            append(b',"seq":%d' % seq)
+            append(tail)
+        counter.value = seq
+
+    def _emit_held(self, out: list[bytes], now: float) -> None:
+        if self._held is not None:
+            ts, line = self._held
+            self._held = None
+            self._last_progress = now
+            self._render(out, ts, line, "\r")
+
+    def progress_due(self, now: float) -> float | None:
+        """When the held progress state may go out (None: nothing held)."""
+        return None if self._held is None else self._last_progress + self.progress_interval
+
+    def take_progress(self, now: float) -> bytes:
+        """Emit the held progress state if its interval has passed."""
+        due = self.progress_due(now)
+        if due is None or now < due:
+            return b""
+        out: list[bytes] = []
+        self._emit_held(out, now)
+        return b"".join(out)
+
+    def _spill(self, out: list[bytes], ts: bytes) -> None:
+        """Emit most of an over-long unterminated line as partial parts, keeping memory bounded."""
+        keep = _utf8_safe_cut(self._pending, len(self._pending) - 4)
+        text = self._pending[:keep].decode("utf-8", "replace")
+        self._pending = self._pending[keep:]
+        self._render_parts(out, self._head(ts, None), text, b"", last=False)
+
+    def flush(self, now: float) -> bytes:
+        """Emit the unterminated tail (``"eol": "none"``) and any held progress state."""
+        out: list[bytes] = []
+        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        if self._pending.endswith(b"\r"):  # no \n came: that \r was a terminator after all
+            text, self._pending = self._pending.decode("utf-8", "replace"), b""
+            self._frame(out, ts, text, now)
+        self._emit_held(out, now)
+        if self._pending or self._partial is not None:
+            text, self._pending = self._pending.decode("utf-8", "replace"), b""
+            self._render(out, ts, text, "")
+        return b"".join(out)
+
+
+# Lines starting with these may be JSON objects or carry a level: they take the slow path.
+_SLOW_START = frozenset("{DIWECF[0123456789T")
+
+
+def _utf8_safe_cut(data: bytes, at: int) -> int:
+    """The largest index <= ``at`` that does not split a UTF-8 sequence (cut before a lead byte)."""
+    at = max(0, min(at, len(data)))
+    for index in range(at, max(at - 4, -1), -1):
+        if index == len(data) or data[index] & 0xC0 != 0x80:
+            return index
+    return at

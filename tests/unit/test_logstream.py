@@ -1,0 +1,177 @@
+"""The line framer: arbitrary bytes in, JSON lines out, nothing lost."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from smsupervise.logstream import Counter, RecordFormat, StreamFramer, detect_level
+
+CAP = 1024
+TERMINATORS = {None: "\n", "crlf": "\r\n", "none": ""}
+
+
+def _reconstruct(records: list[dict[str, Any]], originals: dict[int, str]) -> str:
+    """Join messages back with their terminators; JSON-object records map back via ``originals``."""
+    text, parts = [], []
+    for record in records:
+        if "msg" not in record or record["seq"] in originals:
+            text.append(originals[record["seq"]])
+            continue
+        parts.append(record["msg"])
+        if "partial" in record and not record["partial"]["last"]:
+            continue
+        message, parts = "".join(parts), []
+        terminator = "\r" if record.get("progress") else TERMINATORS[record.get("eol")]
+        text.append(message + terminator)
+    return "".join(text)
+
+
+def _run(chunks: list[bytes], framer: StreamFramer) -> list[bytes]:
+    out = b"".join(framer.feed(chunk, 1_700_000_000.0 + i) for i, chunk in enumerate(chunks))
+    out += framer.flush(1_800_000_000.0)
+    return out.splitlines(keepends=True)
+
+
+def _is_json_object(line: str) -> bool:
+    if not (line.startswith("{") and line.endswith("}")):
+        return False
+    try:
+        return isinstance(orjson.loads(line), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
+def _expected_objects(data: bytes) -> list[str]:
+    """Input lines that are JSON objects, in order (they come out at the root, not as msg)."""
+    text = data.decode("utf-8", "replace")
+    pieces = re.split(r"(\r\n|\r|\n)", text)
+    return [pieces[i] + pieces[i + 1] for i in range(0, len(pieces) - 1, 2) if _is_json_object(pieces[i])]
+
+
+byte_streams = st.lists(
+    st.one_of(
+        st.binary(max_size=300),
+        st.sampled_from([b"\n", b"\r", b"\r\n", b"\xff", b"\xe2\x82", b"\xac", b"\x00", "é".encode(),
+                         "€".encode(), b'{"a": 1}\n', b"WARNING:root:x\n", b"x" * 3000, b"{", b"}\n"]),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=byte_streams, cuts=st.lists(st.integers(min_value=1, max_value=700), max_size=30))
+def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(pieces: list[bytes],
+                                                                    cuts: list[int]) -> None:
+    """For any byte stream cut into any chunks: every output line is one JSON object within the
+    cap, and joining the messages back (parts rejoined, terminators restored) gives the decoded
+    input exactly, in order."""
+    data = b"".join(pieces)
+    chunks, start = [], 0
+    for size in cuts:
+        chunks.append(data[start:start + size])
+        start += size
+    chunks.append(data[start:])
+    framer = StreamFramer("stderr", RecordFormat(pid=42, host="algo-1", job="job", max_line_bytes=CAP),
+                          Counter(), progress_interval=0.0)
+    lines = _run(chunks, framer)
+    records = []
+    for line in lines:
+        assert len(line) <= CAP, len(line)
+        assert line.endswith(b"\n")
+        record = orjson.loads(line)
+        assert isinstance(record, dict)
+        assert record["stream"] == "stderr"
+        records.append(record)
+    assert [r["seq"] for r in records] == list(range(1, len(records) + 1))
+    objects = iter(_expected_objects(data))
+    originals = {r["seq"]: next(objects) for r in records if "msg" not in r}
+    assert _reconstruct(records, originals) == data.decode("utf-8", "replace")
+
+
+@given(st.lists(st.tuples(st.sampled_from(["stdout", "stderr"]), st.binary(max_size=200)), max_size=30))
+def test_seq_is_one_counter_across_both_streams(writes: list[tuple[str, bytes]]) -> None:
+    """stdout and stderr share one seq counter: merged, the records number 1..N without gaps."""
+    counter = Counter()
+    fmt = RecordFormat(pid=1)
+    framers = {name: StreamFramer(name, fmt, counter) for name in ("stdout", "stderr")}
+    out = b"".join(framers[name].feed(data + b"\n", 0.0) for name, data in writes)
+    seqs = sorted(orjson.loads(line)["seq"] for line in out.splitlines())
+    assert seqs == list(range(1, len(seqs) + 1))
+
+
+def test_progress_states_are_throttled_but_the_last_before_a_newline_is_kept() -> None:
+    """tqdm writes many \\r states: one per interval goes out, and the final state before the
+    newline always does; the seq has no gaps (dropped states never took a number)."""
+    framer = StreamFramer("stderr", RecordFormat(pid=1), Counter(), progress_interval=10.0)
+    out = framer.feed(b"".join(b"%d%%|\r" % i for i in range(100)), 100.0)
+    out += framer.feed(b"100%|done\n", 101.0)
+    records = [orjson.loads(line) for line in out.splitlines()]
+    assert [r["msg"] for r in records] == ["0%|", "99%|", "100%|done"]
+    assert [r.get("progress", False) for r in records] == [True, True, False]
+    assert [r["seq"] for r in records] == [1, 2, 3]
+
+
+def test_held_progress_state_is_released_when_its_interval_passes() -> None:
+    """A throttled state is not lost: ``take_progress`` lets it out once the interval has passed."""
+    framer = StreamFramer("stderr", RecordFormat(pid=1), Counter(), progress_interval=5.0)
+    framer.feed(b"10%\r20%\r3", 0.0)  # 10% goes out at once; 20% is held (throttled)
+    assert framer.progress_due(1.0) == 5.0
+    assert framer.take_progress(1.0) == b""
+    assert orjson.loads(framer.take_progress(5.0))["msg"] == "20%"
+
+
+def test_json_object_lines_go_to_the_root_with_ours_only_where_absent() -> None:
+    """An EMF line stays one JSON object at the root (so CloudWatch extracts the metric); a key the
+    child set itself (here `stream`) is not overwritten."""
+    emf = {"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "ml", "Dimensions": [[]],
+                                                           "Metrics": [{"Name": "loss"}]}]},
+           "loss": 0.25, "stream": "mine"}
+    framer = StreamFramer("stdout", RecordFormat(pid=9, job="j"), Counter())
+    record = orjson.loads(framer.feed(orjson.dumps(emf) + b"\n", 0.0))
+    assert record["_aws"] == emf["_aws"]
+    assert record["loss"] == 0.25
+    assert record["stream"] == "mine"
+    assert record["job"] == "j"
+    assert record["seq"] == 1
+    assert "msg" not in record
+
+
+def test_a_five_megabyte_line_is_split_and_memory_stays_bounded() -> None:
+    """A 5 MB line fed in 64 KiB chunks goes out as parts while it arrives (the framer never holds
+    more than its limit), each part within the cap, rejoining to the line."""
+    framer = StreamFramer("stdout", RecordFormat(pid=1), Counter())
+    line = (b"0123456789abcdef" * 327680)[:5_000_000]
+    out = []
+    for start in range(0, len(line), 65536):
+        out.append(framer.feed(line[start:start + 65536], 0.0))
+        assert framer.pending <= framer.hold_limit
+    out.append(framer.feed(b"\n", 0.0))
+    records = [orjson.loads(x) for x in b"".join(out).splitlines()]
+    assert all(len(orjson.dumps(r)) < 16384 for r in records)
+    assert "".join(r["msg"] for r in records).encode() == line
+    assert records[-1]["partial"]["last"] is True
+    assert {r["partial"]["id"] for r in records} == {records[0]["seq"]}
+
+
+def test_nul_and_invalid_utf8_survive_as_escapes_and_replacement_characters() -> None:
+    """NUL stays (as \\u0000); invalid bytes become U+FFFD, as docker and the toolkit do."""
+    framer = StreamFramer("stdout", RecordFormat(pid=1), Counter())
+    record = orjson.loads(framer.feed(b"a\x00b\xffc\xe2\x82\n", 0.0))
+    assert record["msg"] == "a\x00b\ufffdc\ufffd"
+
+
+def test_detect_level_knows_common_formats_and_nothing_else() -> None:
+    """Python logging, the toolkit's format, glog and tracebacks are recognised; prose is not."""
+    assert detect_level("WARNING:root:disk almost full") == "WARNING"
+    assert detect_level("2026-11-22 15:00:00,123 sagemaker-training-toolkit INFO     Imported") == "INFO"
+    assert detect_level("E1122 15:00:00.123456 12 main.cc:1] boom") == "ERROR"
+    assert detect_level("Traceback (most recent call last):") == "ERROR"
+    assert detect_level("[2026-11-22 15:00:00] WARN slow step") == "WARNING"
+    assert detect_level("Information about the run") is None
+    assert detect_level("epoch 1 INFO") is None
+    assert detect_level("") is None
