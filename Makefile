@@ -4,7 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench venv clean
+TOOLKIT_VENV ?= .venv-toolkit
+TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
+
+.PHONY: demo test lint bench venv toolkit clean
 
 venv: $(STAMP)
 
@@ -19,11 +22,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m compileall -q supervisor/smsupervise  # as `pip install` would: no compiling at every start
 	@touch $(STAMP)
 
+# The real sagemaker-training, for the differential tests only. It gets a venv of its own because it
+# installs a `train` program and pins packages of its own.
+toolkit: $(TOOLKIT_STAMP)
+
+$(TOOLKIT_STAMP):
+	$(PYTHON) -m venv $(TOOLKIT_VENV)
+	$(TOOLKIT_VENV)/bin/python -m pip install -q sagemaker-training==5.1.4 setuptools
+	@touch $(TOOLKIT_STAMP)
+
 demo: venv
 	./examples/run-demo.sh
 
-test: venv
-	$(PY) -m pytest
+test: venv toolkit
+	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) $(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check supervisor tests benchmarks
@@ -34,4 +46,4 @@ bench: venv
 	$(PY) -m benchmarks.logs
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results
+	rm -rf $(VENV) $(TOOLKIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

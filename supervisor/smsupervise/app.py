@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from smsupervise import launch, libc
+from smsupervise import failure, launch, libc
 from smsupervise.cli import Invocation
-from smsupervise.errors import SupervisorError
+from smsupervise.errors import ConfigError, SupervisorError
 from smsupervise.logs import EventLog
 from smsupervise.signals import SignalInbox
-from smsupervise.status import ExitCode
+from smsupervise.status import ExitCode, signal_name
 from smsupervise.supervise import Outcome, Supervisor
 
 
@@ -38,21 +38,67 @@ def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
     return uvloop.run(supervisor.run())
 
 
+def failure_text(outcome: Outcome) -> str:
+    """The reason a person reads in the console: what happened first, then the evidence."""
+    if outcome.status is None:
+        assert outcome.stop_signal is not None
+        headline = f"Stopped by {signal_name(outcome.stop_signal)} before {outcome.step} started"
+    elif outcome.step != "training":
+        headline = failure.describe(outcome.status, what=outcome.step[:1].upper() + outcome.step[1:])
+        headline += "; training did not start"
+    else:
+        headline = failure.describe(outcome.status)
+        if outcome.stop_signal is not None:
+            stopped = f"Stopped by {signal_name(outcome.stop_signal)}; "
+            headline = stopped + headline[:1].lower() + headline[1:]
+            if outcome.killed_after_grace:
+                headline += " after the grace period"
+    return failure.compose(headline, outcome.stderr_tail)
+
+
+def _record_outcome(plan: launch.Plan, outcome: Outcome, log: EventLog) -> None:
+    if plan.outcome_dir is None:
+        return
+    try:
+        if outcome.status is not None and outcome.status.ok and outcome.step == "training":
+            failure.write_success(plan.outcome_dir)
+            return
+        text = failure_text(outcome)
+        if failure.write_failure(plan.outcome_dir, text):
+            log.info("failure_written", path=os.path.join(plan.outcome_dir, "failure"), reason=text[:200])
+        else:
+            log.info("failure_kept", path=os.path.join(plan.outcome_dir, "failure"),
+                     reason="the program wrote its own failure file; its words win")
+    except OSError as error:
+        log.error("outcome_not_written", dir=plan.outcome_dir, error=str(error))
+
+
 def run(invocation: Invocation, inbox: SignalInbox) -> int:
     """Run the invocation to the end; returns smsupervise's exit code."""
     settings = invocation.settings
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
-        spec = launch.resolve(invocation, os.environ)
         become_reaper(log)
+        plan = launch.plan(invocation, os.environ)
+        for event, fields in plan.notes:
+            log.info(event, **fields)
         if settings.log_format == "json":
             libc.keep_heap()
-        outcome = _run_loop(Supervisor(spec, settings, inbox, log),
+        outcome = _run_loop(Supervisor(plan.steps, settings, inbox, log),
                             os.environ.get("SMSUPERVISE_EVENT_LOOP", "uvloop"))
     except SupervisorError as error:
         log.error("start_failed", error=error.message(), exit_code=error.exit_code)
+        if invocation.mode == "train" and isinstance(error, ConfigError | SupervisorError):
+            base = launch.base_dir(settings, os.environ)
+            output_dir = os.path.join(base, "output")
+            if os.path.isdir(base):
+                try:
+                    failure.write_failure(output_dir, f"Not started: {error.message()}")
+                except OSError as write_error:
+                    log.error("outcome_not_written", dir=output_dir, error=str(write_error))
         log.info("exiting", exit_code=error.exit_code)
         return error.exit_code
+    _record_outcome(plan, outcome, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     times = os.times()
     log.info("exiting", exit_code=code, runtime_s=round(outcome.runtime, 3),

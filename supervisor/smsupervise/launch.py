@@ -1,39 +1,172 @@
-"""From the invocation to a ``LaunchSpec``: what to run, with which environment, where."""
+"""From the invocation to a ``Plan``: the steps to run, with which environment, where.
+
+``train`` is resolved in this order: (1) ``SMSUPERVISE_TRAIN``, a command line; (2) script mode,
+``SAGEMAKER_PROGRAM`` or the ``sagemaker_program`` hyperparameter, as sagemaker-training runs it;
+(3) a ``train`` program on PATH other than smsupervise itself; (4) otherwise a configuration error
+that lists what was looked for.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import sys
 from collections.abc import Mapping
+from typing import NamedTuple
 
+from smsupervise import environment, probe, smconfig, sourcedir
 from smsupervise.cli import Invocation
-from smsupervise.errors import SpawnError
+from smsupervise.errors import ConfigError, SpawnError
+from smsupervise.settings import Mode, Settings
 from smsupervise.spawn import LaunchSpec
 from smsupervise.status import ExitCode
 
-
-def _ourselves() -> set[str]:
-    """Real paths that are smsupervise itself, so ``train`` on PATH never resolves to us."""
-    return {os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set()
+_SAFE_ENTRY = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$")
 
 
-def program_on_path(name: str, env: Mapping[str, str]) -> str | None:
-    """The first executable ``name`` on the child's PATH that is not smsupervise itself."""
-    ourselves = _ourselves()
-    for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if (os.path.isfile(candidate) and os.access(candidate, os.X_OK)
-                and os.path.realpath(candidate) not in ourselves):
-            return candidate
-    return None
+class Step(NamedTuple):
+    """One process to run to completion; a failing preparation step ends the run."""
+
+    name: str  # "training", "installing requirements", "serving", "command"
+    spec: LaunchSpec
 
 
-def resolve(invocation: Invocation, env: Mapping[str, str]) -> LaunchSpec:
-    """The command for ``exec`` mode, or the ``train``/``serve`` program on PATH."""
+class Plan(NamedTuple):
+    """Everything decided before anything runs."""
+
+    mode: Mode
+    steps: tuple[Step, ...]
+    outcome_dir: str | None  # where success/failure files go (train mode)
+    notes: tuple[tuple[str, dict[str, object]], ...] = ()  # events to log once running
+    checkpoint_dir: str | None = None
+
+
+def _ourselves() -> frozenset[str]:
+    """Real paths that are smsupervise itself, so `train` on PATH never resolves to us."""
+    return frozenset({os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set())
+
+
+def base_dir(settings: Settings, env: Mapping[str, str]) -> str:
+    return settings.base_dir or env.get("SAGEMAKER_BASE_DIR") or "/opt/ml"
+
+
+def plan(invocation: Invocation, env: Mapping[str, str]) -> Plan:
+    """Decide what to run; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127)."""
     if invocation.mode == "exec":
-        return LaunchSpec(argv=invocation.args, env=dict(env))
-    program = program_on_path(invocation.mode, env)
-    if program is None:
-        raise SpawnError(invocation.mode, f"no `{invocation.mode}` program on PATH={env.get('PATH', '')} "
-                         "(other than smsupervise itself)", ExitCode.NOT_FOUND)
-    return LaunchSpec(argv=(program, *invocation.args), env=dict(env))
+        return Plan("exec", (Step("command", LaunchSpec(invocation.args, dict(env))),), None)
+    if invocation.mode == "serve":
+        return _serve(invocation, env)
+    return _train(invocation, env)
+
+
+def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
+    if env.get("SMSUPERVISE_SERVE"):
+        argv = tuple(shlex.split(env["SMSUPERVISE_SERVE"]))
+    else:
+        program = probe.on_path("serve", env, _ourselves())
+        if program is None:
+            raise SpawnError("serve", f"nothing to serve: SMSUPERVISE_SERVE is unset and there is no `serve` "
+                             f"program on PATH={env.get('PATH', '')} (other than smsupervise itself)",
+                             ExitCode.USAGE)
+        argv = (program,)
+    return Plan("serve", (Step("serving", LaunchSpec((*argv, *invocation.args), dict(env))),), None)
+
+
+def user_python(env: Mapping[str, str]) -> str:
+    """The image's Python for the user's code: SMSUPERVISE_PYTHON, else python3 on PATH."""
+    chosen = env.get("SMSUPERVISE_PYTHON") or probe.on_path("python3", env)
+    if not chosen:
+        raise SpawnError("python3", f"no python3 on PATH={env.get('PATH', '')} for the training script; "
+                         "set SMSUPERVISE_PYTHON to the interpreter to use", ExitCode.NOT_FOUND)
+    return chosen
+
+
+def validate_entry_point(name: str, where: str) -> str:
+    """sagemaker-training 5.1.4's rule: a plain relative path inside the source directory."""
+    field = "sagemaker_program"
+    if not name:
+        raise ConfigError(where, field, "the training entry point is empty",
+                          "set it to your script's path relative to the source directory, e.g. train.py")
+    if not _SAFE_ENTRY.match(name) or ".." in name.split("/") or "." in name.split("/")[:-1]:
+        raise ConfigError(where, field, f"{name!r} is not a plain relative path",
+                          "use only letters, digits, '.', '_', '+', '-' and '/', not starting with '-' or "
+                          "'/', without '.' or '..' segments, e.g. train.py or bin/train.sh")
+    return name
+
+
+def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
+    base = base_dir(invocation.settings, env)
+    cfg = smconfig.load(base)
+    instance_type = str(cfg.resource_config.get("current_instance_type", "local"))
+    tenv = environment.build(cfg, env, probe.machine(env, instance_type))
+    child_env = dict(env)
+    child_env.update(tenv.variables)
+    # Deliberately not the toolkit's PYTHONPATH=<its own sys.path> (toolkit#186: it breaks the
+    # image's venvs and conda envs): the code dir goes first, anything already there stays.
+    existing = env.get("PYTHONPATH")
+    child_env["PYTHONPATH"] = tenv.code_dir + (os.pathsep + existing if existing else "")
+    child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
+    output_dir = cfg.path("output")
+    done = {"outcome_dir": output_dir, "checkpoint_dir": cfg.checkpoint_dir}
+    if env.get("SMSUPERVISE_TRAIN"):
+        argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
+        return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
+    if tenv.entry_point:
+        return _script_mode(invocation, cfg, tenv, child_env, output_dir)
+    program = probe.on_path("train", env, _ourselves())
+    if program is not None:
+        argv = (program, *invocation.args)
+        return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
+    raise ConfigError(cfg.path("input", "config", "hyperparameters.json"), "sagemaker_program",
+                      "nothing to train: SMSUPERVISE_TRAIN is unset, there is no SAGEMAKER_PROGRAM variable "
+                      f"or 'sagemaker_program' hyperparameter, and no `train` program on "
+                      f"PATH={env.get('PATH', '')} other than smsupervise itself",
+                      "set one of them (script mode: sagemaker_program=train.py with your code in "
+                      f"{cfg.path('code')})")
+
+
+def _script_mode(invocation: Invocation, cfg: smconfig.TrainingConfig, tenv: environment.TrainingEnv,
+                 env: dict[str, str], output_dir: str) -> Plan:
+    hp_file = cfg.path("input", "config", "hyperparameters.json")
+    entry = validate_entry_point(str(tenv.entry_point), hp_file)
+    notes: list[tuple[str, dict[str, object]]] = []
+    if tenv.submit_dir != tenv.code_dir:
+        action = sourcedir.fetch(tenv.submit_dir, tenv.code_dir, hp_file)
+        ready: dict[str, object] = {"source": tenv.submit_dir, "code_dir": tenv.code_dir, "action": action}
+        notes.append(("source_ready", ready))
+    os.makedirs(tenv.code_dir, exist_ok=True)
+    entry_path = os.path.join(tenv.code_dir, entry)
+    if not os.path.realpath(entry_path).startswith(os.path.realpath(tenv.code_dir) + os.sep):
+        raise ConfigError(hp_file, "sagemaker_program", f"{entry!r} resolves outside {tenv.code_dir}",
+                          "point it at a file inside the source directory")
+    if not os.path.isfile(entry_path):
+        raise ConfigError(hp_file, "sagemaker_program", f"{entry!r} is not a file in {tenv.code_dir} "
+                          f"(it holds: {', '.join(sorted(os.listdir(tenv.code_dir))[:10]) or 'nothing'})",
+                          "check the name and sagemaker_submit_directory")
+    listing = os.listdir(tenv.code_dir)
+    requirements = "requirements.txt" in listing
+    args = [*tenv.user_args, *invocation.args]
+    cwd = tenv.code_dir
+    steps: list[Step] = []
+    if entry.endswith(".sh"):
+        os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
+        command = "./%s %s" % (shlex.quote(entry), " ".join(shlex.quote(a) for a in args))  # noqa: UP031
+        argv: tuple[str, ...] = ("/bin/sh", "-c", command)
+    else:
+        python = user_python(env)
+        if "setup.py" in listing or "pyproject.toml" in listing:
+            extra = ("-r", "requirements.txt") if requirements else ()
+            install = (python, "-m", "pip", "install", ".", *extra)
+            steps.append(Step("installing the package", LaunchSpec(install, env, cwd)))
+            argv = (python, "-m", re.sub(r"\.py$", "", entry), *args)
+        elif entry.endswith(".py"):
+            if requirements:
+                install = (python, "-m", "pip", "install", "-r", "requirements.txt")
+                steps.append(Step("installing requirements.txt", LaunchSpec(install, env, cwd)))
+            argv = (python, "--", entry, *args)
+        else:
+            os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
+            argv = ("/bin/sh", "-c", "./%s %s" % (shlex.quote(entry), " ".join(shlex.quote(a) for a in args)))  # noqa: UP031
+    steps.append(Step("training", LaunchSpec(argv, env, cwd)))
+    return Plan("train", tuple(steps), output_dir, tuple(notes), cfg.checkpoint_dir)

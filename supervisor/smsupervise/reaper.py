@@ -56,3 +56,17 @@ class Reaper:
         for future in waiting:
             if not future.done():
                 future.set_result(None)
+
+
+def wait_blocking(pid: int, timeout: float) -> ExitStatus | None:
+    """Before the event loop exists (machine probes): wait for ``pid``; None after ``timeout``."""
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return ExitStatus.from_wait_status(status)
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.005)

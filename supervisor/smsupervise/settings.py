@@ -94,10 +94,11 @@ class Option(NamedTuple):
     parse: Callable[[str, str], object]
     default: str
     help: str
+    env_name: str | None = None  # when the variable is not SMSUPERVISE_<OPTION>
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.name.upper().replace("-", "_")
+        return self.env_name or ENV_PREFIX + self.name.upper().replace("-", "_")
 
     @property
     def field(self) -> str:
@@ -105,6 +106,8 @@ class Option(NamedTuple):
 
 
 OPTIONS: tuple[Option, ...] = (
+    Option("base-dir", "DIR", _text, "/opt/ml",
+           "SageMaker's base directory (config, data, code, model, output)", "SAGEMAKER_BASE_DIR"),
     Option("forward-to", "group|child", _choice("group", "child"), "group",
            "send forwarded signals to the child's whole process group, or to the child only"),
     Option("grace-period", "SECONDS", _seconds, "100 (serve: 20)",
@@ -134,6 +137,7 @@ OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 class Settings(NamedTuple):
     """The resolved configuration. Built once, before anything runs; never mutated."""
 
+    base_dir: str | None = None  # None: SAGEMAKER_BASE_DIR, else /opt/ml
     forward_to: ForwardTo = "group"
     grace_period: float = 100.0
     leftover_grace: float = 5.0

@@ -15,13 +15,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from smsupervise import proctree
+from smsupervise.launch import Step
 from smsupervise.logrelay import ChildOutput
 from smsupervise.logs import EventLog
 from smsupervise.output import Output
 from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
-from smsupervise.spawn import Child, LaunchSpec, spawn
+from smsupervise.spawn import Child, spawn
 from smsupervise.status import ExitCode, ExitStatus, signal_name
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
@@ -37,13 +38,16 @@ class Outcome(NamedTuple):
     killed_after_grace: bool
     runtime: float
     stderr_tail: bytes = b""
+    step: str = ""  # the step that ended the run ("training", "installing requirements.txt", ...)
 
 
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
-    def __init__(self, spec: LaunchSpec, settings: Settings, inbox: SignalInbox, log: EventLog) -> None:
-        self.spec = spec
+    def __init__(
+        self, steps: tuple[Step, ...], settings: Settings, inbox: SignalInbox, log: EventLog
+    ) -> None:
+        self.steps = steps
         self.settings = settings
         self.inbox = inbox
         self.log = log
@@ -132,24 +136,32 @@ class Supervisor:
         self._tick = asyncio.get_running_loop().call_later(REAP_TICK, self._reap_tick)
 
     async def run(self) -> Outcome:
-        """Start the child and supervise it to the end; raises ``SpawnError`` if it cannot start."""
+        """Run the steps in order to the end; raises ``SpawnError`` if one cannot start.
+
+        A preparation step that fails, or a stop, ends the run before the next step starts.
+        """
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         outputs = {fd: Output(loop, fd) for fd in (1, 2)}
         self.log.redirect(outputs[2].write)  # our events and the child's stderr never interleave
-        self.output = ChildOutput(self.settings, self.log, outputs)
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
         try:
-            if self.stop_signal is not None:
-                self.log.warning("stopped_before_start", signal=signal_name(self.stop_signal))
-                code = ExitCode.SIGNAL_BASE + self.stop_signal
-                return Outcome(None, code, self.stop_signal, False, time.monotonic() - started)
-            status = await self._run_child(loop)
-            await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
-            return Outcome(status, status.shell_code(), self.stop_signal, self.killed_after_grace,
-                           time.monotonic() - started, self.output.stderr_tail())
+            for index, step in enumerate(self.steps):
+                if self.stop_signal is not None:
+                    name = signal_name(self.stop_signal)
+                    self.log.warning("stopped_before_start", signal=name, step=step.name)
+                    code = ExitCode.SIGNAL_BASE + self.stop_signal
+                    elapsed = time.monotonic() - started
+                    return Outcome(None, code, self.stop_signal, False, elapsed, step=step.name)
+                self.output = ChildOutput(self.settings, self.log, outputs)
+                status = await self._run_child(loop, step)
+                await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
+                if not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None:
+                    return Outcome(status, status.shell_code(), self.stop_signal, self.killed_after_grace,
+                                   time.monotonic() - started, self.output.stderr_tail(), step.name)
+            raise AssertionError("a plan has at least one step")
         finally:
             self.inbox.detach()
             if self._tick is not None:
@@ -158,23 +170,23 @@ class Supervisor:
             for output in outputs.values():
                 output.close()
 
-    async def _run_child(self, loop: asyncio.AbstractEventLoop) -> ExitStatus:
+    async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None
         stdout_w, stderr_w = self.output.open()
         try:
-            child = spawn(self.spec, stdout_w, stderr_w)
+            child = spawn(step.spec, stdout_w, stderr_w)
         except BaseException:
             self.output.close_write_ends()
             raise
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
-        self.output.start(child.pid, host=self.spec.env.get("SM_CURRENT_HOST"),
-                          job=self.spec.env.get("TRAINING_JOB_NAME"))
+        self.output.start(child.pid, host=step.spec.env.get("SM_CURRENT_HOST"),
+                          job=step.spec.env.get("TRAINING_JOB_NAME"))
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
-        self.log.info("child_spawned", pid=child.pid, pgid=child.pgid, argv=list(child.argv),
-                      cwd=self.spec.cwd or os.getcwd())
+        self.log.info("child_spawned", step=step.name, pid=child.pid, pgid=child.pgid, argv=list(child.argv),
+                      cwd=step.spec.cwd or os.getcwd())
         try:
             status = await exit_future
         finally:
@@ -183,7 +195,9 @@ class Supervisor:
                 os.close(child.pidfd)
             if self._stop_task is not None:
                 self._stop_task.cancel()
-        fields: dict[str, object] = {"pid": child.pid, "exit_code": status.shell_code()}
+        if self._stop_task is not None and self._stop_task.done():
+            self._stop_task = None
+        fields: dict[str, object] = {"step": step.name, "pid": child.pid, "exit_code": status.shell_code()}
         if status.signal is not None:
             fields["signal"] = signal_name(status.signal)
         self.log.info("child_exited", **fields)

@@ -82,10 +82,11 @@ def test_leftover_that_ignores_term_when_the_child_exits(init: str, sees_term: b
         assert got_term is sees_term
 
 
-@pytest.mark.parametrize(("init", "expected"), [("smsupervise", 127), ("tini", 127), ("dumb-init", 2)])
+@pytest.mark.parametrize(("init", "expected"), [("smsupervise", 2), ("tini", 127), ("dumb-init", 2)])
 def test_missing_program_codes_differ(init: str, expected: int) -> None:
-    """`INIT train` with no train program: tini says 127, dumb-init 2. smsupervise says 127 (the
-    shell's "not found") and names what it looked for; `train` is a mode for us, not a program."""
+    """`INIT train` with nothing to train: tini says 127 (it tried to exec `train`), dumb-init 2.
+    smsupervise says 2, a configuration error: `train` is a mode for us, and the message lists the
+    four places it looked (SMSUPERVISE_TRAIN, script mode, `train` on PATH)."""
     argv = _init(init)
     program = shutil.which(argv[0]) or argv[0]
     unshare = shutil.which("unshare") or "unshare"
@@ -93,6 +94,9 @@ def test_missing_program_codes_differ(init: str, expected: int) -> None:
     result = subprocess.run([*prefix, program, *argv[1:], "train"], capture_output=True, timeout=60,
                             check=False, env={"PATH": "/nonexistent"})
     assert result.returncode == expected
+    if init == "smsupervise":
+        assert b"SMSUPERVISE_TRAIN" in result.stderr
+        assert b"sagemaker_program" in result.stderr
 
 
 @pytest.mark.parametrize(("init", "pipe_ignored"), [("smsupervise", False), ("tini", True),

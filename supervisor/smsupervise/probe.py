@@ -1,0 +1,74 @@
+"""Machine facts the toolkit probes for, asked the same way (its programs, when they exist)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+from collections.abc import Mapping
+
+from smsupervise import reaper
+from smsupervise.environment import Machine
+from smsupervise.spawn import LaunchSpec, spawn
+
+PROBE_TIMEOUT = 10.0
+
+
+def on_path(name: str, env: Mapping[str, str], exclude: frozenset[str] = frozenset()) -> str | None:
+    """The first executable ``name`` on the child's PATH whose real path is not in ``exclude``."""
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if (os.path.isfile(candidate) and os.access(candidate, os.X_OK)
+                and os.path.realpath(candidate) not in exclude):
+            return candidate
+    return None
+
+
+def capture(argv: list[str], env: Mapping[str, str]) -> bytes | None:
+    """Run a probe program to completion (bounded) and return its stdout; None if it failed."""
+    read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
+    devnull = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        child = spawn(LaunchSpec(tuple(argv), env), write_fd, devnull)
+    except Exception:
+        os.close(read_fd)
+        return None
+    finally:
+        os.close(write_fd)
+        os.close(devnull)
+    if child.pidfd is not None:
+        os.close(child.pidfd)
+    out = b""
+    while select.select([read_fd], [], [], PROBE_TIMEOUT)[0]:
+        chunk = os.read(read_fd, 65536)
+        if not chunk:
+            break
+        out += chunk
+    os.close(read_fd)
+    status = reaper.wait_blocking(child.pid, PROBE_TIMEOUT)
+    if status is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        reaper.wait_blocking(child.pid, PROBE_TIMEOUT)
+        return None
+    return out if status.ok else None
+
+
+def machine(env: Mapping[str, str], instance_type: str) -> Machine:
+    """CPUs, GPUs (nvidia-smi --list-gpus), Neuron cores (neuron-ls -j), smddprun/smddpmprun."""
+    gpus = 0
+    if on_path("nvidia-smi", env):
+        listing = capture(["nvidia-smi", "--list-gpus"], env) or b""
+        gpus = sum(1 for line in listing.decode(errors="replace").split("\n") if line.startswith("GPU "))
+    neurons = 0
+    if "trn2.48xlarge" in instance_type:
+        neurons = 64
+    elif on_path("neuron-ls", env):
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            devices = json.loads(capture(["neuron-ls", "-j"], env) or b"[]")
+            neurons = sum(int(item.get("nc_count", 0)) for item in devices)
+    return Machine(num_cpus=os.cpu_count() or 1, num_gpus=gpus, num_neurons=neurons,
+                   smddprun_installed=on_path("smddprun", env) is not None,
+                   smddpmprun_installed=on_path("smddpmprun", env) is not None)
