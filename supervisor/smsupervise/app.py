@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 from smsupervise import failure, launch, libc
 from smsupervise.cli import Invocation
@@ -56,10 +57,12 @@ def failure_text(outcome: Outcome) -> str:
     return failure.compose(headline, outcome.stderr_tail)
 
 
-def _record_outcome(plan: launch.Plan, outcome: Outcome, log: EventLog) -> None:
+def _record_outcome(plan: launch.Plan, outcome: Outcome, log: EventLog, run_started: float) -> None:
     if plan.outcome_dir is None:
         return
     try:
+        for path in failure.clear_stale(plan.outcome_dir, run_started):
+            log.info("stale_outcome_removed", path=path, reason="left over from an earlier run in this tree")
         if outcome.status is not None and outcome.status.ok and outcome.step == "training":
             failure.write_success(plan.outcome_dir)
             return
@@ -76,12 +79,13 @@ def _record_outcome(plan: launch.Plan, outcome: Outcome, log: EventLog) -> None:
 def run(invocation: Invocation, inbox: SignalInbox) -> int:
     """Run the invocation to the end; returns smsupervise's exit code."""
     settings = invocation.settings
+    run_started = time.time() - 1.0  # mtimes are coarse on some filesystems: a second of slack
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
         become_reaper(log)
         plan = launch.plan(invocation, os.environ)
         for event, fields in plan.notes:
-            log.info(event, **fields)
+            (log.warning if "impact" in fields else log.info)(event, **fields)
         if settings.log_format == "json":
             libc.keep_heap()
         outcome = _run_loop(Supervisor(plan.steps, settings, inbox, log),
@@ -93,12 +97,13 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
             output_dir = os.path.join(base, "output")
             if os.path.isdir(base):
                 try:
+                    failure.clear_stale(output_dir, run_started)
                     failure.write_failure(output_dir, f"Not started: {error.message()}")
                 except OSError as write_error:
                     log.error("outcome_not_written", dir=output_dir, error=str(write_error))
         log.info("exiting", exit_code=error.exit_code)
         return error.exit_code
-    _record_outcome(plan, outcome, log)
+    _record_outcome(plan, outcome, log, run_started)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     times = os.times()
     log.info("exiting", exit_code=code, runtime_s=round(outcome.runtime, 3),

@@ -61,11 +61,27 @@ def compose(headline: str, stderr_tail: bytes) -> str:
     return text[:LIMIT]
 
 
+def clear_stale(output_dir: str, run_started: float) -> list[str]:
+    """Remove outcome files older than ``run_started`` (epoch seconds): left over from an earlier run
+    in the same tree (local runs reuse a base dir; SageMaker never does). Returns what was removed."""
+    removed = []
+    for name in ("failure", "success"):
+        path = os.path.join(output_dir, name)
+        try:
+            if os.stat(path).st_mtime < run_started:
+                os.unlink(path)
+                removed.append(path)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def write_failure(output_dir: str, text: str) -> bool:
-    """Write the failure file unless one exists; True if we wrote it."""
+    """Write the failure file unless the program wrote one; True if we wrote it."""
     os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, "failure")
     try:
-        with open(os.path.join(output_dir, "failure"), "x", encoding="utf-8") as handle:
+        with open(path, "x", encoding="utf-8") as handle:
             handle.write(text[:LIMIT])
     except FileExistsError:
         return False

@@ -8,6 +8,7 @@ that lists what was looked for.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -144,6 +145,14 @@ def _script_mode(invocation: Invocation, cfg: smconfig.TrainingConfig, tenv: env
         raise ConfigError(hp_file, "sagemaker_program", f"{entry!r} is not a file in {tenv.code_dir} "
                           f"(it holds: {', '.join(sorted(os.listdir(tenv.code_dir))[:10]) or 'nothing'})",
                           "check the name and sagemaker_submit_directory")
+    framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
+    wanted = [flag for flag in environment.DISTRIBUTED_FLAGS if framework.get(flag) is True]
+    if wanted:
+        notes.append(("runner_not_supported", {
+            "flags": wanted,
+            "impact": "the entry point runs once per host, as the toolkit's plain process runner does; "
+                      "no mpirun, smddprun or torchrun is started for you",
+            "fix": "start your launcher yourself: SMSUPERVISE_TRAIN='torchrun --nproc-per-node 8 train.py'"}))
     listing = os.listdir(tenv.code_dir)
     requirements = "requirements.txt" in listing
     args = [*tenv.user_args, *invocation.args]

@@ -215,6 +215,8 @@ class StreamFramer:
         for index in range(0, len(pieces) - 1, 2):
             line, terminator = pieces[index], pieces[index + 1]
             if terminator == "\r":
+                if not line and self.progress_interval > 0:
+                    continue  # a bare \r before a redraw (tqdm) is not a state worth a throttle slot
                 self._held = (ts, line)
                 if now - self._last_progress >= self.progress_interval:
                     self._emit_held(out, now)

@@ -116,6 +116,18 @@ def test_progress_states_are_throttled_but_the_last_before_a_newline_is_kept() -
     assert [r["seq"] for r in records] == [1, 2, 3]
 
 
+
+def test_a_bare_carriage_return_does_not_use_the_throttle_slot() -> None:
+    """Code that writes "\\r" before each redraw: the empty state is skipped when throttling, so the
+    first state shown is a real one. Unthrottled (interval 0, lossless) it is kept."""
+    data = b"".join(b"\repoch %d" % i for i in range(5)) + b"\n"
+    throttled = StreamFramer("stdout", RecordFormat(pid=1), Counter(), progress_interval=10.0)
+    records = [orjson.loads(line) for line in throttled.feed(data, 100.0).splitlines()]
+    assert [r["msg"] for r in records] == ["epoch 0", "epoch 3", "epoch 4"]
+    lossless = StreamFramer("stdout", RecordFormat(pid=1), Counter(), progress_interval=0.0)
+    records = [orjson.loads(line) for line in lossless.feed(data, 100.0).splitlines()]
+    assert [r["msg"] for r in records] == ["", "epoch 0", "epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+
 def test_held_progress_state_is_released_when_its_interval_passes() -> None:
     """A throttled state is not lost: ``take_progress`` lets it out once the interval has passed."""
     framer = StreamFramer("stderr", RecordFormat(pid=1), Counter(), progress_interval=5.0)
