@@ -39,6 +39,7 @@ test: venv toolkit
 
 lint: venv
 	$(VENV)/bin/ruff check supervisor tests benchmarks
+	$(VENV)/bin/ruff format --check supervisor tests benchmarks
 	$(VENV)/bin/mypy
 
 bench: venv

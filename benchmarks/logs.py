@@ -22,8 +22,9 @@ from benchmarks.common import HERE, build_c, median, print_table, write_json
 PY = sys.executable
 
 
-def _wall_and_cpu(argv: list[str], stdout_to: str = "/dev/null",
-                  own_cpu: str | None = None) -> tuple[float, float]:
+def _wall_and_cpu(
+    argv: list[str], stdout_to: str = "/dev/null", own_cpu: str | None = None
+) -> tuple[float, float]:
     """Run ``argv`` with stdout to ``stdout_to``; wall seconds and the relay's CPU seconds.
 
     ``own_cpu``: a regex on stderr giving the relay's own CPU (for relays that reap the writer, whose
@@ -62,8 +63,7 @@ def main() -> None:
         "cat": (["sh", "-c", f"{gen} {n} | cat"], None),
         "readline + json.dumps (asyncio)": ([PY, str(HERE / "readline_relay.py"), gen, n], r"cpu_s=([\d.]+)"),
         "smsupervise (json)": ([*sms, gen, n], r'"cpu_s":([\d.]+)'),
-        "smsupervise (json, stdout a pipe to cat)": (
-            ["sh", "-c", f"{' '.join(sms)} {gen} {n} | cat"], None),
+        "smsupervise (json, stdout a pipe to cat)": (["sh", "-c", f"{' '.join(sms)} {gen} {n} | cat"], None),
     }
     results: dict[str, dict[str, float]] = {}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
@@ -78,11 +78,17 @@ def main() -> None:
         if name in ("cat", "smsupervise (json, stdout a pipe to cat)"):
             cpu -= gen_cpu  # wait4 counted the writer too
         per_million = cpu / (args.lines / 1e6) if name != "no relay (child -> /dev/null)" else float("nan")
-        results[name] = {"wall_s": wall, "lines_per_s": args.lines / wall,
-                         "relay_cpu_s_per_million": per_million}
+        results[name] = {
+            "wall_s": wall,
+            "lines_per_s": args.lines / wall,
+            "relay_cpu_s_per_million": per_million,
+        }
         rows.append([name, f"{wall:.2f}", f"{args.lines / wall / 1e6:.2f} M", f"{per_million:.2f}"])
-    print_table(f"{args.lines:,} lines of 100 B, median of {args.runs} (`python -m benchmarks.logs`)",
-                ["case", "wall s", "lines/s", "relay CPU s / 1M lines"], rows)
+    print_table(
+        f"{args.lines:,} lines of 100 B, median of {args.runs} (`python -m benchmarks.logs`)",
+        ["case", "wall s", "lines/s", "relay CPU s / 1M lines"],
+        rows,
+    )
     ours, baseline = results["smsupervise (json)"], results["readline + json.dumps (asyncio)"]
     checks = {
         ">= 1,000,000 lines/s": ours["lines_per_s"] >= 1e6,
@@ -90,8 +96,16 @@ def main() -> None:
         ">= 5x the readline relay (lines/s)": ours["lines_per_s"] >= 5 * baseline["lines_per_s"],
     }
     print_table("targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])
-    write_json("logs", {"lines": args.lines, "runs": args.runs, "cpus": os.cpu_count(), "results": results,
-                        "targets": checks})
+    write_json(
+        "logs",
+        {
+            "lines": args.lines,
+            "runs": args.runs,
+            "cpus": os.cpu_count(),
+            "results": results,
+            "targets": checks,
+        },
+    )
 
 
 if __name__ == "__main__":

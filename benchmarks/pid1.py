@@ -119,8 +119,9 @@ def bench_reap(runs: int) -> dict[str, list[float]]:
     for name, argv in inits().items():
         samples = []
         for _ in range(runs):
-            out = subprocess.run([*UNSHARE, *argv, orphans, "1000"], capture_output=True, text=True,
-                                 timeout=60, check=False).stdout
+            out = subprocess.run(
+                [*UNSHARE, *argv, orphans, "1000"], capture_output=True, text=True, timeout=60, check=False
+            ).stdout
             line = next((x for x in out.splitlines() if x.startswith("reaped")), "")
             if line:
                 samples.append(float(line.split()[3]))
@@ -138,8 +139,9 @@ def bench_exit_after_child(runs: int) -> dict[str, list[float]]:
         for index in range(runs + 3):
             with tempfile.TemporaryDirectory() as tmp:
                 stamp = Path(tmp) / "stamp"
-                proc = subprocess.Popen([*argv, "sh", "-c", f"sleep 0.2; exec {stamp_exit} {stamp}"],
-                                        stderr=subprocess.DEVNULL)
+                proc = subprocess.Popen(
+                    [*argv, "sh", "-c", f"sleep 0.2; exec {stamp_exit} {stamp}"], stderr=subprocess.DEVNULL
+                )
                 os.waitpid(proc.pid, 0)
                 ended = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
                 proc.returncode = 0
@@ -155,33 +157,54 @@ def main() -> None:
     args = parser.parse_args()
     runs = args.runs
     # Measure what an installed package does: its bytecode is compiled once at install time.
-    subprocess.run([PY, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "supervisor")],
-                   check=True)
+    subprocess.run(
+        [PY, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "supervisor")], check=True
+    )
 
     start = bench_start(runs)
     floor = start["python floor (import asyncio, uvloop)"]
-    print_table("start + exit of `INIT /bin/true` (ms, median)", ["init", "ms", "x python floor"],
-                [[k, f"{v:.1f}", f"{v / floor:.2f}"] for k, v in start.items()])
+    print_table(
+        "start + exit of `INIT /bin/true` (ms, median)",
+        ["init", "ms", "x python floor"],
+        [[k, f"{v:.1f}", f"{v / floor:.2f}"] for k, v in start.items()],
+    )
 
     rss = bench_rss()
-    print_table("resident memory while supervising (MB)", ["init", "VmRSS MB"],
-                [[k, f"{v:.1f}"] for k, v in rss.items()])
+    print_table(
+        "resident memory while supervising (MB)",
+        ["init", "VmRSS MB"],
+        [[k, f"{v:.1f}"] for k, v in rss.items()],
+    )
 
     latency = {"subreaper": bench_term_latency(runs, as_pid1=False)}
     if os.geteuid() == 0:
         latency["pid1"] = bench_term_latency(runs, as_pid1=True)
-    print_table("`kill -TERM <init>` -> child's handler (us)", ["init", "as", "median", "p10-p90"],
-                [[k, mode, f"{median(v):.0f}", f"{pct(v, 0.1):.0f}-{pct(v, 0.9):.0f}"]
-                 for mode, rows in latency.items() for k, v in rows.items()])
+    print_table(
+        "`kill -TERM <init>` -> child's handler (us)",
+        ["init", "as", "median", "p10-p90"],
+        [
+            [k, mode, f"{median(v):.0f}", f"{pct(v, 0.1):.0f}-{pct(v, 0.9):.0f}"]
+            for mode, rows in latency.items()
+            for k, v in rows.items()
+        ],
+    )
 
     reap = bench_reap(max(5, runs // 3))
-    print_table("reap 1000 orphans as PID 1 (ms)", ["init", "median", "min-max", "runs"],
-                [[k, f"{median(v):.1f}", f"{min(v, default=0):.1f}-{max(v, default=0):.1f}", len(v)]
-                 for k, v in reap.items()])
+    print_table(
+        "reap 1000 orphans as PID 1 (ms)",
+        ["init", "median", "min-max", "runs"],
+        [
+            [k, f"{median(v):.1f}", f"{min(v, default=0):.1f}-{max(v, default=0):.1f}", len(v)]
+            for k, v in reap.items()
+        ],
+    )
 
     exits = bench_exit_after_child(runs)
-    print_table("child's death -> init's exit (ms)", ["init", "median", "p90"],
-                [[k, f"{median(v):.2f}", f"{pct(v, 0.9):.2f}"] for k, v in exits.items()])
+    print_table(
+        "child's death -> init's exit (ms)",
+        ["init", "median", "p90"],
+        [[k, f"{median(v):.2f}", f"{pct(v, 0.9):.2f}"] for k, v in exits.items()],
+    )
 
     ours = "smsupervise"
     checks = {
@@ -196,8 +219,18 @@ def main() -> None:
     if exits.get(ours):
         checks["exit <= 10 ms after the child"] = median(exits[ours]) <= 10
     print_table("targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])
-    write_json("pid1", {"runs": runs, "start_ms": start, "rss_mb": rss, "term_latency_us": latency,
-                        "reap_1000_ms": reap, "exit_after_child_ms": exits, "targets": checks})
+    write_json(
+        "pid1",
+        {
+            "runs": runs,
+            "start_ms": start,
+            "rss_mb": rss,
+            "term_latency_us": latency,
+            "reap_1000_ms": reap,
+            "exit_after_child_ms": exits,
+            "targets": checks,
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,13 @@ async def main() -> None:
     seq = 0
     while line := await proc.stdout.readline():
         seq += 1
-        record = {"ts": time.time(), "stream": "stdout", "msg": line.rstrip(b"\n").decode("utf-8", "replace"),
-                  "seq": seq, "pid": proc.pid}
+        record = {
+            "ts": time.time(),
+            "stream": "stdout",
+            "msg": line.rstrip(b"\n").decode("utf-8", "replace"),
+            "seq": seq,
+            "pid": proc.pid,
+        }
         out.write(json.dumps(record).encode() + b"\n")
     await proc.wait()
     out.flush()

@@ -21,8 +21,9 @@ PYTHON = sys.executable
 T = TypeVar("T")
 
 
-def sleep_until(predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.005,
-                what: str = "condition") -> T:
+def sleep_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.005, what: str = "condition"
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
     end = time.monotonic() + timeout
     while True:
@@ -39,8 +40,9 @@ def _unshare_problem() -> str | None:
         return "needs root for unshare --pid"
     if shutil.which("unshare") is None:
         return "unshare (util-linux) is not installed"
-    probe = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", "true"],
-                           capture_output=True, check=False)
+    probe = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", "true"], capture_output=True, check=False
+    )
     if probe.returncode != 0:
         return f"unshare --pid failed here: {probe.stderr.decode(errors='replace').strip()}"
     return None
@@ -49,10 +51,14 @@ def _unshare_problem() -> str | None:
 UNSHARE_PROBLEM = _unshare_problem()
 MODES = [
     pytest.param("subreaper", id="subreaper"),
-    pytest.param("pid1", id="pid1", marks=[
-        pytest.mark.pid1,
-        pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or ""),
-    ]),
+    pytest.param(
+        "pid1",
+        id="pid1",
+        marks=[
+            pytest.mark.pid1,
+            pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or ""),
+        ],
+    ),
 ]
 
 
@@ -96,6 +102,15 @@ class Supervised:
 
     def signal(self, signum: int) -> None:
         os.kill(self.init_pid, signum)
+
+    def catching(self, signum: int) -> bool:
+        """Whether the init has a handler for ``signum`` yet (SigCgt in /proc)."""
+        try:
+            status = Path(f"/proc/{self.init_pid}/status").read_text()
+        except OSError:
+            return False
+        caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+        return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
 
     def wait(self, timeout: float = 60) -> tuple[int, bytes, bytes]:
         out, err = self.proc.communicate(timeout=timeout)

@@ -17,14 +17,26 @@ from smsupervise.smconfig import TrainingConfig
 
 # Keys the toolkit removes from the user's hyperparameters (params.SAGEMAKER_HYPERPARAMETERS);
 # every other key starting with "sagemaker_" is removed too and becomes a framework parameter.
-RESERVED = ("sagemaker_program", "sagemaker_submit_directory", "sagemaker_enable_cloudwatch_metrics",
-            "sagemaker_region", "sagemaker_container_log_level", "sagemaker_job_name",
-            "default_user_module_name", "_tuning_objective_metric", "sagemaker_s3_output")
-DISTRIBUTED_FLAGS = ("sagemaker_mpi_enabled", "sagemaker_parameter_server_enabled",
-                     "sagemaker_distributed_dataparallel_enabled", "sagemaker_pytorch_ddp_enabled",
-                     "sagemaker_pytorch_xla_multi_worker_enabled",
-                     "sagemaker_multi_worker_mirrored_strategy_enabled",
-                     "sagemaker_torch_distributed_enabled")
+RESERVED = (
+    "sagemaker_program",
+    "sagemaker_submit_directory",
+    "sagemaker_enable_cloudwatch_metrics",
+    "sagemaker_region",
+    "sagemaker_container_log_level",
+    "sagemaker_job_name",
+    "default_user_module_name",
+    "_tuning_objective_metric",
+    "sagemaker_s3_output",
+)
+DISTRIBUTED_FLAGS = (
+    "sagemaker_mpi_enabled",
+    "sagemaker_parameter_server_enabled",
+    "sagemaker_distributed_dataparallel_enabled",
+    "sagemaker_pytorch_ddp_enabled",
+    "sagemaker_pytorch_xla_multi_worker_enabled",
+    "sagemaker_multi_worker_mirrored_strategy_enabled",
+    "sagemaker_torch_distributed_enabled",
+)
 
 
 class Machine(NamedTuple):
@@ -82,8 +94,10 @@ def _env_value(value: Any) -> str:
 
 def to_env_vars(mapping: Mapping[str, Any]) -> dict[str, str]:
     """``{"hosts": [...]} -> {"SM_HOSTS": '["algo-1"]'}``: the toolkit's naming and encoding."""
-    return {("SM_%s" % str(key).upper()) if key else "": _env_value(value)  # noqa: UP031
-            for key, value in mapping.items()}
+    return {
+        ("SM_%s" % str(key).upper()) if key else "": _env_value(value)  # noqa: UP031
+        for key, value in mapping.items()
+    }
 
 
 class TrainingEnv(NamedTuple):
@@ -112,7 +126,8 @@ def build(cfg: TrainingConfig, env: Mapping[str, str], machine: Machine) -> Trai
     group = rc.get("current_group_name", "homogeneousCluster")
     groups_config = rc.get("instance_groups", []) or []
     group_hosts: list[str] = next(
-        (g["hosts"] for g in groups_config if g["instance_group_name"] == group), [])
+        (g["hosts"] for g in groups_config if g["instance_group_name"] == group), []
+    )
     groups = [g["instance_group_name"] for g in groups_config]
     groups_dict = {g["instance_group_name"]: g for g in groups_config}
     default_dist = [group] if any(framework.get(flag, False) for flag in DISTRIBUTED_FLAGS) else []
@@ -134,41 +149,76 @@ def build(cfg: TrainingConfig, env: Mapping[str, str], machine: Machine) -> Trai
     mp = env.get("SM_HP_MP_PARAMETERS")
     user_args = to_cmd_args(hps)
     props: dict[str, Any] = {
-        "additional_framework_parameters": framework, "channel_input_dirs": channels,
-        "current_host": current_host, "current_instance_group": group,
+        "additional_framework_parameters": framework,
+        "channel_input_dirs": channels,
+        "current_host": current_host,
+        "current_instance_group": group,
         "current_instance_group_hosts": group_hosts,
         "current_instance_type": rc.get("current_instance_type", "local"),
-        "distribution_hosts": dist_hosts, "distribution_instance_groups": dist_groups,
-        "framework_module": env.get("SAGEMAKER_TRAINING_MODULE"), "hosts": hosts, "hyperparameters": hps,
-        "input_config_dir": os.path.join(base, "input", "config"), "input_data_config": cfg.input_data_config,
-        "input_dir": os.path.join(base, "input"), "instance_groups": groups,
-        "instance_groups_dict": groups_dict, "is_hetero": len(groups) > 1,
+        "distribution_hosts": dist_hosts,
+        "distribution_instance_groups": dist_groups,
+        "framework_module": env.get("SAGEMAKER_TRAINING_MODULE"),
+        "hosts": hosts,
+        "hyperparameters": hps,
+        "input_config_dir": os.path.join(base, "input", "config"),
+        "input_data_config": cfg.input_data_config,
+        "input_dir": os.path.join(base, "input"),
+        "instance_groups": groups,
+        "instance_groups_dict": groups_dict,
+        "is_hetero": len(groups) > 1,
         "is_master": current_host == master,
         "is_modelparallel_enabled": mp and mp != "{}",
         "is_smddpmprun_installed": machine.smddpmprun_installed,
-        "is_smddprun_installed": machine.smddprun_installed, "job_name": env.get("TRAINING_JOB_NAME"),
-        "log_level": log_level, "master_hostname": master, "model_dir": os.path.join(base, "model"),
-        "module_dir": submit_dir, "module_name": module_name,
-        "network_interface_name": rc.get("network_interface_name", "eth0"), "num_cpus": machine.num_cpus,
-        "num_gpus": machine.num_gpus, "num_neurons": machine.num_neurons,
-        "output_data_dir": os.path.join(output_dir, "data"), "output_dir": output_dir,
-        "output_intermediate_dir": os.path.join(output_dir, "intermediate"), "resource_config": rc,
-        "topology": rc.get("topology", []), "user_entry_point": entry_point,
+        "is_smddprun_installed": machine.smddprun_installed,
+        "job_name": env.get("TRAINING_JOB_NAME"),
+        "log_level": log_level,
+        "master_hostname": master,
+        "model_dir": os.path.join(base, "model"),
+        "module_dir": submit_dir,
+        "module_name": module_name,
+        "network_interface_name": rc.get("network_interface_name", "eth0"),
+        "num_cpus": machine.num_cpus,
+        "num_gpus": machine.num_gpus,
+        "num_neurons": machine.num_neurons,
+        "output_data_dir": os.path.join(output_dir, "data"),
+        "output_dir": output_dir,
+        "output_intermediate_dir": os.path.join(output_dir, "intermediate"),
+        "resource_config": rc,
+        "topology": rc.get("topology", []),
+        "user_entry_point": entry_point,
     }
     sm: dict[str, Any] = {
-        "hosts": hosts, "network_interface_name": props["network_interface_name"], "hps": hps,
-        "user_entry_point": entry_point, "framework_params": framework, "resource_config": rc,
-        "input_data_config": cfg.input_data_config, "output_data_dir": props["output_data_dir"],
-        "channels": sorted(channels), "current_host": current_host,
-        "current_instance_type": props["current_instance_type"], "current_instance_group": group,
-        "current_instance_group_hosts": group_hosts, "instance_groups": groups,
-        "instance_groups_dict": groups_dict, "distribution_instance_groups": dist_groups,
-        "is_hetero": props["is_hetero"], "module_name": module_name, "log_level": log_level,
-        "framework_module": props["framework_module"], "input_dir": props["input_dir"],
-        "input_config_dir": props["input_config_dir"], "output_dir": output_dir,
-        "num_cpus": machine.num_cpus, "num_gpus": machine.num_gpus, "num_neurons": machine.num_neurons,
-        "model_dir": props["model_dir"], "module_dir": submit_dir, "training_env": props,
-        "user_args": user_args, "output_intermediate_dir": props["output_intermediate_dir"],
+        "hosts": hosts,
+        "network_interface_name": props["network_interface_name"],
+        "hps": hps,
+        "user_entry_point": entry_point,
+        "framework_params": framework,
+        "resource_config": rc,
+        "input_data_config": cfg.input_data_config,
+        "output_data_dir": props["output_data_dir"],
+        "channels": sorted(channels),
+        "current_host": current_host,
+        "current_instance_type": props["current_instance_type"],
+        "current_instance_group": group,
+        "current_instance_group_hosts": group_hosts,
+        "instance_groups": groups,
+        "instance_groups_dict": groups_dict,
+        "distribution_instance_groups": dist_groups,
+        "is_hetero": props["is_hetero"],
+        "module_name": module_name,
+        "log_level": log_level,
+        "framework_module": props["framework_module"],
+        "input_dir": props["input_dir"],
+        "input_config_dir": props["input_config_dir"],
+        "output_dir": output_dir,
+        "num_cpus": machine.num_cpus,
+        "num_gpus": machine.num_gpus,
+        "num_neurons": machine.num_neurons,
+        "model_dir": props["model_dir"],
+        "module_dir": submit_dir,
+        "training_env": props,
+        "user_args": user_args,
+        "output_intermediate_dir": props["output_intermediate_dir"],
     }
     if props["topology"]:
         sm["topology"] = props["topology"]
@@ -177,9 +227,16 @@ def build(cfg: TrainingConfig, env: Mapping[str, str], machine: Machine) -> Trai
     for key, value in hps.items():
         sm["hp_%s" % key] = value  # noqa: UP031
     region = sagemaker.get("sagemaker_region", env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"))
-    variables = {"SAGEMAKER_JOB_NAME": _text(sagemaker.get("sagemaker_job_name", "")),
-                 "CURRENT_HOST": current_host, "SAGEMAKER_REGION": _text(region or "")}
+    variables = {
+        "SAGEMAKER_JOB_NAME": _text(sagemaker.get("sagemaker_job_name", "")),
+        "CURRENT_HOST": current_host,
+        "SAGEMAKER_REGION": _text(region or ""),
+    }
     variables.update(to_env_vars(sm))
-    return TrainingEnv(variables=variables, user_args=user_args,
-                       entry_point=None if entry_point is None else str(entry_point),
-                       submit_dir=submit_dir, code_dir=code_dir)
+    return TrainingEnv(
+        variables=variables,
+        user_args=user_args,
+        entry_point=None if entry_point is None else str(entry_point),
+        submit_dir=submit_dir,
+        code_dir=code_dir,
+    )

@@ -11,8 +11,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
+import signal
 import sys
+import tempfile
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -41,6 +44,7 @@ class Plan(NamedTuple):
     outcome_dir: str | None  # where success/failure files go (train mode)
     notes: tuple[tuple[str, dict[str, object]], ...] = ()  # events to log once running
     checkpoint_dir: str | None = None
+    ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE, when --checkpoint-signal is set
 
 
 def _ourselves() -> frozenset[str]:
@@ -55,10 +59,30 @@ def base_dir(settings: Settings, env: Mapping[str, str]) -> str:
 def plan(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     """Decide what to run; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127)."""
     if invocation.mode == "exec":
-        return Plan("exec", (Step("command", LaunchSpec(invocation.args, dict(env))),), None)
-    if invocation.mode == "serve":
-        return _serve(invocation, env)
-    return _train(invocation, env)
+        planned = Plan("exec", (Step("command", LaunchSpec(invocation.args, dict(env))),), None)
+    elif invocation.mode == "serve":
+        planned = _serve(invocation, env)
+    else:
+        planned = _train(invocation, env)
+    return _with_checkpoint_protocol(planned, invocation.settings)
+
+
+def _with_checkpoint_protocol(planned: Plan, settings: Settings) -> Plan:
+    """With --checkpoint-signal, the main step learns the signal and where to acknowledge it.
+
+    The acknowledgement file gets a fresh name per run (PID namespaces share /tmp on one host).
+    """
+    if settings.checkpoint_signal is None:
+        return planned
+    ack_file = os.path.join(
+        tempfile.gettempdir(), f"smsupervise-{os.getpid()}-{secrets.token_hex(6)}.checkpoint-done"
+    )
+    *before, main = planned.steps
+    env = dict(main.spec.env)
+    env["SMSUPERVISE_CHECKPOINT_SIGNAL"] = signal.Signals(settings.checkpoint_signal).name
+    env["SMSUPERVISE_CHECKPOINT_DONE"] = ack_file
+    steps = (*before, main._replace(spec=main.spec._replace(env=env)))
+    return planned._replace(steps=steps, ack_file=ack_file)
 
 
 def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
@@ -67,9 +91,12 @@ def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     else:
         program = probe.on_path("serve", env, _ourselves())
         if program is None:
-            raise SpawnError("serve", f"nothing to serve: SMSUPERVISE_SERVE is unset and there is no `serve` "
-                             f"program on PATH={env.get('PATH', '')} (other than smsupervise itself)",
-                             ExitCode.USAGE)
+            raise SpawnError(
+                "serve",
+                f"nothing to serve: SMSUPERVISE_SERVE is unset and there is no `serve` "
+                f"program on PATH={env.get('PATH', '')} (other than smsupervise itself)",
+                ExitCode.USAGE,
+            )
         argv = (program,)
     return Plan("serve", (Step("serving", LaunchSpec((*argv, *invocation.args), dict(env))),), None)
 
@@ -78,8 +105,12 @@ def user_python(env: Mapping[str, str]) -> str:
     """The image's Python for the user's code: SMSUPERVISE_PYTHON, else python3 on PATH."""
     chosen = env.get("SMSUPERVISE_PYTHON") or probe.on_path("python3", env)
     if not chosen:
-        raise SpawnError("python3", f"no python3 on PATH={env.get('PATH', '')} for the training script; "
-                         "set SMSUPERVISE_PYTHON to the interpreter to use", ExitCode.NOT_FOUND)
+        raise SpawnError(
+            "python3",
+            f"no python3 on PATH={env.get('PATH', '')} for the training script; "
+            "set SMSUPERVISE_PYTHON to the interpreter to use",
+            ExitCode.NOT_FOUND,
+        )
     return chosen
 
 
@@ -87,12 +118,20 @@ def validate_entry_point(name: str, where: str) -> str:
     """sagemaker-training 5.1.4's rule: a plain relative path inside the source directory."""
     field = "sagemaker_program"
     if not name:
-        raise ConfigError(where, field, "the training entry point is empty",
-                          "set it to your script's path relative to the source directory, e.g. train.py")
+        raise ConfigError(
+            where,
+            field,
+            "the training entry point is empty",
+            "set it to your script's path relative to the source directory, e.g. train.py",
+        )
     if not _SAFE_ENTRY.match(name) or ".." in name.split("/") or "." in name.split("/")[:-1]:
-        raise ConfigError(where, field, f"{name!r} is not a plain relative path",
-                          "use only letters, digits, '.', '_', '+', '-' and '/', not starting with '-' or "
-                          "'/', without '.' or '..' segments, e.g. train.py or bin/train.sh")
+        raise ConfigError(
+            where,
+            field,
+            f"{name!r} is not a plain relative path",
+            "use only letters, digits, '.', '_', '+', '-' and '/', not starting with '-' or "
+            "'/', without '.' or '..' segments, e.g. train.py or bin/train.sh",
+        )
     return name
 
 
@@ -119,16 +158,23 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     if program is not None:
         argv = (program, *invocation.args)
         return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
-    raise ConfigError(cfg.path("input", "config", "hyperparameters.json"), "sagemaker_program",
-                      "nothing to train: SMSUPERVISE_TRAIN is unset, there is no SAGEMAKER_PROGRAM variable "
-                      f"or 'sagemaker_program' hyperparameter, and no `train` program on "
-                      f"PATH={env.get('PATH', '')} other than smsupervise itself",
-                      "set one of them (script mode: sagemaker_program=train.py with your code in "
-                      f"{cfg.path('code')})")
+    raise ConfigError(
+        cfg.path("input", "config", "hyperparameters.json"),
+        "sagemaker_program",
+        "nothing to train: SMSUPERVISE_TRAIN is unset, there is no SAGEMAKER_PROGRAM variable "
+        f"or 'sagemaker_program' hyperparameter, and no `train` program on "
+        f"PATH={env.get('PATH', '')} other than smsupervise itself",
+        f"set one of them (script mode: sagemaker_program=train.py with your code in {cfg.path('code')})",
+    )
 
 
-def _script_mode(invocation: Invocation, cfg: smconfig.TrainingConfig, tenv: environment.TrainingEnv,
-                 env: dict[str, str], output_dir: str) -> Plan:
+def _script_mode(
+    invocation: Invocation,
+    cfg: smconfig.TrainingConfig,
+    tenv: environment.TrainingEnv,
+    env: dict[str, str],
+    output_dir: str,
+) -> Plan:
     hp_file = cfg.path("input", "config", "hyperparameters.json")
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
     notes: list[tuple[str, dict[str, object]]] = []
@@ -139,20 +185,35 @@ def _script_mode(invocation: Invocation, cfg: smconfig.TrainingConfig, tenv: env
     os.makedirs(tenv.code_dir, exist_ok=True)
     entry_path = os.path.join(tenv.code_dir, entry)
     if not os.path.realpath(entry_path).startswith(os.path.realpath(tenv.code_dir) + os.sep):
-        raise ConfigError(hp_file, "sagemaker_program", f"{entry!r} resolves outside {tenv.code_dir}",
-                          "point it at a file inside the source directory")
+        raise ConfigError(
+            hp_file,
+            "sagemaker_program",
+            f"{entry!r} resolves outside {tenv.code_dir}",
+            "point it at a file inside the source directory",
+        )
     if not os.path.isfile(entry_path):
-        raise ConfigError(hp_file, "sagemaker_program", f"{entry!r} is not a file in {tenv.code_dir} "
-                          f"(it holds: {', '.join(sorted(os.listdir(tenv.code_dir))[:10]) or 'nothing'})",
-                          "check the name and sagemaker_submit_directory")
+        raise ConfigError(
+            hp_file,
+            "sagemaker_program",
+            f"{entry!r} is not a file in {tenv.code_dir} "
+            f"(it holds: {', '.join(sorted(os.listdir(tenv.code_dir))[:10]) or 'nothing'})",
+            "check the name and sagemaker_submit_directory",
+        )
     framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
     wanted = [flag for flag in environment.DISTRIBUTED_FLAGS if framework.get(flag) is True]
     if wanted:
-        notes.append(("runner_not_supported", {
-            "flags": wanted,
-            "impact": "the entry point runs once per host, as the toolkit's plain process runner does; "
-                      "no mpirun, smddprun or torchrun is started for you",
-            "fix": "start your launcher yourself: SMSUPERVISE_TRAIN='torchrun --nproc-per-node 8 train.py'"}))
+        notes.append(
+            (
+                "runner_not_supported",
+                {
+                    "flags": wanted,
+                    "impact": "the entry point runs once per host, as the toolkit's plain process runner "
+                    "does; no mpirun, smddprun or torchrun is started for you",
+                    "fix": "start your launcher yourself: "
+                    "SMSUPERVISE_TRAIN='torchrun --nproc-per-node 8 train.py'",
+                },
+            )
+        )
     listing = os.listdir(tenv.code_dir)
     requirements = "requirements.txt" in listing
     args = [*tenv.user_args, *invocation.args]

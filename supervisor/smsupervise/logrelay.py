@@ -38,8 +38,9 @@ def raise_pipe_size(fd: int, size: int = PIPE_SIZE) -> int:
 class _Stream:
     """One of the child's output pipes."""
 
-    def __init__(self, name: str, read_fd: int, write_fd: int, output: Output,
-                 framer: StreamFramer | None) -> None:
+    def __init__(
+        self, name: str, read_fd: int, write_fd: int, output: Output, framer: StreamFramer | None
+    ) -> None:
         self.name = name
         self.read_fd = read_fd
         self.write_fd: int | None = write_fd
@@ -55,11 +56,13 @@ class _Stream:
 class ChildOutput:
     """Owns the pipes between the child and our stdout/stderr."""
 
-    def __init__(self, settings: Settings, log: EventLog, outputs: dict[int, Output]) -> None:
+    def __init__(
+        self, settings: Settings, log: EventLog, outputs: dict[int, Output], counter: Counter | None = None
+    ) -> None:
         self.settings = settings
         self.log = log
         self.outputs = outputs
-        self.counter = Counter()
+        self.counter = counter if counter is not None else Counter()  # seq: one counter per run
         self.tail: deque[bytes] = deque()
         self._tail_size = 0
         self.streams: list[_Stream] = []
@@ -198,9 +201,13 @@ class ChildOutput:
                 cut.append({"stream": stream.name, "held_by": proctree.pipe_holders(inode)[:20]})
                 self._finish(stream)
         if cut:
-            self.log.warning("output_cut_off", drain_timeout=timeout, streams=cut,
-                             hint="a process still holds the child's stdout/stderr after it exited; "
-                             "later output from it is discarded")
+            self.log.warning(
+                "output_cut_off",
+                drain_timeout=timeout,
+                streams=cut,
+                hint="a process still holds the child's stdout/stderr after it exited; "
+                "later output from it is discarded",
+            )
 
     def _read_available(self, stream: _Stream) -> None:
         """What is in the pipe now (bounded: a writer may keep going)."""

@@ -53,7 +53,7 @@ def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         try:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         except InterruptedError:
             continue
         except BlockingIOError:
@@ -65,8 +65,9 @@ def write_all(fd: int, data: bytes) -> None:
 class EventLog:
     """Writes our events, one line each, to ``fd`` (default: stderr)."""
 
-    def __init__(self, fmt: str = "json", level: str = "info", static: Mapping[str, object] | None = None,
-                 fd: int = 2) -> None:
+    def __init__(
+        self, fmt: str = "json", level: str = "info", static: Mapping[str, object] | None = None, fd: int = 2
+    ) -> None:
         self._threshold = LEVELS[level]
         self._render = _text_renderer() if fmt == "text" else render_json
         self._static = dict(static or {})
@@ -83,8 +84,12 @@ class EventLog:
     def _emit(self, level: str, event: str, fields: dict[str, Any]) -> None:
         if LEVELS[level] < self._threshold:
             return
-        record: dict[str, Any] = {"ts": rfc3339_ms(time.time()), "logger": "smsupervise",
-                                  "level": level, "event": event}
+        record: dict[str, Any] = {
+            "ts": rfc3339_ms(time.time()),
+            "logger": "smsupervise",
+            "level": level,
+            "event": event,
+        }
         record.update(self._static)
         record.update(fields)
         self._sink(self._render(record) + b"\n")

@@ -79,7 +79,11 @@ class Counter:
 
 _TERMINATOR_FIELDS = {"\n": b"", "\r": b',"progress":true', "\r\n": b',"eol":"crlf"', "": b',"eol":"none"'}
 _TERMINATOR_KEYS: dict[str, dict[str, object]] = {
-    "\n": {}, "\r": {"progress": True}, "\r\n": {"eol": "crlf"}, "": {"eol": "none"}}
+    "\n": {},
+    "\r": {"progress": True},
+    "\r\n": {"eol": "crlf"},
+    "": {"eol": "none"},
+}
 _SPLIT_RE = re.compile(r"(\r\n|\r|\n)")
 
 
@@ -91,8 +95,9 @@ class StreamFramer:
     ``partial`` parts as it arrives (the part that ends it carries ``last: true``).
     """
 
-    def __init__(self, stream: str, fmt: RecordFormat, counter: Counter,
-                 progress_interval: float = 0.0) -> None:
+    def __init__(
+        self, stream: str, fmt: RecordFormat, counter: Counter, progress_interval: float = 0.0
+    ) -> None:
         self.stream = stream
         self.fmt = fmt
         self.counter = counter
@@ -104,8 +109,11 @@ class StreamFramer:
         # to what is emitted, so a gap in seq always means loss.
         self._held: tuple[bytes, str] | None = None
         self._last_progress = float("-inf")
-        static = {"pid": fmt.pid, **({"host": fmt.host} if fmt.host else {}),
-                  **({"job": fmt.job} if fmt.job else {})}
+        static = {
+            "pid": fmt.pid,
+            **({"host": fmt.host} if fmt.host else {}),
+            **({"job": fmt.job} if fmt.job else {}),
+        }
         self._static = static
         self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
         self._stream_json = orjson.dumps(stream)
@@ -118,8 +126,9 @@ class StreamFramer:
     def _head(self, ts: bytes, level: str | None) -> bytes:
         if level is None:
             return b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
-        return (b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"level":"' + level.encode()
-                + b'","msg":')
+        return (
+            b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"level":"' + level.encode() + b'","msg":'
+        )
 
     def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
         """Append the record(s) for one complete line (slow path: everything but plain lines)."""
@@ -132,8 +141,9 @@ class StreamFramer:
         encoded = orjson.dumps(line)
         extra = _TERMINATOR_FIELDS[terminator]
         head = self._head(ts, level)
-        if self._partial is None and (len(head) + len(encoded) + len(extra) + len(self._tail) + 40
-                                      <= self.fmt.max_line_bytes):
+        if self._partial is None and (
+            len(head) + len(encoded) + len(extra) + len(self._tail) + 40 <= self.fmt.max_line_bytes
+        ):
             self.counter.value += 1
             out.append(head + encoded + b',"seq":%d' % self.counter.value + self._tail + extra + b"}\n")
             return
@@ -179,8 +189,15 @@ class StreamFramer:
             pid, n = self._partial
             meta = b',"partial":{"id":%d,"n":%d,"last":%s}' % (pid, n, b"true" if final else b"false")
             self._partial[1] = n + 1
-            out.append(head + piece + b',"seq":%d' % self.counter.value + self._tail
-                       + (extra if final else b"") + meta + b"}\n")
+            out.append(
+                head
+                + piece
+                + b',"seq":%d' % self.counter.value
+                + self._tail
+                + (extra if final else b"")
+                + meta
+                + b"}\n"
+            )
             start = end
             if start >= len(text):
                 break
@@ -201,7 +218,7 @@ class StreamFramer:
         if cut < 0:
             self._pending = buf
         else:
-            self._pending = buf[cut + 1:]
+            self._pending = buf[cut + 1 :]
             self._frame(out, ts, buf[: cut + 1].decode("utf-8", "replace"), now)
         if len(self._pending) > self.hold_limit:
             self._spill(out, ts)

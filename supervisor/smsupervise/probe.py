@@ -20,8 +20,11 @@ def on_path(name: str, env: Mapping[str, str], exclude: frozenset[str] = frozens
     """The first executable ``name`` on the child's PATH whose real path is not in ``exclude``."""
     for directory in env.get("PATH", os.defpath).split(os.pathsep):
         candidate = os.path.join(directory or ".", name)
-        if (os.path.isfile(candidate) and os.access(candidate, os.X_OK)
-                and os.path.realpath(candidate) not in exclude):
+        if (
+            os.path.isfile(candidate)
+            and os.access(candidate, os.X_OK)
+            and os.path.realpath(candidate) not in exclude
+        ):
             return candidate
     return None
 
@@ -69,6 +72,10 @@ def machine(env: Mapping[str, str], instance_type: str) -> Machine:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             devices = json.loads(capture(["neuron-ls", "-j"], env) or b"[]")
             neurons = sum(int(item.get("nc_count", 0)) for item in devices)
-    return Machine(num_cpus=os.cpu_count() or 1, num_gpus=gpus, num_neurons=neurons,
-                   smddprun_installed=on_path("smddprun", env) is not None,
-                   smddpmprun_installed=on_path("smddpmprun", env) is not None)
+    return Machine(
+        num_cpus=os.cpu_count() or 1,
+        num_gpus=gpus,
+        num_neurons=neurons,
+        smddprun_installed=on_path("smddprun", env) is not None,
+        smddpmprun_installed=on_path("smddpmprun", env) is not None,
+    )

@@ -41,7 +41,8 @@ def _size(value: str, source: str) -> int:
         size = int(float(number) * units[unit])
     except ValueError:
         raise UsageError(
-            f"{source}: {value!r} is not a size; use bytes or a suffix, e.g. 16384, 64K, 1M") from None
+            f"{source}: {value!r} is not a size; use bytes or a suffix, e.g. 16384, 64K, 1M"
+        ) from None
     if size <= 0:
         raise UsageError(f"{source}: {value!r} must be a positive size")
     return size
@@ -106,30 +107,125 @@ class Option(NamedTuple):
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("base-dir", "DIR", _text, "/opt/ml",
-           "SageMaker's base directory (config, data, code, model, output)", "SAGEMAKER_BASE_DIR"),
-    Option("forward-to", "group|child", _choice("group", "child"), "group",
-           "send forwarded signals to the child's whole process group, or to the child only"),
-    Option("grace-period", "SECONDS", _seconds, "100 (serve: 20)",
-           "after forwarding SIGTERM/SIGINT, wait this long before SIGKILLing the child's group"),
-    Option("leftover-grace", "SECONDS", _seconds, "5",
-           "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL"),
-    Option("log-format", "json|text|raw", _choice("json", "text", "raw"), "json",
-           "json: one JSON object per line; text: for people; raw: child output passed through untouched"),
-    Option("merge-streams", None, _boolean, "off",
-           "write the child's stderr records to our stdout too (one stream, in read order)"),
-    Option("max-line-bytes", "BYTES", _size, "16384",
-           "no output line is longer (SageMaker's shipper splits at 16 KiB); longer messages are "
-           "split into parts marked `partial` (1024 to 1048550)"),
-    Option("progress-interval", "SECONDS", _seconds, "10",
-           "emit at most one `\\r` progress state (tqdm) per stream per interval; the last one before "
-           "a newline is always kept"),
-    Option("flush-after", "SECONDS", _seconds, "1",
-           "emit a line that has no newline yet after this much silence (marked `eol: none`)"),
-    Option("drain-timeout", "SECONDS", _seconds, "2",
-           "after the main child exits, read its output until EOF for at most this long"),
-    Option("log-level", "debug|info|warning|error", _choice("debug", "info", "warning", "error"), "info",
-           "the least severe of smsupervise's own events that is written"),
+    Option(
+        "base-dir",
+        "DIR",
+        _text,
+        "/opt/ml",
+        "SageMaker's base directory (config, data, code, model, output)",
+        "SAGEMAKER_BASE_DIR",
+    ),
+    Option(
+        "forward-to",
+        "group|child",
+        _choice("group", "child"),
+        "group",
+        "send forwarded signals to the child's whole process group, or to the child only",
+    ),
+    Option(
+        "grace-period",
+        "SECONDS",
+        _seconds,
+        "100 (serve: 20), less when it must fit --stop-budget",
+        "after SIGTERM/SIGINT reaches the child's group, wait this long before SIGKILLing it",
+    ),
+    Option(
+        "checkpoint-hook",
+        "CMD",
+        _text,
+        "none",
+        "on a stop, run this command line (no shell; use sh -c '...' for one) while training keeps "
+        "running, then go on to SIGTERM; it gets SMSUPERVISE_STOP_REASON and SMSUPERVISE_DEADLINE",
+    ),
+    Option(
+        "checkpoint-signal",
+        "SIG",
+        _signal,
+        "none",
+        "on a stop, send this signal (e.g. USR1) to the training process group first; it saves and "
+        "creates the file named in its SMSUPERVISE_CHECKPOINT_DONE, then smsupervise goes on",
+    ),
+    Option(
+        "checkpoint-timeout",
+        "SECONDS",
+        _seconds,
+        "60 (serve: 10)",
+        "the longest the checkpoint step may take; a hook still running then is SIGKILLed",
+    ),
+    Option(
+        "stop-budget",
+        "SECONDS",
+        _seconds,
+        "120 (serve: 30)",
+        "the whole stop must fit this (SageMaker SIGKILLs everything 120 s after SIGTERM; "
+        "endpoints 30 s): checkpoint timeout + grace + leftover grace + 5 s must not exceed it",
+    ),
+    Option(
+        "max-runtime",
+        "SECONDS",
+        _seconds,
+        "none",
+        "stop the job this long after it started, as SIGTERM would, with reason MaxRuntimeExceeded "
+        "(0: no limit)",
+    ),
+    Option(
+        "leftover-grace",
+        "SECONDS",
+        _seconds,
+        "5",
+        "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL",
+    ),
+    Option(
+        "log-format",
+        "json|text|raw",
+        _choice("json", "text", "raw"),
+        "json",
+        "json: one JSON object per line; text: for people; raw: child output passed through untouched",
+    ),
+    Option(
+        "merge-streams",
+        None,
+        _boolean,
+        "off",
+        "write the child's stderr records to our stdout too (one stream, in read order)",
+    ),
+    Option(
+        "max-line-bytes",
+        "BYTES",
+        _size,
+        "16384",
+        "no output line is longer (SageMaker's shipper splits at 16 KiB); longer messages are "
+        "split into parts marked `partial` (1024 to 1048550)",
+    ),
+    Option(
+        "progress-interval",
+        "SECONDS",
+        _seconds,
+        "10",
+        "emit at most one `\\r` progress state (tqdm) per stream per interval; the last one before "
+        "a newline is always kept",
+    ),
+    Option(
+        "flush-after",
+        "SECONDS",
+        _seconds,
+        "1",
+        "emit a line that has no newline yet after this much silence (marked `eol: none`)",
+    ),
+    Option(
+        "drain-timeout",
+        "SECONDS",
+        _seconds,
+        "2",
+        "after the main child exits, read its output until EOF for at most this long",
+    ),
+    Option(
+        "log-level",
+        "debug|info|warning|error",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "the least severe of smsupervise's own events that is written",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -140,6 +236,11 @@ class Settings(NamedTuple):
     base_dir: str | None = None  # None: SAGEMAKER_BASE_DIR, else /opt/ml
     forward_to: ForwardTo = "group"
     grace_period: float = 100.0
+    checkpoint_hook: str | None = None
+    checkpoint_signal: int | None = None
+    checkpoint_timeout: float = 60.0
+    stop_budget: float = 120.0
+    max_runtime: float | None = None
     leftover_grace: float = 5.0
     log_format: LogFormat = "json"
     log_level: LogLevel = "info"
@@ -158,12 +259,47 @@ class Settings(NamedTuple):
                 values[option.field] = flags[option.field]
             elif option.env in env:
                 values[option.field] = option.parse(env[option.env], f"environment variable {option.env}")
-        if "grace_period" not in values and mode == "serve":
-            # Endpoints are SIGKILLed 30 s after SIGTERM: the default grace must fit inside that.
-            values["grace_period"] = 20.0
+        _stop_defaults(values, mode)
         line_bytes = values.get("max_line_bytes", 16384)
         if not isinstance(line_bytes, int) or not 1024 <= line_bytes <= 1048550:
-            raise UsageError(f"--max-line-bytes / {ENV_PREFIX}MAX_LINE_BYTES: {line_bytes} is out of range; "
-                             "use 1024 to 1048550 (CloudWatch's event limit is 1 MiB - 26 bytes)")
+            raise UsageError(
+                f"--max-line-bytes / {ENV_PREFIX}MAX_LINE_BYTES: {line_bytes} is out of range; "
+                "use 1024 to 1048550 (CloudWatch's event limit is 1 MiB - 26 bytes)"
+            )
         known = set(cls._fields)
         return cls(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+
+    @property
+    def checkpointing(self) -> bool:
+        return self.checkpoint_hook is not None or self.checkpoint_signal is not None
+
+
+def _stop_defaults(values: dict[str, object], mode: Mode) -> None:
+    """Fill in the stop sequence's defaults for ``mode`` and check that the whole stop fits the
+    budget: checkpoint timeout (when there is a checkpoint step) + grace + leftover grace + margin.
+
+    SageMaker SIGKILLs a training container 120 s after SIGTERM and an endpoint 30 s after; a stop
+    that cannot finish inside that loses the checkpoint it was for, so it is refused at start.
+    """
+    serve = mode == "serve"
+    budget = float(values.setdefault("stop_budget", 30.0 if serve else 120.0))  # type: ignore[arg-type]
+    timeout = float(values.setdefault("checkpoint_timeout", 10.0 if serve else 60.0))  # type: ignore[arg-type]
+    if values.get("max_runtime") == 0:
+        values["max_runtime"] = None
+    checkpointing = values.get("checkpoint_hook") is not None or values.get("checkpoint_signal") is not None
+    leftover = float(values.get("leftover_grace", 5.0))  # type: ignore[arg-type]
+    before_grace = (timeout if checkpointing else 0.0) + leftover + STOP_MARGIN
+    if "grace_period" not in values:
+        values["grace_period"] = min(20.0 if serve else 100.0, budget - before_grace)
+    grace = float(values["grace_period"])  # type: ignore[arg-type]
+    if grace < 0 or before_grace + grace > budget:
+        parts = [f"--grace-period {grace:g}", f"--leftover-grace {leftover:g}", f"{STOP_MARGIN:g} s margin"]
+        if checkpointing:
+            parts.insert(0, f"--checkpoint-timeout {timeout:g}")
+        raise UsageError(
+            f"the stop sequence cannot fit --stop-budget {budget:g} s ({ENV_PREFIX}STOP_BUDGET): "
+            f"{' + '.join(parts)} = {before_grace + max(grace, 0):g} s. Lower --grace-period"
+            f"{' or --checkpoint-timeout' if checkpointing else ''} (or their {ENV_PREFIX}* variables), or "
+            "raise --stop-budget if your platform waits longer before SIGKILL (SageMaker: 120 s for "
+            "training, 30 s for endpoints)"
+        )

@@ -20,8 +20,15 @@ from types import FrameType
 # SIGKILL and SIGSTOP cannot be caught.
 NOT_HANDLED = frozenset(
     {
-        signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-        signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT,
+        signal.SIGKILL,
+        signal.SIGSTOP,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+        signal.SIGABRT,
     }
 )
 # Job-control tty signals are ignored by smsupervise itself (so it can never be stopped by a

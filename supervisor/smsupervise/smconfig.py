@@ -32,8 +32,9 @@ class TrainingConfig(NamedTuple):
         return os.path.join(self.base_dir, *parts)
 
     def pipe_channels(self) -> list[str]:
-        return sorted(ch for ch, cfg in self.input_data_config.items()
-                      if cfg.get("TrainingInputMode") == "Pipe")
+        return sorted(
+            ch for ch, cfg in self.input_data_config.items() if cfg.get("TrainingInputMode") == "Pipe"
+        )
 
 
 def _read(path: str) -> Any:
@@ -57,8 +58,12 @@ def _read(path: str) -> Any:
 
 def _object(path: str, value: Any, field: str = "") -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise ConfigError(path, field, f"must be a JSON object, not {type(value).__name__}",
-                          "see the SageMaker container contract for its shape")
+        raise ConfigError(
+            path,
+            field,
+            f"must be a JSON object, not {type(value).__name__}",
+            "see the SageMaker container contract for its shape",
+        )
     return value
 
 
@@ -67,25 +72,34 @@ def _string(path: str, obj: dict[str, Any], field: str, required: bool = False) 
     if value is None and not required:
         return None
     if not isinstance(value, str) or not value:
-        raise ConfigError(path, field, f"must be a non-empty string, not {json.dumps(value)}",
-                          f"set '{field}' to a string")
+        raise ConfigError(
+            path, field, f"must be a non-empty string, not {json.dumps(value)}", f"set '{field}' to a string"
+        )
     return value
 
 
 def _hosts(path: str, value: Any, field: str) -> list[str]:
-    if (not isinstance(value, list) or not value
-            or not all(isinstance(host, str) and host for host in value)):
-        raise ConfigError(path, field, f"must be a non-empty list of host names, not {json.dumps(value)}",
-                          'e.g. ["algo-1", "algo-2"]')
+    if not isinstance(value, list) or not value or not all(isinstance(host, str) and host for host in value):
+        raise ConfigError(
+            path,
+            field,
+            f"must be a non-empty list of host names, not {json.dumps(value)}",
+            'e.g. ["algo-1", "algo-2"]',
+        )
     return value
 
 
 def default_resource_config() -> dict[str, Any]:
     """What the toolkit writes when there is no configuration: this machine as a one-host cluster."""
     host = socket.gethostname()
-    return {"current_host": host, "hosts": [host], "current_instance_group": "homogeneousCluster",
-            "instance_groups": [{"instance_group_name": "homogeneousCluster", "instance_type": "local",
-                                 "hosts": [host]}]}
+    return {
+        "current_host": host,
+        "hosts": [host],
+        "current_instance_group": "homogeneousCluster",
+        "instance_groups": [
+            {"instance_group_name": "homogeneousCluster", "instance_type": "local", "hosts": [host]}
+        ],
+    }
 
 
 def _resource_config(path: str) -> dict[str, Any]:
@@ -96,15 +110,23 @@ def _resource_config(path: str) -> dict[str, Any]:
     current = _string(path, config, "current_host", required=True)
     hosts = _hosts(path, config.get("hosts"), "hosts")
     if current not in hosts:
-        raise ConfigError(path, "current_host", f"{current!r} is not in 'hosts' {hosts}",
-                          "add it to 'hosts' or fix the name")
+        raise ConfigError(
+            path,
+            "current_host",
+            f"{current!r} is not in 'hosts' {hosts}",
+            "add it to 'hosts' or fix the name",
+        )
     for field in ("network_interface_name", "current_instance_type", "current_group_name"):
         _string(path, config, field)
     groups = config.get("instance_groups")
     if groups is not None:
         if not isinstance(groups, list):
-            raise ConfigError(path, "instance_groups", "must be a list of objects",
-                              'e.g. [{"instance_group_name": "homogeneousCluster", "hosts": [...]}]')
+            raise ConfigError(
+                path,
+                "instance_groups",
+                "must be a list of objects",
+                'e.g. [{"instance_group_name": "homogeneousCluster", "hosts": [...]}]',
+            )
         for index, group in enumerate(groups):
             where = f"instance_groups[{index}]"
             _object(path, group, where)
@@ -120,13 +142,18 @@ def _input_data_config(path: str) -> dict[str, dict[str, Any]]:
     config = _object(path, raw)
     for channel, settings in config.items():
         if not _CHANNEL_NAME.match(channel):
-            raise ConfigError(path, channel, "is not a valid channel name",
-                              "use letters, digits, '.', '-' and '_' only")
+            raise ConfigError(
+                path, channel, "is not a valid channel name", "use letters, digits, '.', '-' and '_' only"
+            )
         _object(path, settings, channel)
         mode = settings.get("TrainingInputMode", "File")
         if mode not in INPUT_MODES:
-            raise ConfigError(path, f"{channel}.TrainingInputMode", f"{json.dumps(mode)} is not a mode",
-                              f"use one of {', '.join(INPUT_MODES)}")
+            raise ConfigError(
+                path,
+                f"{channel}.TrainingInputMode",
+                f"{json.dumps(mode)} is not a mode",
+                f"use one of {', '.join(INPUT_MODES)}",
+            )
     return config
 
 
@@ -143,8 +170,14 @@ def load(base_dir: str) -> TrainingConfig:
     checkpoint = {} if raw_cp is None else _object(cp_path, raw_cp)
     local = _string(cp_path, checkpoint, "LocalPath") or "/opt/ml/checkpoints"
     if not os.path.isabs(local):
-        raise ConfigError(cp_path, "LocalPath", f"{local!r} is not an absolute path",
-                          "use e.g. /opt/ml/checkpoints")
-    return TrainingConfig(base_dir=base_dir, hyperparameters=hyperparameters,
-                          resource_config=resource_config, input_data_config=input_data_config,
-                          checkpoint_dir=local, checkpoint_s3_uri=_string(cp_path, checkpoint, "S3Uri"))
+        raise ConfigError(
+            cp_path, "LocalPath", f"{local!r} is not an absolute path", "use e.g. /opt/ml/checkpoints"
+        )
+    return TrainingConfig(
+        base_dir=base_dir,
+        hyperparameters=hyperparameters,
+        resource_config=resource_config,
+        input_data_config=input_data_config,
+        checkpoint_dir=local,
+        checkpoint_s3_uri=_string(cp_path, checkpoint, "S3Uri"),
+    )

@@ -38,8 +38,9 @@ def _check_members(archive: tarfile.TarFile, where: str, code_dir: str) -> None:
             target = os.path.join(code_dir, os.path.dirname(name), member.linkname)
             if os.path.isabs(member.linkname) or not _inside(code_dir, target):
                 problem = f"is a symlink pointing outside the code dir ({member.linkname})"
-        elif member.islnk() and (os.path.isabs(member.linkname)
-                                 or not _inside(code_dir, os.path.join(code_dir, member.linkname))):
+        elif member.islnk() and (
+            os.path.isabs(member.linkname) or not _inside(code_dir, os.path.join(code_dir, member.linkname))
+        ):
             problem = f"is a hard link pointing outside the code dir ({member.linkname})"
         elif not _inside(code_dir, os.path.join(code_dir, name)):
             problem = "would land outside the code dir"
@@ -57,17 +58,25 @@ def _unpack(tarball: str, where: str, code_dir: str) -> None:
             else:  # pragma: no cover - Python without the 3.12 filter backport
                 archive.extractall(code_dir)  # noqa: S202 (every member was checked above)
     except tarfile.TarError as error:
-        raise ConfigError(where, FIELD, f"is not a readable tar archive: {error}",
-                          "point it at a .tar.gz of your source directory") from None
+        raise ConfigError(
+            where,
+            FIELD,
+            f"is not a readable tar archive: {error}",
+            "point it at a .tar.gz of your source directory",
+        ) from None
 
 
 def _download_s3(uri: str, where: str, into: str) -> str:
     try:
         import boto3  # type: ignore[import-not-found]  # noqa: PLC0415
     except ImportError:
-        raise ConfigError(where, FIELD, f"{uri} is on S3 but boto3 is not installed",
-                          "install smsupervise[s3] in the image, or put the code in <base>/code") from None
-    bucket, _, key = uri[len("s3://"):].partition("/")
+        raise ConfigError(
+            where,
+            FIELD,
+            f"{uri} is on S3 but boto3 is not installed",
+            "install smsupervise[s3] in the image, or put the code in <base>/code",
+        ) from None
+    bucket, _, key = uri[len("s3://") :].partition("/")
     target = os.path.join(into, "sourcedir.tar.gz")
     endpoint = os.environ.get("S3_ENDPOINT_URL")
     region = os.environ.get("AWS_REGION") or os.environ.get("SAGEMAKER_REGION")
@@ -88,7 +97,7 @@ def fetch(uri: str, code_dir: str, where: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             _unpack(_download_s3(uri, where, tmp), where, code_dir)
         return f"downloaded and unpacked {uri}"
-    path = uri[len("file://"):] if uri.startswith("file://") else uri
+    path = uri[len("file://") :] if uri.startswith("file://") else uri
     if not os.path.exists(path):
         raise ConfigError(where, FIELD, f"{uri!r} does not exist", "point it at a directory or .tar.gz")
     if os.path.isdir(path):

@@ -43,8 +43,9 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
         if os.path.isdir(path):
             raise SpawnError(program, "is a directory, not a program", ExitCode.NOT_EXECUTABLE)
         if not os.access(path, os.X_OK):
-            raise SpawnError(program, f"permission denied: make it executable (chmod +x {path})",
-                             ExitCode.NOT_EXECUTABLE)
+            raise SpawnError(
+                program, f"permission denied: make it executable (chmod +x {path})", ExitCode.NOT_EXECUTABLE
+            )
         return path
     search = env.get("PATH", os.defpath)
     denied = ""
@@ -55,8 +56,11 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
                 return candidate
             denied = denied or candidate
     if denied:
-        raise SpawnError(program, f"permission denied: {denied} is not executable (chmod +x {denied})",
-                         ExitCode.NOT_EXECUTABLE)
+        raise SpawnError(
+            program,
+            f"permission denied: {denied} is not executable (chmod +x {denied})",
+            ExitCode.NOT_EXECUTABLE,
+        )
     raise SpawnError(program, f"command not found on PATH={search}", ExitCode.NOT_FOUND)
 
 
@@ -82,8 +86,13 @@ def spawn(spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None 
         if spec.cwd:
             os.chdir(spec.cwd)
         pid = os.posix_spawn(
-            path, list(spec.argv), env, file_actions=actions, setsid=True,
-            setsigdef=default_dispositions(), setsigmask=(),
+            path,
+            list(spec.argv),
+            env,
+            file_actions=actions,
+            setsid=True,
+            setsigdef=default_dispositions(),
+            setsigmask=(),
         )
     except OSError as error:
         raise _spawn_error(spec.argv[0], error) from None
@@ -103,6 +112,9 @@ def _spawn_error(program: str, error: OSError) -> SpawnError:
     if error.errno == errno.ENOENT:
         return SpawnError(program, f"{reason} (a missing #! interpreter?)", ExitCode.NOT_FOUND)
     if error.errno == errno.ENOEXEC:
-        return SpawnError(program, "exec format error: not a binary for this machine and no #! line",
-                          ExitCode.NOT_EXECUTABLE)
+        return SpawnError(
+            program,
+            "exec format error: not a binary for this machine and no #! line",
+            ExitCode.NOT_EXECUTABLE,
+        )
     return SpawnError(program, reason, ExitCode.NOT_EXECUTABLE)

@@ -18,12 +18,14 @@ from smsupervise import proctree
 from smsupervise.launch import Step
 from smsupervise.logrelay import ChildOutput
 from smsupervise.logs import EventLog
+from smsupervise.logstream import Counter
 from smsupervise.output import Output
 from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.spawn import Child, spawn
 from smsupervise.status import ExitCode, ExitStatus, signal_name
+from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
@@ -35,7 +37,7 @@ class Outcome(NamedTuple):
     status: ExitStatus | None  # None: the child never started
     exit_code: int
     stop_signal: int | None  # the signal that asked us to stop, if any
-    killed_after_grace: bool
+    stop: StopReport | None  # what the stop sequence did, if there was one
     runtime: float
     stderr_tail: bytes = b""
     step: str = ""  # the step that ended the run ("training", "installing requirements.txt", ...)
@@ -45,19 +47,28 @@ class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
     def __init__(
-        self, steps: tuple[Step, ...], settings: Settings, inbox: SignalInbox, log: EventLog
+        self,
+        steps: tuple[Step, ...],
+        settings: Settings,
+        inbox: SignalInbox,
+        log: EventLog,
+        ack_file: str | None = None,
     ) -> None:
         self.steps = steps
         self.settings = settings
         self.inbox = inbox
         self.log = log
+        self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
         self.reaper = Reaper()
+        self.counter = Counter()
         self.child: Child | None = None
+        self.step_index = 0
         self.stop_signal: int | None = None
-        self.killed_after_grace = False
-        self._advance: asyncio.Event | None = None
-        self._stop_task: asyncio.Task[None] | None = None
+        self.stop_reason: str | None = None
+        self.stop: StopSequence | None = None
+        self.started = time.monotonic()
         self._tick: asyncio.TimerHandle | None = None
+        self._outputs: dict[int, Output] = {}
         self.output: ChildOutput | None = None
 
     # -- signals -------------------------------------------------------------------------------
@@ -85,45 +96,51 @@ class Supervisor:
         except ProcessLookupError:
             self.log.info("signal_received", signal=signal_name(signum), action="not forwarded: child gone")
             return
-        self.log.info("signal_forwarded", signal=signal_name(signum),
-                      target=f"process group {child.pgid}" if group else f"pid {child.pid}")
+        self.log.info(
+            "signal_forwarded",
+            signal=signal_name(signum),
+            target=f"process group {child.pgid}" if group else f"pid {child.pid}",
+        )
 
-    def _request_stop(self, signum: int) -> None:
+    def _request_stop(self, signum: int, reason: str | None = None) -> None:
         if self.stop_signal is None:
             self.stop_signal = signum
+            self.stop_reason = reason or signal_name(signum)
             if self.child is not None:
                 self._begin_stop(signum)
             else:
                 self.log.info("signal_received", signal=signal_name(signum))
-        elif self._advance is not None:
+        elif self.stop is not None:
             # A second SIGTERM/SIGINT during the stop moves on to the next step at once.
             self.log.info("signal_received", signal=signal_name(signum))
-            self.log.info("stop_advanced", signal=signal_name(signum))
-            self._advance.set()
+            self.stop.advance_now(signum)
 
-    # -- the stop sequence ---------------------------------------------------------------------
+    def _max_runtime(self) -> None:
+        if self.stop_signal is None:
+            self.log.warning("max_runtime_exceeded", max_runtime=self.settings.max_runtime)
+            self._request_stop(signal.SIGTERM, MAX_RUNTIME_REASON)
+
     def _begin_stop(self, signum: int) -> None:
-        """Forward at once, in the same callback as the signal (latency matters), then log."""
-        self._advance = asyncio.Event()
-        self._forward(signum)
-        self.log.info("stop_requested", signal=signal_name(signum), grace_period=self.settings.grace_period)
-        self._stop_task = asyncio.get_running_loop().create_task(self._stop_sequence())
-
-    async def _stop_sequence(self) -> None:
-        if not await self._wait_step(self.settings.grace_period):
-            self.log.warning("grace_expired", grace_period=self.settings.grace_period, action="SIGKILL")
-        self.killed_after_grace = True
-        self._kill_group(signal.SIGKILL)
-
-    async def _wait_step(self, seconds: float) -> bool:
-        """Wait ``seconds`` or until a second stop signal; True if it was cut short."""
-        assert self._advance is not None
-        try:
-            await asyncio.wait_for(self._advance.wait(), seconds)
-        except asyncio.TimeoutError:
-            return False
-        self._advance.clear()
-        return True
+        assert self.child is not None
+        step = self.steps[self.step_index]
+        main = self.step_index == len(self.steps) - 1  # preparation steps (pip) get no checkpoint
+        hook_output = None
+        if main and self.settings.checkpoint_hook is not None:
+            hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter)
+        self.stop = StopSequence(
+            self.settings,
+            self.log,
+            self.reaper,
+            self.child,
+            signum=signum,
+            reason=self.stop_reason or signal_name(signum),
+            run_started=self.started,
+            checkpoint_env=step.spec.env if main else None,
+            checkpoint_cwd=step.spec.cwd,
+            ack_file=self.ack_file if main else None,
+            hook_output=hook_output,
+        )
+        self.stop.begin()
 
     def _kill_group(self, signum: int) -> None:
         if self.child is not None:
@@ -141,31 +158,57 @@ class Supervisor:
         A preparation step that fails, or a stop, ends the run before the next step starts.
         """
         loop = asyncio.get_running_loop()
-        started = time.monotonic()
-        outputs = {fd: Output(loop, fd) for fd in (1, 2)}
+        started = self.started = time.monotonic()
+        outputs = self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
         self.log.redirect(outputs[2].write)  # our events and the child's stderr never interleave
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
+        limit = (
+            loop.call_later(self.settings.max_runtime, self._max_runtime)
+            if self.settings.max_runtime
+            else None
+        )
         try:
             for index, step in enumerate(self.steps):
+                self.step_index = index
                 if self.stop_signal is not None:
                     name = signal_name(self.stop_signal)
-                    self.log.warning("stopped_before_start", signal=name, step=step.name)
+                    self.log.warning(
+                        "stopped_before_start", signal=name, reason=self.stop_reason, step=step.name
+                    )
                     code = ExitCode.SIGNAL_BASE + self.stop_signal
                     elapsed = time.monotonic() - started
-                    return Outcome(None, code, self.stop_signal, False, elapsed, step=step.name)
-                self.output = ChildOutput(self.settings, self.log, outputs)
+                    report = StopReport(self.stop_reason or name, elapsed, None, None, None, False)
+                    return Outcome(None, code, self.stop_signal, report, elapsed, step=step.name)
+                self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
                 status = await self._run_child(loop, step)
+                if self.stop is not None:
+                    await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
                 await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
                 if not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None:
-                    return Outcome(status, status.shell_code(), self.stop_signal, self.killed_after_grace,
-                                   time.monotonic() - started, self.output.stderr_tail(), step.name)
+                    final = self.stop.report() if self.stop is not None else None
+                    return Outcome(
+                        status,
+                        status.shell_code(),
+                        self.stop_signal,
+                        final,
+                        time.monotonic() - started,
+                        self.output.stderr_tail(),
+                        step.name,
+                    )
             raise AssertionError("a plan has at least one step")
         finally:
             self.inbox.detach()
             if self._tick is not None:
                 self._tick.cancel()
+            if limit is not None:
+                limit.cancel()
+            if self.stop is not None and self.stop.task is not None:
+                self.stop.task.cancel()
+            if self.ack_file is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(self.ack_file)
             self.log.redirect(None)
             for output in outputs.values():
                 output.close()
@@ -181,22 +224,27 @@ class Supervisor:
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
-        self.output.start(child.pid, host=step.spec.env.get("SM_CURRENT_HOST"),
-                          job=step.spec.env.get("TRAINING_JOB_NAME"))
+        self.output.start(
+            child.pid, host=step.spec.env.get("SM_CURRENT_HOST"), job=step.spec.env.get("TRAINING_JOB_NAME")
+        )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
-        self.log.info("child_spawned", step=step.name, pid=child.pid, pgid=child.pgid, argv=list(child.argv),
-                      cwd=step.spec.cwd or os.getcwd())
+        self.log.info(
+            "child_spawned",
+            step=step.name,
+            pid=child.pid,
+            pgid=child.pgid,
+            argv=list(child.argv),
+            cwd=step.spec.cwd or os.getcwd(),
+        )
         try:
             status = await exit_future
         finally:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)
                 os.close(child.pidfd)
-            if self._stop_task is not None:
-                self._stop_task.cancel()
-        if self._stop_task is not None and self._stop_task.done():
-            self._stop_task = None
+            if self.stop is not None:
+                self.stop.on_child_exit()
         fields: dict[str, object] = {"step": step.name, "pid": child.pid, "exit_code": status.shell_code()}
         if status.signal is not None:
             fields["signal"] = signal_name(status.signal)
@@ -212,8 +260,12 @@ class Supervisor:
         if not pids and not group_alive:
             return
         self._signal_leftovers(signal.SIGTERM, pids)
-        self.log.info("leftovers_terminated", count=len(pids), pids=pids[:50],
-                      leftover_grace=self.settings.leftover_grace)
+        self.log.info(
+            "leftovers_terminated",
+            count=len(pids),
+            pids=pids[:50],
+            leftover_grace=self.settings.leftover_grace,
+        )
         childless = self.reaper.wait_childless()
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(childless), self.settings.leftover_grace)
@@ -225,8 +277,11 @@ class Supervisor:
         try:
             await asyncio.wait_for(childless, KILL_WAIT)
         except asyncio.TimeoutError:
-            self.log.error("leftovers_unkillable", pids=proctree.descendants(os.getpid())[:50],
-                           hint="processes in uninterruptible sleep (D state) ignore SIGKILL")
+            self.log.error(
+                "leftovers_unkillable",
+                pids=proctree.descendants(os.getpid())[:50],
+                hint="processes in uninterruptible sleep (D state) ignore SIGKILL",
+            )
 
     def _signal_leftovers(self, signum: int, pids: list[int]) -> None:
         self._kill_group(signum)

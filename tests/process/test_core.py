@@ -25,6 +25,7 @@ def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[by
 
 def test_exit_codes_pass_through_for_every_code(mode: str) -> None:
     """smsupervise exits with the child's exit code, for every code 0..255."""
+
     def code_of(code: int) -> int:
         return _run(supervisor_argv(mode, *QUIET, "sh", "-c", f"exit {code}")).returncode
 
@@ -33,8 +34,18 @@ def test_exit_codes_pass_through_for_every_code(mode: str) -> None:
     assert got == list(range(256))
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGKILL,
-                                    signal.SIGUSR1, signal.SIGSEGV, signal.SIGABRT])
+@pytest.mark.parametrize(
+    "signum",
+    [
+        signal.SIGTERM,
+        signal.SIGHUP,
+        signal.SIGQUIT,
+        signal.SIGKILL,
+        signal.SIGUSR1,
+        signal.SIGSEGV,
+        signal.SIGABRT,
+    ],
+)
 def test_signal_death_gives_128_plus_n(mode: str, signum: int) -> None:
     """A child killed by signal N makes smsupervise exit 128+N, and the event names the signal."""
     result = _run(supervisor_argv(mode, PYTHON, "-c", f"import os; os.kill(os.getpid(), {int(signum)})"))
@@ -63,9 +74,23 @@ def test_not_executable_exits_126_with_fix(mode: str, tmp_path: Path) -> None:
 
 
 def _forwardable() -> list[int]:
-    skip = {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD, signal.SIGTTIN, signal.SIGTTOU,
-            signal.SIGKILL, signal.SIGSTOP, signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE,
-            signal.SIGILL, signal.SIGTRAP, signal.SIGSYS, signal.SIGABRT, signal.SIGTSTP}
+    skip = {
+        signal.SIGTERM,
+        signal.SIGINT,
+        signal.SIGCHLD,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGKILL,
+        signal.SIGSTOP,
+        signal.SIGSEGV,
+        signal.SIGBUS,
+        signal.SIGFPE,
+        signal.SIGILL,
+        signal.SIGTRAP,
+        signal.SIGSYS,
+        signal.SIGABRT,
+        signal.SIGTSTP,
+    }
     return sorted(int(s) for s in signal.valid_signals() if s not in skip and s not in (32, 33))
 
 
@@ -76,14 +101,19 @@ def test_every_forwardable_signal_reaches_a_grandchild_behind_sh(mode: str, star
     signals = _forwardable()
     # sh traps every signal with a no-op so it survives; trapped signals are default in its child.
     traps = " ".join(str(s) for s in signals)
-    script = (f"trap : {traps}; {PYTHON} {helper('print_signals.py')} {record} & child=$!; "
-              "while kill -0 $child 2>/dev/null; do wait $child; done")
+    script = (
+        f"trap : {traps}; {PYTHON} {helper('print_signals.py')} {record} & child=$!; "
+        "while kill -0 $child 2>/dev/null; do wait $child; done"
+    )
     run = start("sh", "-c", script)
     sleep_until(lambda: record.exists() and "ready" in record.read_text(), what="print_signals ready")
     for signum in signals:
         run.signal(signum)
-        sleep_until(lambda s=signum: str(s) in record.read_text().split(), timeout=5,
-                    what=f"signal {signum} at the grandchild")
+        sleep_until(
+            lambda s=signum: str(s) in record.read_text().split(),
+            timeout=5,
+            what=f"signal {signum} at the grandchild",
+        )
     run.signal(signal.SIGTERM)
     code, _, err = run.wait()
     assert code == 143  # sh itself does not trap TERM: the group signal killed it too
@@ -97,8 +127,10 @@ def test_forward_to_child_only_spares_the_group(mode: str, start, tmp_path: Path
     """With --forward-to child, forwarded signals reach the child (sh) but not the rest of its
     group; the grandchild only gets the leftover SIGTERM once sh has exited."""
     record = tmp_path / "signals"
-    script = (f"trap 'echo usr1 >> {tmp_path}/sh' USR1; {PYTHON} {helper('print_signals.py')} {record} & "
-              "c=$!; while kill -0 $c 2>/dev/null; do wait $c; done")
+    script = (
+        f"trap 'echo usr1 >> {tmp_path}/sh' USR1; {PYTHON} {helper('print_signals.py')} {record} & "
+        "c=$!; while kill -0 $c 2>/dev/null; do wait $c; done"
+    )
     run = start("--forward-to", "child", "sh", "-c", script)
     sleep_until(lambda: record.exists() and "ready" in record.read_text(), what="ready")
     run.signal(signal.SIGUSR1)
@@ -126,8 +158,9 @@ def test_negative_twin_plain_sh_as_pid1_leaves_zombies(tmp_path: Path) -> None:
         pytest.skip(UNSHARE_PROBLEM)
     out = tmp_path / "out"
     script = f"{PYTHON} {helper('spawn_orphans.py')} 100 0.5 > {out} & read line; wait"
-    proc = subprocess.Popen(["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script],
-                            stdin=subprocess.PIPE)
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", "sh", "-c", script], stdin=subprocess.PIPE
+    )
     try:
         sleep_until(lambda: out.exists() and out.read_text(), what="the orphan report")
     finally:
@@ -141,22 +174,15 @@ def _sigterm_at_start(mode: str) -> int:
     """Start smsupervise, send SIGTERM the moment its handler is installed, return its exit code."""
     from tests.conftest import Supervised
 
-    run = Supervised(mode, supervisor_argv(mode, *QUIET, "sleep", "30"),
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run = Supervised(
+        mode,
+        supervisor_argv(mode, *QUIET, "sleep", "30"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        pid = run.init_pid
-        term_bit = 1 << (signal.SIGTERM - 1)
-
-        def handler_installed() -> bool:
-            try:
-                status = Path(f"/proc/{pid}/status").read_text()
-            except OSError:
-                return False
-            cgt = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
-            return bool(int(cgt.split()[1], 16) & term_bit)
-
-        sleep_until(handler_installed, interval=0.0, what="the SIGTERM handler")
-        os.kill(pid, signal.SIGTERM)
+        sleep_until(lambda: run.catching(signal.SIGTERM), interval=0.0, what="the SIGTERM handler")
+        os.kill(run.init_pid, signal.SIGTERM)
         return run.proc.wait(timeout=20)
     finally:
         if run.proc.poll() is None:
@@ -185,11 +211,15 @@ def test_leftovers_get_term_then_kill_after_the_grace(mode: str, start, tmp_path
     SIGKILLed once --leftover-grace has passed; then smsupervise exits with the child's code."""
     record = tmp_path / "signals"
     stubborn = tmp_path / "stubborn.pid"
-    ignore = ("import os,signal,time; signal.signal(15, signal.SIG_IGN); "
-              f"open('{stubborn}','w').write(str(os.getpid())); time.sleep(60)")
-    script = (f"{PYTHON} {helper('print_signals.py')} {record} & {PYTHON} -c \"{ignore}\" & "
-              f"while [ ! -s {stubborn} ] || ! grep -q ready {record} 2>/dev/null; do sleep 0.01; done; "
-              "exit 5")
+    ignore = (
+        "import os,signal,time; signal.signal(15, signal.SIG_IGN); "
+        f"open('{stubborn}','w').write(str(os.getpid())); time.sleep(60)"
+    )
+    script = (
+        f'{PYTHON} {helper("print_signals.py")} {record} & {PYTHON} -c "{ignore}" & '
+        f"while [ ! -s {stubborn} ] || ! grep -q ready {record} 2>/dev/null; do sleep 0.01; done; "
+        "exit 5"
+    )
     begun = time.monotonic()
     run = start("--leftover-grace", "1", "sh", "-c", script)
     code, _, err = run.wait()
@@ -214,8 +244,11 @@ def test_child_has_only_stdio_fds(mode: str) -> None:
 def test_child_starts_with_default_dispositions_and_empty_mask(mode: str) -> None:
     """Python ignores SIGPIPE and SIGXFSZ, and the test runner may ignore more: the child gets
     none of that (SigIgn and SigBlk are 0)."""
-    result = _run(supervisor_argv(mode, *QUIET, "--log-format", "raw", "grep", "-E", "^Sig(Ign|Blk)",
-                                  "/proc/self/status"))
+    result = _run(
+        supervisor_argv(
+            mode, *QUIET, "--log-format", "raw", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"
+        )
+    )
     lines = dict(line.split(":\t") for line in result.stdout.decode().splitlines())
     # glibc's posix_spawn marks its own internal signals 32 and 33 (SIGCANCEL, SIGSETXID) SIG_IGN
     # in the child; the new program's libc re-installs them at start-up. Nothing else is ignored.
@@ -263,7 +296,12 @@ def test_second_sigterm_skips_the_rest_of_the_grace(mode: str, start) -> None:
 def test_same_behaviour_under_both_event_loops(mode: str, loop: str) -> None:
     """The supervisor works the same under uvloop and the stdlib loop (nothing uvloop-only)."""
     env = {**os.environ, "SMSUPERVISE_EVENT_LOOP": loop}
-    result = subprocess.run(supervisor_argv(mode, PYTHON, helper("spawn_orphans.py"), "200", "10"),
-                            capture_output=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        supervisor_argv(mode, PYTHON, helper("spawn_orphans.py"), "200", "10"),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 0
     assert event_names(result.stderr)[-1] == "exiting"

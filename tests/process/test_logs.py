@@ -29,8 +29,12 @@ def _records(stream: bytes) -> list[dict[str, Any]]:
 
 
 def _run(mode: str, code: str, *options: str, timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(supervisor_argv(mode, *QUIET, *options, PYTHON, "-c", code), capture_output=True,
-                          timeout=timeout, check=False)
+    return subprocess.run(
+        supervisor_argv(mode, *QUIET, *options, PYTHON, "-c", code),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def test_stdout_and_stderr_lines_become_json_on_their_own_streams(mode: str) -> None:
@@ -59,8 +63,10 @@ def test_merge_streams_puts_both_on_stdout(mode: str) -> None:
 def test_tqdm_progress_is_throttled_with_the_final_state_kept(mode: str) -> None:
     """A tqdm-style bar (\\r states, one \\n at the end) is not one garbled blob: states go out
     one per --progress-interval, and the final state is always there."""
-    code = ("import sys\nfor i in range(101): sys.stderr.write(f'\\r{i:3d}%|' + '#' * (i // 10)); "
-            "sys.stderr.flush()\nsys.stderr.write('\\n')")
+    code = (
+        "import sys\nfor i in range(101): sys.stderr.write(f'\\r{i:3d}%|' + '#' * (i // 10)); "
+        "sys.stderr.flush()\nsys.stderr.write('\\n')"
+    )
     result = _run(mode, code, "--progress-interval", "60")
     err = _records(result.stderr)
     assert err[-1]["msg"].startswith("100%|")
@@ -86,9 +92,20 @@ def test_nul_bytes_and_invalid_utf8_are_kept_visible(mode: str) -> None:
 
 def test_json_and_emf_lines_are_emitted_at_the_root(mode: str) -> None:
     """A child that prints JSON (and EMF) gets its object at the root, our keys added alongside."""
-    emf = {"_aws": {"Timestamp": 1700000000000, "CloudWatchMetrics": [
-        {"Namespace": "training", "Dimensions": [["job"]], "Metrics": [{"Name": "loss", "Unit": "None"}]}]},
-        "loss": 0.42, "job": "mine"}
+    emf = {
+        "_aws": {
+            "Timestamp": 1700000000000,
+            "CloudWatchMetrics": [
+                {
+                    "Namespace": "training",
+                    "Dimensions": [["job"]],
+                    "Metrics": [{"Name": "loss", "Unit": "None"}],
+                }
+            ],
+        },
+        "loss": 0.42,
+        "job": "mine",
+    }
     code = f"import json; print(json.dumps({emf!r})); print(json.dumps({{'event': 'epoch', 'n': 3}}))"
     records = _records(_run(mode, code).stdout)
     assert records[0]["_aws"] == emf["_aws"]
@@ -101,8 +118,14 @@ def test_json_and_emf_lines_are_emitted_at_the_root(mode: str) -> None:
 def test_a_tail_without_newline_is_flushed_after_silence(mode: str, start) -> None:
     """A prompt-like tail with no newline shows up after --flush-after, marked eol=none, while the
     child is still running."""
-    run = start(*QUIET, "--flush-after", "0.2", PYTHON, "-c",
-                "import sys, time; sys.stdout.write('waiting for input'); sys.stdout.flush(); time.sleep(30)")
+    run = start(
+        *QUIET,
+        "--flush-after",
+        "0.2",
+        PYTHON,
+        "-c",
+        "import sys, time; sys.stdout.write('waiting for input'); sys.stdout.flush(); time.sleep(30)",
+    )
     assert run.proc.stdout is not None
     record = orjson.loads(run.proc.stdout.readline())
     assert record["msg"] == "waiting for input"
@@ -115,8 +138,10 @@ def test_a_tail_without_newline_is_flushed_after_silence(mode: str, start) -> No
 def test_child_that_closes_stdout_and_keeps_running(mode: str) -> None:
     """EOF on stdout is not exit: smsupervise keeps supervising, and relays stderr, until the
     child exits."""
-    code = ("import os, sys, time; print('bye stdout', flush=True); os.close(1); time.sleep(0.5); "
-            "print('still here', file=sys.stderr, flush=True); sys.exit(4)")
+    code = (
+        "import os, sys, time; print('bye stdout', flush=True); os.close(1); time.sleep(0.5); "
+        "print('still here', file=sys.stderr, flush=True); sys.exit(4)"
+    )
     result = _run(mode, code)
     assert result.returncode == 4
     assert [r["msg"] for r in _records(result.stdout)] == ["bye stdout"]
@@ -127,12 +152,17 @@ def test_grandchild_holding_the_pipe_cannot_keep_us_alive(mode: str, tmp_path: P
     """A grandchild that keeps stdout open after the child exits: smsupervise drains for
     --drain-timeout, says what it cut off and who held the pipe, and exits with the child's code."""
     ready = tmp_path / "ready"
-    script = (f"(trap '' TERM; touch {ready}; exec sleep 60) & "
-              f"while [ ! -e {ready} ]; do sleep 0.01; done; echo parent done; exit 3")
+    script = (
+        f"(trap '' TERM; touch {ready}; exec sleep 60) & "
+        f"while [ ! -e {ready} ]; do sleep 0.01; done; echo parent done; exit 3"
+    )
     begun = time.monotonic()
-    result = subprocess.run(supervisor_argv(mode, "--drain-timeout", "0.5", "--leftover-grace", "1",
-                                            "sh", "-c", script),
-                            capture_output=True, timeout=60, check=False)
+    result = subprocess.run(
+        supervisor_argv(mode, "--drain-timeout", "0.5", "--leftover-grace", "1", "sh", "-c", script),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     assert result.returncode == 3
     assert time.monotonic() - begun < 30
     cut = [e for e in events(result.stderr) if e["event"] == "output_cut_off"]
@@ -147,8 +177,9 @@ def test_backpressure_blocks_the_child_and_loses_nothing(mode: str, tmp_path: Pa
     still answers signals; once read, every line arrives, in order."""
     lines = 300_000
     code = f"import sys\nfor i in range({lines}): sys.stdout.write(f'line {{i:07d}} ' + 'x' * 80 + '\\n')"
-    proc = subprocess.Popen(supervisor_argv(mode, *QUIET, PYTHON, "-c", code),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        supervisor_argv(mode, *QUIET, PYTHON, "-c", code), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     try:
         from tests.conftest import Supervised
 
@@ -156,8 +187,13 @@ def test_backpressure_blocks_the_child_and_loses_nothing(mode: str, tmp_path: Pa
         init.mode, init.proc, init._init_pid = mode, proc, None
         pid = init.init_pid
         time.sleep(1.0)  # not synchronisation: give the child time to fill every buffer
-        rss_kb = int(next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
-                          if line.startswith("VmRSS:")).split()[1])
+        rss_kb = int(
+            next(
+                line
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                if line.startswith("VmRSS:")
+            ).split()[1]
+        )
         assert rss_kb < 80 * 1024  # ~30 MB output would be in memory if nothing pushed back
         assert proc.poll() is None
         out, _err = proc.communicate(timeout=120)
@@ -181,7 +217,12 @@ def test_raw_format_passes_bytes_through_untouched(mode: str) -> None:
 def test_relay_is_the_same_under_both_loops(mode: str, loop: str) -> None:
     """The relay does not depend on uvloop."""
     env = {**os.environ, "SMSUPERVISE_EVENT_LOOP": loop}
-    result = subprocess.run(supervisor_argv(mode, *QUIET, PYTHON, "-c", "for i in range(5000): print(i)"),
-                            capture_output=True, env=env, timeout=60, check=False)
+    result = subprocess.run(
+        supervisor_argv(mode, *QUIET, PYTHON, "-c", "for i in range(5000): print(i)"),
+        capture_output=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
     assert [r["msg"] for r in _records(result.stdout)] == [str(i) for i in range(5000)]
     assert "exiting" not in event_names(result.stdout)

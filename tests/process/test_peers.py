@@ -14,12 +14,24 @@ import pytest
 
 from tests.conftest import PYTHON, UNSHARE_PROBLEM, Supervised, helper, init_prefix, sleep_until
 
-pytestmark = [pytest.mark.peer, pytest.mark.pid1,
-              pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or "")]
+pytestmark = [
+    pytest.mark.peer,
+    pytest.mark.pid1,
+    pytest.mark.skipif(UNSHARE_PROBLEM is not None, reason=UNSHARE_PROBLEM or ""),
+]
 
 INITS = {
-    "smsupervise": [PYTHON, "-m", "smsupervise", "--log-level", "warning", "--leftover-grace", "1",
-                    "--log-format", "raw"],
+    "smsupervise": [
+        PYTHON,
+        "-m",
+        "smsupervise",
+        "--log-level",
+        "warning",
+        "--leftover-grace",
+        "1",
+        "--log-format",
+        "raw",
+    ],
     "tini": ["tini", "-g", "--"],
     "dumb-init": ["dumb-init"],
 }
@@ -32,8 +44,9 @@ def _init(name: str) -> list[str]:
 
 
 def _pid1(name: str, *command: str, **popen: object) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([*init_prefix("pid1"), *_init(name), *command], capture_output=True,
-                          timeout=60, check=False, **popen)  # type: ignore[call-overload]
+    return subprocess.run(
+        [*init_prefix("pid1"), *_init(name), *command], capture_output=True, timeout=60, check=False, **popen
+    )  # type: ignore[call-overload]
 
 
 @pytest.mark.parametrize("init", list(INITS))
@@ -53,8 +66,10 @@ def test_signal_death_is_128_plus_n_for_all(init: str) -> None:
 def test_group_forwarding_reaches_a_grandchild_for_all(init: str, tmp_path: Path) -> None:
     """With group forwarding (tini -g; dumb-init's default; ours), USR1 reaches a grandchild."""
     record = tmp_path / "signals"
-    script = (f"trap : USR1; {PYTHON} {helper('print_signals.py')} {record} & c=$!; "
-              "while kill -0 $c 2>/dev/null; do wait $c; done")
+    script = (
+        f"trap : USR1; {PYTHON} {helper('print_signals.py')} {record} & c=$!; "
+        "while kill -0 $c 2>/dev/null; do wait $c; done"
+    )
     run = Supervised("pid1", [*init_prefix("pid1"), *_init(init), "sh", "-c", script])
     try:
         sleep_until(lambda: record.exists() and "ready" in record.read_text(), what="ready")
@@ -64,17 +79,19 @@ def test_group_forwarding_reaches_a_grandchild_for_all(init: str, tmp_path: Path
         run.kill()
 
 
-@pytest.mark.parametrize(("init", "sees_term"), [
-    ("smsupervise", True), ("tini", False), ("dumb-init", None)])
-def test_leftover_that_ignores_term_when_the_child_exits(init: str, sees_term: bool | None,
-                                                         tmp_path: Path) -> None:
+@pytest.mark.parametrize(("init", "sees_term"), [("smsupervise", True), ("tini", False), ("dumb-init", None)])
+def test_leftover_that_ignores_term_when_the_child_exits(
+    init: str, sees_term: bool | None, tmp_path: Path
+) -> None:
     """When the main child exits, a leftover that survives SIGTERM: tini never signals it and exits
     at once (tini#180); dumb-init sends SIGTERM and exits without waiting (dumb-init#212), so the
     namespace's SIGKILL races the leftover's handler (None: either outcome). smsupervise sends
     SIGTERM, waits --leftover-grace, SIGKILLs and reaps it: the leftover always sees SIGTERM."""
     record = tmp_path / "signals"
-    script = (f"{PYTHON} {helper('print_signals.py')} {record} --survive-term & "
-              f"while ! grep -q ready {record} 2>/dev/null; do sleep 0.01; done; exit 0")
+    script = (
+        f"{PYTHON} {helper('print_signals.py')} {record} --survive-term & "
+        f"while ! grep -q ready {record} 2>/dev/null; do sleep 0.01; done; exit 0"
+    )
     result = _pid1(init, "sh", "-c", script)
     assert result.returncode == 0
     got_term = str(int(signal.SIGTERM)) in record.read_text().split()
@@ -91,25 +108,37 @@ def test_missing_program_codes_differ(init: str, expected: int) -> None:
     program = shutil.which(argv[0]) or argv[0]
     unshare = shutil.which("unshare") or "unshare"
     prefix = [unshare, *init_prefix("pid1")[1:]]
-    result = subprocess.run([*prefix, program, *argv[1:], "train"], capture_output=True, timeout=60,
-                            check=False, env={"PATH": "/nonexistent"})
+    result = subprocess.run(
+        [*prefix, program, *argv[1:], "train"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={"PATH": "/nonexistent"},
+    )
     assert result.returncode == expected
     if init == "smsupervise":
         assert b"SMSUPERVISE_TRAIN" in result.stderr
         assert b"sagemaker_program" in result.stderr
 
 
-@pytest.mark.parametrize(("init", "pipe_ignored"), [("smsupervise", False), ("tini", True),
-                                                     ("dumb-init", False)])
+@pytest.mark.parametrize(
+    ("init", "pipe_ignored"), [("smsupervise", False), ("tini", True), ("dumb-init", False)]
+)
 def test_inherited_sigpipe_ignore_reaches_the_child_only_under_tini(init: str, pipe_ignored: bool) -> None:
     """A parent that ignores SIGPIPE (Python does, and so may a shell): tini passes the ignore on
     to the child, so a `yes | head` pipeline in the job never ends by SIGPIPE; dumb-init and
     smsupervise reset every disposition to the default."""
     argv = [*_init(init), "grep", "^SigIgn", "/proc/self/status"]
     program = shutil.which(argv[0]) or argv[0]
-    code = ("import os, signal, sys; signal.signal(signal.SIGPIPE, signal.SIG_IGN); "
-            "os.execv(sys.argv[1], sys.argv[2:])")
-    result = subprocess.run([*init_prefix("pid1"), PYTHON, "-c", code, program, *argv],
-                            capture_output=True, timeout=60, check=False)
+    code = (
+        "import os, signal, sys; signal.signal(signal.SIGPIPE, signal.SIG_IGN); "
+        "os.execv(sys.argv[1], sys.argv[2:])"
+    )
+    result = subprocess.run(
+        [*init_prefix("pid1"), PYTHON, "-c", code, program, *argv],
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
     ignored = int(result.stdout.split()[-1], 16)
     assert bool(ignored & (1 << (signal.SIGPIPE - 1))) is pipe_ignored

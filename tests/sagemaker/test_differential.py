@@ -33,11 +33,15 @@ CASES = {
         "hosts": 3,
         "groups": False,
     },
-    "file-and-pipe-channels": {"hyperparameters": {"b": '"x"'},
-                               "channels": {"train": "Pipe", "validation": "File", "test-set": "FastFile"}},
+    "file-and-pipe-channels": {
+        "hyperparameters": {"b": '"x"'},
+        "channels": {"train": "Pipe", "validation": "File", "test-set": "FastFile"},
+    },
     "no-channels": {"hyperparameters": {}, "channels": {}},
-    "shell-entry": {"hyperparameters": {"epochs": "2", "name": '"a b; echo x"', "q": "\"it's\""},
-                    "entry": "train.sh"},
+    "shell-entry": {
+        "hyperparameters": {"epochs": "2", "name": '"a b; echo x"', "q": '"it\'s"'},
+        "entry": "train.sh",
+    },
     "tarball-source": {"hyperparameters": {"epochs": "4"}, "source": "tar.gz"},
     "package-entry": {"hyperparameters": {"epochs": "5", "k": "1"}, "package": True},
 }
@@ -47,9 +51,15 @@ def _run_both(tmp_path: Path, case: dict[str, Any]) -> tuple[dict[str, Any], dic
     dumps = {}
     for who in ("toolkit", "smsupervise"):
         base = fixtures.build(tmp_path / who, **case)
-        env = {"PATH": f"{TOOLKIT / 'bin'}:{os.environ['PATH']}", "SAGEMAKER_BASE_DIR": str(base),
-               "SM_STUDIO_LOCAL_MODE": "true", "TRAINING_JOB_NAME": "job-1", "HOME": str(tmp_path),
-               "DUMP": str(tmp_path / f"{who}.json"), "LANG": "C.UTF-8"}
+        env = {
+            "PATH": f"{TOOLKIT / 'bin'}:{os.environ['PATH']}",
+            "SAGEMAKER_BASE_DIR": str(base),
+            "SM_STUDIO_LOCAL_MODE": "true",
+            "TRAINING_JOB_NAME": "job-1",
+            "HOME": str(tmp_path),
+            "DUMP": str(tmp_path / f"{who}.json"),
+            "LANG": "C.UTF-8",
+        }
         if who == "toolkit":
             argv = [str(TOOLKIT / "bin" / "train")]
         else:
@@ -83,8 +93,12 @@ def test_the_comparison_can_fail(tmp_path: Path) -> None:
     data = json.loads(hp.read_text())
     data["epochs"] = "11"
     hp.write_text(json.dumps(data))
-    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "DUMP": str(tmp_path / "a.json"),
-           "SMSUPERVISE_PYTHON": shutil.which("python3") or PYTHON}
+    env = {
+        "PATH": os.environ["PATH"],
+        "SAGEMAKER_BASE_DIR": str(base),
+        "DUMP": str(tmp_path / "a.json"),
+        "SMSUPERVISE_PYTHON": shutil.which("python3") or PYTHON,
+    }
     cmd = [PYTHON, "-m", "smsupervise", "train"]
     subprocess.run(cmd, env=env, capture_output=True, timeout=60, check=True)
     assert json.loads((tmp_path / "a.json").read_text())["argv"] == ["--epochs", "11"]

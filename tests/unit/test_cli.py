@@ -41,14 +41,17 @@ def test_serve_defaults_to_a_grace_that_fits_the_30s_endpoint_budget() -> None:
     assert cli.parse(["train"], {}).settings.grace_period == 100
 
 
-@pytest.mark.parametrize(("argv", "env", "needle"), [
-    (["--grace-period", "soon", "true"], {}, "option --grace-period: 'soon' is not a number"),
-    (["true"], {"SMSUPERVISE_GRACE_PERIOD": "-1"}, "environment variable SMSUPERVISE_GRACE_PERIOD"),
-    (["--forward-to", "parent", "true"], {}, "not one of group, child"),
-    (["--yolo", "true"], {}, "unknown option '--yolo'"),
-    (["--grace-period"], {}, "needs a value"),
-    ([], {}, "nothing to run"),
-])
+@pytest.mark.parametrize(
+    ("argv", "env", "needle"),
+    [
+        (["--grace-period", "soon", "true"], {}, "option --grace-period: 'soon' is not a number"),
+        (["true"], {"SMSUPERVISE_GRACE_PERIOD": "-1"}, "environment variable SMSUPERVISE_GRACE_PERIOD"),
+        (["--forward-to", "parent", "true"], {}, "not one of group, child"),
+        (["--yolo", "true"], {}, "unknown option '--yolo'"),
+        (["--grace-period"], {}, "needs a value"),
+        ([], {}, "nothing to run"),
+    ],
+)
 def test_bad_input_names_the_option_or_variable(argv: list[str], env: dict[str, str], needle: str) -> None:
     """A bad value is a UsageError (exit 2) whose message names where it came from."""
     with pytest.raises(UsageError) as raised:

@@ -28,8 +28,28 @@ def _calls(path: Path) -> set[str]:
     return names
 
 
+# Not part of the supervisor: a helper that runs inside the user's training process.
+IN_THE_USERS_PROCESS = {"checkpoint.py"}
+
+
 def _modules() -> dict[str, set[str]]:
-    return {str(p.relative_to(PACKAGE)): _calls(p) for p in PACKAGE.rglob("*.py")}
+    return {
+        str(p.relative_to(PACKAGE)): _calls(p)
+        for p in PACKAGE.rglob("*.py")
+        if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS
+    }
+
+
+def test_the_checkpoint_helper_imports_nothing_but_the_stdlib() -> None:
+    """smsupervise.checkpoint runs in the user's interpreter: no uvloop, orjson, or our modules."""
+    tree = ast.parse((PACKAGE / "checkpoint.py").read_text())
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
+    }
+    assert imported <= {"__future__", "os", "signal", "collections", "types"}, imported
 
 
 @pytest.mark.parametrize("call", ["os.waitpid", "os.posix_spawn", "os.fork", "signal.signal", "os.splice"])

@@ -56,8 +56,24 @@ def _expected_objects(data: bytes) -> list[str]:
 byte_streams = st.lists(
     st.one_of(
         st.binary(max_size=300),
-        st.sampled_from([b"\n", b"\r", b"\r\n", b"\xff", b"\xe2\x82", b"\xac", b"\x00", "é".encode(),
-                         "€".encode(), b'{"a": 1}\n', b"WARNING:root:x\n", b"x" * 3000, b"{", b"}\n"]),
+        st.sampled_from(
+            [
+                b"\n",
+                b"\r",
+                b"\r\n",
+                b"\xff",
+                b"\xe2\x82",
+                b"\xac",
+                b"\x00",
+                "é".encode(),
+                "€".encode(),
+                b'{"a": 1}\n',
+                b"WARNING:root:x\n",
+                b"x" * 3000,
+                b"{",
+                b"}\n",
+            ]
+        ),
     ),
     max_size=40,
 )
@@ -65,19 +81,24 @@ byte_streams = st.lists(
 
 @settings(max_examples=300, deadline=None)
 @given(pieces=byte_streams, cuts=st.lists(st.integers(min_value=1, max_value=700), max_size=30))
-def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(pieces: list[bytes],
-                                                                    cuts: list[int]) -> None:
+def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(
+    pieces: list[bytes], cuts: list[int]
+) -> None:
     """For any byte stream cut into any chunks: every output line is one JSON object within the
     cap, and joining the messages back (parts rejoined, terminators restored) gives the decoded
     input exactly, in order."""
     data = b"".join(pieces)
     chunks, start = [], 0
     for size in cuts:
-        chunks.append(data[start:start + size])
+        chunks.append(data[start : start + size])
         start += size
     chunks.append(data[start:])
-    framer = StreamFramer("stderr", RecordFormat(pid=42, host="algo-1", job="job", max_line_bytes=CAP),
-                          Counter(), progress_interval=0.0)
+    framer = StreamFramer(
+        "stderr",
+        RecordFormat(pid=42, host="algo-1", job="job", max_line_bytes=CAP),
+        Counter(),
+        progress_interval=0.0,
+    )
     lines = _run(chunks, framer)
     records = []
     for line in lines:
@@ -116,7 +137,6 @@ def test_progress_states_are_throttled_but_the_last_before_a_newline_is_kept() -
     assert [r["seq"] for r in records] == [1, 2, 3]
 
 
-
 def test_a_bare_carriage_return_does_not_use_the_throttle_slot() -> None:
     """Code that writes "\\r" before each redraw: the empty state is skipped when throttling, so the
     first state shown is a real one. Unthrottled (interval 0, lossless) it is kept."""
@@ -127,6 +147,7 @@ def test_a_bare_carriage_return_does_not_use_the_throttle_slot() -> None:
     lossless = StreamFramer("stdout", RecordFormat(pid=1), Counter(), progress_interval=0.0)
     records = [orjson.loads(line) for line in lossless.feed(data, 100.0).splitlines()]
     assert [r["msg"] for r in records] == ["", "epoch 0", "epoch 1", "epoch 2", "epoch 3", "epoch 4"]
+
 
 def test_held_progress_state_is_released_when_its_interval_passes() -> None:
     """A throttled state is not lost: ``take_progress`` lets it out once the interval has passed."""
@@ -140,9 +161,14 @@ def test_held_progress_state_is_released_when_its_interval_passes() -> None:
 def test_json_object_lines_go_to_the_root_with_ours_only_where_absent() -> None:
     """An EMF line stays one JSON object at the root (so CloudWatch extracts the metric); a key the
     child set itself (here `stream`) is not overwritten."""
-    emf = {"_aws": {"Timestamp": 1, "CloudWatchMetrics": [{"Namespace": "ml", "Dimensions": [[]],
-                                                           "Metrics": [{"Name": "loss"}]}]},
-           "loss": 0.25, "stream": "mine"}
+    emf = {
+        "_aws": {
+            "Timestamp": 1,
+            "CloudWatchMetrics": [{"Namespace": "ml", "Dimensions": [[]], "Metrics": [{"Name": "loss"}]}],
+        },
+        "loss": 0.25,
+        "stream": "mine",
+    }
     framer = StreamFramer("stdout", RecordFormat(pid=9, job="j"), Counter())
     record = orjson.loads(framer.feed(orjson.dumps(emf) + b"\n", 0.0))
     assert record["_aws"] == emf["_aws"]
@@ -160,7 +186,7 @@ def test_a_five_megabyte_line_is_split_and_memory_stays_bounded() -> None:
     line = (b"0123456789abcdef" * 327680)[:5_000_000]
     out = []
     for start in range(0, len(line), 65536):
-        out.append(framer.feed(line[start:start + 65536], 0.0))
+        out.append(framer.feed(line[start : start + 65536], 0.0))
         assert framer.pending <= framer.hold_limit
     out.append(framer.feed(b"\n", 0.0))
     records = [orjson.loads(x) for x in b"".join(out).splitlines()]

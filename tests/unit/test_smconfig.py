@@ -35,22 +35,38 @@ def test_missing_files_get_the_toolkits_defaults(tmp_path: Path) -> None:
     assert cfg.checkpoint_dir == "/opt/ml/checkpoints"
 
 
-@pytest.mark.parametrize(("files", "where", "needle"), [
-    ({"hyperparameters": b"{not json"}, "hyperparameters.json", "is not valid JSON"),
-    ({"hyperparameters": [1, 2]}, "hyperparameters.json", "must be a JSON object"),
-    ({"resourceconfig": {"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]}},
-     "resourceconfig.json: field 'current_host'", "'algo-3' is not in 'hosts'"),
-    ({"resourceconfig": {"current_host": "a", "hosts": []}}, "resourceconfig.json: field 'hosts'",
-     "non-empty list"),
-    ({"inputdataconfig": {"train": {"TrainingInputMode": "Stream"}}},
-     "inputdataconfig.json: field 'train.TrainingInputMode'", "use one of File, Pipe, FastFile"),
-    ({"inputdataconfig": {"bad/name": {}}}, "field 'bad/name'", "not a valid channel name"),
-    ({"checkpointconfig": {"LocalPath": "relative/dir"}}, "checkpointconfig.json: field 'LocalPath'",
-     "not an absolute path"),
-    ({"hyperparameters": b"\xff\xfe"}, "hyperparameters.json", "is not UTF-8"),
-])
-def test_bad_files_name_the_file_the_field_and_the_fix(tmp_path: Path, files: dict[str, Any], where: str,
-                                                       needle: str) -> None:
+@pytest.mark.parametrize(
+    ("files", "where", "needle"),
+    [
+        ({"hyperparameters": b"{not json"}, "hyperparameters.json", "is not valid JSON"),
+        ({"hyperparameters": [1, 2]}, "hyperparameters.json", "must be a JSON object"),
+        (
+            {"resourceconfig": {"current_host": "algo-3", "hosts": ["algo-1", "algo-2"]}},
+            "resourceconfig.json: field 'current_host'",
+            "'algo-3' is not in 'hosts'",
+        ),
+        (
+            {"resourceconfig": {"current_host": "a", "hosts": []}},
+            "resourceconfig.json: field 'hosts'",
+            "non-empty list",
+        ),
+        (
+            {"inputdataconfig": {"train": {"TrainingInputMode": "Stream"}}},
+            "inputdataconfig.json: field 'train.TrainingInputMode'",
+            "use one of File, Pipe, FastFile",
+        ),
+        ({"inputdataconfig": {"bad/name": {}}}, "field 'bad/name'", "not a valid channel name"),
+        (
+            {"checkpointconfig": {"LocalPath": "relative/dir"}},
+            "checkpointconfig.json: field 'LocalPath'",
+            "not an absolute path",
+        ),
+        ({"hyperparameters": b"\xff\xfe"}, "hyperparameters.json", "is not UTF-8"),
+    ],
+)
+def test_bad_files_name_the_file_the_field_and_the_fix(
+    tmp_path: Path, files: dict[str, Any], where: str, needle: str
+) -> None:
     """Each malformed file is a ConfigError whose message names where and what, with a fix."""
     with pytest.raises(ConfigError) as raised:
         smconfig.load(str(_tree(tmp_path, **files)))
@@ -65,11 +81,26 @@ json_values = st.recursive(
     lambda kids: st.lists(kids, max_size=4) | st.dictionaries(st.text(max_size=8), kids, max_size=4),
     max_leaves=12,
 )
-file_contents = st.one_of(json_values.map(lambda v: json.dumps(v).encode()), st.binary(max_size=40),
-                          st.dictionaries(st.sampled_from(["current_host", "hosts", "instance_groups",
-                                                           "network_interface_name", "train", "LocalPath",
-                                                           "TrainingInputMode", "current_group_name"]),
-                                          json_values, max_size=5).map(lambda v: json.dumps(v).encode()))
+file_contents = st.one_of(
+    json_values.map(lambda v: json.dumps(v).encode()),
+    st.binary(max_size=40),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "current_host",
+                "hosts",
+                "instance_groups",
+                "network_interface_name",
+                "train",
+                "LocalPath",
+                "TrainingInputMode",
+                "current_group_name",
+            ]
+        ),
+        json_values,
+        max_size=5,
+    ).map(lambda v: json.dumps(v).encode()),
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -90,6 +90,7 @@ def test_s3_without_boto3_says_how_to_fix_it(tmp_path: Path) -> None:
     pytest.importorskip("smsupervise")
     try:
         import boto3  # type: ignore[import-not-found]  # noqa: F401
+
         pytest.skip("boto3 is installed here")
     except ImportError:
         pass
