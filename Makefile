@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit clean
+.PHONY: demo test lint bench venv toolkit torch clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,10 @@ $(TOOLKIT_STAMP):
 	$(PYTHON) -m venv $(TOOLKIT_VENV)
 	$(TOOLKIT_VENV)/bin/python -m pip install -q sagemaker-training==5.1.4 setuptools
 	@touch $(TOOLKIT_STAMP)
+
+# Optional: PyTorch (CPU build) in the test venv, for tests/process/test_torch.py (skipped without it).
+torch: venv
+	$(PY) -m pip install -q torch==2.13.0
 
 demo: venv
 	./examples/run-demo.sh
