@@ -44,10 +44,12 @@ def help_text() -> str:
         "",
         "Options (each also settable as an environment variable; a flag wins over its variable):",
     ]
+    from textwrap import wrap  # noqa: PLC0415 (only for --help: start-up time counts)
+
     for option in OPTIONS:
         flag = f"--{option.name}" + (f" {option.metavar}" if option.metavar else "")
         lines.append(f"  {flag}")
-        lines.append(f"      {option.help}")
+        lines += wrap(option.help, 96, initial_indent="      ", subsequent_indent="      ")
         lines.append(f"      env {option.env}, default {option.default}")
     lines += [
         "  -h, --help     show this help and exit",
