@@ -106,7 +106,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         if settings.log_format == "json":
             libc.keep_heap()
         outcome = _run_loop(
-            Supervisor(plan.steps, settings, inbox, log, plan.ack_file),
+            Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes),
             os.environ.get("SMSUPERVISE_EVENT_LOOP", "uvloop"),
         )
     except SupervisorError as error:

@@ -22,6 +22,7 @@ from typing import NamedTuple
 from smsupervise import environment, probe, smconfig, sourcedir
 from smsupervise.cli import Invocation
 from smsupervise.errors import ConfigError, SpawnError
+from smsupervise.pipemode.relay import ChannelSpec
 from smsupervise.settings import Mode, Settings
 from smsupervise.spawn import LaunchSpec
 from smsupervise.status import ExitCode
@@ -45,6 +46,7 @@ class Plan(NamedTuple):
     notes: tuple[tuple[str, dict[str, object]], ...] = ()  # events to log once running
     checkpoint_dir: str | None = None
     ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE, when --checkpoint-signal is set
+    pipes: tuple[ChannelSpec, ...] = ()  # Pipe channels to relay (--pipe-relay)
 
 
 def _ourselves() -> frozenset[str]:
@@ -147,13 +149,14 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     existing = env.get("PYTHONPATH")
     child_env["PYTHONPATH"] = tenv.code_dir + (os.pathsep + existing if existing else "")
     child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
+    pipes = _pipe_relay(invocation.settings, cfg, child_env)
     output_dir = cfg.path("output")
-    done = {"outcome_dir": output_dir, "checkpoint_dir": cfg.checkpoint_dir}
+    done = {"outcome_dir": output_dir, "checkpoint_dir": cfg.checkpoint_dir, "pipes": pipes}
     if env.get("SMSUPERVISE_TRAIN"):
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
         return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
     if tenv.entry_point:
-        return _script_mode(invocation, cfg, tenv, child_env, output_dir)
+        return _script_mode(invocation, cfg, tenv, child_env, output_dir)._replace(pipes=pipes)
     program = probe.on_path("train", env, _ourselves())
     if program is not None:
         argv = (program, *invocation.args)
@@ -166,6 +169,23 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
         f"PATH={env.get('PATH', '')} other than smsupervise itself",
         f"set one of them (script mode: sagemaker_program=train.py with your code in {cfg.path('code')})",
     )
+
+
+def _pipe_relay(
+    settings: Settings, cfg: smconfig.TrainingConfig, child_env: dict[str, str]
+) -> tuple[ChannelSpec, ...]:
+    """With --pipe-relay: the Pipe channels to relay; SM_CHANNEL_<CH> points at the relay's FIFOs."""
+    channels = cfg.pipe_channels()
+    if not settings.pipe_relay or not channels:
+        return ()
+    relay_dir = settings.pipe_relay_dir or os.path.join(
+        tempfile.gettempdir(), f"smsupervise-pipes-{os.getpid()}-{secrets.token_hex(4)}"
+    )
+    child_env["SMSUPERVISE_PIPE_DIR"] = relay_dir
+    upstream = cfg.path("input", "data")
+    for channel in channels:
+        child_env[f"SM_CHANNEL_{channel.upper()}"] = os.path.join(relay_dir, channel)
+    return tuple(ChannelSpec(ch, upstream, relay_dir, settings.pipe_buffer) for ch in channels)
 
 
 def _script_mode(

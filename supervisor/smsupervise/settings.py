@@ -220,6 +220,29 @@ OPTIONS: tuple[Option, ...] = (
         "after the main child exits, read its output until EOF for at most this long",
     ),
     Option(
+        "pipe-relay",
+        None,
+        _boolean,
+        "off",
+        "relay Pipe-mode channels through smsupervise's zero-copy splice relay, with read-ahead: "
+        "SM_CHANNEL_<CH> then points at the relay's FIFOs",
+    ),
+    Option(
+        "pipe-buffer",
+        "BYTES",
+        _size,
+        "64M",
+        "read-ahead per Pipe channel (a ring of 1 MiB pipes), so the stream keeps flowing while "
+        "the trainer computes",
+    ),
+    Option(
+        "pipe-relay-dir",
+        "DIR",
+        _text,
+        "a new directory under $TMPDIR",
+        "where the relay's FIFOs <channel>_<N> go (also SMSUPERVISE_PIPE_DIR in the job)",
+    ),
+    Option(
         "log-level",
         "debug|info|warning|error",
         _choice("debug", "info", "warning", "error"),
@@ -249,6 +272,9 @@ class Settings(NamedTuple):
     progress_interval: float = 10.0
     flush_after: float = 1.0
     drain_timeout: float = 2.0
+    pipe_relay: bool = False
+    pipe_buffer: int = 64 << 20
+    pipe_relay_dir: str | None = None
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:

@@ -20,6 +20,7 @@ from smsupervise.logrelay import ChildOutput
 from smsupervise.logs import EventLog
 from smsupervise.logstream import Counter
 from smsupervise.output import Output
+from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
@@ -46,19 +47,22 @@ class Outcome(NamedTuple):
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - the composition root passes the plan's parts
         self,
         steps: tuple[Step, ...],
         settings: Settings,
         inbox: SignalInbox,
         log: EventLog,
         ack_file: str | None = None,
+        pipes: tuple[ChannelSpec, ...] = (),
     ) -> None:
         self.steps = steps
         self.settings = settings
         self.inbox = inbox
         self.log = log
         self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
+        self.pipes = pipes
+        self.relay: PipeRelay | None = None
         self.reaper = Reaper()
         self.counter = Counter()
         self.child: Child | None = None
@@ -164,6 +168,8 @@ class Supervisor:
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
+        if self.pipes:
+            self._start_relay(loop)
         limit = (
             loop.call_later(self.settings.max_runtime, self._max_runtime)
             if self.settings.max_runtime
@@ -199,19 +205,52 @@ class Supervisor:
                     )
             raise AssertionError("a plan has at least one step")
         finally:
-            self.inbox.detach()
-            if self._tick is not None:
-                self._tick.cancel()
             if limit is not None:
                 limit.cancel()
-            if self.stop is not None and self.stop.task is not None:
-                self.stop.task.cancel()
-            if self.ack_file is not None:
+            self._cleanup()
+
+    def _cleanup(self) -> None:
+        self.inbox.detach()
+        if self._tick is not None:
+            self._tick.cancel()
+        if self.stop is not None and self.stop.task is not None:
+            self.stop.task.cancel()
+        if self.ack_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self.ack_file)
+        if self.relay is not None:
+            self.relay.stop()
+            for directory in {spec.relay_dir for spec in self.pipes}:
                 with contextlib.suppress(OSError):
-                    os.unlink(self.ack_file)
-            self.log.redirect(None)
-            for output in outputs.values():
-                output.close()
+                    os.rmdir(directory)
+        self.log.redirect(None)
+        for output in self._outputs.values():
+            output.close()
+
+    def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The Pipe-mode relay's threads start before any step: read-ahead begins at once."""
+
+        def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
+            loop.call_soon_threadsafe(self._relay_event, event, fields)
+
+        self.relay = PipeRelay(self.pipes, emit)
+        self.relay.start()
+        self.log.info(
+            "pipe_relay_started",
+            channels=[spec.name for spec in self.pipes],
+            relay_dir=self.pipes[0].relay_dir,
+            upstream_dir=self.pipes[0].upstream_dir,
+            ring_bytes=self.pipes[0].ring_bytes,
+        )
+
+    def _relay_event(self, event: str, fields: dict[str, object]) -> None:
+        if event == "pipe_epoch_done":
+            seconds = float(fields["seconds"])  # type: ignore[arg-type]
+            moved = int(fields["bytes"])  # type: ignore[call-overload]
+            fields = {**fields, "mb_per_s": round(moved / seconds / 1e6, 1) if seconds > 0 else None}
+            self.log.info(event, **fields)
+        else:
+            self.log.error(event, **fields)
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None

@@ -1,0 +1,1 @@
+"""Pipe mode: the splice relay (``relay``) and SageMaker's side emulated (``emulate``)."""

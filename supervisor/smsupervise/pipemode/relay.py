@@ -1,0 +1,422 @@
+"""The Pipe-mode relay: the only module that calls ``os.splice``.
+
+For each Pipe channel SageMaker creates FIFOs ``<data dir>/<ch>_<N>`` (epoch N = 0, 1, ...). The relay
+opens each as it appears and serves its bytes to the training code through FIFOs of its own,
+``<relay dir>/<ch>_<N>``, with ``SM_CHANNEL_<CH>`` pointing at ``<relay dir>/<ch>``.
+
+**Data path.** Bytes move only with ``splice`` (page references, no copy through user space):
+
+    platform FIFO --splice--> ring --splice--> child FIFO          (the trainer is slower)
+    platform FIFO --splice------------------> child FIFO          (the ring is empty: one move)
+
+**The ring** is a queue of pipes, each raised to 1 MiB (``pipe-max-size``; bigger needs
+CAP_SYS_RESOURCE): data goes in at the tail pipe and comes out of the head pipe, so it is read ahead
+while the trainer computes, up to ``--pipe-buffer`` bytes. Pipes, not a memfd: splicing into a
+memfd copies, and pages spliced out of it stay referenced by the downstream pipe, so reusing ring
+offsets would need to know when the reader has consumed them; a pipe's pages belong to the pipe, and
+moving them on is the kernel's bookkeeping. When the trainer keeps up the ring stays empty and
+each byte moves once, upstream straight to the child's FIFO.
+
+**Threads.** One thread per channel runs ``poll`` and non-blocking splices (the GIL is released in
+both), so the event loop never waits on a channel; events go back to it with
+``call_soon_threadsafe``. FIFOs are opened non-blocking; a 0-byte splice counts as EOF only after
+``poll`` said the FIFO was ready (before a writer ever attached, a non-blocking read also says 0).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import select
+import stat
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import NamedTuple
+
+PIPE_SIZE = 1 << 20
+F_SETPIPE_SZ = 1031
+F_GETPIPE_SZ = 1032
+SPLICE_F_MOVE = 1
+SPLICE_F_NONBLOCK = 2
+SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
+APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
+
+Emit = Callable[[str, dict[str, object]], None]
+
+
+def raise_pipe_size(fd: int, size: int = PIPE_SIZE) -> int:
+    """Raise a pipe or FIFO to ``size`` if the kernel allows; return the size it has."""
+    with contextlib.suppress(OSError):
+        fcntl.fcntl(fd, F_SETPIPE_SZ, size)
+    try:
+        return int(fcntl.fcntl(fd, F_GETPIPE_SZ))
+    except OSError:
+        return 0
+
+
+class ChannelSpec(NamedTuple):
+    name: str
+    upstream_dir: str  # where the platform's <ch>_<N> FIFOs appear
+    relay_dir: str  # where ours go
+    ring_bytes: int
+
+
+class EpochStats(NamedTuple):
+    """Per channel and epoch: what moved and where the time went."""
+
+    channel: str
+    epoch: int
+    bytes: int
+    seconds: float  # from the first byte available upstream to EOF delivered
+    input_starved_s: float  # the child's FIFO had room and the ring was empty: waiting on upstream
+    trainer_bound_s: float  # data was waiting and the child's FIFO was full (or not yet opened)
+    wait_open_s: float  # of which: before the child opened the epoch's FIFO
+    ended: str  # "eof", "child closed", "stopped"
+    ring_bytes: int  # the ring's capacity
+    ring_peak: int  # the most it held
+    cpu_s: float  # this relay thread's CPU time for the epoch
+
+
+class _Ring:
+    """A FIFO queue of pipes; ``head`` is read from, ``tail`` written to."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity  # bytes wanted
+        self.pipes: deque[list[int]] = deque()  # [read_fd, write_fd, bytes_in, size]
+        self.spare: list[list[int]] = []
+        self.size = 0  # bytes held
+        self.allocated = 0  # bytes of pipe capacity held by the ring
+        self.refused: str | None = None  # why the ring could not grow, if it could not
+
+    def tail_room(self) -> list[int] | None:
+        """The pipe to splice into, growing the ring if it may; None when full."""
+        if self.pipes and self.pipes[-1][2] < self.pipes[-1][3]:
+            return self.pipes[-1]
+        if self.spare and self.size < self.capacity:
+            self.pipes.append(self.spare.pop())
+            return self.pipes[-1]
+        if self.refused is not None or (self.pipes and self.allocated + PIPE_SIZE > self.capacity):
+            return None
+        try:
+            read_fd, write_fd = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError as error:
+            self.refused = f"no more pipes: {error.strerror}"
+            return None
+        size = raise_pipe_size(write_fd)
+        if size < PIPE_SIZE and self.allocated:
+            os.close(read_fd)
+            os.close(write_fd)
+            self.refused = (
+                f"the kernel refused to raise a ring pipe to {PIPE_SIZE} bytes (got {size}): "
+                "the user's pipe pages (pipe-user-pages-soft) are used up"
+            )
+            return None
+        self.allocated += size
+        self.pipes.append([read_fd, write_fd, 0, size])
+        return self.pipes[-1]
+
+    def has_room(self) -> bool:
+        if self.pipes and self.pipes[-1][2] < self.pipes[-1][3]:
+            return True
+        if self.spare and self.size < self.capacity:
+            return True
+        return self.refused is None and (not self.pipes or self.allocated + PIPE_SIZE <= self.capacity)
+
+    def head(self) -> list[int] | None:
+        return self.pipes[0] if self.pipes and self.pipes[0][2] > 0 else None
+
+    def consumed(self, pipe: list[int], count: int) -> None:
+        pipe[2] -= count
+        self.size -= count
+        if pipe[2] == 0 and len(self.pipes) > 1:
+            self.spare.append(self.pipes.popleft())
+
+    def discard(self) -> None:
+        """Throw away what is held (the child closed its FIFO early)."""
+        for pipe in self.pipes:
+            while pipe[2] > 0:
+                chunk = os.read(pipe[0], min(pipe[2], PIPE_SIZE))
+                if not chunk:
+                    break
+                pipe[2] -= len(chunk)
+        self.size = 0
+
+    def close(self) -> None:
+        for pipe in [*self.pipes, *self.spare]:
+            os.close(pipe[0])
+            os.close(pipe[1])
+        self.pipes.clear()
+        self.spare.clear()
+
+
+class ChannelRelay(threading.Thread):
+    """Relays one channel, epoch after epoch, until stopped."""
+
+    def __init__(self, spec: ChannelSpec, emit: Emit, stop_fd: int) -> None:
+        super().__init__(name=f"pipe-relay-{spec.name}", daemon=True)
+        self.spec = spec
+        self.emit = emit
+        self.stop_fd = stop_fd  # readable once the relay must stop
+        self.epochs: list[EpochStats] = []
+        self.error: str | None = None
+
+    def prepare(self) -> None:
+        """Before the child starts: clear FIFOs left in our dir by an earlier run, and mirror an epoch 0
+        that already exists upstream (SageMaker creates it before the container starts), so the
+        training code finds ``<ch>_0`` at once."""
+        prefix = f"{self.spec.name}_"
+        for name in os.listdir(self.spec.relay_dir):
+            if name.startswith(prefix) and name[len(prefix) :].isdigit():
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(self.spec.relay_dir, name))
+        if _is_fifo(os.path.join(self.spec.upstream_dir, f"{prefix}0")):
+            os.mkfifo(os.path.join(self.spec.relay_dir, f"{prefix}0"), 0o660)
+
+    def _stopping(self) -> bool:
+        readable, _, _ = select.select([self.stop_fd], [], [], 0)
+        return bool(readable)
+
+    def run(self) -> None:
+        ring = _Ring(self.spec.ring_bytes)
+        try:
+            epoch = 0
+            while not self._stopping():
+                upstream_path = os.path.join(self.spec.upstream_dir, f"{self.spec.name}_{epoch}")
+                if not self._wait_for(upstream_path):
+                    return
+                stats = self._epoch(epoch, upstream_path, ring)
+                self.epochs.append(stats)
+                self.emit("pipe_epoch_done", stats._asdict())
+                if stats.ended == "stopped":
+                    return
+                epoch += 1
+        except Exception as error:  # reported as an event; the job goes on
+            self.error = f"{type(error).__name__}: {error}"
+            self.emit("pipe_relay_failed", {"channel": self.spec.name, "error": self.error})
+        finally:
+            ring.close()
+
+    def _wait_for(self, path: str) -> bool:
+        """Until the platform's FIFO for the epoch exists; False if we were stopped first."""
+        while True:
+            if _is_fifo(path):
+                return True
+            readable, _, _ = select.select([self.stop_fd], [], [], APPEAR_POLL)
+            if readable:
+                return False
+
+    def _epoch(self, epoch: int, upstream_path: str, ring: _Ring) -> EpochStats:
+        ours = os.path.join(self.spec.relay_dir, f"{self.spec.name}_{epoch}")
+        if not _is_fifo(ours):  # epoch 0 may have been made by prepare()
+            os.mkfifo(ours, 0o660)
+        upstream = os.open(upstream_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        raise_pipe_size(upstream)
+        pump = _Pump(upstream, ours, ring, self.stop_fd)
+        cpu_start = time.thread_time()
+        try:
+            pump.run()
+        finally:
+            if pump.ended in ("child closed", "stopped"):
+                ring.discard()
+            os.close(upstream)  # a producer still writing gets EPIPE: on to its next epoch
+            if pump.downstream >= 0:
+                os.close(pump.downstream)  # EOF for the child
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(ours)
+        seconds = time.monotonic() - pump.first if pump.first is not None else 0.0
+        return EpochStats(
+            self.spec.name,
+            epoch,
+            pump.moved,
+            round(seconds, 6),
+            round(pump.starved, 6),
+            round(pump.bound, 6),
+            round(pump.wait_open, 6),
+            pump.ended,
+            ring.allocated,
+            pump.ring_peak,
+            round(time.thread_time() - cpu_start, 6),
+        )
+
+
+class _Pump:
+    """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop."""
+
+    def __init__(self, upstream: int, downstream_path: str, ring: _Ring, stop_fd: int) -> None:
+        self.upstream = upstream
+        self.downstream_path = downstream_path
+        self.downstream = -1
+        self.ring = ring
+        self.stop_fd = stop_fd
+        self.upstream_open = True
+        self.attached = False  # a writer has attached upstream: from now on a 0-byte splice is EOF
+        self.ended = "eof"
+        self.moved = 0
+        self.first: float | None = None
+        self.starved = self.bound = self.wait_open = 0.0
+        self.ring_peak = 0
+        self.poller = select.poll()
+        self.poller.register(stop_fd, select.POLLIN)
+        self.registered: dict[int, int] = {}
+
+    def run(self) -> None:
+        while True:
+            if self.downstream < 0:
+                self._open_downstream()
+            if not self._move() or (not self.upstream_open and self.ring.size == 0):
+                return
+            if not self._wait():
+                self.ended = "stopped"
+                return
+
+    def _open_downstream(self) -> None:
+        try:
+            self.downstream = os.open(self.downstream_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            if error.errno != errno.ENXIO:  # ENXIO: the child has not opened its FIFO yet
+                raise
+            return
+        raise_pipe_size(self.downstream)
+
+    def _move(self) -> bool:
+        """Move all that can move without waiting; False once the child has closed its end."""
+        progress = True
+        while progress:
+            progress = False
+            if self.downstream >= 0:
+                drained = self._drain_ring()
+                if drained is None:
+                    return False
+                progress = drained
+                if self.ring.head() is None and self.upstream_open:  # upstream straight to the child
+                    direct = self._upstream_to(self.downstream, PIPE_SIZE)
+                    if direct is None:
+                        return False
+                    if direct:
+                        self.moved += direct
+                        progress = True
+                        continue
+            if self.upstream_open:
+                tail = self.ring.tail_room()
+                if tail is not None:
+                    count = self._upstream_to(tail[1], tail[3] - tail[2])
+                    if count:
+                        tail[2] += count
+                        self.ring.size += count
+                        self.ring_peak = max(self.ring_peak, self.ring.size)
+                        progress = True
+        return True
+
+    def _drain_ring(self) -> bool | None:
+        """Ring -> child, oldest first; whether anything moved, None if the child has closed."""
+        moved = False
+        head = self.ring.head()
+        while head is not None:
+            count = _splice(head[0], self.downstream, head[2])
+            if count is None:
+                break
+            if count < 0:
+                self.ended = "child closed"
+                return None
+            self.ring.consumed(head, count)
+            self.moved += count
+            moved = True
+            head = self.ring.head()
+        return moved
+
+    def _upstream_to(self, fd: int, count: int) -> int | None:
+        """Upstream -> ``fd``: bytes moved (0: nothing now, or EOF noted); None if the child has closed."""
+        moved = _splice(self.upstream, fd, count)
+        if moved is None:
+            return 0
+        if moved < 0:
+            self.ended = "child closed"
+            return None
+        if moved == 0:
+            if self.attached:
+                self.upstream_open = False  # a 0-byte splice after readiness: real EOF
+            return 0
+        if self.first is None:
+            self.first = time.monotonic()
+        self.attached = True
+        return moved
+
+    def _want(self, fd: int, events: int) -> None:
+        if events:
+            if self.registered.get(fd) != events:
+                (self.poller.modify if fd in self.registered else self.poller.register)(fd, events)
+                self.registered[fd] = events
+        elif fd in self.registered:
+            self.poller.unregister(fd)
+            del self.registered[fd]
+
+    def _wait(self) -> bool:
+        """Until upstream has data (and there is room for it) or the child can take some; False on stop."""
+        ring = self.ring
+        self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
+        if self.downstream >= 0:
+            self._want(self.downstream, select.POLLOUT if ring.size else 0)
+        began = time.monotonic()
+        events = self.poller.poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
+        waited = time.monotonic() - began
+        if self.first is not None:
+            if self.downstream < 0:
+                self.wait_open += waited
+                self.bound += waited
+            elif ring.size == 0:
+                self.starved += waited
+            else:
+                self.bound += waited
+        for fd, _ in events:
+            if fd == self.stop_fd:
+                return False
+            if fd == self.upstream:
+                self.attached = True  # readiness: a writer is or was there
+        return True
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _splice(src: int, dst: int, count: int) -> int | None:
+    """Bytes moved; 0 at EOF of ``src``; None when it would block; -1 when ``dst`` has no reader."""
+    try:
+        return os.splice(src, dst, count, flags=SPLICE_FLAGS)
+    except BlockingIOError:
+        return None
+    except BrokenPipeError:
+        return -1
+
+
+class PipeRelay:
+    """All channels' relays: ``start()`` before the child runs, ``stop()`` after it has exited."""
+
+    def __init__(self, channels: tuple[ChannelSpec, ...], emit: Emit) -> None:
+        self.channels = channels
+        self.emit = emit
+        self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self.threads = [ChannelRelay(spec, emit, self._stop_r) for spec in channels]
+
+    def start(self) -> None:
+        for spec in self.channels:
+            os.makedirs(spec.relay_dir, mode=0o755, exist_ok=True)
+        for thread in self.threads:
+            thread.prepare()
+            thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        os.write(self._stop_w, b"x")
+        deadline = time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        os.close(self._stop_r)
+        os.close(self._stop_w)
