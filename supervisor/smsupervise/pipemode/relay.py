@@ -245,7 +245,11 @@ class ChannelRelay(threading.Thread):
 
 
 class _Pump:
-    """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop."""
+    """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
+
+    The loop is shaped for few system calls per wake-up (the relay's CPU per GB is a target): one
+    ``poll``, then one splice per ready FIFO, never a speculative splice that would only say EAGAIN.
+    """
 
     def __init__(self, upstream: int, downstream_path: str, ring: _Ring, stop_fd: int) -> None:
         self.upstream = upstream
@@ -265,14 +269,42 @@ class _Pump:
         self.registered: dict[int, int] = {}
 
     def run(self) -> None:
-        while True:
+        ring = self.ring
+        poll = self.poller.poll
+        monotonic = time.monotonic
+        # Until EOF is delivered: all data out and the child's FIFO opened (closing it is the EOF).
+        while self.upstream_open or ring.size or self.downstream < 0:
             if self.downstream < 0:
                 self._open_downstream()
-            if not self._move() or (not self.upstream_open and self.ring.size == 0):
+            self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
+            if self.downstream >= 0:
+                self._want(self.downstream, select.POLLOUT if ring.size else 0)
+            began = monotonic()
+            events = poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
+            if self.first is not None:
+                self._account(monotonic() - began)
+            up_ready = down_ready = False
+            for fd, _ in events:
+                if fd == self.stop_fd:
+                    self.ended = "stopped"
+                    return
+                if fd == self.upstream:
+                    up_ready = self.attached = True  # readiness: a writer is or was there
+                else:
+                    down_ready = True
+            if (down_ready or (up_ready and ring.size)) and self.downstream >= 0 and not self._drain_ring():
                 return
-            if not self._wait():
-                self.ended = "stopped"
+            if up_ready and not self._pull():
                 return
+
+    def _account(self, waited: float) -> None:
+        if self.downstream < 0:
+            self.wait_open += waited
+            self.bound += waited
+        elif self.ring.size == 0:
+            self.starved += waited
+        else:
+            self.bound += waited
 
     def _open_downstream(self) -> None:
         try:
@@ -283,68 +315,49 @@ class _Pump:
             return
         raise_pipe_size(self.downstream)
 
-    def _move(self) -> bool:
-        """Move all that can move without waiting; False once the child has closed its end."""
-        progress = True
-        while progress:
-            progress = False
-            if self.downstream >= 0:
-                drained = self._drain_ring()
-                if drained is None:
+    def _pull(self) -> bool:
+        """Upstream is ready: straight to the child when the ring is empty, else (or when the child's
+        FIFO is full) into the ring. False once the child has closed its end."""
+        ring = self.ring
+        if ring.size == 0 and self.downstream >= 0:
+            count = _splice(self.upstream, self.downstream, PIPE_SIZE)
+            if count is not None:
+                if count < 0:
+                    self.ended = "child closed"
                     return False
-                progress = drained
-                if self.ring.head() is None and self.upstream_open:  # upstream straight to the child
-                    direct = self._upstream_to(self.downstream, PIPE_SIZE)
-                    if direct is None:
-                        return False
-                    if direct:
-                        self.moved += direct
-                        progress = True
-                        continue
-            if self.upstream_open:
-                tail = self.ring.tail_room()
-                if tail is not None:
-                    count = self._upstream_to(tail[1], tail[3] - tail[2])
-                    if count:
-                        tail[2] += count
-                        self.ring.size += count
-                        self.ring_peak = max(self.ring_peak, self.ring.size)
-                        progress = True
+                self._moved_upstream(count)
+                self.moved += count
+                return True
+        tail = ring.tail_room()
+        if tail is not None:
+            count = _splice(self.upstream, tail[1], tail[3] - tail[2])
+            if count is not None:
+                self._moved_upstream(count)
+                tail[2] += count
+                ring.size += count
+                self.ring_peak = max(self.ring_peak, ring.size)
         return True
 
-    def _drain_ring(self) -> bool | None:
-        """Ring -> child, oldest first; whether anything moved, None if the child has closed."""
-        moved = False
+    def _moved_upstream(self, count: int) -> None:
+        if count == 0:
+            self.upstream_open = False  # a 0-byte splice after readiness: real EOF
+        elif self.first is None:
+            self.first = time.monotonic()
+
+    def _drain_ring(self) -> bool:
+        """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed."""
         head = self.ring.head()
         while head is not None:
             count = _splice(head[0], self.downstream, head[2])
             if count is None:
-                break
+                return True
             if count < 0:
                 self.ended = "child closed"
-                return None
+                return False
             self.ring.consumed(head, count)
             self.moved += count
-            moved = True
             head = self.ring.head()
-        return moved
-
-    def _upstream_to(self, fd: int, count: int) -> int | None:
-        """Upstream -> ``fd``: bytes moved (0: nothing now, or EOF noted); None if the child has closed."""
-        moved = _splice(self.upstream, fd, count)
-        if moved is None:
-            return 0
-        if moved < 0:
-            self.ended = "child closed"
-            return None
-        if moved == 0:
-            if self.attached:
-                self.upstream_open = False  # a 0-byte splice after readiness: real EOF
-            return 0
-        if self.first is None:
-            self.first = time.monotonic()
-        self.attached = True
-        return moved
+        return True
 
     def _want(self, fd: int, events: int) -> None:
         if events:
@@ -354,30 +367,6 @@ class _Pump:
         elif fd in self.registered:
             self.poller.unregister(fd)
             del self.registered[fd]
-
-    def _wait(self) -> bool:
-        """Until upstream has data (and there is room for it) or the child can take some; False on stop."""
-        ring = self.ring
-        self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
-        if self.downstream >= 0:
-            self._want(self.downstream, select.POLLOUT if ring.size else 0)
-        began = time.monotonic()
-        events = self.poller.poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
-        waited = time.monotonic() - began
-        if self.first is not None:
-            if self.downstream < 0:
-                self.wait_open += waited
-                self.bound += waited
-            elif ring.size == 0:
-                self.starved += waited
-            else:
-                self.bound += waited
-        for fd, _ in events:
-            if fd == self.stop_fd:
-                return False
-            if fd == self.upstream:
-                self.attached = True  # readiness: a writer is or was there
-        return True
 
 
 def _is_fifo(path: str) -> bool:
