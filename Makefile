@@ -49,6 +49,7 @@ lint: venv
 bench: venv
 	$(PY) -m benchmarks.pid1
 	$(PY) -m benchmarks.logs
+	$(PY) -m benchmarks.pipe
 
 clean:
 	rm -rf $(VENV) $(TOOLKIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

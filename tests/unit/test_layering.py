@@ -74,6 +74,8 @@ def test_importing_the_package_does_no_work() -> None:
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())
         for node in tree.body:
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
+                continue  # a docstring
             if isinstance(node, ast.Expr | ast.Assign | ast.AnnAssign):
                 text = ast.unparse(node)
                 assert "os.environ" not in text, (path, text)

@@ -87,7 +87,10 @@ class _Ring:
 
     def __init__(self, capacity: int) -> None:
         self.capacity = capacity  # bytes wanted
-        self.pipes: deque[list[int]] = deque()  # [read_fd, write_fd, bytes_in, size]
+        # [read_fd, write_fd, bytes_in, room, size]: ``room`` is what we still try to put in. A pipe
+        # holds ``size`` bytes only in whole pages: small writes upstream arrive as small buffers,
+        # each taking one of its slots, so a pipe can be full with fewer bytes (see ``full``).
+        self.pipes: deque[list[int]] = deque()
         self.spare: list[list[int]] = []
         self.size = 0  # bytes held
         self.allocated = 0  # bytes of pipe capacity held by the ring
@@ -117,7 +120,7 @@ class _Ring:
             )
             return None
         self.allocated += size
-        self.pipes.append([read_fd, write_fd, 0, size])
+        self.pipes.append([read_fd, write_fd, 0, size, size])
         return self.pipes[-1]
 
     def has_room(self) -> bool:
@@ -130,11 +133,18 @@ class _Ring:
     def head(self) -> list[int] | None:
         return self.pipes[0] if self.pipes and self.pipes[0][2] > 0 else None
 
+    def full(self, pipe: list[int]) -> None:
+        """A splice into ``pipe`` would block although upstream had data: its slots are used up."""
+        if pipe[2]:
+            pipe[3] = pipe[2]
+
     def consumed(self, pipe: list[int], count: int) -> None:
         pipe[2] -= count
         self.size -= count
-        if pipe[2] == 0 and len(self.pipes) > 1:
-            self.spare.append(self.pipes.popleft())
+        if pipe[2] == 0:
+            pipe[3] = pipe[4]
+            if len(self.pipes) > 1:
+                self.spare.append(self.pipes.popleft())
 
     def discard(self) -> None:
         """Throw away what is held (the child closed its FIFO early)."""
@@ -272,10 +282,11 @@ class _Pump:
         ring = self.ring
         poll = self.poller.poll
         monotonic = time.monotonic
-        # Until EOF is delivered: all data out and the child's FIFO opened (closing it is the EOF).
-        while self.upstream_open or ring.size or self.downstream < 0:
+        while True:
             if self.downstream < 0:
                 self._open_downstream()
+            if not self.upstream_open and not ring.size and self.downstream >= 0:
+                return  # all out, and the child's FIFO is open: closing it is the child's EOF
             self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
             if self.downstream >= 0:
                 self._want(self.downstream, select.POLLOUT if ring.size else 0)
@@ -331,7 +342,9 @@ class _Pump:
         tail = ring.tail_room()
         if tail is not None:
             count = _splice(self.upstream, tail[1], tail[3] - tail[2])
-            if count is not None:
+            if count is None:
+                ring.full(tail)
+            else:
                 self._moved_upstream(count)
                 tail[2] += count
                 ring.size += count
