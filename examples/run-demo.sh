@@ -57,4 +57,25 @@ code=0; run "$work/fail" json || code=$?
 echo "== smsupervise exited with $code; $work/fail/output/failure says:"
 sed 's/^/   | /' "$work/fail/output/failure"
 echo
+echo "== 3. a long run stopped with SIGTERM (as SageMaker stops a job), with a checkpoint hook:"
+echo "==    the hook runs first, then the job gets SIGTERM, saves a last checkpoint and exits"
+make_base "$work/stop" '{"epochs": "100000", "step-seconds": "0.005"}'
+hook='sh -c "echo checkpoint hook: reason=$SMSUPERVISE_STOP_REASON deadline=$SMSUPERVISE_DEADLINE dir=$SMSUPERVISE_CHECKPOINT_DIR"'
+SAGEMAKER_BASE_DIR=$work/stop "${runner[@]}" "${sup[@]}" --log-format text --checkpoint-hook "$hook" train &
+pid=$!
+target=$pid
+for _ in $(seq 1 500); do  # poll (at most 10 s) until training has written 3 checkpoints
+  if [ "${#runner[@]}" -gt 0 ] && [ "$target" = "$pid" ]; then
+    target=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null | awk '{print $1}'); target=${target:-$pid}
+  fi
+  [ "$(ls "$work/stop/checkpoints" 2>/dev/null | wc -l)" -ge 3 ] && break
+  sleep 0.02
+done
+echo "== sending SIGTERM to smsupervise (pid $target as seen from here)"
+kill -TERM "$target"
+code=0; wait "$pid" || code=$?
+echo "== smsupervise exited with $code (the job's own: it saved and exited 0); the failure file says:"
+sed 's/^/   | /' "$work/stop/output/failure" | head -3
+echo "== newest checkpoint: $(ls "$work/stop/checkpoints" | tail -1)"
+echo
 echo "== the trees are left in $work for a look around"

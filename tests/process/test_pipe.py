@@ -13,12 +13,15 @@ import os
 import random
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smsupervise.pipemode.emulate import recordio_records
 from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
@@ -100,6 +103,27 @@ def test_bytes_arrive_exactly_whatever_the_size_and_chunking(tmp_path: Path, siz
     assert _sha(got) == _sha(data)
     assert relay.epochs("train")[0]["bytes"] == size
     assert relay.epochs("train")[0]["ended"] == "eof"
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    size=st.integers(0, 3 << 20),
+    seed=st.integers(0, 2**32 - 1),
+    ring=st.sampled_from([1 << 20, 2 << 20, 8 << 20]),
+    chunk=st.sampled_from([1, 4096, 65536, 1 << 20]),
+    pause=st.sampled_from([0.0, 0.001]),
+)
+def test_any_stream_through_any_ring_arrives_exactly(
+    size: int, seed: int, ring: int, chunk: int, pause: float
+) -> None:
+    """Random sizes, producer chunkings (seeded), ring sizes and reader speeds: byte-exact."""
+    rng = random.Random(seed)
+    data = rng.randbytes(size)
+    with tempfile.TemporaryDirectory() as tmp, Relay(Path(tmp), ["train"], ring=ring) as relay:
+        producer = _produce(relay.up / "train_0", data, rng)
+        got = _consume(relay.down / "train_0", chunk=max(chunk, 1 << 12) if pause else chunk, pause=pause)
+        producer.join(10)
+    assert _sha(got) == _sha(data)
 
 
 def test_a_slow_consumer_gets_everything_and_the_ring_reads_ahead(tmp_path: Path) -> None:
