@@ -11,18 +11,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shlex
 import signal
 import sys
-import tempfile
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from smsupervise import environment, probe, smconfig, sourcedir
+if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
+    from smsupervise import environment, smconfig
+    from smsupervise.pipemode.relay import ChannelSpec
+
+from smsupervise import probe
 from smsupervise.cli import Invocation
 from smsupervise.errors import ConfigError, SpawnError
-from smsupervise.pipemode.relay import ChannelSpec
 from smsupervise.settings import Mode, Settings
 from smsupervise.spawn import LaunchSpec
 from smsupervise.status import ExitCode
@@ -54,6 +55,11 @@ def _ourselves() -> frozenset[str]:
     return frozenset({os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set())
 
 
+def _tmpdir() -> str:
+    """$TMPDIR, else /tmp (tempfile and secrets cost 5 ms of start-up for this one path)."""
+    return os.environ.get("TMPDIR") or "/tmp"
+
+
 def base_dir(settings: Settings, env: Mapping[str, str]) -> str:
     return settings.base_dir or env.get("SAGEMAKER_BASE_DIR") or "/opt/ml"
 
@@ -76,9 +82,7 @@ def _with_checkpoint_protocol(planned: Plan, settings: Settings) -> Plan:
     """
     if settings.checkpoint_signal is None:
         return planned
-    ack_file = os.path.join(
-        tempfile.gettempdir(), f"smsupervise-{os.getpid()}-{secrets.token_hex(6)}.checkpoint-done"
-    )
+    ack_file = os.path.join(_tmpdir(), f"smsupervise-{os.getpid()}-{os.urandom(6).hex()}.checkpoint-done")
     *before, main = planned.steps
     env = dict(main.spec.env)
     env["SMSUPERVISE_CHECKPOINT_SIGNAL"] = signal.Signals(settings.checkpoint_signal).name
@@ -139,6 +143,8 @@ def validate_entry_point(name: str, where: str) -> str:
 
 def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     base = base_dir(invocation.settings, env)
+    from smsupervise import environment, smconfig  # noqa: PLC0415 - see TYPE_CHECKING above
+
     cfg = smconfig.load(base)
     instance_type = str(cfg.resource_config.get("current_instance_type", "local"))
     tenv = environment.build(cfg, env, probe.machine(env, instance_type))
@@ -179,12 +185,14 @@ def _pipe_relay(
     if not settings.pipe_relay or not channels:
         return ()
     relay_dir = settings.pipe_relay_dir or os.path.join(
-        tempfile.gettempdir(), f"smsupervise-pipes-{os.getpid()}-{secrets.token_hex(4)}"
+        _tmpdir(), f"smsupervise-pipes-{os.getpid()}-{os.urandom(4).hex()}"
     )
     child_env["SMSUPERVISE_PIPE_DIR"] = relay_dir
     upstream = cfg.path("input", "data")
     for channel in channels:
         child_env[f"SM_CHANNEL_{channel.upper()}"] = os.path.join(relay_dir, channel)
+    from smsupervise.pipemode.relay import ChannelSpec  # noqa: PLC0415
+
     return tuple(ChannelSpec(ch, upstream, relay_dir, settings.pipe_buffer) for ch in channels)
 
 
@@ -199,6 +207,8 @@ def _script_mode(
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
     notes: list[tuple[str, dict[str, object]]] = []
     if tenv.submit_dir != tenv.code_dir:
+        from smsupervise import sourcedir  # noqa: PLC0415 - tarfile+shutil: 3.5 ms of start-up
+
         action = sourcedir.fetch(tenv.submit_dir, tenv.code_dir, hp_file)
         ready: dict[str, object] = {"source": tenv.submit_dir, "code_dir": tenv.code_dir, "action": action}
         notes.append(("source_ready", ready))
@@ -220,7 +230,9 @@ def _script_mode(
             "check the name and sagemaker_submit_directory",
         )
     framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
-    wanted = [flag for flag in environment.DISTRIBUTED_FLAGS if framework.get(flag) is True]
+    from smsupervise.environment import DISTRIBUTED_FLAGS  # noqa: PLC0415
+
+    wanted = [flag for flag in DISTRIBUTED_FLAGS if framework.get(flag) is True]
     if wanted:
         notes.append(
             (

@@ -8,10 +8,13 @@ import os
 import select
 import signal
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from smsupervise import reaper
-from smsupervise.environment import Machine
 from smsupervise.spawn import LaunchSpec, spawn
+
+if TYPE_CHECKING:
+    from smsupervise.environment import Machine
 
 PROBE_TIMEOUT = 10.0
 
@@ -72,6 +75,8 @@ def machine(env: Mapping[str, str], instance_type: str) -> Machine:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             devices = json.loads(capture(["neuron-ls", "-j"], env) or b"[]")
             neurons = sum(int(item.get("nc_count", 0)) for item in devices)
+    from smsupervise.environment import Machine  # noqa: PLC0415 - train mode only
+
     return Machine(
         num_cpus=os.cpu_count() or 1,
         num_gpus=gpus,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
-import tempfile
 
 from smsupervise.errors import ConfigError
 
@@ -94,6 +93,8 @@ def fetch(uri: str, code_dir: str, where: str) -> str:
     if os.listdir(code_dir):
         return "kept: the code dir is not empty"
     if uri.startswith("s3://"):
+        import tempfile  # noqa: PLC0415 - only for s3:// sources: start-up time counts
+
         with tempfile.TemporaryDirectory() as tmp:
             _unpack(_download_s3(uri, where, tmp), where, code_dir)
         return f"downloaded and unpacked {uri}"

@@ -93,7 +93,9 @@ class StopSequence:
         self.in_checkpoint = False
 
     # -- driving -------------------------------------------------------------------------------
-    def begin(self) -> None:
+    def begin(self, sent_at: float | None = None) -> None:
+        """Log the request and run the sequence; ``sent_at``: the caller already sent the stop
+        signal (no checkpoint step), at that monotonic time."""
         fields: dict[str, object] = {
             "reason": self.reason,
             "signal": signal_name(self.signum),
@@ -103,8 +105,11 @@ class StopSequence:
         if self.checkpoint_env is not None:
             fields["checkpoint_timeout"] = self.settings.checkpoint_timeout
             fields["checkpoint_deadline"] = round(self.deadline, 3)
-        if self.checkpoint_env is None:
-            self._send_stop_signal()  # latency matters: in this very callback, before any logging
+        if sent_at is not None:
+            self.term_sent = sent_at
+            self._log_sent()
+        elif self.checkpoint_env is None:
+            self._send_stop_signal()
         self.log.info("stop_requested", **fields)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -148,14 +153,11 @@ class StopSequence:
 
     def _send_stop_signal(self) -> None:
         self.term_sent = time.monotonic()
+        if deliver(self.child, self.signum, self.settings.forward_to):
+            self._log_sent()
+
+    def _log_sent(self) -> None:
         group = self.settings.forward_to == "group"
-        try:
-            if group:
-                os.killpg(self.child.pgid, self.signum)
-            else:
-                os.kill(self.child.pid, self.signum)
-        except ProcessLookupError:
-            return
         target = f"process group {self.child.pgid}" if group else f"pid {self.child.pid}"
         self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
 
@@ -288,6 +290,18 @@ class StopSequence:
             exit_after,
             self.killed_after_grace,
         )
+
+
+def deliver(child: Child, signum: int, forward_to: str) -> bool:
+    """Send ``signum`` to the child's process group (or the child alone); False if it is gone."""
+    try:
+        if forward_to == "group":
+            os.killpg(child.pgid, signum)
+        else:
+            os.kill(child.pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 async def _appears(path: str) -> None:

@@ -12,7 +12,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 
 from smsupervise import proctree
 from smsupervise.launch import Step
@@ -20,13 +23,12 @@ from smsupervise.logrelay import ChildOutput
 from smsupervise.logs import EventLog
 from smsupervise.logstream import Counter
 from smsupervise.output import Output
-from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.spawn import Child, spawn
 from smsupervise.status import ExitCode, ExitStatus, signal_name
-from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
+from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
@@ -91,15 +93,10 @@ class Supervisor:
         if child is None:
             self.log.info("signal_received", signal=signal_name(signum), action="ignored: no child yet")
             return
-        group = self.settings.forward_to == "group"
-        try:
-            if group:
-                os.killpg(child.pgid, signum)
-            else:
-                os.kill(child.pid, signum)
-        except ProcessLookupError:
+        if not deliver(child, signum, self.settings.forward_to):
             self.log.info("signal_received", signal=signal_name(signum), action="not forwarded: child gone")
             return
+        group = self.settings.forward_to == "group"
         self.log.info(
             "signal_forwarded",
             signal=signal_name(signum),
@@ -109,10 +106,10 @@ class Supervisor:
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
         if self.stop_signal is None:
             self.stop_signal = signum
-            self.stop_reason = reason or signal_name(signum)
             if self.child is not None:
-                self._begin_stop(signum)
+                self._begin_stop(signum, reason)
             else:
+                self.stop_reason = reason or signal_name(signum)
                 self.log.info("signal_received", signal=signal_name(signum))
         elif self.stop is not None:
             # A second SIGTERM/SIGINT during the stop moves on to the next step at once.
@@ -124,10 +121,16 @@ class Supervisor:
             self.log.warning("max_runtime_exceeded", max_runtime=self.settings.max_runtime)
             self._request_stop(signal.SIGTERM, MAX_RUNTIME_REASON)
 
-    def _begin_stop(self, signum: int) -> None:
+    def _begin_stop(self, signum: int, reason: str | None) -> None:
         assert self.child is not None
-        step = self.steps[self.step_index]
         main = self.step_index == len(self.steps) - 1  # preparation steps (pip) get no checkpoint
+        sent_at = None
+        if not (main and self.settings.checkpointing):
+            # No checkpoint step: the signal goes out first, before any other work (stop latency).
+            sent_at = time.monotonic()
+            deliver(self.child, signum, self.settings.forward_to)
+        self.stop_reason = reason or signal_name(signum)
+        step = self.steps[self.step_index]
         hook_output = None
         if main and self.settings.checkpoint_hook is not None:
             hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter)
@@ -144,7 +147,7 @@ class Supervisor:
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
         )
-        self.stop.begin()
+        self.stop.begin(sent_at)
 
     def _kill_group(self, signum: int) -> None:
         if self.child is not None:
@@ -232,6 +235,8 @@ class Supervisor:
 
         def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
             loop.call_soon_threadsafe(self._relay_event, event, fields)
+
+        from smsupervise.pipemode.relay import PipeRelay  # noqa: PLC0415 - only with --pipe-relay
 
         self.relay = PipeRelay(self.pipes, emit)
         self.relay.start()
