@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import os
 import time
 from collections import deque
@@ -19,20 +18,11 @@ from smsupervise import proctree
 from smsupervise.logs import EventLog
 from smsupervise.logstream import Counter, RecordFormat, StreamFramer
 from smsupervise.output import Output
+from smsupervise.pipes import raise_pipe_size
 from smsupervise.settings import Settings
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
-PIPE_SIZE = 1 << 20  # 1 MiB where /proc/sys/fs/pipe-max-size allows
 TAIL_BYTES = 16384  # stderr kept for the failure reason
-
-
-def raise_pipe_size(fd: int, size: int = PIPE_SIZE) -> int:
-    """Grow a pipe towards ``size``; EPERM (over pipe-max-size, no CAP_SYS_RESOURCE) keeps it."""
-    with contextlib.suppress(OSError):
-        return fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
-    with contextlib.suppress(OSError):
-        return fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ)
-    return 0
 
 
 class _Stream:
