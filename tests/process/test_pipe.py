@@ -7,6 +7,7 @@ as PID 1, with the emulator playing SageMaker's side.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import os
@@ -197,6 +198,31 @@ def test_epochs_in_turn_and_an_early_close_ends_only_that_epoch(tmp_path: Path) 
     assert _sha(got) == _sha(second)
     assert [e["ended"] for e in relay.epochs("train")] == ["child closed", "eof"]
     assert outcome == {"0": "reader closed", "1": "eof"}
+
+
+def test_an_early_close_is_noticed_while_the_producer_is_idle(tmp_path: Path) -> None:
+    """The platform holds the FIFO open but sends nothing for now; the child closes its end: the
+    epoch ends at once (not at the platform's next write), so the platform's next write gets EPIPE."""
+    release = threading.Event()
+    with Relay(tmp_path, ["train"]) as relay:
+        path = relay.up / "train_0"
+
+        def produce() -> None:
+            os.mkfifo(path)
+            fd = os.open(path, os.O_WRONLY)
+            os.write(fd, b"z" * 100)
+            release.wait(30)
+            with contextlib.suppress(BrokenPipeError):
+                os.write(fd, b"late")
+            os.close(fd)
+
+        producer = threading.Thread(target=produce, daemon=True)
+        producer.start()
+        assert _consume(relay.down / "train_0", limit=100) == b"z" * 100
+        sleep_until(lambda: relay.epochs("train"), timeout=10, what="the epoch to end")
+        assert relay.epochs("train")[0]["ended"] == "child closed"
+        release.set()
+        producer.join(10)
 
 
 def test_fifos_that_appear_late_and_several_channels_at_once(tmp_path: Path) -> None:

@@ -195,15 +195,19 @@ class _Pump:
                 return  # all out, and the child's FIFO is open: closing it is the child's EOF
             self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
             if self.downstream >= 0:
-                self._want(self.downstream, select.POLLOUT if ring.size else 0)
+                # Always registered: with no data to write, POLLERR still says the child closed it.
+                self._want(self.downstream, select.POLLOUT if ring.size else select.POLLERR)
             began = monotonic()
             events = poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
             if self.first is not None:
                 self._account(monotonic() - began)
             up_ready = down_ready = False
-            for fd, _ in events:
+            for fd, revents in events:
                 if fd == self.stop_fd:
                     self.ended = "stopped"
+                    return
+                if fd == self.downstream and revents & select.POLLERR and not ring.size:
+                    self.ended = "child closed"  # nothing was in flight: nothing else to tell
                     return
                 if fd == self.upstream:
                     up_ready = self.attached = True  # readiness: a writer is or was there

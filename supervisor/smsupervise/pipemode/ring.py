@@ -73,13 +73,20 @@ class Ring:
                 self.spare.append(self.pipes.popleft())
 
     def discard(self) -> None:
-        """Throw away what is held (the child closed its FIFO early)."""
+        """Throw away what is held (the child closed its FIFO early), and return to the empty shape:
+        one pipe in the queue, the rest spare, every pipe's room whole again."""
         for pipe in self.pipes:
             while pipe[2] > 0:
-                chunk = os.read(pipe[0], min(pipe[2], PIPE_SIZE))
+                try:
+                    chunk = os.read(pipe[0], min(pipe[2], PIPE_SIZE))
+                except BlockingIOError:
+                    break
                 if not chunk:
                     break
                 pipe[2] -= len(chunk)
+            pipe[2], pipe[3] = 0, pipe[4]
+        while len(self.pipes) > 1:
+            self.spare.append(self.pipes.pop())
         self.size = 0
 
     def close(self) -> None:
