@@ -6,7 +6,7 @@ import os
 
 from smsupervise import failure, launch, libc
 from smsupervise.cli import Invocation
-from smsupervise.errors import ConfigError, SupervisorError
+from smsupervise.errors import SupervisorError
 from smsupervise.logs import EventLog
 from smsupervise.settings import Settings
 from smsupervise.signals import SignalInbox
@@ -45,8 +45,8 @@ def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
     return uvloop.run(supervisor.run())
 
 
-def failure_text(outcome: Outcome, settings: Settings) -> str:
-    """The reason a person reads in the console: what happened first, then the evidence."""
+def headline(outcome: Outcome, settings: Settings) -> str:
+    """What happened, in one line: the failure file's first line and the ``exiting`` event's ``stop``."""
     step = outcome.step[:1].upper() + outcome.step[1:]
     if outcome.stop is not None:
         headline = failure.describe_stop(
@@ -58,10 +58,10 @@ def failure_text(outcome: Outcome, settings: Settings) -> str:
         headline = failure.describe(outcome.status, what=step)
     if outcome.step != "training" and outcome.status is not None:
         headline += "; training did not start"
-    return failure.compose(headline, outcome.stderr_tail)
+    return headline
 
 
-def _record_outcome(plan: launch.Plan, outcome: Outcome, settings: Settings, log: EventLog) -> None:
+def _record_outcome(plan: launch.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
     if plan.outcome_dir is None:
         return
     try:
@@ -69,7 +69,7 @@ def _record_outcome(plan: launch.Plan, outcome: Outcome, settings: Settings, log
         if finished and outcome.stop is None:  # a stopped run did not finish, whatever its code
             failure.write_success(plan.outcome_dir)
             return
-        text = failure_text(outcome, settings)
+        text = failure.compose(what_happened, outcome.stderr_tail)
         if failure.write_failure(plan.outcome_dir, text):
             log.info("failure_written", path=os.path.join(plan.outcome_dir, "failure"), reason=text[:200])
         else:
@@ -111,7 +111,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         )
     except SupervisorError as error:
         log.error("start_failed", error=error.message(), exit_code=error.exit_code)
-        if invocation.mode == "train" and isinstance(error, ConfigError | SupervisorError):
+        if invocation.mode == "train":
             base = launch.base_dir(settings, os.environ)
             output_dir = os.path.join(base, "output")
             if os.path.isdir(base):
@@ -122,14 +122,11 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
                     log.error("outcome_not_written", dir=output_dir, error=str(write_error))
         log.info("exiting", exit_code=error.exit_code)
         return error.exit_code
-    _record_outcome(plan, outcome, settings, log)
+    what_happened = headline(outcome, settings)
+    _record_outcome(plan, outcome, what_happened, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     times = os.times()
-    extra: dict[str, object] = {}
-    if outcome.stop is not None:
-        extra["stop"] = failure.describe_stop(
-            outcome.stop, outcome.status, outcome.step, settings.grace_period, settings.max_runtime
-        )
+    extra: dict[str, object] = {"stop": what_happened} if outcome.stop is not None else {}
     log.info(
         "exiting",
         exit_code=code,

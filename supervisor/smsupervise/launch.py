@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: ex
 from smsupervise import probe
 from smsupervise.cli import Invocation
 from smsupervise.errors import ConfigError, SpawnError
-from smsupervise.settings import Mode, Settings
+from smsupervise.settings import Settings
 from smsupervise.spawn import LaunchSpec
 from smsupervise.status import ExitCode
 
@@ -41,11 +41,9 @@ class Step(NamedTuple):
 class Plan(NamedTuple):
     """Everything decided before anything runs."""
 
-    mode: Mode
     steps: tuple[Step, ...]
     outcome_dir: str | None  # where success/failure files go (train mode)
     notes: tuple[tuple[str, dict[str, object]], ...] = ()  # events to log once running
-    checkpoint_dir: str | None = None
     ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE, when --checkpoint-signal is set
     pipes: tuple[ChannelSpec, ...] = ()  # Pipe channels to relay (--pipe-relay)
 
@@ -67,7 +65,7 @@ def base_dir(settings: Settings, env: Mapping[str, str]) -> str:
 def plan(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     """Decide what to run; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127)."""
     if invocation.mode == "exec":
-        planned = Plan("exec", (Step("command", LaunchSpec(invocation.args, dict(env))),), None)
+        planned = Plan((Step("command", LaunchSpec(invocation.args, dict(env))),), None)
     elif invocation.mode == "serve":
         planned = _serve(invocation, env)
     else:
@@ -104,7 +102,7 @@ def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
                 ExitCode.USAGE,
             )
         argv = (program,)
-    return Plan("serve", (Step("serving", LaunchSpec((*argv, *invocation.args), dict(env))),), None)
+    return Plan((Step("serving", LaunchSpec((*argv, *invocation.args), dict(env))),), None)
 
 
 def user_python(env: Mapping[str, str]) -> str:
@@ -157,16 +155,15 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
     pipes = _pipe_relay(invocation.settings, cfg, child_env)
     output_dir = cfg.path("output")
-    done = {"outcome_dir": output_dir, "checkpoint_dir": cfg.checkpoint_dir, "pipes": pipes}
     if env.get("SMSUPERVISE_TRAIN"):
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
-        return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
+        return Plan((Step("training", LaunchSpec(argv, child_env)),), output_dir, pipes=pipes)
     if tenv.entry_point:
         return _script_mode(invocation, cfg, tenv, child_env, output_dir)._replace(pipes=pipes)
     program = probe.on_path("train", env, _ourselves())
     if program is not None:
         argv = (program, *invocation.args)
-        return Plan("train", (Step("training", LaunchSpec(argv, child_env)),), **done)  # type: ignore[arg-type]
+        return Plan((Step("training", LaunchSpec(argv, child_env)),), output_dir, pipes=pipes)
     raise ConfigError(
         cfg.path("input", "config", "hyperparameters.json"),
         "sagemaker_program",
@@ -251,24 +248,23 @@ def _script_mode(
     args = [*tenv.user_args, *invocation.args]
     cwd = tenv.code_dir
     steps: list[Step] = []
-    if entry.endswith(".sh"):
+    package = "setup.py" in listing or "pyproject.toml" in listing
+    if entry.endswith(".sh") or not (package or entry.endswith(".py")):
+        # The toolkit's shell runner: `.sh`, and any other entry that is neither a package nor .py.
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
-        command = "./%s %s" % (shlex.quote(entry), " ".join(shlex.quote(a) for a in args))  # noqa: UP031
+        command = f"./{shlex.quote(entry)} {' '.join(shlex.quote(a) for a in args)}"
         argv: tuple[str, ...] = ("/bin/sh", "-c", command)
+    elif package:
+        python = user_python(env)
+        extra = ("-r", "requirements.txt") if requirements else ()
+        install = (python, "-m", "pip", "install", ".", *extra)
+        steps.append(Step("installing the package", LaunchSpec(install, env, cwd)))
+        argv = (python, "-m", re.sub(r"\.py$", "", entry), *args)
     else:
         python = user_python(env)
-        if "setup.py" in listing or "pyproject.toml" in listing:
-            extra = ("-r", "requirements.txt") if requirements else ()
-            install = (python, "-m", "pip", "install", ".", *extra)
-            steps.append(Step("installing the package", LaunchSpec(install, env, cwd)))
-            argv = (python, "-m", re.sub(r"\.py$", "", entry), *args)
-        elif entry.endswith(".py"):
-            if requirements:
-                install = (python, "-m", "pip", "install", "-r", "requirements.txt")
-                steps.append(Step("installing requirements.txt", LaunchSpec(install, env, cwd)))
-            argv = (python, "--", entry, *args)
-        else:
-            os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
-            argv = ("/bin/sh", "-c", "./%s %s" % (shlex.quote(entry), " ".join(shlex.quote(a) for a in args)))  # noqa: UP031
+        if requirements:
+            install = (python, "-m", "pip", "install", "-r", "requirements.txt")
+            steps.append(Step("installing requirements.txt", LaunchSpec(install, env, cwd)))
+        argv = (python, "--", entry, *args)
     steps.append(Step("training", LaunchSpec(argv, env, cwd)))
-    return Plan("train", tuple(steps), output_dir, tuple(notes), cfg.checkpoint_dir)
+    return Plan(tuple(steps), output_dir, tuple(notes))

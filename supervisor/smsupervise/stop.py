@@ -45,7 +45,6 @@ class StopReport(NamedTuple):
     reason: str  # "SIGTERM", "SIGINT" or "MaxRuntimeExceeded"
     after: float  # seconds from the start of the run to the stop request
     checkpoint: str | None  # what the checkpoint step did, in words
-    term_after: float | None  # seconds from the request to the stop signal reaching the group
     exit_after_term: float | None  # seconds from that signal to the child's exit
     killed_after_grace: bool
 
@@ -93,9 +92,9 @@ class StopSequence:
         self.in_checkpoint = False
 
     # -- driving -------------------------------------------------------------------------------
-    def begin(self, sent_at: float | None = None) -> None:
-        """Log the request and run the sequence; ``sent_at``: the caller already sent the stop
-        signal (no checkpoint step), at that monotonic time."""
+    def begin(self, sent_at: float | None) -> None:
+        """Log the request and run the sequence. Without a checkpoint step the caller has already
+        sent the stop signal, first thing in the signal's callback (latency), at ``sent_at``."""
         fields: dict[str, object] = {
             "reason": self.reason,
             "signal": signal_name(self.signum),
@@ -108,8 +107,6 @@ class StopSequence:
         if sent_at is not None:
             self.term_sent = sent_at
             self._log_sent()
-        elif self.checkpoint_env is None:
-            self._send_stop_signal()
         self.log.info("stop_requested", **fields)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -157,8 +154,7 @@ class StopSequence:
             self._log_sent()
 
     def _log_sent(self) -> None:
-        group = self.settings.forward_to == "group"
-        target = f"process group {self.child.pgid}" if group else f"pid {self.child.pid}"
+        target = describe_target(self.child, self.settings.forward_to)
         self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
 
     # -- the checkpoint step -------------------------------------------------------------------
@@ -265,16 +261,16 @@ class StopSequence:
                 self._kill_hook("timeout")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.hook_exit, 5.0)
-            if self.checkpoint_note is None and self.hook_exit.done():
+            if self.hook_exit.done() and "hook" not in (self.checkpoint_note or ""):
+                # The child exited during the checkpoint step; the hook went on and has now ended.
                 elapsed = time.monotonic() - self.requested
-                self.checkpoint_note = (
-                    f"checkpoint hook finished in {elapsed:.1f} s ({_status_words(self.hook_exit.result())})"
-                )
+                words = _status_words(self.hook_exit.result())
+                finished = f"checkpoint hook finished {elapsed:.1f} s after the stop request ({words})"
+                self.checkpoint_note = "; ".join(filter(None, [self.checkpoint_note, finished]))
         if self.hook_output is not None and self.hook is not None:
             await self.hook_output.drain(self.settings.drain_timeout)
 
     def report(self) -> StopReport:
-        term_after = None if self.term_sent is None else self.term_sent - self.requested
         exit_after = None
         if (
             self.term_sent is not None
@@ -286,7 +282,6 @@ class StopSequence:
             self.reason,
             self.requested - self.run_started,
             self.checkpoint_note,
-            term_after,
             exit_after,
             self.killed_after_grace,
         )
@@ -302,6 +297,10 @@ def deliver(child: Child, signum: int, forward_to: str) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def describe_target(child: Child, forward_to: str) -> str:
+    return f"process group {child.pgid}" if forward_to == "group" else f"pid {child.pid}"
 
 
 async def _appears(path: str) -> None:

@@ -28,7 +28,7 @@ from smsupervise.settings import Settings
 from smsupervise.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.spawn import Child, spawn
 from smsupervise.status import ExitCode, ExitStatus, signal_name
-from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver
+from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver, describe_target
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
@@ -96,12 +96,8 @@ class Supervisor:
         if not deliver(child, signum, self.settings.forward_to):
             self.log.info("signal_received", signal=signal_name(signum), action="not forwarded: child gone")
             return
-        group = self.settings.forward_to == "group"
-        self.log.info(
-            "signal_forwarded",
-            signal=signal_name(signum),
-            target=f"process group {child.pgid}" if group else f"pid {child.pid}",
-        )
+        target = describe_target(child, self.settings.forward_to)
+        self.log.info("signal_forwarded", signal=signal_name(signum), target=target)
 
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
         if self.stop_signal is None:
@@ -140,7 +136,7 @@ class Supervisor:
             self.reaper,
             self.child,
             signum=signum,
-            reason=self.stop_reason or signal_name(signum),
+            reason=self.stop_reason,
             run_started=self.started,
             checkpoint_env=step.spec.env if main else None,
             checkpoint_cwd=step.spec.cwd,
@@ -188,7 +184,7 @@ class Supervisor:
                     )
                     code = ExitCode.SIGNAL_BASE + self.stop_signal
                     elapsed = time.monotonic() - started
-                    report = StopReport(self.stop_reason or name, elapsed, None, None, None, False)
+                    report = StopReport(self.stop_reason or name, elapsed, None, None, False)
                     return Outcome(None, code, self.stop_signal, report, elapsed, step=step.name)
                 self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
                 status = await self._run_child(loop, step)

@@ -94,6 +94,8 @@ def test_checkpoint_hook_runs_before_the_child_sees_sigterm(mode: str, tmp_path:
     assert "; checkpoint hook finished in " in failure
     assert "(exit 0); training exited with code 0 after " in failure
     assert not (base / "output" / "success").exists()  # a stopped run did not finish
+    exiting = next(e for e in events(err) if e["event"] == "exiting")
+    assert failure.startswith(exiting["stop"])  # the same words in the event log
 
 
 def test_a_resumed_run_continues_with_the_uninterrupted_losses(mode: str, tmp_path: Path) -> None:
@@ -124,6 +126,31 @@ def test_a_resumed_run_continues_with_the_uninterrupted_losses(mode: str, tmp_pa
     assert (got["w"], got["b"]) == (expected["w"], expected["b"])
     assert (base / "output" / "success").exists()
     assert not (base / "output" / "failure").exists()  # the stopped run's reason was stale
+
+
+def test_a_hook_outliving_the_child_finishes_before_leftovers_are_cleaned(mode: str, tmp_path: Path) -> None:
+    """The job exits during the checkpoint step (here: the hook tells it to); the hook is not
+    treated as a leftover but finishes, and the failure file reports both."""
+    base = fixtures.example(tmp_path)
+    pid_file, hook_done = tmp_path / "job.pid", tmp_path / "hook.done"
+    job = tmp_path / "job.py"
+    job.write_text(
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGUSR2, lambda *a: sys.exit(0))\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\n"
+        "while True: signal.pause()\n"
+    )
+    hook = f"sh -c 'kill -USR2 $(cat {pid_file}); sleep 0.3; touch {hook_done}'"
+    run = _start(mode, base, "--checkpoint-hook", hook, "train", SMSUPERVISE_TRAIN=f"python3 {job}")
+    sleep_until(pid_file.exists, what="the job to start")
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 0
+    assert hook_done.exists()  # not killed as a leftover
+    assert "leftovers_terminated" not in event_names(err)
+    failure = (base / "output" / "failure").read_text()
+    assert "training exited" in failure
+    assert "checkpoint hook finished" in failure
 
 
 def test_a_hanging_hook_is_killed_at_its_timeout_and_the_stop_completes(mode: str, tmp_path: Path) -> None:

@@ -14,8 +14,7 @@ def _put(ring: Ring, data: bytes) -> None:
         tail = ring.tail_room()
         assert tail is not None, "the ring is full"
         count = os.write(tail[1], view[: tail[3] - tail[2]])
-        tail[2] += count
-        ring.size += count
+        ring.added(tail, count)
         view = view[count:]
 
 

@@ -78,8 +78,6 @@ class ChannelRelay(threading.Thread):
         self.spec = spec
         self.emit = emit
         self.stop_fd = stop_fd  # readable once the relay must stop
-        self.epochs: list[EpochStats] = []
-        self.error: str | None = None
 
     def prepare(self) -> None:
         """Before the child starts: clear FIFOs left in our dir by an earlier run, and mirror an epoch 0
@@ -106,14 +104,13 @@ class ChannelRelay(threading.Thread):
                 if not self._wait_for(upstream_path):
                     return
                 stats = self._epoch(epoch, upstream_path, ring)
-                self.epochs.append(stats)
                 self.emit("pipe_epoch_done", stats._asdict())
                 if stats.ended == "stopped":
                     return
                 epoch += 1
         except Exception as error:  # reported as an event; the job goes on
-            self.error = f"{type(error).__name__}: {error}"
-            self.emit("pipe_relay_failed", {"channel": self.spec.name, "error": self.error})
+            reason = f"{type(error).__name__}: {error}"
+            self.emit("pipe_relay_failed", {"channel": self.spec.name, "error": reason})
         finally:
             ring.close()
 
@@ -134,6 +131,7 @@ class ChannelRelay(threading.Thread):
         raise_pipe_size(upstream)
         pump = _Pump(upstream, ours, ring, self.stop_fd)
         cpu_start = time.thread_time()
+        ring.peak = 0
         try:
             pump.run()
         finally:
@@ -155,7 +153,7 @@ class ChannelRelay(threading.Thread):
             round(pump.wait_open, 6),
             pump.ended,
             ring.allocated,
-            pump.ring_peak,
+            ring.peak,
             round(time.thread_time() - cpu_start, 6),
         )
 
@@ -174,12 +172,10 @@ class _Pump:
         self.ring = ring
         self.stop_fd = stop_fd
         self.upstream_open = True
-        self.attached = False  # a writer has attached upstream: from now on a 0-byte splice is EOF
         self.ended = "eof"
         self.moved = 0
         self.first: float | None = None
         self.starved = self.bound = self.wait_open = 0.0
-        self.ring_peak = 0
         self.poller = select.poll()
         self.poller.register(stop_fd, select.POLLIN)
         self.registered: dict[int, int] = {}
@@ -210,7 +206,7 @@ class _Pump:
                     self.ended = "child closed"  # nothing was in flight: nothing else to tell
                     return
                 if fd == self.upstream:
-                    up_ready = self.attached = True  # readiness: a writer is or was there
+                    up_ready = True  # readiness: a writer is or was there, so a 0-byte splice is EOF
                 else:
                     down_ready = True
             if (down_ready or (up_ready and ring.size)) and self.downstream >= 0 and not self._drain_ring():
@@ -256,9 +252,7 @@ class _Pump:
                 ring.full(tail)
             else:
                 self._moved_upstream(count)
-                tail[2] += count
-                ring.size += count
-                self.ring_peak = max(self.ring_peak, ring.size)
+                ring.added(tail, count)
         return True
 
     def _moved_upstream(self, count: int) -> None:
@@ -314,7 +308,6 @@ class PipeRelay:
 
     def __init__(self, channels: tuple[ChannelSpec, ...], emit: Emit) -> None:
         self.channels = channels
-        self.emit = emit
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self.threads = [ChannelRelay(spec, emit, self._stop_r) for spec in channels]
 

@@ -19,6 +19,7 @@ class Ring:
         self.pipes: deque[list[int]] = deque()
         self.spare: list[list[int]] = []
         self.size = 0  # bytes held
+        self.peak = 0  # the most it has held
         self.allocated = 0  # bytes of pipe capacity held by the ring
         self.refused: str | None = None  # why the ring could not grow, if it could not
 
@@ -58,6 +59,12 @@ class Ring:
 
     def head(self) -> list[int] | None:
         return self.pipes[0] if self.pipes and self.pipes[0][2] > 0 else None
+
+    def added(self, pipe: list[int], count: int) -> None:
+        """``count`` bytes were spliced into ``pipe`` (the tail)."""
+        pipe[2] += count
+        self.size += count
+        self.peak = max(self.peak, self.size)
 
     def full(self, pipe: list[int]) -> None:
         """A splice into ``pipe`` would block although upstream had data: its slots are used up."""
