@@ -118,7 +118,7 @@ class Supervised:
 
     def kill(self) -> None:
         """SIGKILL the init and everything below it, then collect it."""
-        from smsupervise.proctree import descendants
+        from smsupervise.linux.proctree import descendants
 
         for pid in [self.proc.pid, *descendants(self.proc.pid)]:
             with contextlib.suppress(ProcessLookupError):

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import os
 
-from smsupervise import failure, launch, libc
 from smsupervise.cli import Invocation
+from smsupervise.core.signals import SignalInbox
+from smsupervise.core.status import ExitCode
+from smsupervise.core.supervise import Outcome, Supervisor
 from smsupervise.errors import SupervisorError
-from smsupervise.logs import EventLog
+from smsupervise.linux import libc
+from smsupervise.sagemaker import outcome as outcome_files
+from smsupervise.sagemaker import plan as planning
 from smsupervise.settings import Settings
-from smsupervise.signals import SignalInbox
-from smsupervise.status import ExitCode
-from smsupervise.supervise import Outcome, Supervisor
+from smsupervise.streams.events import EventLog
 
 
 def become_reaper(log: EventLog) -> None:
@@ -49,28 +51,28 @@ def headline(outcome: Outcome, settings: Settings) -> str:
     """What happened, in one line: the failure file's first line and the ``exiting`` event's ``stop``."""
     step = outcome.step[:1].upper() + outcome.step[1:]
     if outcome.stop is not None:
-        headline = failure.describe_stop(
+        headline = outcome_files.describe_stop(
             outcome.stop, outcome.status, step, settings.grace_period, settings.max_runtime
         )
     elif outcome.status is None:
         headline = f"{step} did not start"
     else:
-        headline = failure.describe(outcome.status, what=step)
+        headline = outcome_files.describe(outcome.status, what=step)
     if outcome.step != "training" and outcome.status is not None:
         headline += "; training did not start"
     return headline
 
 
-def _record_outcome(plan: launch.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
+def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
     if plan.outcome_dir is None:
         return
     try:
         finished = outcome.status is not None and outcome.status.ok and outcome.step == "training"
         if finished and outcome.stop is None:  # a stopped run did not finish, whatever its code
-            failure.write_success(plan.outcome_dir)
+            outcome_files.write_success(plan.outcome_dir)
             return
-        text = failure.compose(what_happened, outcome.stderr_tail)
-        if failure.write_failure(plan.outcome_dir, text):
+        text = outcome_files.compose(what_happened, outcome.stderr_tail)
+        if outcome_files.write_failure(plan.outcome_dir, text):
             log.info("failure_written", path=os.path.join(plan.outcome_dir, "failure"), reason=text[:200])
         else:
             log.info(
@@ -84,7 +86,7 @@ def _record_outcome(plan: launch.Plan, outcome: Outcome, what_happened: str, log
 
 def _clear_stale(output_dir: str, log: EventLog) -> None:
     try:
-        removed = failure.clear_stale(output_dir)
+        removed = outcome_files.clear_stale(output_dir)
     except OSError as error:
         log.error("outcome_not_written", dir=output_dir, error=str(error))
         return
@@ -98,7 +100,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
         become_reaper(log)
-        plan = launch.plan(invocation, os.environ)
+        plan = planning.plan(invocation, os.environ)
         if plan.outcome_dir is not None:
             _clear_stale(plan.outcome_dir, log)
         for event, fields in plan.notes:
@@ -112,12 +114,12 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     except SupervisorError as error:
         log.error("start_failed", error=error.message(), exit_code=error.exit_code)
         if invocation.mode == "train":
-            base = launch.base_dir(settings, os.environ)
+            base = planning.base_dir(settings, os.environ)
             output_dir = os.path.join(base, "output")
             if os.path.isdir(base):
                 try:
                     _clear_stale(output_dir, log)
-                    failure.write_failure(output_dir, f"Not started: {error.message()}")
+                    outcome_files.write_failure(output_dir, f"Not started: {error.message()}")
                 except OSError as write_error:
                     log.error("outcome_not_written", dir=output_dir, error=str(write_error))
         log.info("exiting", exit_code=error.exit_code)

@@ -106,7 +106,7 @@ def main(argv: Sequence[str]) -> int:
     """Parse the command line and run; returns the exit code (the caller exits with it)."""
     # Signal handlers go in first, before the heavy imports, so that a SIGTERM sent while we start
     # is recorded (as PID 1 the kernel drops any signal that has no handler: pid_namespaces(7)).
-    from smsupervise import signals  # noqa: PLC0415
+    from smsupervise.core import signals  # noqa: PLC0415
 
     inbox = signals.install()
     try:

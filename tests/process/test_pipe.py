@@ -410,7 +410,7 @@ def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Pat
 
 
 def _opened_fifo(run: Supervised) -> bool:
-    from smsupervise.proctree import descendants
+    from smsupervise.linux.proctree import descendants
 
     for pid in descendants(run.init_pid):
         try:

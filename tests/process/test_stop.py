@@ -192,7 +192,7 @@ def test_a_child_that_ignores_sigterm_is_sigkilled_at_the_grace(mode: str, tmp_p
 
 def _ignoring_term(run: Supervised) -> bool:
     """Whether a process below the init has SIGTERM ignored (its SigIgn mask in /proc)."""
-    from smsupervise.proctree import descendants
+    from smsupervise.linux.proctree import descendants
 
     for pid in descendants(run.init_pid):
         try:
@@ -328,7 +328,7 @@ def test_a_second_sigterm_cuts_the_checkpoint_step_short(mode: str, tmp_path: Pa
 
 
 def _hook_running(run: Supervised) -> bool:
-    from smsupervise.proctree import descendants
+    from smsupervise.linux.proctree import descendants
 
     for pid in descendants(run.init_pid):
         try:

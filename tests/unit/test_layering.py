@@ -9,11 +9,11 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "supervisor" / "smsupervise"
 OWNERS = {
-    "waitpid": "reaper.py",
-    "posix_spawn": "spawn.py",
-    "posix_spawnp": "spawn.py",
+    "waitpid": "core/reaper.py",
+    "posix_spawn": "core/spawn.py",
+    "posix_spawnp": "core/spawn.py",
     "fork": None,  # nobody forks
-    "signal": "signals.py",  # signal.signal(...)
+    "signal": "core/signals.py",  # signal.signal(...)
     "splice": "pipemode/relay.py",
 }
 

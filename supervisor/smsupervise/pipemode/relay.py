@@ -35,8 +35,8 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from smsupervise.linux.pipes import PIPE_SIZE, raise_pipe_size
 from smsupervise.pipemode.ring import Ring
-from smsupervise.pipes import PIPE_SIZE, raise_pipe_size
 
 SPLICE_F_MOVE = 1
 SPLICE_F_NONBLOCK = 2

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import deque
 
-from smsupervise.pipes import PIPE_SIZE, raise_pipe_size
+from smsupervise.linux.pipes import PIPE_SIZE, raise_pipe_size
 
 
 class Ring:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 
-from smsupervise.status import ExitStatus
+from smsupervise.core.status import ExitStatus
 
 
 class Reaper:

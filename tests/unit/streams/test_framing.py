@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsupervise.logstream import Counter, RecordFormat, StreamFramer, detect_level
+from smsupervise.streams.framing import Counter, RecordFormat, StreamFramer, detect_level
 
 CAP = 1024
 TERMINATORS = {None: "\n", "crlf": "\r\n", "none": ""}

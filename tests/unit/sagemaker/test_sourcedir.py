@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from smsupervise import sourcedir
 from smsupervise.errors import ConfigError
+from smsupervise.sagemaker import sourcedir
 
 
 def _tarball(path: Path, *members: tarfile.TarInfo) -> Path:

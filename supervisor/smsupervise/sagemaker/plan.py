@@ -18,15 +18,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
-    from smsupervise import environment, smconfig
     from smsupervise.pipemode.relay import ChannelSpec
+    from smsupervise.sagemaker import config, environment
 
-from smsupervise import probe
 from smsupervise.cli import Invocation
+from smsupervise.core.spawn import LaunchSpec
+from smsupervise.core.status import ExitCode
 from smsupervise.errors import ConfigError, SpawnError
+from smsupervise.sagemaker import probe
 from smsupervise.settings import Settings
-from smsupervise.spawn import LaunchSpec
-from smsupervise.status import ExitCode
 
 _SAFE_ENTRY = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$")
 
@@ -141,9 +141,9 @@ def validate_entry_point(name: str, where: str) -> str:
 
 def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     base = base_dir(invocation.settings, env)
-    from smsupervise import environment, smconfig  # noqa: PLC0415 - see TYPE_CHECKING above
+    from smsupervise.sagemaker import config, environment  # noqa: PLC0415 - see TYPE_CHECKING above
 
-    cfg = smconfig.load(base)
+    cfg = config.load(base)
     instance_type = str(cfg.resource_config.get("current_instance_type", "local"))
     tenv = environment.build(cfg, env, probe.machine(env, instance_type))
     child_env = dict(env)
@@ -175,7 +175,7 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
 
 
 def _pipe_relay(
-    settings: Settings, cfg: smconfig.TrainingConfig, child_env: dict[str, str]
+    settings: Settings, cfg: config.TrainingConfig, child_env: dict[str, str]
 ) -> tuple[ChannelSpec, ...]:
     """With --pipe-relay: the Pipe channels to relay; SM_CHANNEL_<CH> points at the relay's FIFOs."""
     channels = cfg.pipe_channels()
@@ -195,7 +195,7 @@ def _pipe_relay(
 
 def _script_mode(
     invocation: Invocation,
-    cfg: smconfig.TrainingConfig,
+    cfg: config.TrainingConfig,
     tenv: environment.TrainingEnv,
     env: dict[str, str],
     output_dir: str,
@@ -204,7 +204,7 @@ def _script_mode(
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
     notes: list[tuple[str, dict[str, object]]] = []
     if tenv.submit_dir != tenv.code_dir:
-        from smsupervise import sourcedir  # noqa: PLC0415 - tarfile+shutil: 3.5 ms of start-up
+        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile+shutil: 3.5 ms of start-up
 
         action = sourcedir.fetch(tenv.submit_dir, tenv.code_dir, hp_file)
         ready: dict[str, object] = {"source": tenv.submit_dir, "code_dir": tenv.code_dir, "action": action}
@@ -227,7 +227,7 @@ def _script_mode(
             "check the name and sagemaker_submit_directory",
         )
     framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
-    from smsupervise.environment import DISTRIBUTED_FLAGS  # noqa: PLC0415
+    from smsupervise.sagemaker.environment import DISTRIBUTED_FLAGS  # noqa: PLC0415
 
     wanted = [flag for flag in DISTRIBUTED_FLAGS if framework.get(flag) is True]
     if wanted:

@@ -27,13 +27,13 @@ import time
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from smsupervise.core.reaper import Reaper
+from smsupervise.core.spawn import Child, LaunchSpec, spawn
+from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.errors import SpawnError
-from smsupervise.logrelay import ChildOutput
-from smsupervise.logs import EventLog
-from smsupervise.reaper import Reaper
 from smsupervise.settings import Settings
-from smsupervise.spawn import Child, LaunchSpec, spawn
-from smsupervise.status import ExitStatus, signal_name
+from smsupervise.streams.childpipes import ChildOutput
+from smsupervise.streams.events import EventLog
 
 ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"

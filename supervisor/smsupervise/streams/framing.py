@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from smsupervise.logs import rfc3339_ms
+from smsupervise.streams.events import rfc3339_ms
 
 # A level is detected only from what the line itself says, at its start (a bounded prefix):
 # Python logging's default "WARNING:root:...", the toolkit's "<asctime> <name> LEVEL ...",

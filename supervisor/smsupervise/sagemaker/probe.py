@@ -10,11 +10,11 @@ import signal
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from smsupervise import reaper
-from smsupervise.spawn import LaunchSpec, spawn
+from smsupervise.core import reaper
+from smsupervise.core.spawn import LaunchSpec, spawn
 
 if TYPE_CHECKING:
-    from smsupervise.environment import Machine
+    from smsupervise.sagemaker.environment import Machine
 
 PROBE_TIMEOUT = 10.0
 
@@ -75,7 +75,7 @@ def machine(env: Mapping[str, str], instance_type: str) -> Machine:
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             devices = json.loads(capture(["neuron-ls", "-j"], env) or b"[]")
             neurons = sum(int(item.get("nc_count", 0)) for item in devices)
-    from smsupervise.environment import Machine  # noqa: PLC0415 - train mode only
+    from smsupervise.sagemaker.environment import Machine  # noqa: PLC0415 - train mode only
 
     return Machine(
         num_cpus=os.cpu_count() or 1,

@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from smsupervise.status import ExitCode, ExitStatus, signal_name
+from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 
 
 @pytest.mark.parametrize("code", [0, 1, 2, 127, 255])

@@ -14,12 +14,12 @@ import os
 import time
 from collections import deque
 
-from smsupervise import proctree
-from smsupervise.logs import EventLog
-from smsupervise.logstream import Counter, RecordFormat, StreamFramer
-from smsupervise.output import Output
-from smsupervise.pipes import raise_pipe_size
+from smsupervise.linux import proctree
+from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.settings import Settings
+from smsupervise.streams.events import EventLog
+from smsupervise.streams.framing import Counter, RecordFormat, StreamFramer
+from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
 TAIL_BYTES = 16384  # stderr kept for the failure reason

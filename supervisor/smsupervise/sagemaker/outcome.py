@@ -11,8 +11,8 @@ import os
 import re
 import signal
 
-from smsupervise.status import ExitStatus, signal_name
-from smsupervise.stop import MAX_RUNTIME_REASON, StopReport
+from smsupervise.core.status import ExitStatus, signal_name
+from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport
 
 LIMIT = 1024
 _EXCEPTION = re.compile(

@@ -17,7 +17,7 @@ import fcntl
 import os
 from collections.abc import Callable
 
-from smsupervise.logs import write_all
+from smsupervise.streams.events import write_all
 
 
 class Output:

@@ -9,9 +9,9 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
+from smsupervise.core.signals import default_dispositions
+from smsupervise.core.status import ExitCode
 from smsupervise.errors import SpawnError
-from smsupervise.signals import default_dispositions
-from smsupervise.status import ExitCode
 
 
 class LaunchSpec(NamedTuple):

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from smsupervise import environment, smconfig
 from smsupervise.errors import ConfigError
+from smsupervise.sagemaker import config as smconfig
+from smsupervise.sagemaker import environment
 
 FILES = ("hyperparameters.json", "resourceconfig.json", "inputdataconfig.json", "checkpointconfig.json")
 

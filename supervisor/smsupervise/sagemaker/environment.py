@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from smsupervise.smconfig import TrainingConfig
+from smsupervise.sagemaker.config import TrainingConfig
 
 # Keys the toolkit removes from the user's hyperparameters (params.SAGEMAKER_HYPERPARAMETERS);
 # every other key starting with "sagemaker_" is removed too and becomes a framework parameter.

@@ -17,18 +17,18 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 
-from smsupervise import proctree
-from smsupervise.launch import Step
-from smsupervise.logrelay import ChildOutput
-from smsupervise.logs import EventLog
-from smsupervise.logstream import Counter
-from smsupervise.output import Output
-from smsupervise.reaper import Reaper
+from smsupervise.core.reaper import Reaper
+from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
+from smsupervise.core.spawn import Child, spawn
+from smsupervise.core.status import ExitCode, ExitStatus, signal_name
+from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver, describe_target
+from smsupervise.linux import proctree
+from smsupervise.sagemaker.plan import Step
 from smsupervise.settings import Settings
-from smsupervise.signals import STOP_SIGNALS, SignalInbox
-from smsupervise.spawn import Child, spawn
-from smsupervise.status import ExitCode, ExitStatus, signal_name
-from smsupervise.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver, describe_target
+from smsupervise.streams.childpipes import ChildOutput
+from smsupervise.streams.events import EventLog
+from smsupervise.streams.framing import Counter
+from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway

@@ -1,0 +1,1 @@
+"""Bytes out: our own events and the child's output, framed and written without blocking."""
