@@ -82,6 +82,7 @@ class Supervised:
         popen.setdefault("stderr", subprocess.PIPE)
         self.proc = subprocess.Popen(argv, **popen)
         self._init_pid: int | None = None
+        self._err = b""  # stderr already read by wait_event
 
     @property
     def init_pid(self) -> int:
@@ -112,9 +113,30 @@ class Supervised:
         caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
         return bool(int(caught.split()[1], 16) & (1 << (signum - 1)))
 
+    @classmethod
+    def attach(cls, mode: str, proc: subprocess.Popen[bytes]) -> Supervised:
+        """Wrap an init that the test started itself with its own Popen arguments."""
+        run = cls.__new__(cls)
+        run.mode, run.proc, run._init_pid, run._err = mode, proc, None, b""
+        return run
+
+    def wait_event(self, name: str) -> dict[str, Any]:
+        """Read our stderr line by line until smsupervise logs the event ``name`` (dumb-init's
+        readline style: the supervisor's own output is the synchronisation); returns it. Lines
+        read here are kept and handed back by ``wait``."""
+        assert self.proc.stderr is not None
+        while True:
+            line = self.proc.stderr.readline()
+            if not line:
+                raise AssertionError(f"smsupervise exited before logging {name}: {self._err[-2000:]!r}")
+            self._err += line
+            for record in events(line):
+                if record["event"] == name:
+                    return record
+
     def wait(self, timeout: float = 60) -> tuple[int, bytes, bytes]:
         out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err
+        return self.proc.returncode, out, self._err + (err or b"")
 
     def kill(self) -> None:
         """SIGKILL the init and everything below it, then collect it."""

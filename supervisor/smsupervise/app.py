@@ -1,10 +1,13 @@
-"""The composition root: a synchronous prelude, one event loop, a synchronous epilogue."""
+"""The composition root: a synchronous prelude, one event loop, a synchronous epilogue.
+
+Train-only modules (config, environment, sourcedir, tarfile, the pipe relay) are imported lazily
+where they are used: exec mode must start within 1.2x of a bare Python (benchmarks/pid1.py).
+"""
 
 from __future__ import annotations
 
 import os
 
-from smsupervise.cli import Invocation
 from smsupervise.core.signals import SignalInbox
 from smsupervise.core.status import ExitCode
 from smsupervise.core.supervise import Outcome, Supervisor
@@ -12,7 +15,8 @@ from smsupervise.errors import SupervisorError
 from smsupervise.linux import libc
 from smsupervise.sagemaker import outcome as outcome_files
 from smsupervise.sagemaker import plan as planning
-from smsupervise.settings import Settings
+from smsupervise.sagemaker import probe
+from smsupervise.settings import Invocation
 from smsupervise.streams.events import EventLog
 
 
@@ -47,41 +51,27 @@ def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
     return uvloop.run(supervisor.run())
 
 
-def headline(outcome: Outcome, settings: Settings) -> str:
-    """What happened, in one line: the failure file's first line and the ``exiting`` event's ``stop``."""
-    step = outcome.step[:1].upper() + outcome.step[1:]
-    if outcome.stop is not None:
-        headline = outcome_files.describe_stop(
-            outcome.stop, outcome.status, step, settings.grace_period, settings.max_runtime
-        )
-    elif outcome.status is None:
-        headline = f"{step} did not start"
-    else:
-        headline = outcome_files.describe(outcome.status, what=step)
-    if outcome.step != "training" and outcome.status is not None:
-        headline += "; training did not start"
-    return headline
-
-
 def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
     if plan.outcome_dir is None:
         return
     try:
-        finished = outcome.status is not None and outcome.status.ok and outcome.step == "training"
-        if finished and outcome.stop is None:  # a stopped run did not finish, whatever its code
+        if outcome_files.finished(outcome):  # a stopped run did not finish, whatever its code
             outcome_files.write_success(plan.outcome_dir)
             return
-        text = outcome_files.compose(what_happened, outcome.stderr_tail)
-        if outcome_files.write_failure(plan.outcome_dir, text):
-            log.info("failure_written", path=os.path.join(plan.outcome_dir, "failure"), reason=text[:200])
-        else:
-            log.info(
-                "failure_kept",
-                path=os.path.join(plan.outcome_dir, "failure"),
-                reason="the program wrote its own failure file; its words win",
-            )
+        _write_failure(plan.outcome_dir, outcome_files.compose(what_happened, outcome.stderr_tail), log)
     except OSError as error:
         log.error("outcome_not_written", dir=plan.outcome_dir, error=str(error))
+
+
+def _write_failure(output_dir: str, text: str, log: EventLog) -> None:
+    path = os.path.join(output_dir, "failure")
+    written = outcome_files.write_failure(output_dir, text)
+    if written.written:
+        log.info("failure_written", path=path, reason=text[:200])
+    elif written.problem is not None:
+        log.error("outcome_not_written", dir=output_dir, error=written.problem)
+    else:
+        log.info("failure_kept", path=path, reason="the program wrote its own failure file; its words win")
 
 
 def _clear_stale(output_dir: str, log: EventLog) -> None:
@@ -94,37 +84,43 @@ def _clear_stale(output_dir: str, log: EventLog) -> None:
         log.info("stale_outcome_removed", path=path, reason="left over from an earlier run in this tree")
 
 
-def run(invocation: Invocation, inbox: SignalInbox) -> int:
-    """Run the invocation to the end; returns smsupervise's exit code."""
-    settings = invocation.settings
-    log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
-    try:
-        become_reaper(log)
-        plan = planning.plan(invocation, os.environ)
-        if plan.outcome_dir is not None:
-            _clear_stale(plan.outcome_dir, log)
-        for event, fields in plan.notes:
-            (log.warning if "impact" in fields else log.info)(event, **fields)
-        if settings.log_format == "json":
-            libc.keep_heap()
-        outcome = _run_loop(
-            Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes),
-            os.environ.get("SMSUPERVISE_EVENT_LOOP", "uvloop"),
-        )
-    except SupervisorError as error:
-        log.error("start_failed", error=error.message(), exit_code=error.exit_code)
-        if invocation.mode == "train":
-            base = planning.base_dir(settings, os.environ)
-            output_dir = os.path.join(base, "output")
-            if os.path.isdir(base):
-                try:
-                    _clear_stale(output_dir, log)
-                    outcome_files.write_failure(output_dir, f"Not started: {error.message()}")
-                except OSError as write_error:
-                    log.error("outcome_not_written", dir=output_dir, error=str(write_error))
-        log.info("exiting", exit_code=error.exit_code)
-        return error.exit_code
-    what_happened = headline(outcome, settings)
+def _log_notes(notes: tuple[planning.Note, ...], log: EventLog) -> None:
+    for note in notes:
+        (log.warning if note.level == "warning" else log.info)(note.event, **note.fields)
+
+
+def prelude(invocation: Invocation, log: EventLog) -> planning.Plan:
+    """Before the loop: become a reaper, decide the plan, clear stale outcome files, prepare."""
+    become_reaper(log)
+    machine = probe.machine(os.environ) if invocation.mode == "train" else None
+    plan = planning.decide(invocation, os.environ, machine)
+    if plan.outcome_dir is not None:
+        _clear_stale(plan.outcome_dir, log)
+    plan, done = planning.prepare(plan)
+    _log_notes(plan.notes + done, log)
+    if invocation.settings.log_format == "json":
+        libc.keep_heap()
+    return plan
+
+
+def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -> int:
+    """The plan could not be made or prepared: say why, in the failure file too (train mode)."""
+    log.error("start_failed", error=error.message(), exit_code=error.exit_code)
+    base = invocation.settings.base_dir
+    if invocation.mode == "train" and os.path.isdir(base):
+        output_dir = os.path.join(base, "output")
+        try:
+            _clear_stale(output_dir, log)
+            _write_failure(output_dir, f"Not started: {error.message()}", log)
+        except OSError as write_error:
+            log.error("outcome_not_written", dir=output_dir, error=str(write_error))
+    log.info("exiting", exit_code=error.exit_code)
+    return error.exit_code
+
+
+def epilogue(plan: planning.Plan, outcome: Outcome, log: EventLog) -> int:
+    """After the loop: the outcome file, then the ``exiting`` event; returns our exit code."""
+    what_happened = outcome_files.headline(outcome)
     _record_outcome(plan, outcome, what_happened, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     times = os.times()
@@ -137,3 +133,16 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         **extra,
     )
     return code
+
+
+def run(invocation: Invocation, inbox: SignalInbox) -> int:
+    """Run the invocation to the end; returns smsupervise's exit code."""
+    settings = invocation.settings
+    log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
+    try:
+        plan = prelude(invocation, log)
+        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes)
+        outcome = _run_loop(supervisor, settings.event_loop)
+    except SupervisorError as error:
+        return not_started(invocation, error, log)
+    return epilogue(plan, outcome, log)

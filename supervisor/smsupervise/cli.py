@@ -11,21 +11,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from typing import NamedTuple
 
 from smsupervise import __version__
 from smsupervise.errors import SupervisorError, UsageError
-from smsupervise.settings import OPTIONS, OPTIONS_BY_NAME, Mode, Settings
+from smsupervise.settings import OPTIONS, OPTIONS_BY_NAME, Invocation, Mode, Settings
 
 USAGE = "usage: smsupervise [OPTIONS] train | serve | [--] CMD [ARGS...]"
-
-
-class Invocation(NamedTuple):
-    """What the command line asks for."""
-
-    mode: Mode
-    args: tuple[str, ...]  # the command (exec) or extra arguments (train/serve)
-    settings: Settings
 
 
 class _Exit(Exception):
@@ -50,7 +41,7 @@ def help_text() -> str:
         flag = f"--{option.name}" + (f" {option.metavar}" if option.metavar else "")
         lines.append(f"  {flag}")
         lines += wrap(option.help, 96, initial_indent="      ", subsequent_indent="      ")
-        lines.append(f"      env {option.env}, default {option.default}")
+        lines.append(f"      env {option.env}, default {option.shown_default()}")
     lines += [
         "  -h, --help     show this help and exit",
         "  -V, --version  show the version and exit",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import signal
 from collections.abc import Callable, Mapping
-from typing import Literal, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from smsupervise.errors import UsageError
 
@@ -17,6 +17,7 @@ ForwardTo = Literal["group", "child"]
 LogFormat = Literal["json", "text", "raw"]
 LogLevel = Literal["debug", "info", "warning", "error"]
 Mode = Literal["train", "serve", "exec"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 ENV_PREFIX = "SMSUPERVISE_"
 STOP_MARGIN = 5.0  # seconds kept free in the stop budget for SIGKILL, reaping and flushing
@@ -81,6 +82,16 @@ def _choice(*choices: str) -> Callable[[str, str], str]:
     return parse
 
 
+def _line_bytes(value: str, source: str) -> int:
+    size = _size(value, source)
+    if not 1024 <= size <= 1048550:
+        raise UsageError(
+            f"{source}: {size} is out of range; use 1024 to 1048550 "
+            "(CloudWatch's event limit is 1 MiB - 26 bytes)"
+        )
+    return size
+
+
 def _text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
@@ -88,14 +99,18 @@ def _text(value: str, source: str) -> str:
 
 
 class Option(NamedTuple):
-    """One knob: its flag, its environment variable, how to parse it, and its help text."""
+    """One knob, declared once: its flag, its environment variable, how to parse it, its default
+    (per mode where the mode changes it) and its help text. ``--help`` and the README's table come
+    from (or are checked against) these declarations."""
 
     name: str
     metavar: str | None  # None: a flag that takes no value
     parse: Callable[[str, str], object]
-    default: str
+    default: object  # the value when neither flag nor variable is given (None: unset)
     help: str
     env_name: str | None = None  # when the variable is not SMSUPERVISE_<OPTION>
+    by_mode: Mapping[str, object] = {}  # defaults that differ by mode, e.g. {"serve": 20.0}
+    default_text: str | None = None  # how to describe a default that is computed, not a value
 
     @property
     def env(self) -> str:
@@ -104,6 +119,31 @@ class Option(NamedTuple):
     @property
     def field(self) -> str:
         return self.name.replace("-", "_")
+
+    def default_for(self, mode: Mode) -> object:
+        """The default in ``mode``."""
+        return self.by_mode.get(mode, self.default)
+
+    def shown_default(self) -> str:
+        """The default as ``--help`` and the README show it, e.g. ``100 (serve: 20)``."""
+        if self.default_text is not None:
+            return self.default_text
+        text = _show(self.default, self.metavar is None)
+        for mode, value in self.by_mode.items():
+            text += f" ({mode}: {_show(value, self.metavar is None)})"
+        return text
+
+
+def _show(value: object, is_flag: bool) -> str:
+    if value is None:
+        return "none"
+    if is_flag:
+        return "on" if value else "off"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int) and value >= 1 << 20 and value % (1 << 20) == 0:
+        return f"{value >> 20}M"
+    return str(value)
 
 
 OPTIONS: tuple[Option, ...] = (
@@ -126,14 +166,16 @@ OPTIONS: tuple[Option, ...] = (
         "grace-period",
         "SECONDS",
         _seconds,
-        "100 (serve: 20), less when it must fit --stop-budget",
-        "after SIGTERM/SIGINT reaches the child's group, wait this long before SIGKILLing it",
+        100.0,
+        "after SIGTERM/SIGINT reaches the child's group, wait this long before SIGKILLing it; "
+        "without a value it is lowered as far as the stop must fit --stop-budget",
+        by_mode={"serve": 20.0},
     ),
     Option(
         "checkpoint-hook",
         "CMD",
         _text,
-        "none",
+        None,
         "on a stop, run this command line (no shell; use sh -c '...' for one) while training keeps "
         "running, then go on to SIGTERM; it gets SMSUPERVISE_STOP_REASON and SMSUPERVISE_DEADLINE",
     ),
@@ -141,7 +183,7 @@ OPTIONS: tuple[Option, ...] = (
         "checkpoint-signal",
         "SIG",
         _signal,
-        "none",
+        None,
         "on a stop, send this signal (e.g. USR1) to the training process group first; it saves and "
         "creates the file named in its SMSUPERVISE_CHECKPOINT_DONE, then smsupervise goes on",
     ),
@@ -149,22 +191,24 @@ OPTIONS: tuple[Option, ...] = (
         "checkpoint-timeout",
         "SECONDS",
         _seconds,
-        "60 (serve: 10)",
+        60.0,
         "the longest the checkpoint step may take; a hook still running then is SIGKILLed",
+        by_mode={"serve": 10.0},
     ),
     Option(
         "stop-budget",
         "SECONDS",
         _seconds,
-        "120 (serve: 30)",
+        120.0,
         "the whole stop must fit this (SageMaker SIGKILLs everything 120 s after SIGTERM; "
         "endpoints 30 s): checkpoint timeout + grace + leftover grace + 5 s must not exceed it",
+        by_mode={"serve": 30.0},
     ),
     Option(
         "max-runtime",
         "SECONDS",
         _seconds,
-        "none",
+        None,
         "stop the job this long after it started, as SIGTERM would, with reason MaxRuntimeExceeded "
         "(0: no limit)",
     ),
@@ -172,7 +216,7 @@ OPTIONS: tuple[Option, ...] = (
         "leftover-grace",
         "SECONDS",
         _seconds,
-        "5",
+        5.0,
         "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL",
     ),
     Option(
@@ -186,14 +230,14 @@ OPTIONS: tuple[Option, ...] = (
         "merge-streams",
         None,
         _boolean,
-        "off",
+        False,
         "write the child's stderr records to our stdout too (one stream, in read order)",
     ),
     Option(
         "max-line-bytes",
         "BYTES",
-        _size,
-        "16384",
+        _line_bytes,
+        16384,
         "no output line is longer (SageMaker's shipper splits at 16 KiB); longer messages are "
         "split into parts marked `partial` (1024 to 1048550)",
     ),
@@ -201,7 +245,7 @@ OPTIONS: tuple[Option, ...] = (
         "progress-interval",
         "SECONDS",
         _seconds,
-        "10",
+        10.0,
         "emit at most one `\\r` progress state (tqdm) per stream per interval; the last one before "
         "a newline is always kept",
     ),
@@ -209,21 +253,21 @@ OPTIONS: tuple[Option, ...] = (
         "flush-after",
         "SECONDS",
         _seconds,
-        "1",
+        1.0,
         "emit a line that has no newline yet after this much silence (marked `eol: none`)",
     ),
     Option(
         "drain-timeout",
         "SECONDS",
         _seconds,
-        "2",
+        2.0,
         "after the main child exits, read its output until EOF for at most this long",
     ),
     Option(
         "pipe-relay",
         None,
         _boolean,
-        "off",
+        False,
         "relay Pipe-mode channels through smsupervise's zero-copy splice relay, with read-ahead: "
         "SM_CHANNEL_<CH> then points at the relay's FIFOs",
     ),
@@ -231,7 +275,7 @@ OPTIONS: tuple[Option, ...] = (
         "pipe-buffer",
         "BYTES",
         _size,
-        "64M",
+        64 << 20,
         "read-ahead per Pipe channel (a ring of 1 MiB pipes), so the stream keeps flowing while "
         "the trainer computes",
     ),
@@ -239,8 +283,9 @@ OPTIONS: tuple[Option, ...] = (
         "pipe-relay-dir",
         "DIR",
         _text,
-        "a new directory under $TMPDIR",
+        None,
         "where the relay's FIFOs <channel>_<N> go (also SMSUPERVISE_PIPE_DIR in the job)",
+        default_text="a new directory under $TMPDIR",
     ),
     Option(
         "log-level",
@@ -249,83 +294,115 @@ OPTIONS: tuple[Option, ...] = (
         "info",
         "the least severe of smsupervise's own events that is written",
     ),
+    Option(
+        "event-loop",
+        "uvloop|asyncio",
+        _choice("uvloop", "asyncio"),
+        "uvloop",
+        "the event loop: uvloop, or the standard library's asyncio loop (the test suite runs both)",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
 
 class Settings(NamedTuple):
-    """The resolved configuration. Built once, before anything runs; never mutated."""
+    """The resolved configuration. Built once, before anything runs; never mutated.
 
-    base_dir: str | None = None  # None: SAGEMAKER_BASE_DIR, else /opt/ml
-    forward_to: ForwardTo = "group"
-    grace_period: float = 100.0
-    checkpoint_hook: str | None = None
-    checkpoint_signal: int | None = None
-    checkpoint_timeout: float = 60.0
-    stop_budget: float = 120.0
-    max_runtime: float | None = None
-    leftover_grace: float = 5.0
-    log_format: LogFormat = "json"
-    log_level: LogLevel = "info"
-    merge_streams: bool = False
-    max_line_bytes: int = 16384
-    progress_interval: float = 10.0
-    flush_after: float = 1.0
-    drain_timeout: float = 2.0
-    pipe_relay: bool = False
-    pipe_buffer: int = 64 << 20
-    pipe_relay_dir: str | None = None
+    Every field is an option of ``OPTIONS`` (same name, ``-`` as ``_``); defaults live there only,
+    so build it with ``Settings.from_sources`` (or ``Settings.defaults(mode)``)."""
+
+    base_dir: str
+    forward_to: ForwardTo
+    grace_period: float
+    checkpoint_hook: str | None
+    checkpoint_signal: int | None
+    checkpoint_timeout: float
+    stop_budget: float
+    max_runtime: float | None
+    leftover_grace: float
+    log_format: LogFormat
+    merge_streams: bool
+    max_line_bytes: int
+    progress_interval: float
+    flush_after: float
+    drain_timeout: float
+    pipe_relay: bool
+    pipe_buffer: int
+    pipe_relay_dir: str | None
+    log_level: LogLevel
+    event_loop: EventLoop
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:
         """Flags win over ``SMSUPERVISE_*`` variables, which win over the defaults for ``mode``."""
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
+        given: set[str] = set()
         for option in OPTIONS:
             if option.field in flags:
                 values[option.field] = flags[option.field]
             elif option.env in env:
                 values[option.field] = option.parse(env[option.env], f"environment variable {option.env}")
-        _stop_defaults(values, mode)
-        line_bytes = values.get("max_line_bytes", 16384)
-        if not isinstance(line_bytes, int) or not 1024 <= line_bytes <= 1048550:
-            raise UsageError(
-                f"--max-line-bytes / {ENV_PREFIX}MAX_LINE_BYTES: {line_bytes} is out of range; "
-                "use 1024 to 1048550 (CloudWatch's event limit is 1 MiB - 26 bytes)"
+            else:
+                values[option.field] = option.default_for(mode)
+                continue
+            given.add(option.field)
+        if values["max_runtime"] == 0:
+            values["max_runtime"] = None
+        if "grace_period" not in given:
+            values["grace_period"] = min(
+                values["grace_period"], values["stop_budget"] - _before_grace(values)
             )
-        known = set(cls._fields)
-        return cls(**{k: v for k, v in values.items() if k in known})  # type: ignore[arg-type]
+        settings = cls(**values)
+        settings.check_stop_budget()
+        return settings
+
+    @classmethod
+    def defaults(cls, mode: Mode = "exec") -> Settings:
+        """Every option at its default for ``mode``."""
+        return cls.from_sources({}, {}, mode)
 
     @property
     def checkpointing(self) -> bool:
         return self.checkpoint_hook is not None or self.checkpoint_signal is not None
 
+    def check_stop_budget(self) -> None:
+        """The whole stop must fit the budget: checkpoint timeout (when there is a checkpoint step)
+        + grace + leftover grace + margin.
 
-def _stop_defaults(values: dict[str, object], mode: Mode) -> None:
-    """Fill in the stop sequence's defaults for ``mode`` and check that the whole stop fits the
-    budget: checkpoint timeout (when there is a checkpoint step) + grace + leftover grace + margin.
-
-    SageMaker SIGKILLs a training container 120 s after SIGTERM and an endpoint 30 s after; a stop
-    that cannot finish inside that loses the checkpoint it was for, so it is refused at start.
-    """
-    serve = mode == "serve"
-    budget = float(values.setdefault("stop_budget", 30.0 if serve else 120.0))  # type: ignore[arg-type]
-    timeout = float(values.setdefault("checkpoint_timeout", 10.0 if serve else 60.0))  # type: ignore[arg-type]
-    if values.get("max_runtime") == 0:
-        values["max_runtime"] = None
-    checkpointing = values.get("checkpoint_hook") is not None or values.get("checkpoint_signal") is not None
-    leftover = float(values.get("leftover_grace", 5.0))  # type: ignore[arg-type]
-    before_grace = (timeout if checkpointing else 0.0) + leftover + STOP_MARGIN
-    if "grace_period" not in values:
-        values["grace_period"] = min(20.0 if serve else 100.0, budget - before_grace)
-    grace = float(values["grace_period"])  # type: ignore[arg-type]
-    if grace < 0 or before_grace + grace > budget:
-        parts = [f"--grace-period {grace:g}", f"--leftover-grace {leftover:g}", f"{STOP_MARGIN:g} s margin"]
-        if checkpointing:
-            parts.insert(0, f"--checkpoint-timeout {timeout:g}")
+        SageMaker SIGKILLs a training container 120 s after SIGTERM and an endpoint 30 s after; a stop
+        that cannot finish inside that loses the checkpoint it was for, so it is refused at start.
+        """
+        before_grace = _before_grace(self._asdict())
+        grace, budget = self.grace_period, self.stop_budget
+        if grace >= 0 and before_grace + grace <= budget:
+            return
+        parts = [
+            f"--grace-period {grace:g}",
+            f"--leftover-grace {self.leftover_grace:g}",
+            f"{STOP_MARGIN:g} s margin",
+        ]
+        if self.checkpointing:
+            parts.insert(0, f"--checkpoint-timeout {self.checkpoint_timeout:g}")
         raise UsageError(
             f"the stop sequence cannot fit --stop-budget {budget:g} s ({ENV_PREFIX}STOP_BUDGET): "
             f"{' + '.join(parts)} = {before_grace + max(grace, 0):g} s. Lower --grace-period"
-            f"{' or --checkpoint-timeout' if checkpointing else ''} (or their {ENV_PREFIX}* variables), or "
+            f"{' or --checkpoint-timeout' if self.checkpointing else ''} "
+            f"(or their {ENV_PREFIX}* variables), or "
             "raise --stop-budget if your platform waits longer before SIGKILL (SageMaker: 120 s for "
             "training, 30 s for endpoints)"
         )
+
+
+def _before_grace(values: Mapping[str, Any]) -> float:
+    """What the stop spends besides the grace period: the checkpoint step, the leftovers, the margin."""
+    checkpointing = values["checkpoint_hook"] is not None or values["checkpoint_signal"] is not None
+    timeout = float(values["checkpoint_timeout"]) if checkpointing else 0.0
+    return timeout + float(values["leftover_grace"]) + STOP_MARGIN
+
+
+class Invocation(NamedTuple):
+    """What the command line asks for: the mode, the command or extra words, and the settings."""
+
+    mode: Mode
+    args: tuple[str, ...]  # the command (exec) or extra arguments (train/serve)
+    settings: Settings

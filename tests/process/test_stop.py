@@ -154,6 +154,7 @@ def test_a_hook_outliving_the_child_finishes_before_leftovers_are_cleaned(mode: 
 
 
 def test_a_hanging_hook_is_killed_at_its_timeout_and_the_stop_completes(mode: str, tmp_path: Path) -> None:
+    """A hook still running at --checkpoint-timeout is SIGKILLed; the stop goes on to SIGTERM."""
     base = fixtures.example(tmp_path, **SLOW)
     run = _start(mode, base, "--checkpoint-hook", "sleep 1000", "--checkpoint-timeout", "1", "train")
     _wait_training(base)
@@ -178,6 +179,7 @@ def _ignores_term(tmp_path: Path) -> str:
 
 
 def test_a_child_that_ignores_sigterm_is_sigkilled_at_the_grace(mode: str, tmp_path: Path) -> None:
+    """A job that ignores SIGTERM is SIGKILLed when the grace expires, and the failure says so."""
     base = fixtures.example(tmp_path)
     run = _start(mode, base, "--grace-period", "1", "train", SMSUPERVISE_TRAIN=_ignores_term(tmp_path))
     sleep_until(lambda: _ignoring_term(run), what="the child to ignore SIGTERM")
@@ -205,6 +207,7 @@ def _ignoring_term(run: Supervised) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_the_whole_stop_fits_the_budget(mode: str, tmp_path: Path) -> None:
     """Worst case: a hanging hook, a child that ignores SIGTERM, a leftover that ignores it too.
     Every wait is bounded, so the stop ends within --stop-budget."""
@@ -223,15 +226,16 @@ def test_the_whole_stop_fits_the_budget(mode: str, tmp_path: Path) -> None:
     job = f"sh -c 'trap \"\" TERM; setsid {ignores} & {ignores}'"  # a leftover in its own session
     run = _start(mode, base, *budget, "--checkpoint-hook", "sleep 1000", "train", SMSUPERVISE_TRAIN=job)
     sleep_until(lambda: _ignoring_term(run), what="the children to ignore SIGTERM")
-    asked = time.monotonic()
     run.signal(signal.SIGTERM)
     code, _, err = run.wait()
-    took = time.monotonic() - asked
     assert code == 137
-    assert took < 9, f"the stop took {took:.1f} s, over its 9 s budget"
     names = event_names(err)
-    for name in ("checkpoint_hook_killed", "grace_expired", "leftovers_killed", "exiting"):
-        assert name in names
+    order = ("stop_requested", "checkpoint_hook_killed", "grace_expired", "leftovers_killed", "exiting")
+    assert [_index(names, name) for name in order] == sorted(_index(names, name) for name in order)
+    # The one timed check of the suite (the budget is the claim), on smsupervise's own clock,
+    # from the stop request to the exit; marked slow, with the budget itself as the bound.
+    stamps = {e["event"]: _seconds(e["ts"]) for e in events(err)}
+    assert stamps["exiting"] - stamps["stop_requested"] < 9
 
 
 def test_a_stop_that_cannot_fit_the_budget_is_refused_at_start(mode: str, tmp_path: Path) -> None:
@@ -284,6 +288,8 @@ print("stopped cleanly after", step, "steps", flush=True)
 
 
 def test_max_runtime_stops_with_its_reason(mode: str, tmp_path: Path) -> None:
+    """--max-runtime stops the job as SIGTERM would, with reason MaxRuntimeExceeded and its figure;
+    the job saves a checkpoint on the way out."""
     base = fixtures.example(tmp_path, **SLOW)
     result = subprocess.run(
         supervisor_argv(mode, "--max-runtime", "1.5", "train"),
@@ -296,12 +302,16 @@ def test_max_runtime_stops_with_its_reason(mode: str, tmp_path: Path) -> None:
     requested = next(e for e in events(result.stderr) if e["event"] == "stop_requested")
     assert requested["reason"] == "MaxRuntimeExceeded"
     assert "max_runtime_exceeded" in event_names(result.stderr)
+    exceeded = next(e for e in events(result.stderr) if e["event"] == "max_runtime_exceeded")
+    assert exceeded["max_runtime"] == 1.5
     failure = (base / "output" / "failure").read_text()
-    assert failure.startswith("Stopped: MaxRuntimeExceeded (--max-runtime 1.5 s) after 1.5 s;")
+    assert failure.startswith("Stopped: MaxRuntimeExceeded (--max-runtime 1.5 s) after ")
     assert _load(_checkpoints(base)[-1])["step"] > 0
 
 
 def test_a_second_sigterm_cuts_the_checkpoint_step_short(mode: str, tmp_path: Path) -> None:
+    """A second SIGTERM during the checkpoint step ends it at once (not at the 50 s timeout): the
+    hook is killed and SIGTERM goes to the job."""
     base = fixtures.example(tmp_path, **SLOW)
     run = _start(
         mode,
@@ -315,19 +325,30 @@ def test_a_second_sigterm_cuts_the_checkpoint_step_short(mode: str, tmp_path: Pa
         "train",
     )
     _wait_training(base)
-    started = time.monotonic()
     run.signal(signal.SIGTERM)
     sleep_until(lambda: _hook_running(run), what="the hook to start")
     run.signal(signal.SIGTERM)
     code, _, err = run.wait()
-    assert time.monotonic() - started < 20  # not the 50 s checkpoint timeout
     assert code == 0
     names = event_names(err)
-    assert "stop_advanced" in names
+    assert (
+        _index(names, "stop_advanced") < _index(names, "checkpoint_done") < _index(names, "signal_forwarded")
+    )
     assert next(e for e in events(err) if e["event"] == "checkpoint_done")["how"] == "second stop signal"
+    killed = next(e for e in events(err) if e["event"] == "checkpoint_hook_killed")
+    assert killed["why"] == "second stop signal"
+    assert "cut short after" in (base / "output" / "failure").read_text()
+
+
+def _seconds(stamp: str) -> float:
+    """An event's RFC 3339 timestamp as seconds since the epoch."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
 def _hook_running(run: Supervised) -> bool:
+    """Whether the checkpoint hook (``sleep 1000``) runs below the init."""
     from smsupervise.linux.proctree import descendants
 
     for pid in descendants(run.init_pid):
@@ -366,3 +387,26 @@ def test_a_stop_during_start_up_is_honoured(mode: str, tmp_path: Path, when: str
     assert failure.startswith("Stopped by SIGTERM after ")
     assert "training did not start" in failure or "had not started" in failure
     assert not (base / "model" / "model.json").exists()
+
+
+def test_a_hook_that_cannot_start_ends_the_checkpoint_step_at_once(mode: str, tmp_path: Path) -> None:
+    """A checkpoint hook that cannot be started does not hold the stop for --checkpoint-timeout:
+    the step ends at once, SIGTERM goes out, and the failure file says why the hook did not run."""
+    base = fixtures.example(tmp_path, **SLOW)
+    hook = str(tmp_path / "no-such-hook")
+    run = _start(
+        mode, base, "--checkpoint-hook", hook, "--checkpoint-timeout", "100", "--grace-period", "10", "train"
+    )
+    _wait_training(base)
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 0
+    names = event_names(err)
+    assert (
+        _index(names, "checkpoint_hook_failed")
+        < _index(names, "checkpoint_done")
+        < _index(names, "signal_forwarded")
+    )
+    assert next(e for e in events(err) if e["event"] == "checkpoint_done")["how"] == "hook could not start"
+    failure = (base / "output" / "failure").read_text()
+    assert f"checkpoint hook could not start: {hook}: no such file" in failure

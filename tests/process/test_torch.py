@@ -75,6 +75,8 @@ def _uninterrupted(mode: str, tmp_path: Path) -> list[float]:
 
 
 def test_sigterm_saves_and_the_resumed_run_has_the_uninterrupted_losses(mode: str, tmp_path: Path) -> None:
+    """A PyTorch job stopped by SIGTERM saves through the helper; resumed, its losses equal an
+    uninterrupted run's, float for float."""
     assert _stopped_then_resumed(mode, tmp_path) == _uninterrupted(mode, tmp_path)  # float for float
 
 

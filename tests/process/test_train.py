@@ -119,6 +119,7 @@ def test_bring_your_own_container_train_on_path_runs(mode: str, tmp_path: Path) 
 
 
 def test_nothing_to_train_exits_2_and_lists_what_was_looked_for(mode: str, tmp_path: Path) -> None:
+    """No SMSUPERVISE_TRAIN, no entry point, no `train` on PATH: exit 2, naming all three."""
     base = fixtures.example(tmp_path)
     (base / "input" / "config" / "hyperparameters.json").write_text("{}")
     result = _train(mode, base, "train", PATH="/usr/bin:/bin")
@@ -175,16 +176,30 @@ def test_requirements_install_then_training(mode: str, tmp_path: Path) -> None:
 
 
 def test_serve_runs_smsupervise_serve_command(mode: str, tmp_path: Path) -> None:
+    """serve runs SMSUPERVISE_SERVE with the extra words, and writes no outcome files even when
+    the base dir exists and the program fails (endpoints have no failure file)."""
+    base = tmp_path / "ml"
+    (base / "output").mkdir(parents=True)
+    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base)}
     result = subprocess.run(
         supervisor_argv(mode, "serve", "--port", "8080"),
         capture_output=True,
         timeout=60,
         check=False,
-        env={"PATH": os.environ["PATH"], "SMSUPERVISE_SERVE": "echo serving"},
+        env={**env, "SMSUPERVISE_SERVE": "echo serving"},
     )
     assert result.returncode == 0
     assert "serving --port 8080" in _messages(result.stdout)
-    assert not (tmp_path / "output").exists()
+    failing = subprocess.run(
+        supervisor_argv(mode, "serve"),
+        capture_output=True,
+        timeout=60,
+        check=False,
+        env={**env, "SMSUPERVISE_SERVE": "sh -c 'exit 4'"},
+    )
+    assert failing.returncode == 4
+    assert list((base / "output").iterdir()) == []
+    assert "did not start" not in failing.stderr.decode()
 
 
 def test_outcome_files_left_by_an_earlier_run_are_replaced(mode: str, tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""One owner per kernel resource, enforced by reading the source (architecture.md 3.1 and habit 3)."""
+"""The floor plan, enforced by reading the source: imports point down the layers, one owner per
+kernel resource (architecture.md 3.1 and habit 3), and the supervisor process runs no subprocess."""
 
 from __future__ import annotations
 
@@ -14,27 +15,113 @@ OWNERS = {
     "posix_spawnp": "core/spawn.py",
     "fork": None,  # nobody forks
     "signal": "core/signals.py",  # signal.signal(...)
+    "kill": "core/spawn.py",
+    "killpg": "core/spawn.py",
+    "pidfd_open": "core/spawn.py",
     "splice": "pipemode/relay.py",
 }
 
-
-def _calls(path: Path) -> set[str]:
-    names = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            base = node.func.value
-            if isinstance(base, ast.Name) and base.id in ("os", "signal"):
-                names.add(f"{base.id}.{node.func.attr}")
-    return names
-
+# Each layer may import from the layers below it (later in this list) and from itself; never up.
+# A folder is a layer; top-level modules are layers of their own.
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("__main__",),
+    ("cli",),
+    ("app",),
+    ("local", "debug", "pipebench"),
+    ("distributed",),
+    ("sagemaker",),
+    ("core",),
+    ("streams", "pipemode"),
+    ("settings",),
+    ("errors", "linux", "__init__"),
+)
 
 # Not part of the supervisor: a helper that runs inside the user's training process.
 IN_THE_USERS_PROCESS = {"checkpoint.py"}
 
 
+def _layer_of(module: str) -> int:
+    """The index in LAYERS of a dotted module path below ``smsupervise``."""
+    head = module.split(".", 1)[0]
+    for index, names in enumerate(LAYERS):
+        if head in names:
+            return index
+    raise AssertionError(f"smsupervise.{module} is in no layer: add its folder to LAYERS")
+
+
+def _module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+
+
+def _imports(source: str) -> set[str]:
+    """Every ``smsupervise.X`` module a source imports (at any depth, lazy imports included)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smsupervise"):
+            base = node.module.removeprefix("smsupervise").lstrip(".")
+            if base:  # from smsupervise.core import spawn: core, and core.spawn if it is a module
+                found.add(base)
+                found |= {f"{base}.{alias.name}" for alias in node.names}
+            else:  # from smsupervise import x, y
+                found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {
+                a.name.removeprefix("smsupervise.") for a in node.names if a.name.startswith("smsupervise.")
+            }
+    return found
+
+
+def _upward_imports(sources: dict[str, str]) -> list[str]:
+    problems = []
+    for module, source in sources.items():
+        if module == "checkpoint":
+            continue
+        imports = _imports(source)
+        for imported in sorted(imports):
+            if (
+                imported.split(".")[0] in {"__version__", "checkpoint"}
+                or imported.rsplit(".", 1)[0] in imports
+            ):
+                continue
+            if _layer_of(imported) < _layer_of(module):
+                problems.append(f"smsupervise.{module} imports smsupervise.{imported}, a layer above it")
+    return problems
+
+
+def _package_sources() -> dict[str, str]:
+    return {_module_name(p): p.read_text() for p in PACKAGE.rglob("*.py")}
+
+
+def test_every_import_points_down_the_layers() -> None:
+    """No module imports from a layer above its own, so there is no import circle."""
+    assert _upward_imports(_package_sources()) == []
+
+
+def test_the_layer_rule_bites() -> None:
+    """The negative twin: a core module importing the SageMaker planning code is caught."""
+    sources = {"core.supervise": "from smsupervise.sagemaker.plan import Plan\n"}
+    assert _upward_imports(sources) == [
+        "smsupervise.core.supervise imports smsupervise.sagemaker.plan, a layer above it"
+    ]
+    assert _upward_imports({"sagemaker.plan": "from smsupervise.core import spawn\n"}) == []
+
+
+def _calls(tree: ast.AST) -> set[str]:
+    """``os.x(...)``/``signal.x(...)`` calls, and names imported as ``from os import x``."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            base = node.func.value
+            if isinstance(base, ast.Name) and base.id in ("os", "signal"):
+                names.add(f"{base.id}.{node.func.attr}")
+        elif isinstance(node, ast.ImportFrom) and node.module in ("os", "signal"):
+            names |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return names
+
+
 def _modules() -> dict[str, set[str]]:
     return {
-        str(p.relative_to(PACKAGE)): _calls(p)
+        str(p.relative_to(PACKAGE)): _calls(ast.parse(p.read_text()))
         for p in PACKAGE.rglob("*.py")
         if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS
     }
@@ -52,7 +139,19 @@ def test_the_checkpoint_helper_imports_nothing_but_the_stdlib() -> None:
     assert imported <= {"__future__", "os", "signal", "collections", "types"}, imported
 
 
-@pytest.mark.parametrize("call", ["os.waitpid", "os.posix_spawn", "os.fork", "signal.signal", "os.splice"])
+@pytest.mark.parametrize(
+    "call",
+    [
+        "os.waitpid",
+        "os.posix_spawn",
+        "os.fork",
+        "signal.signal",
+        "os.splice",
+        "os.kill",
+        "os.killpg",
+        "os.pidfd_open",
+    ],
+)
 def test_each_kernel_resource_has_one_owner(call: str) -> None:
     """Only the owning module makes this call (a second waitpid caller would steal statuses)."""
     owner = OWNERS[call.split(".")[1]]
@@ -60,13 +159,54 @@ def test_each_kernel_resource_has_one_owner(call: str) -> None:
     assert callers <= ({owner} if owner else set()), callers
 
 
-def test_no_module_uses_subprocess_or_asyncio_child_watchers() -> None:
-    """subprocess.Popen and asyncio's subprocess API would call waitpid behind our back."""
-    for path in PACKAGE.rglob("*.py"):
-        source = path.read_text()
-        assert "import subprocess" not in source, path
-        assert "create_subprocess" not in source, path
-        assert "subprocess_exec" not in source, path
+def test_the_owner_rule_sees_from_imports() -> None:
+    """The negative twin of the owner rule: ``from os import waitpid`` is a call site too."""
+    assert "os.waitpid" in _calls(ast.parse("from os import waitpid\nwaitpid(-1, 0)\n"))
+    assert "os.killpg" in _calls(ast.parse("import os\nos.killpg(1, 15)\n"))
+
+
+@pytest.mark.parametrize("call", ["os.waitpid", "os.posix_spawn", "signal.signal", "os.killpg", "os.splice"])
+def test_the_owner_really_makes_the_call(call: str) -> None:
+    """The negative twin: the owner table names modules that do make these calls."""
+    owner = OWNERS[call.split(".")[1]]
+    assert owner is not None
+    assert call in _modules()[owner]
+
+
+def _closure(start: str, sources: dict[str, str]) -> set[str]:
+    """Every package module the supervisor process can import, starting from ``start``."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        module = todo.pop()
+        if module in seen or module not in sources:
+            continue  # not a module of ours (e.g. core.spawn.LaunchSpec, a name in a module)
+        seen.add(module)
+        for imported in _imports(sources[module]):
+            todo += [imported, imported.rsplit(".", 1)[0], f"{imported}.__init__"]
+    return seen
+
+
+def _spawns_behind_our_back(source: str) -> bool:
+    return any(word in source for word in ("import subprocess", "create_subprocess", "subprocess_exec"))
+
+
+def test_the_supervisor_process_uses_no_subprocess_or_asyncio_child_watchers() -> None:
+    """subprocess.Popen and asyncio's subprocess API would call waitpid behind our back: nothing the
+    supervisor can import uses them (separate console scripts may)."""
+    sources = _package_sources()
+    closure = _closure("cli", sources)
+    assert {"app", "core.supervise", "sagemaker.plan", "pipemode.relay"} <= closure
+    offenders = sorted(module for module in closure if _spawns_behind_our_back(sources[module]))
+    assert offenders == []
+
+
+def test_the_subprocess_rule_bites_inside_the_closure() -> None:
+    """The negative twin: a module the supervisor imports that uses subprocess is found."""
+    sources = {"cli": "from smsupervise import app\n", "app": "import subprocess\n", "local.cli": ""}
+    closure = _closure("cli", sources)
+    assert closure == {"cli", "app"}
+    assert [m for m in sorted(closure) if _spawns_behind_our_back(sources[m])] == ["app"]
 
 
 def test_importing_the_package_does_no_work() -> None:
@@ -80,11 +220,3 @@ def test_importing_the_package_does_no_work() -> None:
                 text = ast.unparse(node)
                 assert "os.environ" not in text, (path, text)
                 assert "open(" not in text, (path, text)
-
-
-@pytest.mark.parametrize("call", ["os.waitpid", "os.posix_spawn", "signal.signal"])
-def test_the_owner_really_makes_the_call(call: str) -> None:
-    """The negative twin: the owner table names modules that do make these calls."""
-    owner = OWNERS[call.split(".")[1]]
-    assert owner is not None
-    assert call in _modules()[owner]

@@ -20,7 +20,6 @@ class Reaper:
     def __init__(self) -> None:
         self._waiters: dict[int, asyncio.Future[ExitStatus]] = {}
         self._childless: list[asyncio.Future[None]] = []
-        self.orphans_reaped = 0
 
     def register(self, pid: int) -> asyncio.Future[ExitStatus]:
         """A future that gets ``pid``'s exit status. Call in the same callback as the spawn."""
@@ -38,10 +37,8 @@ class Reaper:
                 return
             if pid == 0:
                 return
-            future = self._waiters.pop(pid, None)
-            if future is None:
-                self.orphans_reaped += 1
-            elif not future.done():
+            future = self._waiters.pop(pid, None)  # None: an orphan, reaped and forgotten
+            if future is not None and not future.done():
                 future.set_result(ExitStatus.from_wait_status(status))
 
     def wait_childless(self) -> asyncio.Future[None]:

@@ -56,7 +56,6 @@ class SignalInbox:
         self._pending: deque[int] = deque()
         self._wake: Callable[[], None] | None = None
         self.child_event = False
-        self.installed: list[int] = []
 
     def _handler(self, signum: int, _frame: FrameType | None) -> None:
         # Hand off and return: no logging, no I/O, no decisions (architecture.md habit 4).
@@ -101,7 +100,6 @@ def install() -> SignalInbox:
                 signal.signal(signum, signal.SIG_IGN)
             else:
                 signal.signal(signum, inbox._handler)
-                inbox.installed.append(signum)
         except (OSError, ValueError):  # glibc-reserved real-time signals (32, 33) are refused
             continue
     return inbox

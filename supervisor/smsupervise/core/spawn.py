@@ -1,12 +1,14 @@
-"""The only module that creates processes: ``posix_spawn`` into a new session and process group,
-with default signal dispositions and an empty signal mask.
+"""The only module that creates processes, signals them and holds their pidfds: ``posix_spawn``
+into a new session and process group, with default signal dispositions and an empty signal mask;
+``Child.send``/``send_to_pid`` are the only ``kill``/``killpg`` calls of the supervisor.
 """
 
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
 from smsupervise.core.signals import default_dispositions
@@ -22,8 +24,25 @@ class LaunchSpec(NamedTuple):
     cwd: str | None = None  # None: ours
 
 
+class StepKind(enum.Enum):
+    """What a step is for: a preparation (pip install) whose failure ends the run before the main
+    program starts, or the main program (training, serving, the command)."""
+
+    PREPARE = "prepare"
+    MAIN = "main"
+
+
+class Step(NamedTuple):
+    """One process to run to completion, with a label for people ("installing requirements.txt")."""
+
+    kind: StepKind
+    label: str  # display only: no decision reads it
+    spec: LaunchSpec
+
+
 class Child(NamedTuple):
-    """A started process: its pid (also its process-group id) and a pidfd when the kernel has them."""
+    """A started process and its group: its pid (also its process-group id) and a pidfd when the
+    kernel has them. Signals to it go through ``send``; its pidfd is closed by ``close``."""
 
     pid: int
     pidfd: int | None
@@ -32,6 +51,54 @@ class Child(NamedTuple):
     @property
     def pgid(self) -> int:
         return self.pid
+
+    def send(self, signum: int, to: str = "group") -> bool:
+        """``signum`` to the whole process group (``to="group"``) or the child alone; False if gone."""
+        try:
+            if to == "group":
+                os.killpg(self.pgid, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def group_alive(self) -> bool:
+        """Whether any process of the child's group is still there (zombies count until reaped)."""
+        try:
+            os.killpg(self.pgid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def close(self) -> None:
+        """Close the pidfd (once the child has been reaped or will not be watched)."""
+        if self.pidfd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.pidfd)
+
+    def describe(self, to: str = "group") -> str:
+        """Where ``send(..., to)`` goes, for events: ``process group 42`` or ``pid 42``."""
+        return f"process group {self.pgid}" if to == "group" else f"pid {self.pid}"
+
+
+def send_to_pid(pid: int, signum: int) -> bool:
+    """``signum`` to one process that is not a child we started (a leftover); False if gone."""
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def on_path(name: str, env: Mapping[str, str]) -> Iterator[str]:
+    """Every regular file called ``name`` in the directories of ``env``'s PATH, in order."""
+    for directory in env.get("PATH", os.defpath).split(os.pathsep):
+        candidate = os.path.join(directory or ".", name)
+        if os.path.isfile(candidate):
+            yield candidate
 
 
 def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
@@ -49,12 +116,10 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
         return path
     search = env.get("PATH", os.defpath)
     denied = ""
-    for directory in search.split(os.pathsep):
-        candidate = os.path.join(directory or ".", program)
-        if os.path.isfile(candidate):
-            if os.access(candidate, os.X_OK):
-                return candidate
-            denied = denied or candidate
+    for candidate in on_path(program, env):
+        if os.access(candidate, os.X_OK):
+            return candidate
+        denied = denied or candidate
     if denied:
         raise SpawnError(
             program,

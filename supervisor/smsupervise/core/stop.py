@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import os
 import shlex
 import signal
@@ -39,18 +40,66 @@ ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
 
 
+class Phase(enum.Enum):
+    """Where a stop is: each phase is one method of ``StopSequence``."""
+
+    CHECKPOINT = "checkpoint"  # the hook runs and/or the checkpoint signal was sent
+    GRACE = "grace"  # the stop signal was sent; waiting for the child to exit
+    KILLED = "killed"  # SIGKILL was sent
+    DONE = "done"  # the child exited
+
+
+class CheckpointHow(enum.Enum):
+    """How the checkpoint step ended."""
+
+    HOOK_EXITED = "hook exited"
+    ACKNOWLEDGED = "acknowledged"
+    CHILD_EXITED = "child exited"
+    SECOND_SIGNAL = "second stop signal"
+    TIMEOUT = "timeout"
+    HOOK_NOT_STARTED = "hook could not start"
+
+    @property
+    def ok(self) -> bool:
+        return self in (CheckpointHow.HOOK_EXITED, CheckpointHow.ACKNOWLEDGED)
+
+
+class CheckpointResult(NamedTuple):
+    """What the checkpoint step did: facts, with the figures it ran with. ``outcome`` words them."""
+
+    how: CheckpointHow
+    seconds: float  # from the start of the checkpoint step to its end
+    timeout: float  # the --checkpoint-timeout it ran with
+    hook_status: ExitStatus | None = None  # the hook's exit, when it exited during the step
+    hook_error: str | None = None  # why the hook could not start
+    hook_finished_after: float | None = None  # a hook that outlived the child: its end, from the request
+
+
+class KillCause(enum.Enum):
+    """Why SIGKILL went to the group."""
+
+    GRACE_EXPIRED = "grace expired"
+    SECOND_SIGNAL = "second stop signal"
+
+
 class StopReport(NamedTuple):
-    """What the stop did, for the failure file and the ``exiting`` event."""
+    """What the stop did, for the failure file and the ``exiting`` event: facts and the figures."""
 
     reason: str  # "SIGTERM", "SIGINT" or "MaxRuntimeExceeded"
     after: float  # seconds from the start of the run to the stop request
-    checkpoint: str | None  # what the checkpoint step did, in words
-    exit_after_term: float | None  # seconds from that signal to the child's exit
-    killed_after_grace: bool
+    checkpoint: CheckpointResult | None
+    exit_after_term: float | None  # seconds from the stop signal to the child's exit
+    killed: KillCause | None  # why SIGKILL was sent; None: it was not
+    grace: float  # the --grace-period it ran with
+    max_runtime: float | None  # the --max-runtime it ran with
 
 
 class StopSequence:
-    """One stop of one child. ``begin()`` in the signal's callback; ``settle()`` after the child exits."""
+    """One stop of one child. ``begin()`` in the signal's callback; ``settle()`` after the child exits.
+
+    The phases run in order: ``_checkpoint`` (when configured), ``_grace``, ``_kill``; a second
+    SIGTERM/SIGINT (``advance_now``) ends the current phase at once.
+    """
 
     def __init__(
         self,
@@ -75,6 +124,7 @@ class StopSequence:
         self.reason = reason
         self.run_started = run_started
         self.requested = time.monotonic()
+        self.requested_wall = time.time()
         # checkpoint_env is None for a preparation step (pip): no checkpoint, straight to SIGTERM.
         self.checkpoint_env = checkpoint_env if settings.checkpointing else None
         self.checkpoint_cwd = checkpoint_cwd
@@ -85,11 +135,17 @@ class StopSequence:
         self.task: asyncio.Task[None] | None = None
         self.hook: Child | None = None
         self.hook_exit: asyncio.Future[ExitStatus] | None = None
-        self.checkpoint_note: str | None = None
+        self.phase = Phase.CHECKPOINT if self.checkpoint_env is not None else Phase.GRACE
+        self.checkpoint: CheckpointResult | None = None
+        self.checkpoint_started: float | None = None
         self.term_sent: float | None = None
         self.child_exited: float | None = None
-        self.killed_after_grace = False
-        self.in_checkpoint = False
+        self.killed: KillCause | None = None
+
+    @property
+    def budget_deadline(self) -> float:
+        """When the platform's SIGKILL comes (wall clock): the request plus --stop-budget."""
+        return self.requested_wall + self.settings.stop_budget
 
     # -- driving -------------------------------------------------------------------------------
     def begin(self, sent_at: float | None) -> None:
@@ -111,33 +167,41 @@ class StopSequence:
         self.task = asyncio.get_running_loop().create_task(self._run())
 
     def advance_now(self, signum: int) -> None:
-        """A second SIGTERM/SIGINT: on to the next step at once."""
-        self.log.info("stop_advanced", signal=signal_name(signum))
+        """A second SIGTERM/SIGINT: on to the next phase at once."""
+        self.log.info("stop_advanced", signal=signal_name(signum), phase=self.phase.value)
         self.advance.set()
 
     def on_child_exit(self) -> None:
+        """The child exited: the sequence ends (a checkpoint step in progress ends with it)."""
         self.child_exited = time.monotonic()
         if self.task is not None:
             self.task.cancel()
-        if self.in_checkpoint:  # the child exited while it was saving (often: it saved and left)
-            self.in_checkpoint = False
-            elapsed = self.child_exited - self.requested
-            if self.ack_file is not None and os.path.exists(self.ack_file):
-                how, self.checkpoint_note = "acknowledged", f"checkpoint acknowledged after {elapsed:.1f} s"
-            else:
-                how = "child exited"
-                self.checkpoint_note = f"training exited {elapsed:.1f} s into the checkpoint step"
-            self.log.info("checkpoint_done", how=how, seconds=round(elapsed, 3))
+        if self.phase is Phase.CHECKPOINT and self.checkpoint is None:
+            # The child exited while it was saving (often: it saved and left).
+            acked = self.ack_file is not None and os.path.exists(self.ack_file)
+            how = CheckpointHow.ACKNOWLEDGED if acked else CheckpointHow.CHILD_EXITED
+            self._checkpoint_ended(how)
+        self.phase = Phase.DONE
 
     async def _run(self) -> None:
         if self.checkpoint_env is not None:
             await self._checkpoint(self.checkpoint_env)
             self._send_stop_signal()
-        if not await self._wait(self.settings.grace_period):
+        await self._grace()
+        self._kill()
+
+    async def _grace(self) -> None:
+        """Wait ``--grace-period`` for the child to exit (cancelled when it does)."""
+        self.phase = Phase.GRACE
+        if await self._wait(self.settings.grace_period):
+            self.killed = KillCause.SECOND_SIGNAL
+        else:
+            self.killed = KillCause.GRACE_EXPIRED
             self.log.warning("grace_expired", grace_period=self.settings.grace_period, action="SIGKILL")
-        self.killed_after_grace = True
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.child.pgid, signal.SIGKILL)
+
+    def _kill(self) -> None:
+        self.phase = Phase.KILLED
+        self.child.send(signal.SIGKILL)
 
     async def _wait(self, seconds: float) -> bool:
         """Wait ``seconds`` or until a second stop signal; True if it was cut short."""
@@ -150,72 +214,85 @@ class StopSequence:
 
     def _send_stop_signal(self) -> None:
         self.term_sent = time.monotonic()
-        if deliver(self.child, self.signum, self.settings.forward_to):
+        if self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
 
     def _log_sent(self) -> None:
-        target = describe_target(self.child, self.settings.forward_to)
+        target = self.child.describe(self.settings.forward_to)
         self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
 
     # -- the checkpoint step -------------------------------------------------------------------
     async def _checkpoint(self, env: Mapping[str, str]) -> None:
-        self.in_checkpoint = True
-        started = time.monotonic()
-        second_signal = asyncio.ensure_future(self.advance.wait())
-        ack: asyncio.Future[None] | None = None
+        """Start the hook and/or send the checkpoint signal, then wait for the first of: the hook's
+        exit, the acknowledgement file, a second stop signal, the timeout. A hook that cannot
+        start ends the step at once (unless a checkpoint signal is also waiting for its answer)."""
+        self.checkpoint_started = time.monotonic()
+        waits: list[asyncio.Future[object]] = [asyncio.ensure_future(self.advance.wait())]
+        hook_error = None
         if self.settings.checkpoint_hook is not None:
-            self._start_hook(env)
-        if self.settings.checkpoint_signal is not None:
-            number = self.settings.checkpoint_signal
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.child.pgid, number)
-                self.log.info(
-                    "checkpoint_signal_sent",
-                    signal=signal_name(number),
-                    target=f"process group {self.child.pgid}",
-                    ack_file=self.ack_file,
-                )
-            if self.ack_file is not None:
-                ack = asyncio.ensure_future(_appears(self.ack_file))
-        waits: list[asyncio.Future[object]] = [second_signal]  # type: ignore[list-item]
+            hook_error = self._start_hook(env)
+        ack = self._send_checkpoint_signal()
         waits += [f for f in (self.hook_exit, ack) if f is not None]  # type: ignore[misc]
-        try:
-            await asyncio.wait(
-                waits, timeout=self.settings.checkpoint_timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            second_signal.cancel()
-            if ack is not None:
-                ack.cancel()
-        self.in_checkpoint = False
-        elapsed = time.monotonic() - started
+        if len(waits) > 1:
+            try:
+                await asyncio.wait(
+                    waits, timeout=self.settings.checkpoint_timeout, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                for future in waits:
+                    if future is not self.hook_exit:
+                        future.cancel()
+        self._checkpoint_ended(self._how(ack, hook_error), hook_error)
+
+    def _how(self, ack: asyncio.Future[object] | None, hook_error: str | None) -> CheckpointHow:
         if self.hook_exit is not None and self.hook_exit.done():
-            words = _status_words(self.hook_exit.result())
-            how, self.checkpoint_note = (
-                "hook exited",
-                f"checkpoint hook finished in {elapsed:.1f} s ({words})",
-            )
-        elif ack is not None and ack.done() and not ack.cancelled():
-            how, self.checkpoint_note = "acknowledged", f"checkpoint acknowledged after {elapsed:.1f} s"
-        elif self.advance.is_set():
+            return CheckpointHow.HOOK_EXITED
+        if ack is not None and ack.done() and not ack.cancelled():
+            return CheckpointHow.ACKNOWLEDGED
+        if self.advance.is_set():
             self.advance.clear()
-            how = "second stop signal"
-            self.checkpoint_note = f"checkpoint step cut short after {elapsed:.1f} s by a second stop signal"
-        else:
-            how = "timeout"
-            self.checkpoint_note = (
-                f"checkpoint not done within --checkpoint-timeout {self.settings.checkpoint_timeout:g} s"
-            )
-        fields: dict[str, object] = {"how": how, "seconds": round(elapsed, 3)}
-        if self.hook_exit is not None and self.hook_exit.done():
-            fields["hook_exit_code"] = self.hook_exit.result().shell_code()
-        (self.log.info if how in ("hook exited", "acknowledged") else self.log.warning)(
+            return CheckpointHow.SECOND_SIGNAL
+        if hook_error is not None and ack is None:
+            return CheckpointHow.HOOK_NOT_STARTED
+        return CheckpointHow.TIMEOUT
+
+    def _checkpoint_ended(self, how: CheckpointHow, hook_error: str | None = None) -> None:
+        started = self.checkpoint_started if self.checkpoint_started is not None else self.requested
+        hook_status = (
+            self.hook_exit.result() if self.hook_exit is not None and self.hook_exit.done() else None
+        )
+        self.checkpoint = CheckpointResult(
+            how,
+            time.monotonic() - started,
+            self.settings.checkpoint_timeout,
+            hook_status if how is CheckpointHow.HOOK_EXITED else None,
+            hook_error,
+        )
+        fields: dict[str, object] = {"how": how.value, "seconds": round(self.checkpoint.seconds, 3)}
+        if hook_status is not None:
+            fields["hook_exit_code"] = hook_status.shell_code()
+        (self.log.info if how.ok or how is CheckpointHow.CHILD_EXITED else self.log.warning)(
             "checkpoint_done", **fields
         )
-        if how in ("timeout", "second stop signal"):
-            self._kill_hook(how)
+        if how in (CheckpointHow.TIMEOUT, CheckpointHow.SECOND_SIGNAL):
+            self._kill_hook(how.value)
 
-    def _start_hook(self, env: Mapping[str, str]) -> None:
+    def _send_checkpoint_signal(self) -> asyncio.Future[object] | None:
+        """The checkpoint signal to the training group; returns the wait for its acknowledgement."""
+        number = self.settings.checkpoint_signal
+        if number is None:
+            return None
+        if self.child.send(number):
+            self.log.info(
+                "checkpoint_signal_sent",
+                signal=signal_name(number),
+                target=self.child.describe(),
+                ack_file=self.ack_file,
+            )
+        return asyncio.ensure_future(_appears(self.ack_file)) if self.ack_file is not None else None
+
+    def _start_hook(self, env: Mapping[str, str]) -> str | None:
+        """Start the checkpoint hook; returns why it could not start, or None."""
         command = self.settings.checkpoint_hook or ""
         hook_env = dict(env)
         hook_env["SMSUPERVISE_STOP_REASON"] = self.reason
@@ -229,21 +306,21 @@ class StopSequence:
             if output is not None:
                 output.close_write_ends()
             self.log.error("checkpoint_hook_failed", error=error.message(), exit_code=error.exit_code)
-            self.checkpoint_note = f"checkpoint hook could not start: {error.message()}"
-            return
+            return error.message()
         self.hook_exit = self.reaper.register(hook.pid)  # same callback as the spawn: see reaper.py
         self.hook = hook
+        hook.close()  # the hook is reaped by waitpid; its pidfd is not watched
         if output is not None:
             output.start(hook.pid, host=env.get("SM_CURRENT_HOST"), job=env.get("TRAINING_JOB_NAME"))
         self.log.info(
             "checkpoint_hook_started", pid=hook.pid, argv=list(hook.argv), deadline=round(self.deadline, 3)
         )
+        return None
 
     def _kill_hook(self, why: str) -> None:
         if self.hook is None or self.hook_exit is None or self.hook_exit.done():
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.hook.pgid, signal.SIGKILL)
+        self.hook.send(signal.SIGKILL)
         self.log.warning(
             "checkpoint_hook_killed",
             pid=self.hook.pid,
@@ -261,12 +338,13 @@ class StopSequence:
                 self._kill_hook("timeout")
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self.hook_exit, 5.0)
-            if self.hook_exit.done() and "hook" not in (self.checkpoint_note or ""):
+            result = self.checkpoint
+            if self.hook_exit.done() and result is not None and result.how is not CheckpointHow.HOOK_EXITED:
                 # The child exited during the checkpoint step; the hook went on and has now ended.
-                elapsed = time.monotonic() - self.requested
-                words = _status_words(self.hook_exit.result())
-                finished = f"checkpoint hook finished {elapsed:.1f} s after the stop request ({words})"
-                self.checkpoint_note = "; ".join(filter(None, [self.checkpoint_note, finished]))
+                self.checkpoint = result._replace(
+                    hook_status=self.hook_exit.result(),
+                    hook_finished_after=time.monotonic() - self.requested,
+                )
         if self.hook_output is not None and self.hook is not None:
             await self.hook_output.drain(self.settings.drain_timeout)
 
@@ -281,35 +359,15 @@ class StopSequence:
         return StopReport(
             self.reason,
             self.requested - self.run_started,
-            self.checkpoint_note,
+            self.checkpoint,
             exit_after,
-            self.killed_after_grace,
+            self.killed,
+            self.settings.grace_period,
+            self.settings.max_runtime,
         )
-
-
-def deliver(child: Child, signum: int, forward_to: str) -> bool:
-    """Send ``signum`` to the child's process group (or the child alone); False if it is gone."""
-    try:
-        if forward_to == "group":
-            os.killpg(child.pgid, signum)
-        else:
-            os.kill(child.pid, signum)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def describe_target(child: Child, forward_to: str) -> str:
-    return f"process group {child.pgid}" if forward_to == "group" else f"pid {child.pid}"
 
 
 async def _appears(path: str) -> None:
     """Until ``path`` exists (the checkpoint acknowledgement): a poll, there is no inotify in the stdlib."""
     while not os.path.exists(path):
         await asyncio.sleep(ACK_POLL)
-
-
-def _status_words(status: ExitStatus) -> str:
-    if status.signal is not None:
-        return f"killed by {signal_name(status.signal)}"
-    return f"exit {status.code}"

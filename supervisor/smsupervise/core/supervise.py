@@ -19,11 +19,10 @@ if TYPE_CHECKING:
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
-from smsupervise.core.spawn import Child, spawn
+from smsupervise.core.spawn import Child, Step, StepKind, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
-from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence, deliver, describe_target
+from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
 from smsupervise.linux import proctree
-from smsupervise.sagemaker.plan import Step
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
@@ -39,11 +38,10 @@ class Outcome(NamedTuple):
 
     status: ExitStatus | None  # None: the child never started
     exit_code: int
-    stop_signal: int | None  # the signal that asked us to stop, if any
     stop: StopReport | None  # what the stop sequence did, if there was one
     runtime: float
+    step: Step  # the step that ended the run
     stderr_tail: bytes = b""
-    step: str = ""  # the step that ended the run ("training", "installing requirements.txt", ...)
 
 
 class Supervisor:
@@ -93,10 +91,10 @@ class Supervisor:
         if child is None:
             self.log.info("signal_received", signal=signal_name(signum), action="ignored: no child yet")
             return
-        if not deliver(child, signum, self.settings.forward_to):
+        if not child.send(signum, self.settings.forward_to):
             self.log.info("signal_received", signal=signal_name(signum), action="not forwarded: child gone")
             return
-        target = describe_target(child, self.settings.forward_to)
+        target = child.describe(self.settings.forward_to)
         self.log.info("signal_forwarded", signal=signal_name(signum), target=target)
 
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
@@ -119,14 +117,14 @@ class Supervisor:
 
     def _begin_stop(self, signum: int, reason: str | None) -> None:
         assert self.child is not None
-        main = self.step_index == len(self.steps) - 1  # preparation steps (pip) get no checkpoint
+        step = self.steps[self.step_index]
+        main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
         sent_at = None
         if not (main and self.settings.checkpointing):
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
-            deliver(self.child, signum, self.settings.forward_to)
+            self.child.send(signum, self.settings.forward_to)
         self.stop_reason = reason or signal_name(signum)
-        step = self.steps[self.step_index]
         hook_output = None
         if main and self.settings.checkpoint_hook is not None:
             hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter)
@@ -144,11 +142,6 @@ class Supervisor:
             hook_output=hook_output,
         )
         self.stop.begin(sent_at)
-
-    def _kill_group(self, signum: int) -> None:
-        if self.child is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.child.pgid, signum)
 
     # -- the run -------------------------------------------------------------------------------
     def _reap_tick(self) -> None:
@@ -180,12 +173,16 @@ class Supervisor:
                 if self.stop_signal is not None:
                     name = signal_name(self.stop_signal)
                     self.log.warning(
-                        "stopped_before_start", signal=name, reason=self.stop_reason, step=step.name
+                        "stopped_before_start", signal=name, reason=self.stop_reason, step=step.label
                     )
                     code = ExitCode.SIGNAL_BASE + self.stop_signal
                     elapsed = time.monotonic() - started
-                    report = StopReport(self.stop_reason or name, elapsed, None, None, False)
-                    return Outcome(None, code, self.stop_signal, report, elapsed, step=step.name)
+                    settings = self.settings
+                    reason = self.stop_reason or name
+                    report = StopReport(
+                        reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
+                    )
+                    return Outcome(None, code, report, elapsed, step)
                 self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
                 status = await self._run_child(loop, step)
                 if self.stop is not None:
@@ -193,15 +190,9 @@ class Supervisor:
                 await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
                 if not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None:
                     final = self.stop.report() if self.stop is not None else None
-                    return Outcome(
-                        status,
-                        status.shell_code(),
-                        self.stop_signal,
-                        final,
-                        time.monotonic() - started,
-                        self.output.stderr_tail(),
-                        step.name,
-                    )
+                    runtime = time.monotonic() - started
+                    tail = self.output.stderr_tail()
+                    return Outcome(status, status.shell_code(), final, runtime, step, tail)
             raise AssertionError("a plan has at least one step")
         finally:
             if limit is not None:
@@ -271,7 +262,7 @@ class Supervisor:
             loop.add_reader(child.pidfd, self.reaper.reap)
         self.log.info(
             "child_spawned",
-            step=step.name,
+            step=step.label,
             pid=child.pid,
             pgid=child.pgid,
             argv=list(child.argv),
@@ -282,10 +273,10 @@ class Supervisor:
         finally:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)
-                os.close(child.pidfd)
+            child.close()
             if self.stop is not None:
                 self.stop.on_child_exit()
-        fields: dict[str, object] = {"step": step.name, "pid": child.pid, "exit_code": status.shell_code()}
+        fields: dict[str, object] = {"step": step.label, "pid": child.pid, "exit_code": status.shell_code()}
         if status.signal is not None:
             fields["signal"] = signal_name(status.signal)
         self.log.info("child_exited", **fields)
@@ -296,7 +287,7 @@ class Supervisor:
         assert self.child is not None
         self.reaper.reap()
         pids = proctree.descendants(os.getpid())
-        group_alive = _group_alive(self.child.pgid)
+        group_alive = self.child.group_alive()
         if not pids and not group_alive:
             return
         self._signal_leftovers(signal.SIGTERM, pids)
@@ -324,10 +315,10 @@ class Supervisor:
             )
 
     def _signal_leftovers(self, signum: int, pids: list[int]) -> None:
-        self._kill_group(signum)
+        if self.child is not None:
+            self.child.send(signum)
         for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signum)
+            send_to_pid(pid, signum)
 
 
 def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
@@ -350,13 +341,3 @@ def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> 
             loop.call_soon_threadsafe(callback)
 
     return wake
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -1,4 +1,4 @@
-"""The few libc calls Python has no binding for, through ctypes (imported only when needed: ~2 ms)."""
+"""The few libc calls Python has no binding for, through ctypes (imported only when needed)."""
 
 from __future__ import annotations
 

@@ -26,7 +26,6 @@ class TrainingConfig(NamedTuple):
     resource_config: dict[str, Any]
     input_data_config: dict[str, dict[str, Any]]
     checkpoint_dir: str
-    checkpoint_s3_uri: str | None
 
     def path(self, *parts: str) -> str:
         return os.path.join(self.base_dir, *parts)
@@ -179,5 +178,4 @@ def load(base_dir: str) -> TrainingConfig:
         resource_config=resource_config,
         input_data_config=input_data_config,
         checkpoint_dir=local,
-        checkpoint_s3_uri=_string(cp_path, checkpoint, "S3Uri"),
     )

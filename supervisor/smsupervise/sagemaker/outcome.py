@@ -1,24 +1,29 @@
-"""The outcome files SageMaker reads: ``<base>/output/success`` and ``<base>/output/failure``.
+"""The outcome files SageMaker reads (``<base>/output/success`` and ``<base>/output/failure``),
+and the one place where what happened is put into words.
 
 SageMaker shows the first 1024 characters of the failure file as the job's FailureReason, so the
 text puts the most useful first: what happened, the exception line of a Python traceback from the
-stderr tail, then that tail. A failure file the program wrote itself wins (toolkit#111).
+stderr tail, then that tail. A failure file the program wrote itself wins (toolkit#111). Both files
+are written atomically (a temporary file renamed into place): a full disk leaves no empty failure.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
+from typing import NamedTuple
 
+from smsupervise.core.spawn import StepKind
 from smsupervise.core.status import ExitStatus, signal_name
-from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport
+from smsupervise.core.stop import MAX_RUNTIME_REASON, CheckpointHow, CheckpointResult, KillCause, StopReport
+from smsupervise.core.supervise import Outcome
 
 LIMIT = 1024
-_EXCEPTION = re.compile(
-    r"^([A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Fault|Warning|Failure)"
-    r"|[A-Za-z_][\w.]*\.[A-Z]\w*)(?::\s.*)?$"
-)
+# The exception line: a (dotted) class name alone or followed by ": message", not indented
+# (``Exception: boom``, ``StopIteration``, ``torch.cuda.OutOfMemoryError: ...``).
+_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?::\s.*|:)?$")
 HINTS = {
     int(signal.SIGKILL): "often the out-of-memory killer: check the instance's memory, or the job was "
     "SIGKILLed at the end of a stop",
@@ -59,34 +64,89 @@ def duration(seconds: float) -> str:
     return f"{seconds:.1f} s"
 
 
-def describe_stop(
-    stop: StopReport, status: ExitStatus | None, what: str, grace: float, max_runtime: float | None
-) -> str:
+def describe_checkpoint(result: CheckpointResult) -> str:
+    """E.g. "checkpoint hook finished in 4.2 s (exit 0)"."""
+    how, seconds = result.how, result.seconds
+    if how is CheckpointHow.HOOK_EXITED and result.hook_status is not None:
+        text = f"checkpoint hook finished in {seconds:.1f} s ({_status_words(result.hook_status)})"
+    elif how is CheckpointHow.ACKNOWLEDGED:
+        text = f"checkpoint acknowledged after {seconds:.1f} s"
+    elif how is CheckpointHow.CHILD_EXITED:
+        text = f"training exited {seconds:.1f} s into the checkpoint step"
+    elif how is CheckpointHow.SECOND_SIGNAL:
+        text = f"checkpoint step cut short after {seconds:.1f} s by a second stop signal"
+    elif how is CheckpointHow.HOOK_NOT_STARTED:
+        text = f"checkpoint hook could not start: {result.hook_error}"
+    else:
+        text = f"checkpoint not done within --checkpoint-timeout {result.timeout:g} s"
+    if result.hook_error is not None and how is not CheckpointHow.HOOK_NOT_STARTED:
+        text += f" (the checkpoint hook could not start: {result.hook_error})"
+    if result.hook_finished_after is not None and result.hook_status is not None:
+        words = _status_words(result.hook_status)
+        text += (
+            f"; checkpoint hook finished {result.hook_finished_after:.1f} s after the stop request ({words})"
+        )
+    return text
+
+
+def _status_words(status: ExitStatus) -> str:
+    if status.signal is not None:
+        return f"killed by {signal_name(status.signal)}"
+    return f"exit {status.code}"
+
+
+def describe_stop(stop: StopReport, status: ExitStatus | None, what: str) -> str:
     """E.g. "Stopped by SIGTERM after 3h12m; checkpoint hook finished in 4.2 s (exit 0); training
     exited on SIGTERM after 1.1 s"."""
     if stop.reason == MAX_RUNTIME_REASON:
-        parts = [
-            f"Stopped: {stop.reason} (--max-runtime {max_runtime or 0:g} s) after {duration(stop.after)}"
-        ]
+        limit = stop.max_runtime or 0
+        parts = [f"Stopped: {stop.reason} (--max-runtime {limit:g} s) after {duration(stop.after)}"]
     else:
         parts = [f"Stopped by {stop.reason} after {duration(stop.after)}"]
-    if stop.checkpoint:
-        parts.append(stop.checkpoint)
+    if stop.checkpoint is not None:
+        parts.append(describe_checkpoint(stop.checkpoint))
     lower = what[:1].lower() + what[1:]
     if status is None:
         parts.append(f"{lower} had not started")
     else:
         how = f"on {signal_name(status.signal)}" if status.signal is not None else f"with code {status.code}"
-        if stop.killed_after_grace and status.signal == signal.SIGKILL:
+        killed = status.signal == signal.SIGKILL
+        if killed and stop.killed is KillCause.GRACE_EXPIRED:
             parts.append(
-                f"{lower} did not exit within the {grace:g} s grace period and was SIGKILLed "
+                f"{lower} did not exit within the {stop.grace:g} s grace period and was SIGKILLed "
                 f"(exit {status.shell_code()})"
+            )
+        elif killed and stop.killed is KillCause.SECOND_SIGNAL:
+            parts.append(
+                f"{lower} was SIGKILLed on a second stop signal before its {stop.grace:g} s grace period "
+                f"ended (exit {status.shell_code()})"
             )
         elif stop.exit_after_term is not None:
             parts.append(f"{lower} exited {how} after {stop.exit_after_term:.1f} s")
         else:
             parts.append(f"{lower} exited {how} before it was sent the stop signal")
     return "; ".join(parts)
+
+
+def headline(outcome: Outcome) -> str:
+    """What happened, in one line: the failure file's first line and the ``exiting`` event's ``stop``."""
+    label = outcome.step.label
+    what = label[:1].upper() + label[1:]
+    if outcome.stop is not None:
+        text = describe_stop(outcome.stop, outcome.status, what)
+    elif outcome.status is None:
+        text = f"{what} did not start"
+    else:
+        text = describe(outcome.status, what=what)
+    if outcome.step.kind is StepKind.PREPARE and outcome.status is not None:
+        text += "; training did not start"
+    return text
+
+
+def finished(outcome: Outcome) -> bool:
+    """The main step ran to a clean end and nothing stopped it: the run earns ``success``."""
+    ok = outcome.status is not None and outcome.status.ok
+    return ok and outcome.step.kind is StepKind.MAIN and outcome.stop is None
 
 
 def compose(headline: str, stderr_tail: bytes) -> str:
@@ -118,19 +178,47 @@ def clear_stale(output_dir: str) -> list[str]:
     return removed
 
 
-def write_failure(output_dir: str, text: str) -> bool:
-    """Write the failure file unless the program wrote one; True if we wrote it."""
+class FailureWritten(NamedTuple):
+    """What became of the failure file: written by us, kept (the program's own), or in the way."""
+
+    written: bool
+    problem: str | None = None  # e.g. the path is a directory
+
+
+def write_failure(output_dir: str, text: str) -> FailureWritten:
+    """Write the failure file atomically unless the program wrote one."""
     os.makedirs(output_dir, exist_ok=True)
     path = os.path.join(output_dir, "failure")
-    try:
-        with open(path, "x", encoding="utf-8") as handle:
-            handle.write(text[:LIMIT])
-    except FileExistsError:
-        return False
-    return True
+    if os.path.isdir(path):
+        return FailureWritten(
+            False, f"{path} is a directory, not a file: remove it so the reason can be written"
+        )
+    if os.path.lexists(path):
+        return FailureWritten(False)
+    _write_atomically(path, text[:LIMIT], replace=False)
+    return FailureWritten(True)
 
 
 def write_success(output_dir: str) -> None:
+    """The success file, atomically."""
     os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, "success"), "w", encoding="utf-8"):
-        pass
+    _write_atomically(os.path.join(output_dir, "success"), "", replace=True)
+
+
+def _write_atomically(path: str, text: str, *, replace: bool) -> None:
+    """Write ``text`` to a temporary file beside ``path``, fsync it, then move it into place
+    (``link`` when an existing file must win, ``rename`` otherwise). Nothing partial is left."""
+    temporary = f"{path}.{os.getpid()}.tmp"
+    try:
+        with open(temporary, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        if replace:
+            os.rename(temporary, path)
+        else:
+            with contextlib.suppress(FileExistsError):  # the program wrote its own meanwhile: it wins
+                os.link(temporary, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)

@@ -1,4 +1,10 @@
-"""From the invocation to a ``Plan``: the steps to run, with which environment, where.
+"""From the invocation to a ``Plan`` (pure), and from the plan to a ready tree (``prepare``).
+
+``decide(invocation, env, machine)`` reads the config files and looks at the source, but writes
+nothing, starts nothing and probes nothing: the debug mode's ``inspect`` calls it alone and shows
+exactly what ``train`` then runs. ``prepare(plan)`` does the side effects: it puts the source in
+place and makes a shell entry point executable. Machine facts (GPUs via ``nvidia-smi``) are probed
+by the caller (``probe.machine``) and passed in.
 
 ``train`` is resolved in this order: (1) ``SMSUPERVISE_TRAIN``, a command line; (2) script mode,
 ``SAGEMAKER_PROGRAM`` or the ``sagemaker_program`` hyperparameter, as sagemaker-training runs it;
@@ -15,37 +21,52 @@ import shlex
 import signal
 import sys
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
     from smsupervise.pipemode.relay import ChannelSpec
     from smsupervise.sagemaker import config, environment
 
-from smsupervise.cli import Invocation
-from smsupervise.core.spawn import LaunchSpec
+from smsupervise.core.spawn import LaunchSpec, Step, StepKind
 from smsupervise.core.status import ExitCode
 from smsupervise.errors import ConfigError, SpawnError
-from smsupervise.sagemaker import probe
-from smsupervise.settings import Settings
+from smsupervise.sagemaker import probe, runners
+from smsupervise.settings import Invocation, Settings
 
 _SAFE_ENTRY = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$")
 
 
-class Step(NamedTuple):
-    """One process to run to completion; a failing preparation step ends the run."""
+class Note(NamedTuple):
+    """Something the plan wants said once the event log runs: a typed event, not a sentence."""
 
-    name: str  # "training", "installing requirements", "serving", "command"
-    spec: LaunchSpec
+    level: Literal["info", "warning"]
+    event: str
+    fields: Mapping[str, object]
+
+
+class Script(NamedTuple):
+    """Script mode's entry point, as ``prepare`` needs it to finish the job ``decide`` began."""
+
+    entry: str
+    code_dir: str
+    where: str  # the hyperparameters file, for errors
+    source: str  # sagemaker_submit_directory
+    source_action: str  # what prepare does with it: keep, copy, unpack, download
+    python: str | None
+    args: tuple[str, ...]
+    env: Mapping[str, str]
 
 
 class Plan(NamedTuple):
     """Everything decided before anything runs."""
 
-    steps: tuple[Step, ...]
+    steps: tuple[Step, ...]  # empty only while the source is still to be downloaded
     outcome_dir: str | None  # where success/failure files go (train mode)
-    notes: tuple[tuple[str, dict[str, object]], ...] = ()  # events to log once running
+    notes: tuple[Note, ...] = ()  # events to log once running
     ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE, when --checkpoint-signal is set
     pipes: tuple[ChannelSpec, ...] = ()  # Pipe channels to relay (--pipe-relay)
+    script: Script | None = None  # script mode: what prepare puts in place
+    runner: str | None = None  # script mode: shell, package or python (None: after download)
 
 
 def _ourselves() -> frozenset[str]:
@@ -53,40 +74,56 @@ def _ourselves() -> frozenset[str]:
     return frozenset({os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set())
 
 
-def _tmpdir() -> str:
+def _tmpdir(env: Mapping[str, str]) -> str:
     """$TMPDIR, else /tmp (tempfile and secrets cost 5 ms of start-up for this one path)."""
-    return os.environ.get("TMPDIR") or "/tmp"
+    return env.get("TMPDIR") or "/tmp"
 
 
-def base_dir(settings: Settings, env: Mapping[str, str]) -> str:
-    return settings.base_dir or env.get("SAGEMAKER_BASE_DIR") or "/opt/ml"
+def new_run_id() -> str:
+    """A name part unique to this run (PID namespaces share /tmp on one host)."""
+    return f"{os.getpid()}-{os.urandom(6).hex()}"
 
 
-def plan(invocation: Invocation, env: Mapping[str, str]) -> Plan:
-    """Decide what to run; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127)."""
+def decide(
+    invocation: Invocation,
+    env: Mapping[str, str],
+    machine: environment.Machine | None = None,
+    run_id: str | None = None,
+) -> Plan:
+    """Decide what to run, writing nothing; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127).
+
+    ``machine`` holds the probed facts train mode needs (None: no GPUs or Neuron cores found);
+    ``run_id`` names this run's checkpoint acknowledgement file and relay directory.
+    """
+    run_id = run_id or new_run_id()
     if invocation.mode == "exec":
-        planned = Plan((Step("command", LaunchSpec(invocation.args, dict(env))),), None)
+        main = Step(StepKind.MAIN, "command", LaunchSpec(invocation.args, dict(env)))
+        planned = Plan((main,), None)
     elif invocation.mode == "serve":
         planned = _serve(invocation, env)
     else:
-        planned = _train(invocation, env)
-    return _with_checkpoint_protocol(planned, invocation.settings)
+        planned = _train(invocation, env, machine, run_id)
+    return _with_checkpoint_protocol(planned, invocation.settings, env, run_id)
 
 
-def _with_checkpoint_protocol(planned: Plan, settings: Settings) -> Plan:
-    """With --checkpoint-signal, the main step learns the signal and where to acknowledge it.
-
-    The acknowledgement file gets a fresh name per run (PID namespaces share /tmp on one host).
-    """
+def _with_checkpoint_protocol(planned: Plan, settings: Settings, env: Mapping[str, str], run_id: str) -> Plan:
+    """With --checkpoint-signal, the main step learns the signal and where to acknowledge it."""
     if settings.checkpoint_signal is None:
         return planned
-    ack_file = os.path.join(_tmpdir(), f"smsupervise-{os.getpid()}-{os.urandom(6).hex()}.checkpoint-done")
-    *before, main = planned.steps
-    env = dict(main.spec.env)
-    env["SMSUPERVISE_CHECKPOINT_SIGNAL"] = signal.Signals(settings.checkpoint_signal).name
-    env["SMSUPERVISE_CHECKPOINT_DONE"] = ack_file
-    steps = (*before, main._replace(spec=main.spec._replace(env=env)))
-    return planned._replace(steps=steps, ack_file=ack_file)
+    ack_file = os.path.join(_tmpdir(env), f"smsupervise-{run_id}.checkpoint-done")
+    extra = {
+        "SMSUPERVISE_CHECKPOINT_SIGNAL": signal.Signals(settings.checkpoint_signal).name,
+        "SMSUPERVISE_CHECKPOINT_DONE": ack_file,
+    }
+    steps = tuple(_with_env(step, extra) if step.kind is StepKind.MAIN else step for step in planned.steps)
+    script = planned.script
+    if script is not None:
+        script = script._replace(env={**script.env, **extra})
+    return planned._replace(steps=steps, ack_file=ack_file, script=script)
+
+
+def _with_env(step: Step, extra: Mapping[str, str]) -> Step:
+    return step._replace(spec=step.spec._replace(env={**step.spec.env, **extra}))
 
 
 def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
@@ -102,7 +139,8 @@ def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
                 ExitCode.USAGE,
             )
         argv = (program,)
-    return Plan((Step("serving", LaunchSpec((*argv, *invocation.args), dict(env))),), None)
+    main = Step(StepKind.MAIN, "serving", LaunchSpec((*argv, *invocation.args), dict(env)))
+    return Plan((main,), None)
 
 
 def user_python(env: Mapping[str, str]) -> str:
@@ -139,13 +177,15 @@ def validate_entry_point(name: str, where: str) -> str:
     return name
 
 
-def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
-    base = base_dir(invocation.settings, env)
+def _train(
+    invocation: Invocation, env: Mapping[str, str], machine: environment.Machine | None, run_id: str
+) -> Plan:
     from smsupervise.sagemaker import config, environment  # noqa: PLC0415 - see TYPE_CHECKING above
 
-    cfg = config.load(base)
+    cfg = config.load(invocation.settings.base_dir)
     instance_type = str(cfg.resource_config.get("current_instance_type", "local"))
-    tenv = environment.build(cfg, env, probe.machine(env, instance_type))
+    facts = environment.machine_for(machine or environment.Machine(os.cpu_count() or 1), instance_type)
+    tenv = environment.build(cfg, env, facts)
     child_env = dict(env)
     child_env.update(tenv.variables)
     # Deliberately not the toolkit's PYTHONPATH=<its own sys.path> (toolkit#186: it breaks the
@@ -153,17 +193,18 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     existing = env.get("PYTHONPATH")
     child_env["PYTHONPATH"] = tenv.code_dir + (os.pathsep + existing if existing else "")
     child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
-    pipes = _pipe_relay(invocation.settings, cfg, child_env)
+    pipes = _pipe_relay(invocation.settings, cfg, child_env, env, run_id)
     output_dir = cfg.path("output")
     if env.get("SMSUPERVISE_TRAIN"):
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
-        return Plan((Step("training", LaunchSpec(argv, child_env)),), output_dir, pipes=pipes)
+        main = Step(StepKind.MAIN, "training", LaunchSpec(argv, child_env))
+        return Plan((main,), output_dir, pipes=pipes)
     if tenv.entry_point:
         return _script_mode(invocation, cfg, tenv, child_env, output_dir)._replace(pipes=pipes)
     program = probe.on_path("train", env, _ourselves())
     if program is not None:
-        argv = (program, *invocation.args)
-        return Plan((Step("training", LaunchSpec(argv, child_env)),), output_dir, pipes=pipes)
+        main = Step(StepKind.MAIN, "training", LaunchSpec((program, *invocation.args), child_env))
+        return Plan((main,), output_dir, pipes=pipes)
     raise ConfigError(
         cfg.path("input", "config", "hyperparameters.json"),
         "sagemaker_program",
@@ -175,15 +216,17 @@ def _train(invocation: Invocation, env: Mapping[str, str]) -> Plan:
 
 
 def _pipe_relay(
-    settings: Settings, cfg: config.TrainingConfig, child_env: dict[str, str]
+    settings: Settings,
+    cfg: config.TrainingConfig,
+    child_env: dict[str, str],
+    env: Mapping[str, str],
+    run_id: str,
 ) -> tuple[ChannelSpec, ...]:
     """With --pipe-relay: the Pipe channels to relay; SM_CHANNEL_<CH> points at the relay's FIFOs."""
     channels = cfg.pipe_channels()
     if not settings.pipe_relay or not channels:
         return ()
-    relay_dir = settings.pipe_relay_dir or os.path.join(
-        _tmpdir(), f"smsupervise-pipes-{os.getpid()}-{os.urandom(4).hex()}"
-    )
+    relay_dir = settings.pipe_relay_dir or os.path.join(_tmpdir(env), f"smsupervise-pipes-{run_id}")
     child_env["SMSUPERVISE_PIPE_DIR"] = relay_dir
     upstream = cfg.path("input", "data")
     for channel in channels:
@@ -202,69 +245,90 @@ def _script_mode(
 ) -> Plan:
     hp_file = cfg.path("input", "config", "hyperparameters.json")
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
-    notes: list[tuple[str, dict[str, object]]] = []
     if tenv.submit_dir != tenv.code_dir:
-        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile+shutil: 3.5 ms of start-up
+        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile: 3.5 ms of start-up
 
-        action = sourcedir.fetch(tenv.submit_dir, tenv.code_dir, hp_file)
-        ready: dict[str, object] = {"source": tenv.submit_dir, "code_dir": tenv.code_dir, "action": action}
-        notes.append(("source_ready", ready))
-    os.makedirs(tenv.code_dir, exist_ok=True)
-    entry_path = os.path.join(tenv.code_dir, entry)
-    if not os.path.realpath(entry_path).startswith(os.path.realpath(tenv.code_dir) + os.sep):
-        raise ConfigError(
-            hp_file,
-            "sagemaker_program",
-            f"{entry!r} resolves outside {tenv.code_dir}",
-            "point it at a file inside the source directory",
-        )
-    if not os.path.isfile(entry_path):
-        raise ConfigError(
-            hp_file,
-            "sagemaker_program",
-            f"{entry!r} is not a file in {tenv.code_dir} "
-            f"(it holds: {', '.join(sorted(os.listdir(tenv.code_dir))[:10]) or 'nothing'})",
-            "check the name and sagemaker_submit_directory",
-        )
+        action, names, files, root = sourcedir.view(tenv.submit_dir, tenv.code_dir)
+    else:
+        names = frozenset(os.listdir(tenv.code_dir)) if os.path.isdir(tenv.code_dir) else frozenset()
+        action, files, root = "keep", None, tenv.code_dir
+    notes = list(_runner_notes(env))
+    args = (*tenv.user_args, *invocation.args)
+    script = Script(entry, tenv.code_dir, hp_file, tenv.submit_dir, action, None, args, env)
+    if names is None:  # on S3: the runner is chosen once the source is downloaded
+        return Plan((), output_dir, tuple(notes), script=script._replace(python=_python_if(env)))
+    present = (
+        entry in files if files is not None else root is None or os.path.isfile(os.path.join(root, entry))
+    )
+    if not present:
+        raise _not_in_source(script, sorted(names))
+    python = user_python(env) if runners.needs_python(entry, names) else None
+    script = script._replace(python=python)
+    runner = runners.choose(entry, names, python, args, env, tenv.code_dir)
+    return Plan(runner.steps, output_dir, tuple(notes), script=script, runner=runner.kind)
+
+
+def _python_if(env: Mapping[str, str]) -> str | None:
+    return env.get("SMSUPERVISE_PYTHON") or probe.on_path("python3", env)
+
+
+def _runner_notes(env: Mapping[str, str]) -> tuple[Note, ...]:
     framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
     from smsupervise.sagemaker.environment import DISTRIBUTED_FLAGS  # noqa: PLC0415
 
     wanted = [flag for flag in DISTRIBUTED_FLAGS if framework.get(flag) is True]
-    if wanted:
-        notes.append(
-            (
-                "runner_not_supported",
-                {
-                    "flags": wanted,
-                    "impact": "the entry point runs once per host, as the toolkit's plain process runner "
-                    "does; no mpirun, smddprun or torchrun is started for you",
-                    "fix": "start your launcher yourself: "
-                    "SMSUPERVISE_TRAIN='torchrun --nproc-per-node 8 train.py'",
-                },
-            )
+    if not wanted:
+        return ()
+    fields = {
+        "flags": wanted,
+        "impact": "the entry point runs once per host, as the toolkit's plain process runner "
+        "does; no mpirun, smddprun or torchrun is started for you",
+        "fix": "start your launcher yourself: SMSUPERVISE_TRAIN='torchrun --nproc-per-node 8 train.py'",
+    }
+    return (Note("warning", "runner_not_supported", fields),)
+
+
+def _not_in_source(script: Script, names: list[str]) -> ConfigError:
+    return ConfigError(
+        script.where,
+        "sagemaker_program",
+        f"{script.entry!r} is not a file in {script.code_dir} "
+        f"(it holds: {', '.join(names[:10]) or 'nothing'})",
+        "check the name and sagemaker_submit_directory",
+    )
+
+
+def prepare(plan: Plan) -> tuple[Plan, tuple[Note, ...]]:
+    """Put the script's source in place and make a shell entry point executable: the side effects
+    ``decide`` left out. Returns the plan (its steps chosen now when the source was on S3) and
+    what was done, to be logged."""
+    script = plan.script
+    if script is None:
+        return plan, ()
+    notes: list[Note] = []
+    if script.source_action != "keep":
+        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile+shutil: start-up time
+
+        action = sourcedir.fetch(script.source, script.code_dir, script.where)
+        ready = {"source": script.source, "code_dir": script.code_dir, "action": action}
+        notes.append(Note("info", "source_ready", ready))
+    os.makedirs(script.code_dir, exist_ok=True)
+    entry_path = os.path.join(script.code_dir, script.entry)
+    if not os.path.realpath(entry_path).startswith(os.path.realpath(script.code_dir) + os.sep):
+        raise ConfigError(
+            script.where,
+            "sagemaker_program",
+            f"{script.entry!r} resolves outside {script.code_dir}",
+            "point it at a file inside the source directory",
         )
-    listing = os.listdir(tenv.code_dir)
-    requirements = "requirements.txt" in listing
-    args = [*tenv.user_args, *invocation.args]
-    cwd = tenv.code_dir
-    steps: list[Step] = []
-    package = "setup.py" in listing or "pyproject.toml" in listing
-    if entry.endswith(".sh") or not (package or entry.endswith(".py")):
-        # The toolkit's shell runner: `.sh`, and any other entry that is neither a package nor .py.
+    listing = sorted(os.listdir(script.code_dir))
+    if not os.path.isfile(entry_path):
+        raise _not_in_source(script, listing)
+    if plan.runner is None:
+        names = frozenset(listing)
+        python = user_python(script.env) if runners.needs_python(script.entry, names) else None
+        runner = runners.choose(script.entry, names, python, script.args, script.env, script.code_dir)
+        plan = plan._replace(steps=runner.steps, runner=runner.kind, script=script._replace(python=python))
+    if plan.runner == "shell":
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
-        command = f"./{shlex.quote(entry)} {' '.join(shlex.quote(a) for a in args)}"
-        argv: tuple[str, ...] = ("/bin/sh", "-c", command)
-    elif package:
-        python = user_python(env)
-        extra = ("-r", "requirements.txt") if requirements else ()
-        install = (python, "-m", "pip", "install", ".", *extra)
-        steps.append(Step("installing the package", LaunchSpec(install, env, cwd)))
-        argv = (python, "-m", re.sub(r"\.py$", "", entry), *args)
-    else:
-        python = user_python(env)
-        if requirements:
-            install = (python, "-m", "pip", "install", "-r", "requirements.txt")
-            steps.append(Step("installing requirements.txt", LaunchSpec(install, env, cwd)))
-        argv = (python, "--", entry, *args)
-    steps.append(Step("training", LaunchSpec(argv, env, cwd)))
-    return Plan(tuple(steps), output_dir, tuple(notes))
+    return plan, tuple(notes)

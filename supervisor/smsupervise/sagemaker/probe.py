@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from smsupervise.core import reaper
 from smsupervise.core.spawn import LaunchSpec, spawn
+from smsupervise.core.spawn import on_path as spawn_path
 
 if TYPE_CHECKING:
     from smsupervise.sagemaker.environment import Machine
@@ -21,13 +22,8 @@ PROBE_TIMEOUT = 10.0
 
 def on_path(name: str, env: Mapping[str, str], exclude: frozenset[str] = frozenset()) -> str | None:
     """The first executable ``name`` on the child's PATH whose real path is not in ``exclude``."""
-    for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
-        if (
-            os.path.isfile(candidate)
-            and os.access(candidate, os.X_OK)
-            and os.path.realpath(candidate) not in exclude
-        ):
+    for candidate in spawn_path(name, env):
+        if os.access(candidate, os.X_OK) and os.path.realpath(candidate) not in exclude:
             return candidate
     return None
 
@@ -44,8 +40,7 @@ def capture(argv: list[str], env: Mapping[str, str]) -> bytes | None:
     finally:
         os.close(write_fd)
         os.close(devnull)
-    if child.pidfd is not None:
-        os.close(child.pidfd)
+    child.close()
     out = b""
     while select.select([read_fd], [], [], PROBE_TIMEOUT)[0]:
         chunk = os.read(read_fd, 65536)
@@ -55,23 +50,20 @@ def capture(argv: list[str], env: Mapping[str, str]) -> bytes | None:
     os.close(read_fd)
     status = reaper.wait_blocking(child.pid, PROBE_TIMEOUT)
     if status is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(child.pid, signal.SIGKILL)
+        child.send(signal.SIGKILL)
         reaper.wait_blocking(child.pid, PROBE_TIMEOUT)
         return None
     return out if status.ok else None
 
 
-def machine(env: Mapping[str, str], instance_type: str) -> Machine:
+def machine(env: Mapping[str, str]) -> Machine:
     """CPUs, GPUs (nvidia-smi --list-gpus), Neuron cores (neuron-ls -j), smddprun/smddpmprun."""
     gpus = 0
     if on_path("nvidia-smi", env):
         listing = capture(["nvidia-smi", "--list-gpus"], env) or b""
         gpus = sum(1 for line in listing.decode(errors="replace").split("\n") if line.startswith("GPU "))
     neurons = 0
-    if "trn2.48xlarge" in instance_type:
-        neurons = 64
-    elif on_path("neuron-ls", env):
+    if on_path("neuron-ls", env):
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             devices = json.loads(capture(["neuron-ls", "-j"], env) or b"[]")
             neurons = sum(int(item.get("nc_count", 0)) for item in devices)

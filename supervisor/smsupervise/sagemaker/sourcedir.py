@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import tarfile
+from typing import NamedTuple
 
 from smsupervise.errors import ConfigError
 
@@ -84,6 +85,42 @@ def _download_s3(uri: str, where: str, into: str) -> str:
     return target
 
 
+class SourceView(NamedTuple):
+    """What the code dir will hold once ``fetch`` has run, seen without writing anything."""
+
+    action: str  # what fetch will do: "keep", "copy", "unpack", "download"
+    names: frozenset[str] | None  # the top-level names; None: unknown until downloaded
+    files: frozenset[str] | None  # every regular file's relative path; None: look in ``root``
+    root: str | None = None  # the directory whose files the code dir will hold
+
+
+def _local(uri: str) -> str:
+    return uri[len("file://") :] if uri.startswith("file://") else uri
+
+
+def view(uri: str, code_dir: str) -> SourceView:  # noqa: PLR0911 - one return per kind of source
+    """Look at the source without fetching it (for the pure planning step). Reads only."""
+    if os.path.isdir(code_dir) and os.listdir(code_dir):
+        return SourceView("keep", frozenset(os.listdir(code_dir)), None, code_dir)
+    if uri.startswith("s3://"):
+        return SourceView("download", None, None)
+    path = _local(uri)
+    if os.path.isdir(path):
+        return SourceView("copy", frozenset(os.listdir(path)), None, path)
+    if os.path.isfile(path) and tarfile.is_tarfile(path):
+        try:
+            with tarfile.open(path, mode="r:*") as archive:
+                members = [(os.path.normpath(m.name), m.isfile()) for m in archive.getmembers()]
+        except tarfile.TarError:
+            return SourceView("unpack", None, None)  # fetch reports it with the file and field
+        names = frozenset(name.split("/")[0] for name, _ in members if name != ".")
+        return SourceView("unpack", names, frozenset(name for name, is_file in members if is_file))
+    if os.path.isfile(path):
+        name = os.path.basename(path)
+        return SourceView("copy", frozenset({name}), frozenset({name}))
+    return SourceView("copy", frozenset(), frozenset())
+
+
 def fetch(uri: str, code_dir: str, where: str) -> str:
     """Put the source at ``uri`` into ``code_dir`` unless it already holds files.
 
@@ -98,7 +135,7 @@ def fetch(uri: str, code_dir: str, where: str) -> str:
         with tempfile.TemporaryDirectory() as tmp:
             _unpack(_download_s3(uri, where, tmp), where, code_dir)
         return f"downloaded and unpacked {uri}"
-    path = uri[len("file://") :] if uri.startswith("file://") else uri
+    path = _local(uri)
     if not os.path.exists(path):
         raise ConfigError(where, FIELD, f"{uri!r} does not exist", "point it at a directory or .tar.gz")
     if os.path.isdir(path):

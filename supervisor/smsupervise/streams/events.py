@@ -3,10 +3,10 @@ people with ``--log-format text`` (structlog's ConsoleRenderer).
 
 Every event carries ``"logger": "smsupervise"``, which tells it apart from the child's lines.
 
-Why the JSON path does not go through structlog: importing structlog costs ~28 ms of wall time here
-(30 % of the bare ``import asyncio, uvloop`` floor), which alone breaks the start-up target of
-1.2x that floor (benchmarks/pid1.py). An event is a dict rendered by orjson in one call and written
-with one ``write``; structlog is imported only for the text renderer, where people are watching.
+The JSON path does not go through structlog: importing it alone would break the start-up target
+(1.2x the bare Python floor, benchmarks/pid1.py; the README's "How it is built" has the figures).
+An event is a dict rendered by orjson in one call and written with one ``write``; structlog is
+imported only for the text renderer, where people are watching.
 """
 
 from __future__ import annotations
