@@ -26,7 +26,7 @@ from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import Counter
+from smsupervise.streams.framing import SeqCounter
 from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
@@ -64,7 +64,7 @@ class Supervisor:
         self.pipes = pipes
         self.relay: PipeRelay | None = None
         self.reaper = Reaper()
-        self.counter = Counter()
+        self.counter = SeqCounter()
         self.child: Child | None = None
         self.step_index = 0
         self.stop_signal: int | None = None

@@ -18,7 +18,7 @@ from smsupervise.linux import proctree
 from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import Counter, RecordFormat, StreamFramer
+from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
@@ -47,12 +47,12 @@ class ChildOutput:
     """Owns the pipes between the child and our stdout/stderr."""
 
     def __init__(
-        self, settings: Settings, log: EventLog, outputs: dict[int, Output], counter: Counter | None = None
+        self, settings: Settings, log: EventLog, outputs: dict[int, Output], counter: SeqCounter | None = None
     ) -> None:
         self.settings = settings
         self.log = log
         self.outputs = outputs
-        self.counter = counter if counter is not None else Counter()  # seq: one counter per run
+        self.counter = counter if counter is not None else SeqCounter()  # seq: one counter per run
         self.tail: deque[bytes] = deque()
         self._tail_size = 0
         self.streams: list[_Stream] = []

@@ -68,8 +68,8 @@ class RecordFormat(NamedTuple):
     max_line_bytes: int = 16384
 
 
-class Counter:
-    """The ``seq`` counter shared by both streams."""
+class SeqCounter:
+    """The ``seq`` counter shared by both streams (a one-field box the framers update in place)."""
 
     __slots__ = ("value",)
 
@@ -77,12 +77,17 @@ class Counter:
         self.value = 0
 
 
-_TERMINATOR_FIELDS = {"\n": b"", "\r": b',"progress":true', "\r\n": b',"eol":"crlf"', "": b',"eol":"none"'}
+# What a line's terminator adds to its record, once: as fields (for records built as dicts) and as
+# the rendered bytes (for the hot path's byte templates).
 _TERMINATOR_KEYS: dict[str, dict[str, object]] = {
     "\n": {},
     "\r": {"progress": True},
     "\r\n": {"eol": "crlf"},
     "": {"eol": "none"},
+}
+_TERMINATOR_FIELDS = {
+    terminator: b"," + orjson.dumps(keys)[1:-1] if keys else b""
+    for terminator, keys in _TERMINATOR_KEYS.items()
 }
 _SPLIT_RE = re.compile(r"(\r\n|\r|\n)")
 
@@ -96,7 +101,7 @@ class StreamFramer:
     """
 
     def __init__(
-        self, stream: str, fmt: RecordFormat, counter: Counter, progress_interval: float = 0.0
+        self, stream: str, fmt: RecordFormat, counter: SeqCounter, progress_interval: float = 0.0
     ) -> None:
         self.stream = stream
         self.fmt = fmt
@@ -243,7 +248,7 @@ class StreamFramer:
 
     def _frame_plain(self, out: list[bytes], ts: bytes, text: str) -> None:
         """The hot path: only ``\\n`` terminators and no open split message."""
-        head = b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
+        head = self._head(ts, None)
         tail = self._tail + b"}\n"
         limit = self.fmt.max_line_bytes - len(head) - len(tail) - 30
         dumps = orjson.dumps
@@ -313,7 +318,7 @@ class StreamFramer:
 
 
 # Lines starting with these may be JSON objects or carry a level: they take the slow path.
-_SLOW_START = frozenset("{DIWECF[0123456789T")
+_SLOW_START = _LEVEL_CHARS | {"{"}
 
 
 def _utf8_safe_cut(data: bytes, at: int) -> int:

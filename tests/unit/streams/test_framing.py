@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsupervise.streams.framing import Counter, RecordFormat, StreamFramer, detect_level
+from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer, detect_level
 
 CAP = 1024
 TERMINATORS = {None: "\n", "crlf": "\r\n", "none": ""}
@@ -96,7 +96,7 @@ def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(
     framer = StreamFramer(
         "stderr",
         RecordFormat(pid=42, host="algo-1", job="job", max_line_bytes=CAP),
-        Counter(),
+        SeqCounter(),
         progress_interval=0.0,
     )
     lines = _run(chunks, framer)
@@ -117,7 +117,7 @@ def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(
 @given(st.lists(st.tuples(st.sampled_from(["stdout", "stderr"]), st.binary(max_size=200)), max_size=30))
 def test_seq_is_one_counter_across_both_streams(writes: list[tuple[str, bytes]]) -> None:
     """stdout and stderr share one seq counter: merged, the records number 1..N without gaps."""
-    counter = Counter()
+    counter = SeqCounter()
     fmt = RecordFormat(pid=1)
     framers = {name: StreamFramer(name, fmt, counter) for name in ("stdout", "stderr")}
     out = b"".join(framers[name].feed(data + b"\n", 0.0) for name, data in writes)
@@ -128,7 +128,7 @@ def test_seq_is_one_counter_across_both_streams(writes: list[tuple[str, bytes]])
 def test_progress_states_are_throttled_but_the_last_before_a_newline_is_kept() -> None:
     """tqdm writes many \\r states: one per interval goes out, and the final state before the
     newline always does; the seq has no gaps (dropped states never took a number)."""
-    framer = StreamFramer("stderr", RecordFormat(pid=1), Counter(), progress_interval=10.0)
+    framer = StreamFramer("stderr", RecordFormat(pid=1), SeqCounter(), progress_interval=10.0)
     out = framer.feed(b"".join(b"%d%%|\r" % i for i in range(100)), 100.0)
     out += framer.feed(b"100%|done\n", 101.0)
     records = [orjson.loads(line) for line in out.splitlines()]
@@ -141,17 +141,17 @@ def test_a_bare_carriage_return_does_not_use_the_throttle_slot() -> None:
     """Code that writes "\\r" before each redraw: the empty state is skipped when throttling, so the
     first state shown is a real one. Unthrottled (interval 0, lossless) it is kept."""
     data = b"".join(b"\repoch %d" % i for i in range(5)) + b"\n"
-    throttled = StreamFramer("stdout", RecordFormat(pid=1), Counter(), progress_interval=10.0)
+    throttled = StreamFramer("stdout", RecordFormat(pid=1), SeqCounter(), progress_interval=10.0)
     records = [orjson.loads(line) for line in throttled.feed(data, 100.0).splitlines()]
     assert [r["msg"] for r in records] == ["epoch 0", "epoch 3", "epoch 4"]
-    lossless = StreamFramer("stdout", RecordFormat(pid=1), Counter(), progress_interval=0.0)
+    lossless = StreamFramer("stdout", RecordFormat(pid=1), SeqCounter(), progress_interval=0.0)
     records = [orjson.loads(line) for line in lossless.feed(data, 100.0).splitlines()]
     assert [r["msg"] for r in records] == ["", "epoch 0", "epoch 1", "epoch 2", "epoch 3", "epoch 4"]
 
 
 def test_held_progress_state_is_released_when_its_interval_passes() -> None:
     """A throttled state is not lost: ``take_progress`` lets it out once the interval has passed."""
-    framer = StreamFramer("stderr", RecordFormat(pid=1), Counter(), progress_interval=5.0)
+    framer = StreamFramer("stderr", RecordFormat(pid=1), SeqCounter(), progress_interval=5.0)
     framer.feed(b"10%\r20%\r3", 0.0)  # 10% goes out at once; 20% is held (throttled)
     assert framer.progress_due(1.0) == 5.0
     assert framer.take_progress(1.0) == b""
@@ -169,7 +169,7 @@ def test_json_object_lines_go_to_the_root_with_ours_only_where_absent() -> None:
         "loss": 0.25,
         "stream": "mine",
     }
-    framer = StreamFramer("stdout", RecordFormat(pid=9, job="j"), Counter())
+    framer = StreamFramer("stdout", RecordFormat(pid=9, job="j"), SeqCounter())
     record = orjson.loads(framer.feed(orjson.dumps(emf) + b"\n", 0.0))
     assert record["_aws"] == emf["_aws"]
     assert record["loss"] == 0.25
@@ -182,7 +182,7 @@ def test_json_object_lines_go_to_the_root_with_ours_only_where_absent() -> None:
 def test_a_five_megabyte_line_is_split_and_memory_stays_bounded() -> None:
     """A 5 MB line fed in 64 KiB chunks goes out as parts while it arrives (the framer never holds
     more than its limit), each part within the cap, rejoining to the line."""
-    framer = StreamFramer("stdout", RecordFormat(pid=1), Counter())
+    framer = StreamFramer("stdout", RecordFormat(pid=1), SeqCounter())
     line = (b"0123456789abcdef" * 327680)[:5_000_000]
     out = []
     for start in range(0, len(line), 65536):
@@ -198,7 +198,7 @@ def test_a_five_megabyte_line_is_split_and_memory_stays_bounded() -> None:
 
 def test_nul_and_invalid_utf8_survive_as_escapes_and_replacement_characters() -> None:
     """NUL stays (as \\u0000); invalid bytes become U+FFFD, as docker and the toolkit do."""
-    framer = StreamFramer("stdout", RecordFormat(pid=1), Counter())
+    framer = StreamFramer("stdout", RecordFormat(pid=1), SeqCounter())
     record = orjson.loads(framer.feed(b"a\x00b\xffc\xe2\x82\n", 0.0))
     assert record["msg"] == "a\x00b\ufffdc\ufffd"
 
