@@ -7,6 +7,7 @@ where they are used: exec mode must start within 1.2x of a bare Python (benchmar
 from __future__ import annotations
 
 import os
+import time
 
 from smsupervise.core.signals import SignalInbox
 from smsupervise.core.status import ExitCode
@@ -118,13 +119,19 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
     return error.exit_code
 
 
-def epilogue(plan: planning.Plan, outcome: Outcome, log: EventLog) -> int:
-    """After the loop: the outcome file, then the ``exiting`` event; returns our exit code."""
+def epilogue(plan: planning.Plan, outcome: Outcome, supervisor: Supervisor, log: EventLog) -> int:
+    """After the loop: the outcome file first, then what is left of the output (bounded by
+    --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
     what_happened = outcome_files.headline(outcome)
     _record_outcome(plan, outcome, what_happened, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
+    dropped_bytes, dropped_events = supervisor.finish_output(
+        time.monotonic() + supervisor.settings.flush_timeout
+    )
     times = os.times()
     extra: dict[str, object] = {"stop": what_happened} if outcome.stop is not None else {}
+    if dropped_bytes or dropped_events:
+        extra.update(undelivered_bytes=dropped_bytes, dropped_events=dropped_events)
     log.info(
         "exiting",
         exit_code=code,
@@ -145,4 +152,4 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         outcome = _run_loop(supervisor, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(plan, outcome, log)
+    return epilogue(plan, outcome, supervisor, log)

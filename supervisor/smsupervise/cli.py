@@ -113,8 +113,29 @@ def main(argv: Sequence[str]) -> int:
     return app.run(invocation, inbox)
 
 
+def open_standard_fds() -> None:
+    """Open any of fds 0-2 that we were started without (``>&-``) on /dev/null, first thing: else
+    the first file or socket we open takes that number, and our output or the event loop's own
+    fds end up crossed (libuv asserts on it)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: this one
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+            if fd in (1, 2) and (sys.stdout if fd == 1 else sys.stderr) is None:
+                stream = open(fd, "w", closefd=False)  # noqa: SIM115 - lives as long as we do
+                if fd == 1:
+                    sys.stdout = stream
+                else:
+                    sys.stderr = stream
+
+
 def entry() -> None:
     """Console-script entry point: run, flush, and leave at once (no slow interpreter teardown)."""
+    open_standard_fds()
     code = 70
     try:
         code = main(sys.argv[1:])

@@ -288,6 +288,14 @@ OPTIONS: tuple[Option, ...] = (
         default_text="a new directory under $TMPDIR",
     ),
     Option(
+        "flush-timeout",
+        "SECONDS",
+        _seconds,
+        3.0,
+        "after the job has exited and the outcome file is written, how long to keep writing output "
+        "that our stdout/stderr reader has not taken yet; what is left is dropped and counted",
+    ),
+    Option(
         "log-level",
         "debug|info|warning|error",
         _choice("debug", "info", "warning", "error"),
@@ -329,6 +337,7 @@ class Settings(NamedTuple):
     pipe_relay: bool
     pipe_buffer: int
     pipe_relay_dir: str | None
+    flush_timeout: float
     log_level: LogLevel
     event_loop: EventLoop
 

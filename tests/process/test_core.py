@@ -81,6 +81,7 @@ def _forwardable() -> list[int]:
         signal.SIGCHLD,
         signal.SIGTTIN,
         signal.SIGTTOU,
+        signal.SIGPIPE,  # about our own writes: ignored, never forwarded (test_hardening.py)
         signal.SIGKILL,
         signal.SIGSTOP,
         signal.SIGSEGV,

@@ -33,8 +33,10 @@ NOT_HANDLED = frozenset(
 )
 # Job-control tty signals are ignored by smsupervise itself (so it can never be stopped by a
 # background read/write on a terminal, as tini does) and not forwarded: the kernel sends them to
-# the process group that touched the terminal, which is where they belong.
-IGNORED = frozenset({signal.SIGTTIN, signal.SIGTTOU})
+# the process group that touched the terminal, which is where they belong. SIGPIPE is about our own
+# writes (whoever read our stdout went away): ignored, never forwarded, so the job runs on; the
+# write fails with EPIPE and what it held is dropped and counted (streams/writer.py).
+IGNORED = frozenset({signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE})
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
@@ -85,6 +87,10 @@ class SignalInbox:
         self._pending.clear()
         return taken
 
+    def stop_pending(self) -> bool:
+        """Whether a SIGTERM or SIGINT is waiting (outside the loop: the final flush gives way)."""
+        return any(signum in STOP_SIGNALS for signum in self._pending)
+
     def take_child_event(self) -> bool:
         """True once per burst of SIGCHLD."""
         event, self.child_event = self.child_event, False
@@ -92,7 +98,9 @@ class SignalInbox:
 
 
 def install() -> SignalInbox:
-    """Install a handler for every catchable signal; returns the inbox they feed."""
+    """Install a handler for every catchable signal, and unblock every signal (a parent may have
+    blocked SIGTERM with ``pthread_sigmask``, which would silently disable the stop); returns the
+    inbox they feed."""
     inbox = SignalInbox()
     for signum in catchable():
         try:
@@ -102,4 +110,5 @@ def install() -> SignalInbox:
                 signal.signal(signum, inbox._handler)
         except (OSError, ValueError):  # glibc-reserved real-time signals (32, 33) are refused
             continue
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # after the handlers: pending ones arrive now
     return inbox

@@ -156,7 +156,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         started = self.started = time.monotonic()
         outputs = self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
-        self.log.redirect(outputs[2].write)  # our events and the child's stderr never interleave
+        self.log.redirect(outputs[2].write_event)  # our events and the child's stderr never interleave
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
@@ -215,7 +215,15 @@ class Supervisor:
                     os.rmdir(directory)
         self.log.redirect(None)
         for output in self._outputs.values():
-            output.close()
+            output.detach()  # the epilogue writes what is left, after the outcome file (finish)
+
+    def finish_output(self, deadline: float) -> tuple[int, int]:
+        """After the loop and the outcome file: write what is still buffered for our stdout and
+        stderr, until ``deadline`` or a stop signal; returns (bytes dropped, our events dropped)."""
+        outputs = self._outputs.values()
+        for output in outputs:
+            output.finish(deadline, self.inbox.stop_pending)
+        return sum(o.dropped_bytes for o in outputs), sum(o.dropped_events for o in outputs)
 
     def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
         """The Pipe-mode relay's threads start before any step: read-ahead begins at once."""

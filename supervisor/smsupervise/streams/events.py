@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
+DIRECT_TIMEOUT = 2.0  # the longest one event written outside the loop waits for a stalled reader
 Renderer = Callable[[dict[str, Any]], bytes]
 
 
@@ -48,18 +49,28 @@ def _text_renderer() -> Renderer:
     return render
 
 
-def write_all(fd: int, data: bytes) -> None:
-    """Write every byte (a pipe may take less than asked)."""
+def write_all(fd: int, data: bytes, timeout: float | None = None) -> int:
+    """Write every byte (a pipe may take less than asked), for at most ``timeout`` seconds of
+    waiting for the reader; returns how many bytes could not be written (0: all of them)."""
+    import select  # noqa: PLC0415
+
     view = memoryview(data)
+    deadline = None if timeout is None else time.monotonic() + timeout
     while view:
+        left = None if deadline is None else deadline - time.monotonic()
+        if left is not None and left <= 0:
+            break
         try:
+            if not select.select([], [fd], [], left)[1]:
+                break
             view = view[os.write(fd, view) :]
         except InterruptedError:
             continue
         except BlockingIOError:
-            import select  # noqa: PLC0415
-
-            select.select([], [fd], [])
+            continue
+        except (OSError, ValueError):  # the reader is gone (EPIPE) or the fd is unusable
+            break
+    return len(view)
 
 
 class EventLog:
@@ -73,9 +84,15 @@ class EventLog:
         self._static = dict(static or {})
         self._fd = fd
         self._sink: Callable[[bytes], None] = self._write_direct
+        self.direct_timeout = DIRECT_TIMEOUT
+        self.dropped = 0  # events that could not be written outside the loop
 
     def _write_direct(self, line: bytes) -> None:
-        write_all(self._fd, line)
+        """Outside the loop (before it starts, after it ends): a stalled reader gets a bounded wait,
+        then the event is dropped and counted, so a stuck log pipe cannot hang start-up or exit."""
+        if write_all(self._fd, line, self.direct_timeout):
+            self.dropped += 1
+            self.direct_timeout = 0.0  # the reader is stalled: do not wait for it again
 
     def redirect(self, sink: Callable[[bytes], None] | None) -> None:
         """Send rendered lines to ``sink`` (our stderr writer while the loop runs); None: direct."""

@@ -6,7 +6,12 @@ buffered, the loop waits for writability, and above ``high_water`` buffered byte
 the child's pipes pause, which blocks the child instead (nothing is dropped).
 
 A terminal is left blocking (O_NONBLOCK would be shared with the shell that owns it, and people
-write slowly anyway); pipes and sockets are switched to O_NONBLOCK and restored on ``close``.
+write slowly anyway); pipes and sockets are switched to O_NONBLOCK and restored by ``finish``.
+
+Nothing here may hang the exit or take the job with it: when the reader goes away (EPIPE; SIGPIPE is
+ignored by smsupervise) what cannot be written is dropped and counted; our own events are dropped
+(counted) rather than buffered without limit when the reader stalls; and the final flush after the
+job has exited (``finish``) has a deadline and gives way to a stop signal.
 """
 
 from __future__ import annotations
@@ -15,9 +20,12 @@ import asyncio
 import contextlib
 import fcntl
 import os
+import select
+import time
 from collections.abc import Callable
 
-from smsupervise.streams.events import write_all
+EVENTS_CAP = 4 << 20  # our own events beyond this much buffered output are dropped, counted
+FINISH_SLICE = 0.05  # the final flush looks for a stop signal at least this often
 
 
 class Output:
@@ -31,6 +39,8 @@ class Output:
         self._waiters: list[Callable[[], None]] = []
         self._flags: int | None = None
         self.broken = False
+        self.dropped_bytes = 0  # written after the reader went away, or left at the deadline
+        self.dropped_events = 0  # our own events dropped while the reader stalled
         try:
             if not os.isatty(fd):
                 flags = fcntl.fcntl(fd, fcntl.F_GETFL)
@@ -51,8 +61,20 @@ class Output:
         else:
             self._loop.call_soon(callback)
 
+    def write_event(self, data: bytes) -> None:
+        """One of our own events: written like the child's output, but never buffered past
+        ``EVENTS_CAP`` (the child is paused by backpressure; our events cannot be, so they drop)."""
+        if len(self._buffer) >= EVENTS_CAP:
+            self.dropped_events += 1
+            self.dropped_bytes += len(data)
+            return
+        self.write(data)
+
     def write(self, data: bytes) -> None:
-        if self.broken or not data:
+        if self.broken:
+            self.dropped_bytes += len(data)
+            return
+        if not data:
             return
         if self._buffer:
             self._buffer += data
@@ -69,8 +91,11 @@ class Output:
             return 0
         except InterruptedError:
             return 0
-        except (BrokenPipeError, OSError):
+        except OSError:
             self.broken = True  # nobody reads our output any more: there is nowhere to put it
+            self.dropped_bytes += len(data)
+            if data is not self._buffer:
+                self.dropped_bytes += len(self._buffer)
             self._buffer.clear()
             return len(data)
 
@@ -84,15 +109,27 @@ class Output:
             for callback in waiters:
                 callback()
 
-    def close(self) -> None:
-        """Write what is buffered (blocking), restore the fd's flags."""
+    def detach(self) -> None:
+        """Leave the loop (it is about to close): what is buffered stays for ``finish``."""
         with contextlib.suppress(Exception):
             self._loop.remove_writer(self.fd)
+
+    def finish(self, deadline: float, interrupted: Callable[[], bool] = lambda: False) -> None:
+        """After the loop: write what is buffered until the reader has taken it all, ``deadline``
+        (``time.monotonic()``) passes, or ``interrupted()`` (a stop signal) says to leave; what is
+        left is counted in ``dropped_bytes``. Then the fd's flags are restored."""
+        self.detach()
+        while self._buffer and not self.broken and not interrupted():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            with contextlib.suppress(OSError, ValueError):
+                select.select([], [self.fd], [], min(left, FINISH_SLICE))
+            written = self._try_write(self._buffer)
+            del self._buffer[:written]
+        self.dropped_bytes += len(self._buffer)
+        self._buffer.clear()
         if self._flags is not None:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(self.fd, fcntl.F_SETFL, self._flags)
             self._flags = None
-        if self._buffer and not self.broken:
-            with contextlib.suppress(OSError):
-                write_all(self.fd, bytes(self._buffer))
-        self._buffer.clear()
