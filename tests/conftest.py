@@ -22,9 +22,10 @@ T = TypeVar("T")
 
 
 def sleep_until(
-    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.005, what: str = "condition"
+    predicate: Callable[[], T], timeout: float = 30.0, interval: float = 0.005, what: str = "condition"
 ) -> T:
-    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline."""
+    """Poll ``predicate`` until it returns something truthy; fail the test at the deadline (a
+    failure detector, not a speed claim: generous, so a loaded machine never trips it)."""
     end = time.monotonic() + timeout
     while True:
         value = predicate()

@@ -363,7 +363,7 @@ def _hook_running(run: Supervised) -> bool:
 @pytest.mark.parametrize("when", ["requirements", "first-moment"])
 def test_a_stop_during_start_up_is_honoured(mode: str, tmp_path: Path, when: str) -> None:
     """SIGTERM while requirements.txt installs: pip is stopped, training never starts, the failure
-    file says so. (A SIGTERM before any child exists is covered 300 times in test_core.)"""
+    file says so. (A SIGTERM before any child exists is covered 100 times in test_core.)"""
     src = tmp_path / "src"
     shutil.copytree(fixtures.EXAMPLE / "src", src)
     (src / "requirements.txt").write_text("anything\n")

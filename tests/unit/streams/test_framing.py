@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import orjson
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer, detect_level
@@ -79,7 +79,7 @@ byte_streams = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pieces=byte_streams, cuts=st.lists(st.integers(min_value=1, max_value=700), max_size=30))
 def test_any_bytes_any_chunking_every_line_valid_capped_and_lossless(
     pieces: list[bytes], cuts: list[int]
