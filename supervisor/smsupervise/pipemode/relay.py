@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from smsupervise.linux.pipes import PIPE_SIZE, raise_pipe_size
+from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
@@ -43,6 +43,7 @@ SPLICE_F_NONBLOCK = 2
 SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
 APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
+READ_AHEAD_AFTER = 0.002  # the child's FIFO full this long: it is computing, so read ahead
 
 Emit = Callable[[str, dict[str, object]], None]
 
@@ -161,14 +162,20 @@ class ChannelRelay(threading.Thread):
 class _Pump:
     """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
 
-    The loop is shaped for few system calls per wake-up (the relay's CPU per GB is a target): one
-    ``poll``, then one splice per ready FIFO, never a speculative splice that would only say EAGAIN.
+    Shaped like the C loop in the common case (the child keeps up, the ring is empty): one ``poll``
+    on upstream, one splice straight into the child's FIFO. When that FIFO is full the pump waits
+    for room, as a blocking splice would, and leaves the data in the platform's FIFO; only when the
+    child has not read for ``READ_AHEAD_AFTER`` (it is computing) does it read ahead into the ring.
+    While the ring holds data and the child reads, the ring drains first, so it empties again and
+    each byte moves once: a ring left standing would make every byte take two hops, and the
+    child's reads come from pages written ``ring`` bytes ago, out of the cache.
     """
 
     def __init__(self, upstream: int, downstream_path: str, ring: Ring, stop_fd: int) -> None:
         self.upstream = upstream
         self.downstream_path = downstream_path
         self.downstream = -1
+        self.down_size = 0  # the child's FIFO's capacity
         self.ring = ring
         self.stop_fd = stop_fd
         self.upstream_open = True
@@ -176,49 +183,88 @@ class _Pump:
         self.moved = 0
         self.first: float | None = None
         self.starved = self.bound = self.wait_open = 0.0
+        self.full_since: float | None = None  # the child's FIFO is full (or the ring holds data)
+        self.ahead = False  # the child has not read for READ_AHEAD_AFTER: read ahead into the ring
+        self.up_seen = False  # poll has said upstream is ready (before that, 0 bytes is not EOF)
         self.poller = select.poll()
         self.poller.register(stop_fd, select.POLLIN)
         self.registered: dict[int, int] = {}
 
     def run(self) -> None:
-        ring = self.ring
         poll = self.poller.poll
         monotonic = time.monotonic
         while True:
             if self.downstream < 0:
                 self._open_downstream()
-            if not self.upstream_open and not ring.size and self.downstream >= 0:
+            if not self.upstream_open and not self.ring.size and self.downstream >= 0:
                 return  # all out, and the child's FIFO is open: closing it is the child's EOF
-            self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
-            if self.downstream >= 0:
-                # Always registered: with no data to write, POLLERR still says the child closed it.
-                self._want(self.downstream, select.POLLOUT if ring.size else select.POLLERR)
+            timeout = self._register(monotonic())
             began = monotonic()
-            events = poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
+            events = poll(timeout)
             if self.first is not None:
                 self._account(monotonic() - began)
-            up_ready = down_ready = False
-            for fd, revents in events:
-                if fd == self.stop_fd:
-                    self.ended = "stopped"
-                    return
-                if fd == self.downstream and revents & select.POLLERR and not ring.size:
-                    self.ended = "child closed"  # nothing was in flight: nothing else to tell
-                    return
-                if fd == self.upstream:
-                    up_ready = True  # readiness: a writer is or was there, so a 0-byte splice is EOF
-                else:
-                    down_ready = True
-            if (down_ready or (up_ready and ring.size)) and self.downstream >= 0 and not self._drain_ring():
+            if not events:
+                self.ahead = self.full_since is not None  # the child is not reading: read ahead
+                continue
+            if not self._handle(events):
                 return
-            if up_ready and not self._pull():
-                return
+
+    def _register(self, now: float) -> int | None:
+        """Say what to wait for; returns the poll timeout in ms (None: no timeout)."""
+        ring = self.ring
+        can_pull = self.upstream_open and ring.has_room()
+        if self.downstream < 0:  # the child has not opened its FIFO yet: read ahead
+            self._want(self.upstream, select.POLLIN if can_pull else 0)
+            return int(OPEN_RETRY * 1000)
+        if self.full_since is None and ring.size:
+            self.full_since = now  # the ring holds data: wait for room in the child's FIFO first
+        if self.full_since is None:  # the common case: upstream straight to the child
+            self._want(self.upstream, select.POLLIN if self.upstream_open else 0)
+            # Always registered: with no data to write, POLLERR still says the child closed it.
+            self._want(self.downstream, select.POLLERR)
+            return None
+        self._want(self.upstream, select.POLLIN if self.ahead and can_pull else 0)
+        self._want(self.downstream, select.POLLOUT)
+        if self.ahead or not self.upstream_open:
+            return None
+        return max(0, int((self.full_since + READ_AHEAD_AFTER - now) * 1000) + 1)
+
+    def _handle(self, events: list[tuple[int, int]]) -> bool:
+        """Act on what ``poll`` said; False once the epoch is over."""
+        up_ready = down_ready = False
+        for fd, revents in events:
+            if fd == self.stop_fd:
+                self.ended = "stopped"
+                return False
+            if fd == self.upstream:
+                up_ready = self.up_seen = True  # a writer is or was there: a 0-byte splice is EOF
+            elif revents & select.POLLERR and not self.ring.size:
+                self.ended = "child closed"  # nothing was in flight: nothing else to tell
+                return False
+            else:
+                down_ready = True
+        if down_ready:
+            return self._room()
+        if up_ready:
+            return self._pull()
+        return True
+
+    def _room(self) -> bool:
+        """The child's FIFO has room: drain the ring into it, then take the direct path again."""
+        self.ahead = False  # the child reads again: drain the ring before reading ahead
+        if not self._drain_ring():
+            return False
+        if self.ring.size:  # still held: the child's FIFO is full again as of now
+            self.full_since = time.monotonic()
+            return True
+        self.full_since = None  # room, nothing held: the direct path, at once if data waits
+        return not (self.upstream_open and self.up_seen) or self._direct(room=True)
 
     def _account(self, waited: float) -> None:
         if self.downstream < 0:
             self.wait_open += waited
             self.bound += waited
-        elif self.ring.size == 0:
+        elif self.ring.size == 0 and self.full_since is None:
             self.starved += waited
         else:
             self.bound += waited
@@ -230,29 +276,41 @@ class _Pump:
             if error.errno != errno.ENXIO:  # ENXIO: the child has not opened its FIFO yet
                 raise
             return
-        raise_pipe_size(self.downstream)
+        self.down_size = raise_pipe_size(self.downstream, self.ring.pipe_size)
 
     def _pull(self) -> bool:
-        """Upstream is ready: straight to the child when the ring is empty, else (or when the child's
-        FIFO is full) into the ring. False once the child has closed its end."""
+        """Upstream is ready: straight to the child when nothing is held, else into the ring (the
+        child has not read for a while). False once the child has closed its end."""
         ring = self.ring
-        if ring.size == 0 and self.downstream >= 0:
-            count = _splice(self.upstream, self.downstream, PIPE_SIZE)
-            if count is not None:
-                if count < 0:
-                    self.ended = "child closed"
-                    return False
-                self._moved_upstream(count)
-                self.moved += count
-                return True
+        if ring.size == 0 and self.downstream >= 0 and self.full_since is None:
+            return self._direct(room=False)
         tail = ring.tail_room()
         if tail is not None:
-            count = _splice(self.upstream, tail[1], tail[3] - tail[2])
+            count = _splice(self.upstream, tail.write_fd, tail.space())
             if count is None:
                 ring.full(tail)
             else:
                 self._moved_upstream(count)
                 ring.added(tail, count)
+        return True
+
+    def _direct(self, room: bool) -> bool:
+        """Upstream straight into the child's FIFO, as the C loop does. ``room``: poll said the FIFO
+        has room, so a splice that would block means upstream is empty (else that the FIFO is full).
+        A whole FIFO's worth moved means it is full now: wait for room, without a call to hear
+        EAGAIN. False once the child has closed its end."""
+        count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
+        if count is None:
+            if not room:
+                self.full_since = time.monotonic()  # the child's FIFO is full: wait for room
+            return True
+        if count < 0:
+            self.ended = "child closed"
+            return False
+        self._moved_upstream(count)
+        self.moved += count
+        if count >= self.down_size:
+            self.full_since = time.monotonic()
         return True
 
     def _moved_upstream(self, count: int) -> None:
@@ -262,17 +320,23 @@ class _Pump:
             self.first = time.monotonic()
 
     def _drain_ring(self) -> bool:
-        """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed."""
+        """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed.
+        Moving less than asked, or a whole FIFO's worth, means it is full: no call just to hear EAGAIN."""
         head = self.ring.head()
-        while head is not None:
-            count = _splice(head[0], self.downstream, head[2])
+        budget = self.down_size
+        while head is not None and budget > 0:
+            count = _splice(head.read_fd, self.downstream, head.held)
             if count is None:
                 return True
             if count < 0:
                 self.ended = "child closed"
                 return False
+            asked = head.held
             self.ring.consumed(head, count)
             self.moved += count
+            if count < asked:
+                return True
+            budget -= count
             head = self.ring.head()
         return True
 

@@ -13,7 +13,7 @@ def _put(ring: Ring, data: bytes) -> None:
     while view:
         tail = ring.tail_room()
         assert tail is not None, "the ring is full"
-        count = os.write(tail[1], view[: tail[3] - tail[2]])
+        count = os.write(tail.write_fd, view[: tail.space()])
         ring.added(tail, count)
         view = view[count:]
 
@@ -21,7 +21,7 @@ def _put(ring: Ring, data: bytes) -> None:
 def _take(ring: Ring) -> bytes:
     out = bytearray()
     while (head := ring.head()) is not None:
-        chunk = os.read(head[0], head[2])
+        chunk = os.read(head.read_fd, head.held)
         ring.consumed(head, len(chunk))
         out += chunk
     return bytes(out)
@@ -54,7 +54,7 @@ def test_after_a_discard_new_data_comes_out_whole() -> None:
     ring.discard()
     assert ring.size == 0
     assert len(ring.pipes) == 1
-    assert ring.pipes[0][3] == ring.pipes[0][4]
+    assert ring.pipes[0].room == ring.pipes[0].size
     fresh = os.urandom(3 << 20)
     _put(ring, fresh)
     assert _take(ring) == fresh
