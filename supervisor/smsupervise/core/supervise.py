@@ -209,10 +209,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(self.ack_file)
         if self.relay is not None:
-            self.relay.stop()
-            for directory in {spec.relay_dir for spec in self.pipes}:
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
+            self.relay.stop()  # removes what it created: its FIFOs, and its dir if it made it
         self.log.redirect(None)
         for output in self._outputs.values():
             output.close()
@@ -232,7 +229,7 @@ class Supervisor:
             channels=[spec.name for spec in self.pipes],
             relay_dir=self.pipes[0].relay_dir,
             upstream_dir=self.pipes[0].upstream_dir,
-            ring_bytes=self.pipes[0].ring_bytes,
+            **self.relay.describe(),  # ring_bytes asked, rings (what each got), pipe_budget
         )
 
     def _relay_event(self, event: str, fields: dict[str, object]) -> None:

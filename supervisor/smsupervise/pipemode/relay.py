@@ -35,7 +35,10 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from smsupervise.linux.pipes import raise_pipe_size
+from smsupervise.errors import UsageError
+from smsupervise.linux.pipes import PipeLimits, raise_pipe_size, read_limits
+from smsupervise.pipemode.budget import plan_rings
+from smsupervise.pipemode.fifos import RelayFifos, check_relay_dir
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
@@ -72,48 +75,69 @@ class EpochStats(NamedTuple):
 
 
 class ChannelRelay(threading.Thread):
-    """Relays one channel, epoch after epoch, until stopped."""
+    """Relays one channel, epoch after epoch, until stopped.
 
-    def __init__(self, spec: ChannelSpec, emit: Emit, stop_fd: int) -> None:
+    If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
+    before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
+    """
+
+    def __init__(self, spec: ChannelSpec, emit: Emit, stop_fd: int, ring_bytes: int, pipe_size: int) -> None:
         super().__init__(name=f"pipe-relay-{spec.name}", daemon=True)
         self.spec = spec
         self.emit = emit
         self.stop_fd = stop_fd  # readable once the relay must stop
+        self.ring_bytes = ring_bytes  # this channel's share of the pipe budget
+        self.pipe_size = pipe_size
+        self.fifos = RelayFifos(spec.relay_dir)
+        self.epoch = 0
+        self.current: str | None = None  # our FIFO for the epoch being relayed, once made
+
+    def _ours(self, epoch: int) -> str:
+        return os.path.join(self.spec.relay_dir, f"{self.spec.name}_{epoch}")
 
     def prepare(self) -> None:
-        """Before the child starts: clear FIFOs left in our dir by an earlier run, and mirror an epoch 0
-        that already exists upstream (SageMaker creates it before the container starts), so the
-        training code finds ``<ch>_0`` at once."""
-        prefix = f"{self.spec.name}_"
-        for name in os.listdir(self.spec.relay_dir):
-            if name.startswith(prefix) and name[len(prefix) :].isdigit():
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.spec.relay_dir, name))
-        if _is_fifo(os.path.join(self.spec.upstream_dir, f"{prefix}0")):
-            os.mkfifo(os.path.join(self.spec.relay_dir, f"{prefix}0"), 0o660)
+        """Before the child starts: mirror an epoch 0 that already exists upstream (SageMaker creates
+        it before the container starts), so the training code finds ``<ch>_0`` at once."""
+        if _is_fifo(os.path.join(self.spec.upstream_dir, f"{self.spec.name}_0")):
+            self.fifos.make(self._ours(0))
+            self.current = self._ours(0)
 
     def _stopping(self) -> bool:
         readable, _, _ = select.select([self.stop_fd], [], [], 0)
         return bool(readable)
 
     def run(self) -> None:
-        ring = Ring(self.spec.ring_bytes)
+        ring = Ring(self.ring_bytes, self.pipe_size)
         try:
-            epoch = 0
             while not self._stopping():
-                upstream_path = os.path.join(self.spec.upstream_dir, f"{self.spec.name}_{epoch}")
+                upstream_path = os.path.join(self.spec.upstream_dir, f"{self.spec.name}_{self.epoch}")
                 if not self._wait_for(upstream_path):
                     return
-                stats = self._epoch(epoch, upstream_path, ring)
+                stats = self._epoch(self.epoch, upstream_path, ring)
                 self.emit("pipe_epoch_done", stats._asdict())
                 if stats.ended == "stopped":
                     return
-                epoch += 1
-        except Exception as error:  # reported as an event; the job goes on
-            reason = f"{type(error).__name__}: {error}"
-            self.emit("pipe_relay_failed", {"channel": self.spec.name, "error": reason})
+                self.epoch += 1
+        except Exception as error:  # reported as an event; the job goes on, its FIFO gives EOF
+            self._failed(error)
         finally:
             ring.close()
+
+    def _failed(self, error: Exception) -> None:
+        """The channel is over: EOF for the job's FIFO first, then the facts in the event."""
+        fields: dict[str, object] = {
+            "channel": self.spec.name,
+            "epoch": self.epoch,
+            "error": f"{type(error).__name__}: {error}",
+            "path": getattr(error, "filename", None),
+            "fifo": self.current,
+        }
+        if self.current is not None:
+            try:
+                self.fifos.give_eof(self.current)
+            except OSError as eof_error:
+                fields["eof_error"] = f"{type(eof_error).__name__}: {eof_error}"
+        self.emit("pipe_relay_failed", fields)
 
     def _wait_for(self, path: str) -> bool:
         """Until the platform's FIFO for the epoch exists; False if we were stopped first."""
@@ -125,15 +149,15 @@ class ChannelRelay(threading.Thread):
                 return False
 
     def _epoch(self, epoch: int, upstream_path: str, ring: Ring) -> EpochStats:
-        ours = os.path.join(self.spec.relay_dir, f"{self.spec.name}_{epoch}")
-        if not _is_fifo(ours):  # epoch 0 may have been made by prepare()
-            os.mkfifo(ours, 0o660)
+        ours = self._ours(epoch)
+        self.fifos.make(ours)  # epoch 0 may have been made by prepare()
+        self.current = ours
         upstream = os.open(upstream_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        raise_pipe_size(upstream)
         pump = _Pump(upstream, ours, ring, self.stop_fd)
         cpu_start = time.thread_time()
         ring.peak = 0
         try:
+            raise_pipe_size(upstream, self.pipe_size)
             pump.run()
         finally:
             if pump.ended in ("child closed", "stopped"):
@@ -141,8 +165,8 @@ class ChannelRelay(threading.Thread):
             os.close(upstream)  # a producer still writing gets EPIPE: on to its next epoch
             if pump.downstream >= 0:
                 os.close(pump.downstream)  # EOF for the child
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(ours)
+        self.fifos.remove(ours)  # done: the next epoch's FIFO is the one to open
+        self.current = None
         seconds = time.monotonic() - pump.first if pump.first is not None else 0.0
         return EpochStats(
             self.spec.name,
@@ -368,24 +392,69 @@ def _splice(src: int, dst: int, count: int) -> int | None:
 
 
 class PipeRelay:
-    """All channels' relays: ``start()`` before the child runs, ``stop()`` after it has exited."""
+    """All channels' relays: ``start()`` before the child runs, ``stop()`` after it has exited.
 
-    def __init__(self, channels: tuple[ChannelSpec, ...], emit: Emit) -> None:
+    The rings share one pipe budget (``budget.plan_rings``): ``limits`` are the kernel's, read from
+    /proc unless given.
+    """
+
+    def __init__(
+        self, channels: tuple[ChannelSpec, ...], emit: Emit, limits: PipeLimits | None = None
+    ) -> None:
         self.channels = channels
+        self.plan = plan_rings(tuple(spec.ring_bytes for spec in channels), limits or read_limits())
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self.threads = [ChannelRelay(spec, emit, self._stop_r) for spec in channels]
+        self._made_dirs: list[str] = []
+        self.threads = [
+            ChannelRelay(spec, emit, self._stop_r, ring, self.plan.pipe_size)
+            for spec, ring in zip(channels, self.plan.rings, strict=True)
+        ]
+
+    def describe(self) -> dict[str, object]:
+        """Fields for ``pipe_relay_started``: what each ring may hold, and the budget behind it."""
+        return {
+            "ring_bytes": self.channels[0].ring_bytes if self.channels else 0,
+            "rings": {spec.name: ring for spec, ring in zip(self.channels, self.plan.rings, strict=True)},
+            "pipe_budget": self.plan.describe(),
+        }
 
     def start(self) -> None:
-        for spec in self.channels:
-            os.makedirs(spec.relay_dir, mode=0o755, exist_ok=True)
+        """Check and make the relay dirs, mirror epoch 0, start a thread per channel. A dir that
+        cannot be used raises ``UsageError`` before anything is started."""
+        for relay_dir in sorted({spec.relay_dir for spec in self.channels}):
+            names = tuple(spec.name for spec in self.channels if spec.relay_dir == relay_dir)
+            upstream = next(spec.upstream_dir for spec in self.channels if spec.relay_dir == relay_dir)
+            check_relay_dir(relay_dir, upstream, names)
+            if not os.path.isdir(relay_dir):
+                self._made_dirs.append(relay_dir)
+            try:
+                os.makedirs(relay_dir, mode=0o755, exist_ok=True)
+            except OSError as error:
+                raise UsageError(
+                    f"--pipe-relay-dir {relay_dir}: cannot create it: {error.strerror}"
+                ) from None
         for thread in self.threads:
-            thread.prepare()
+            try:
+                thread.prepare()
+            except OSError as error:
+                raise UsageError(
+                    f"--pipe-relay-dir {thread.spec.relay_dir}: cannot create the FIFO {error.filename}: "
+                    f"{error.strerror}"
+                ) from None
+        for thread in self.threads:
             thread.start()
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Stop every thread, then remove what they created (FIFOs, EOF files), nothing else."""
         os.write(self._stop_w, b"x")
         deadline = time.monotonic() + timeout
         for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.ident is not None:
+                thread.join(max(0.0, deadline - time.monotonic()))
+        for thread in self.threads:
+            thread.fifos.remove_all()
+        for relay_dir in self._made_dirs:
+            with contextlib.suppress(OSError):  # not empty: something that is not ours is in it
+                os.rmdir(relay_dir)
         os.close(self._stop_r)
         os.close(self._stop_w)
