@@ -19,6 +19,7 @@ def _put(ring: Ring, data: bytes) -> None:
 
 
 def _take(ring: Ring) -> bytes:
+    """Read everything out of the ring, head first, as the relay's splice to the child would."""
     out = bytearray()
     while (head := ring.head()) is not None:
         chunk = os.read(head.read_fd, head.held)
@@ -28,6 +29,7 @@ def _take(ring: Ring) -> bytes:
 
 
 def test_bytes_come_out_in_order_across_pipes() -> None:
+    """3 MiB and a tail spread over four pipes come out whole and in order, leaving the ring empty."""
     ring = Ring(4 << 20)
     data = os.urandom(3 << 20) + b"tail"
     _put(ring, data)
@@ -38,6 +40,7 @@ def test_bytes_come_out_in_order_across_pipes() -> None:
 
 
 def test_the_ring_stops_at_its_capacity() -> None:
+    """Filled to its capacity, the ring offers no more room (it does not grow past its share)."""
     ring = Ring(2 << 20)
     _put(ring, b"x" * (2 << 20))
     assert ring.tail_room() is None
