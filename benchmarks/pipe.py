@@ -11,7 +11,10 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
   -> its FIFOs -> consumers, the consumers being the training job smsupervise runs.
 
 Producer and consumer are C (``benchmarks/c/pipeprod.c``, ``pipecons.c``): ``write()`` / ``read()``
-of 1 MiB, as the SageMaker agent and a large-buffer reader do. A run's elapsed time is from the first
+of 1 MiB, as the SageMaker agent and a large-buffer reader do. The consumers run together in a session of
+their own in every case, as smsupervise runs the job (with the scheduler's autogroups, a session is
+one scheduling group: consumers in their own session get a share of the CPUs as a group, which
+alone changes the figures 2-3x on a busy 2-vCPU VM). A run's elapsed time is from the first
 producer's ``open()`` returning to the last consumer's EOF (CLOCK_MONOTONIC); each channel's own
 throughput is its bytes over its own open-to-EOF, and the spread is the slowest channel over the
 fastest in the same run. Rounds are interleaved (every case once, then again), after one warm-up
@@ -81,27 +84,34 @@ def _start_smsupervise(
     return relay, upstream
 
 
+def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subprocess.Popen[bytes]:
+    """Every channel's consumer, together in a session of their own: the shape smsupervise gives the
+    job (its own session, hence its own scheduler autogroup), so every case is scheduled alike."""
+    readers = " ".join(f"{tools['pipecons']} {path} {stamp} &" for path, stamp in pairs)
+    return subprocess.Popen(["sh", "-c", f"{readers} wait"], start_new_session=True)
+
+
 def _start_plain(
     case: str, work: Path, tools: dict[str, str], channels: int
 ) -> tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]], list[Path]]:
     """Consumers and (unless ``none``) one C or cat relay per channel; returns relays, others, FIFOs."""
-    relays, others, upstream = [], [], []
+    relays, pairs, upstream = [], [], []
     for i in range(channels):
         up = work / f"up{i}"
         os.mkfifo(up)
         upstream.append(up)
-        stamp = str(work / f"cons{i}.stamp")
+        stamp = work / f"cons{i}.stamp"
         if case == "none":
-            others.append(subprocess.Popen([tools["pipecons"], str(up), stamp]))
+            pairs.append((up, stamp))
             continue
         down = work / f"down{i}"
         os.mkfifo(down)
-        others.append(subprocess.Popen([tools["pipecons"], str(down), stamp]))
+        pairs.append((down, stamp))
         if case == "c-splice":
             relays.append(subprocess.Popen([tools["csplice"], str(up), str(down)]))
         else:
             relays.append(subprocess.Popen(["sh", "-c", f"exec cat {up} > {down}"]))
-    return relays, others, upstream
+    return relays, [_consumers(tools, pairs)], upstream
 
 
 def _smsupervise_cpu(relay: subprocess.Popen[bytes]) -> tuple[float | None, float | None]:
