@@ -215,7 +215,7 @@ class Supervisor:
             output.close()
 
     def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The Pipe-mode relay's threads start before any step: read-ahead begins at once."""
+        """The Pipe-mode relay's thread starts before any step: read-ahead begins at once."""
 
         def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
             loop.call_soon_threadsafe(self._relay_event, event, fields)
