@@ -242,6 +242,7 @@ class _Pump:
         self.upstream = upstream
         self.downstream_path = downstream_path
         self.downstream = -1
+        self.open_at = 0.0  # when to try opening the child's FIFO next (ENXIO: no reader yet)
         self.down_size = 0  # the child's FIFO's capacity
         self.ring = ring
         self.owner = owner
@@ -257,7 +258,8 @@ class _Pump:
     def arm(self, now: float) -> float | None:
         """Before the poll: seconds until it must be looked at again (None: no limit), or
         ``EPOCH_OVER`` when everything has been delivered."""
-        if self.downstream < 0:
+        if self.downstream < 0 and now >= self.open_at:
+            self.open_at = now + OPEN_RETRY  # at most every OPEN_RETRY: other channels may be busy
             self._open_downstream()
         if not self.upstream_open and not self.ring.size and self.downstream >= 0:
             return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
@@ -275,7 +277,7 @@ class _Pump:
         can_pull = self.upstream_open and ring.has_room()
         if self.downstream < 0:  # the child has not opened its FIFO yet: read ahead
             self._want(self.upstream, select.POLLIN if can_pull else 0)
-            return OPEN_RETRY
+            return self.open_at - now
         if self.full_since is None and ring.size:
             self.full_since = now  # the ring holds data: wait for room in the child's FIFO first
         if self.full_since is None:  # the common case: upstream straight to the child
