@@ -209,10 +209,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(self.ack_file)
         if self.relay is not None:
-            self.relay.stop()
-            for directory in {spec.relay_dir for spec in self.pipes}:
-                with contextlib.suppress(OSError):
-                    os.rmdir(directory)
+            self.relay.stop()  # removes what it created: its FIFOs, and its dir if it made it
         self.log.redirect(None)
         for output in self._outputs.values():
             output.detach()  # the epilogue writes what is left, after the outcome file (finish)
@@ -226,7 +223,7 @@ class Supervisor:
         return sum(o.dropped_bytes for o in outputs), sum(o.dropped_events for o in outputs)
 
     def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The Pipe-mode relay's threads start before any step: read-ahead begins at once."""
+        """The Pipe-mode relay's thread starts before any step: read-ahead begins at once."""
 
         def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
             loop.call_soon_threadsafe(self._relay_event, event, fields)
@@ -240,7 +237,7 @@ class Supervisor:
             channels=[spec.name for spec in self.pipes],
             relay_dir=self.pipes[0].relay_dir,
             upstream_dir=self.pipes[0].upstream_dir,
-            ring_bytes=self.pipes[0].ring_bytes,
+            **self.relay.describe(),  # ring_bytes asked, rings (what each got), pipe_budget
         )
 
     def _relay_event(self, event: str, fields: dict[str, object]) -> None:

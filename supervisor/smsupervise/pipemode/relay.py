@@ -17,8 +17,11 @@ offsets would need to know when the reader has consumed them; a pipe's pages bel
 moving them on is the kernel's bookkeeping. When the trainer keeps up the ring stays empty and
 each byte moves once, upstream straight to the child's FIFO.
 
-**Threads.** One thread per channel runs ``poll`` and non-blocking splices (the GIL is released in
-both), so the event loop never waits on a channel; events go back to it with
+**One thread** serves every channel: one ``poll`` over all their FIFOs, then one splice per ready
+FIFO, so N channels cost no more wake-ups than N C loops and share fairly (each ready channel moves
+at most one pipe's worth per turn). One thread rather than one per channel: threads would hand the
+GIL to each other after every ``poll`` and splice (a futex wake-up each, two per splice measured
+with four channels). The event loop never waits on a channel; events go back to it with
 ``call_soon_threadsafe``. FIFOs are opened non-blocking; a 0-byte splice counts as EOF only after
 ``poll`` said the FIFO was ready (before a writer ever attached, a non-blocking read also says 0).
 """
@@ -27,15 +30,20 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import os
 import select
 import stat
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import NamedTuple
 
-from smsupervise.linux.pipes import PIPE_SIZE, raise_pipe_size
+from smsupervise.errors import UsageError
+from smsupervise.linux.pipes import PipeLimits, raise_pipe_size, read_limits
+from smsupervise.pipemode.budget import plan_rings
+from smsupervise.pipemode.fifos import RelayFifos, check_relay_dir
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
@@ -43,6 +51,8 @@ SPLICE_F_NONBLOCK = 2
 SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
 APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
+EPOCH_OVER = -1.0  # from _Pump.arm: everything has been delivered
+READ_AHEAD_AFTER = 0.002  # the child's FIFO full this long: it is computing, so read ahead
 
 Emit = Callable[[str, dict[str, object]], None]
 
@@ -70,155 +80,252 @@ class EpochStats(NamedTuple):
     cpu_s: float  # this relay thread's CPU time for the epoch
 
 
-class ChannelRelay(threading.Thread):
-    """Relays one channel, epoch after epoch, until stopped."""
+class _Poller:
+    """The relay thread's one ``poll``: which events each fd is registered for, and whose it is."""
 
-    def __init__(self, spec: ChannelSpec, emit: Emit, stop_fd: int) -> None:
-        super().__init__(name=f"pipe-relay-{spec.name}", daemon=True)
+    def __init__(self) -> None:
+        self.poll = select.poll()
+        self.events: dict[int, int] = {}
+        self.owner: dict[int, ChannelRelay] = {}
+
+    def want(self, fd: int, events: int, owner: ChannelRelay) -> None:
+        if not events:
+            self.drop(fd)
+        elif self.events.get(fd) != events:
+            (self.poll.modify if fd in self.events else self.poll.register)(fd, events)
+            self.events[fd] = events
+            self.owner[fd] = owner
+
+    def drop(self, fd: int) -> None:
+        if fd in self.events:
+            self.poll.unregister(fd)
+            del self.events[fd], self.owner[fd]
+
+
+class ChannelRelay:
+    """One channel, epoch after epoch: waits for the platform's FIFO, then pumps it. Driven by the
+    relay thread (``arm`` before each ``poll``, ``on_poll`` after).
+
+    If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
+    before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
+    """
+
+    def __init__(
+        self, spec: ChannelSpec, emit: Emit, ring_bytes: int, pipe_size: int, poller: _Poller
+    ) -> None:
         self.spec = spec
         self.emit = emit
-        self.stop_fd = stop_fd  # readable once the relay must stop
+        self.ring = Ring(ring_bytes, pipe_size)  # this channel's share of the pipe budget
+        self.poller = poller
+        self.fifos = RelayFifos(spec.relay_dir)
+        self.epoch = 0
+        self.current: str | None = None  # our FIFO for the epoch being relayed, once made
+        self.pump: _Pump | None = None
+        self.look_at = 0.0  # when to look for the platform's next FIFO
+        self.cpu_start = 0.0
+
+    def _path(self, directory: str, epoch: int) -> str:
+        return os.path.join(directory, f"{self.spec.name}_{epoch}")
 
     def prepare(self) -> None:
-        """Before the child starts: clear FIFOs left in our dir by an earlier run, and mirror an epoch 0
-        that already exists upstream (SageMaker creates it before the container starts), so the
-        training code finds ``<ch>_0`` at once."""
-        prefix = f"{self.spec.name}_"
-        for name in os.listdir(self.spec.relay_dir):
-            if name.startswith(prefix) and name[len(prefix) :].isdigit():
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(self.spec.relay_dir, name))
-        if _is_fifo(os.path.join(self.spec.upstream_dir, f"{prefix}0")):
-            os.mkfifo(os.path.join(self.spec.relay_dir, f"{prefix}0"), 0o660)
+        """Before the child starts: mirror an epoch 0 that already exists upstream (SageMaker creates
+        it before the container starts), so the training code finds ``<ch>_0`` at once."""
+        if _is_fifo(self._path(self.spec.upstream_dir, 0)):
+            self.fifos.make(self._path(self.spec.relay_dir, 0))
+            self.current = self._path(self.spec.relay_dir, 0)
 
-    def _stopping(self) -> bool:
-        readable, _, _ = select.select([self.stop_fd], [], [], 0)
-        return bool(readable)
+    def arm(self, now: float) -> float | None:
+        """Register what to wait for; seconds until it must be looked at again (None: no limit)."""
+        if self.pump is None:
+            if now < self.look_at:
+                return self.look_at - now
+            if not _is_fifo(self._path(self.spec.upstream_dir, self.epoch)):
+                self.look_at = now + APPEAR_POLL
+                return APPEAR_POLL
+            self._begin()
+        assert self.pump is not None
+        wait = self.pump.arm(now)
+        if wait == EPOCH_OVER:
+            self._end()
+            return 0.0  # the next epoch's FIFO may be there already
+        return wait
 
-    def run(self) -> None:
-        ring = Ring(self.spec.ring_bytes)
-        try:
-            epoch = 0
-            while not self._stopping():
-                upstream_path = os.path.join(self.spec.upstream_dir, f"{self.spec.name}_{epoch}")
-                if not self._wait_for(upstream_path):
-                    return
-                stats = self._epoch(epoch, upstream_path, ring)
-                self.emit("pipe_epoch_done", stats._asdict())
-                if stats.ended == "stopped":
-                    return
-                epoch += 1
-        except Exception as error:  # reported as an event; the job goes on
-            reason = f"{type(error).__name__}: {error}"
-            self.emit("pipe_relay_failed", {"channel": self.spec.name, "error": reason})
-        finally:
-            ring.close()
+    def on_poll(self, events: list[tuple[int, int]], waited: float) -> None:
+        if self.pump is not None and not self.pump.on_poll(events, waited):
+            self._end()
 
-    def _wait_for(self, path: str) -> bool:
-        """Until the platform's FIFO for the epoch exists; False if we were stopped first."""
-        while True:
-            if _is_fifo(path):
-                return True
-            readable, _, _ = select.select([self.stop_fd], [], [], APPEAR_POLL)
-            if readable:
-                return False
+    def stop(self) -> None:
+        if self.pump is not None:
+            self.pump.ended = "stopped"
+            self._end()
 
-    def _epoch(self, epoch: int, upstream_path: str, ring: Ring) -> EpochStats:
-        ours = os.path.join(self.spec.relay_dir, f"{self.spec.name}_{epoch}")
-        if not _is_fifo(ours):  # epoch 0 may have been made by prepare()
-            os.mkfifo(ours, 0o660)
-        upstream = os.open(upstream_path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        raise_pipe_size(upstream)
-        pump = _Pump(upstream, ours, ring, self.stop_fd)
-        cpu_start = time.thread_time()
-        ring.peak = 0
-        try:
-            pump.run()
-        finally:
+    def _begin(self) -> None:
+        ours = self._path(self.spec.relay_dir, self.epoch)
+        self.fifos.make(ours)  # epoch 0 may have been made by prepare()
+        self.current = ours
+        upstream = os.open(
+            self._path(self.spec.upstream_dir, self.epoch), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+        self.pump = _Pump(upstream, ours, self.ring, self)
+        raise_pipe_size(upstream, self.ring.pipe_size)
+        self.cpu_start = time.thread_time()
+        self.ring.peak = 0
+
+    def _release(self) -> _Pump | None:
+        """Close the epoch's fds: a producer still writing gets EPIPE (on to its next epoch), and the
+        child gets EOF."""
+        pump, self.pump = self.pump, None
+        if pump is not None:
             if pump.ended in ("child closed", "stopped"):
-                ring.discard()
-            os.close(upstream)  # a producer still writing gets EPIPE: on to its next epoch
-            if pump.downstream >= 0:
-                os.close(pump.downstream)  # EOF for the child
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(ours)
+                self.ring.discard()
+            for fd in (pump.upstream, pump.downstream):
+                if fd >= 0:
+                    self.poller.drop(fd)
+                    os.close(fd)
+        return pump
+
+    def _end(self) -> None:
+        pump = self._release()
+        assert pump is not None
+        if self.current is not None:
+            self.fifos.remove(self.current)  # done: the next epoch's FIFO is the one to open
+        self.current = None
         seconds = time.monotonic() - pump.first if pump.first is not None else 0.0
-        return EpochStats(
+        stats = EpochStats(
             self.spec.name,
-            epoch,
+            self.epoch,
             pump.moved,
             round(seconds, 6),
             round(pump.starved, 6),
             round(pump.bound, 6),
             round(pump.wait_open, 6),
             pump.ended,
-            ring.allocated,
-            ring.peak,
-            round(time.thread_time() - cpu_start, 6),
+            self.ring.allocated,
+            self.ring.peak,
+            round(time.thread_time() - self.cpu_start, 6),
         )
+        self.emit("pipe_epoch_done", stats._asdict())
+        self.epoch += 1
+        self.look_at = 0.0
+
+    def fail(self, error: Exception) -> None:
+        """The channel is over: EOF for the job's FIFO first, then the facts in the event."""
+        fields: dict[str, object] = {
+            "channel": self.spec.name,
+            "epoch": self.epoch,
+            "error": f"{type(error).__name__}: {error}",
+            "path": getattr(error, "filename", None),
+            "fifo": self.current,
+        }
+        try:
+            self._release()
+            if self.current is not None:
+                self.fifos.give_eof(self.current)
+        except OSError as eof_error:
+            fields["eof_error"] = f"{type(eof_error).__name__}: {eof_error}"
+        self.emit("pipe_relay_failed", fields)
 
 
 class _Pump:
     """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
 
-    The loop is shaped for few system calls per wake-up (the relay's CPU per GB is a target): one
-    ``poll``, then one splice per ready FIFO, never a speculative splice that would only say EAGAIN.
+    Shaped like the C loop in the common case (the child keeps up, the ring is empty): one ``poll``
+    on upstream, one splice straight into the child's FIFO. When that FIFO is full the pump waits
+    for room, as a blocking splice would, and leaves the data in the platform's FIFO; only when the
+    child has not read for ``READ_AHEAD_AFTER`` (it is computing) does it read ahead into the ring.
+    While the ring holds data and the child reads, the ring drains first, so it empties again and
+    each byte moves once: a ring left standing would make every byte take two hops, and the
+    child's reads come from pages written ``ring`` bytes ago, out of the cache.
     """
 
-    def __init__(self, upstream: int, downstream_path: str, ring: Ring, stop_fd: int) -> None:
+    def __init__(self, upstream: int, downstream_path: str, ring: Ring, owner: ChannelRelay) -> None:
         self.upstream = upstream
         self.downstream_path = downstream_path
         self.downstream = -1
+        self.open_at = 0.0  # when to try opening the child's FIFO next (ENXIO: no reader yet)
+        self.down_size = 0  # the child's FIFO's capacity
         self.ring = ring
-        self.stop_fd = stop_fd
+        self.owner = owner
         self.upstream_open = True
         self.ended = "eof"
         self.moved = 0
         self.first: float | None = None
         self.starved = self.bound = self.wait_open = 0.0
-        self.poller = select.poll()
-        self.poller.register(stop_fd, select.POLLIN)
-        self.registered: dict[int, int] = {}
+        self.full_since: float | None = None  # the child's FIFO is full (or the ring holds data)
+        self.ahead = False  # the child has not read for READ_AHEAD_AFTER: read ahead into the ring
+        self.up_seen = False  # poll has said upstream is ready (before that, 0 bytes is not EOF)
 
-    def run(self) -> None:
+    def arm(self, now: float) -> float | None:
+        """Before the poll: seconds until it must be looked at again (None: no limit), or
+        ``EPOCH_OVER`` when everything has been delivered."""
+        if self.downstream < 0 and now >= self.open_at:
+            self.open_at = now + OPEN_RETRY  # at most every OPEN_RETRY: other channels may be busy
+            self._open_downstream()
+        if not self.upstream_open and not self.ring.size and self.downstream >= 0:
+            return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
+        return self._register(now)
+
+    def on_poll(self, events: list[tuple[int, int]], waited: float) -> bool:
+        """After the poll (``events`` are this pump's); False once the epoch is over."""
+        if self.first is not None:
+            self._account(waited)
+        return self._handle(events) if events else True
+
+    def _register(self, now: float) -> float | None:
+        """Say what to wait for; returns how long it may wait, in seconds (None: no limit)."""
         ring = self.ring
-        poll = self.poller.poll
-        monotonic = time.monotonic
-        while True:
-            if self.downstream < 0:
-                self._open_downstream()
-            if not self.upstream_open and not ring.size and self.downstream >= 0:
-                return  # all out, and the child's FIFO is open: closing it is the child's EOF
-            self._want(self.upstream, select.POLLIN if self.upstream_open and ring.has_room() else 0)
-            if self.downstream >= 0:
-                # Always registered: with no data to write, POLLERR still says the child closed it.
-                self._want(self.downstream, select.POLLOUT if ring.size else select.POLLERR)
-            began = monotonic()
-            events = poll(None if self.downstream >= 0 else OPEN_RETRY * 1000)
-            if self.first is not None:
-                self._account(monotonic() - began)
-            up_ready = down_ready = False
-            for fd, revents in events:
-                if fd == self.stop_fd:
-                    self.ended = "stopped"
-                    return
-                if fd == self.downstream and revents & select.POLLERR and not ring.size:
-                    self.ended = "child closed"  # nothing was in flight: nothing else to tell
-                    return
-                if fd == self.upstream:
-                    up_ready = True  # readiness: a writer is or was there, so a 0-byte splice is EOF
-                else:
-                    down_ready = True
-            if (down_ready or (up_ready and ring.size)) and self.downstream >= 0 and not self._drain_ring():
-                return
-            if up_ready and not self._pull():
-                return
+        can_pull = self.upstream_open and ring.has_room()
+        if self.downstream < 0:  # the child has not opened its FIFO yet: read ahead
+            self._want(self.upstream, select.POLLIN if can_pull else 0)
+            return self.open_at - now
+        if self.full_since is None and ring.size:
+            self.full_since = now  # the ring holds data: wait for room in the child's FIFO first
+        if self.full_since is None:  # the common case: upstream straight to the child
+            self._want(self.upstream, select.POLLIN if self.upstream_open else 0)
+            # Always registered: with no data to write, POLLERR still says the child closed it.
+            self._want(self.downstream, select.POLLERR)
+            return None
+        if not self.ahead and now - self.full_since >= READ_AHEAD_AFTER:
+            self.ahead = True  # the child has not read for a while: it is computing, read ahead
+        self._want(self.upstream, select.POLLIN if self.ahead and can_pull else 0)
+        self._want(self.downstream, select.POLLOUT)
+        if self.ahead or not self.upstream_open:
+            return None
+        return self.full_since + READ_AHEAD_AFTER - now
+
+    def _handle(self, events: list[tuple[int, int]]) -> bool:
+        """Act on what ``poll`` said; False once the epoch is over."""
+        up_ready = down_ready = False
+        for fd, revents in events:
+            if fd == self.upstream:
+                up_ready = self.up_seen = True  # a writer is or was there: a 0-byte splice is EOF
+            elif revents & select.POLLERR and not self.ring.size:
+                self.ended = "child closed"  # nothing was in flight: nothing else to tell
+                return False
+            else:
+                down_ready = True
+        if down_ready:
+            return self._room()
+        if up_ready:
+            return self._pull()
+        return True
+
+    def _room(self) -> bool:
+        """The child's FIFO has room: drain the ring into it, then take the direct path again."""
+        self.ahead = False  # the child reads again: drain the ring before reading ahead
+        if not self._drain_ring():
+            return False
+        if self.ring.size:  # still held: the child's FIFO is full again as of now
+            self.full_since = time.monotonic()
+            return True
+        self.full_since = None  # room, nothing held: the direct path, at once if data waits
+        return not (self.upstream_open and self.up_seen) or self._direct(room=True)
 
     def _account(self, waited: float) -> None:
         if self.downstream < 0:
             self.wait_open += waited
             self.bound += waited
-        elif self.ring.size == 0:
+        elif self.ring.size == 0 and self.full_since is None:
             self.starved += waited
         else:
             self.bound += waited
@@ -230,29 +337,41 @@ class _Pump:
             if error.errno != errno.ENXIO:  # ENXIO: the child has not opened its FIFO yet
                 raise
             return
-        raise_pipe_size(self.downstream)
+        self.down_size = raise_pipe_size(self.downstream, self.ring.pipe_size)
 
     def _pull(self) -> bool:
-        """Upstream is ready: straight to the child when the ring is empty, else (or when the child's
-        FIFO is full) into the ring. False once the child has closed its end."""
+        """Upstream is ready: straight to the child when nothing is held, else into the ring (the
+        child has not read for a while). False once the child has closed its end."""
         ring = self.ring
-        if ring.size == 0 and self.downstream >= 0:
-            count = _splice(self.upstream, self.downstream, PIPE_SIZE)
-            if count is not None:
-                if count < 0:
-                    self.ended = "child closed"
-                    return False
-                self._moved_upstream(count)
-                self.moved += count
-                return True
+        if ring.size == 0 and self.downstream >= 0 and self.full_since is None:
+            return self._direct(room=False)
         tail = ring.tail_room()
         if tail is not None:
-            count = _splice(self.upstream, tail[1], tail[3] - tail[2])
+            count = _splice(self.upstream, tail.write_fd, tail.space())
             if count is None:
                 ring.full(tail)
             else:
                 self._moved_upstream(count)
                 ring.added(tail, count)
+        return True
+
+    def _direct(self, room: bool) -> bool:
+        """Upstream straight into the child's FIFO, as the C loop does. ``room``: poll said the FIFO
+        has room, so a splice that would block means upstream is empty (else that the FIFO is full).
+        A whole FIFO's worth moved means it is full now: wait for room, without a call to hear
+        EAGAIN. False once the child has closed its end."""
+        count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
+        if count is None:
+            if not room:
+                self.full_since = time.monotonic()  # the child's FIFO is full: wait for room
+            return True
+        if count < 0:
+            self.ended = "child closed"
+            return False
+        self._moved_upstream(count)
+        self.moved += count
+        if count >= self.down_size:
+            self.full_since = time.monotonic()
         return True
 
     def _moved_upstream(self, count: int) -> None:
@@ -262,28 +381,28 @@ class _Pump:
             self.first = time.monotonic()
 
     def _drain_ring(self) -> bool:
-        """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed."""
+        """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed.
+        Moving less than asked, or a whole FIFO's worth, means it is full: no call just to hear EAGAIN."""
         head = self.ring.head()
-        while head is not None:
-            count = _splice(head[0], self.downstream, head[2])
+        budget = self.down_size
+        while head is not None and budget > 0:
+            count = _splice(head.read_fd, self.downstream, head.held)
             if count is None:
                 return True
             if count < 0:
                 self.ended = "child closed"
                 return False
+            asked = head.held
             self.ring.consumed(head, count)
             self.moved += count
+            if count < asked:
+                return True
+            budget -= count
             head = self.ring.head()
         return True
 
     def _want(self, fd: int, events: int) -> None:
-        if events:
-            if self.registered.get(fd) != events:
-                (self.poller.modify if fd in self.registered else self.poller.register)(fd, events)
-                self.registered[fd] = events
-        elif fd in self.registered:
-            self.poller.unregister(fd)
-            del self.registered[fd]
+        self.owner.poller.want(fd, events, self.owner)
 
 
 def _is_fifo(path: str) -> bool:
@@ -304,24 +423,111 @@ def _splice(src: int, dst: int, count: int) -> int | None:
 
 
 class PipeRelay:
-    """All channels' relays: ``start()`` before the child runs, ``stop()`` after it has exited."""
+    """All channels' relays: ``start()`` before the child runs, ``stop()`` after it has exited.
 
-    def __init__(self, channels: tuple[ChannelSpec, ...], emit: Emit) -> None:
+    The rings share one pipe budget (``budget.plan_rings``): ``limits`` are the kernel's, read from
+    /proc unless given.
+    """
+
+    def __init__(
+        self, channels: tuple[ChannelSpec, ...], emit: Emit, limits: PipeLimits | None = None
+    ) -> None:
         self.channels = channels
+        self.plan = plan_rings(tuple(spec.ring_bytes for spec in channels), limits or read_limits())
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
-        self.threads = [ChannelRelay(spec, emit, self._stop_r) for spec in channels]
+        self._made_dirs: list[str] = []
+        self.poller = _Poller()
+        self.relays = [
+            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller)
+            for spec, ring in zip(channels, self.plan.rings, strict=True)
+        ]
+        self.thread = threading.Thread(target=self._run, name="pipe-relay", daemon=True)
+
+    def describe(self) -> dict[str, object]:
+        """Fields for ``pipe_relay_started``: what each ring may hold, and the budget behind it."""
+        return {
+            "ring_bytes": self.channels[0].ring_bytes if self.channels else 0,
+            "rings": {spec.name: ring for spec, ring in zip(self.channels, self.plan.rings, strict=True)},
+            "pipe_budget": self.plan.describe(),
+        }
 
     def start(self) -> None:
-        for spec in self.channels:
-            os.makedirs(spec.relay_dir, mode=0o755, exist_ok=True)
-        for thread in self.threads:
-            thread.prepare()
-            thread.start()
+        """Check and make the relay dirs, mirror epoch 0, start the relay thread. A dir that cannot
+        be used raises ``UsageError`` before anything is started."""
+        for relay_dir in sorted({spec.relay_dir for spec in self.channels}):
+            names = tuple(spec.name for spec in self.channels if spec.relay_dir == relay_dir)
+            upstream = next(spec.upstream_dir for spec in self.channels if spec.relay_dir == relay_dir)
+            check_relay_dir(relay_dir, upstream, names)
+            if not os.path.isdir(relay_dir):
+                self._made_dirs.append(relay_dir)
+            try:
+                os.makedirs(relay_dir, mode=0o755, exist_ok=True)
+            except OSError as error:
+                raise UsageError(
+                    f"--pipe-relay-dir {relay_dir}: cannot create it: {error.strerror}"
+                ) from None
+        for relay in self.relays:
+            try:
+                relay.prepare()
+            except OSError as error:
+                raise UsageError(
+                    f"--pipe-relay-dir {relay.spec.relay_dir}: cannot create the FIFO {error.filename}: "
+                    f"{error.strerror}"
+                ) from None
+        self.thread.start()
+
+    def _run(self) -> None:
+        """The relay thread: arm every channel, one poll, hand each channel its events."""
+        self.poller.poll.register(self._stop_r, select.POLLIN)
+        active = list(self.relays)
+        try:
+            while active:
+                timeout = self._arm_all(active, time.monotonic())
+                began = time.monotonic()
+                events = self.poller.poll.poll(None if timeout is None else math.ceil(timeout * 1000))
+                waited = time.monotonic() - began
+                mine: dict[ChannelRelay, list[tuple[int, int]]] = {relay: [] for relay in active}
+                for fd, revents in events:
+                    if fd == self._stop_r:
+                        for relay in list(active):
+                            self._safely(relay, active, relay.stop)
+                        return
+                    owner = self.poller.owner.get(fd)
+                    if owner in mine:
+                        mine[owner].append((fd, revents))
+                for relay, its in mine.items():
+                    self._safely(relay, active, partial(relay.on_poll, its, waited))
+        finally:
+            for relay in self.relays:
+                relay.ring.close()
+
+    def _arm_all(self, active: list[ChannelRelay], now: float) -> float | None:
+        """Arm every channel; the poll's timeout is the soonest any of them must be looked at."""
+        waits = [self._safely(relay, active, partial(relay.arm, now)) for relay in list(active)]
+        limits = [max(0.0, wait) for wait in waits if isinstance(wait, float)]
+        return min(limits) if limits else None
+
+    @staticmethod
+    def _safely(relay: ChannelRelay, active: list[ChannelRelay], step: Callable[[], object]) -> object:
+        """Run one channel's step; a failure ends that channel only (reported, its FIFO gives EOF)."""
+        if relay not in active:
+            return None
+        try:
+            return step()
+        except Exception as error:  # reported as an event; the job and the other channels go on
+            active.remove(relay)
+            relay.fail(error)
+            return None
 
     def stop(self, timeout: float = 2.0) -> None:
+        """Stop the relay thread, then remove what it created (FIFOs, EOF files, dirs), nothing else."""
         os.write(self._stop_w, b"x")
-        deadline = time.monotonic() + timeout
-        for thread in self.threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        if self.thread.ident is not None:
+            self.thread.join(timeout)
+        for relay in self.relays:
+            relay.fifos.remove_all()
+        for relay_dir in self._made_dirs:
+            with contextlib.suppress(OSError):  # not empty: something that is not ours is in it
+                os.rmdir(relay_dir)
         os.close(self._stop_r)
         os.close(self._stop_w)

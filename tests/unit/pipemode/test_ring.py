@@ -13,21 +13,23 @@ def _put(ring: Ring, data: bytes) -> None:
     while view:
         tail = ring.tail_room()
         assert tail is not None, "the ring is full"
-        count = os.write(tail[1], view[: tail[3] - tail[2]])
+        count = os.write(tail.write_fd, view[: tail.space()])
         ring.added(tail, count)
         view = view[count:]
 
 
 def _take(ring: Ring) -> bytes:
+    """Read everything out of the ring, head first, as the relay's splice to the child would."""
     out = bytearray()
     while (head := ring.head()) is not None:
-        chunk = os.read(head[0], head[2])
+        chunk = os.read(head.read_fd, head.held)
         ring.consumed(head, len(chunk))
         out += chunk
     return bytes(out)
 
 
 def test_bytes_come_out_in_order_across_pipes() -> None:
+    """3 MiB and a tail spread over four pipes come out whole and in order, leaving the ring empty."""
     ring = Ring(4 << 20)
     data = os.urandom(3 << 20) + b"tail"
     _put(ring, data)
@@ -38,6 +40,7 @@ def test_bytes_come_out_in_order_across_pipes() -> None:
 
 
 def test_the_ring_stops_at_its_capacity() -> None:
+    """Filled to its capacity, the ring offers no more room (it does not grow past its share)."""
     ring = Ring(2 << 20)
     _put(ring, b"x" * (2 << 20))
     assert ring.tail_room() is None
@@ -54,7 +57,7 @@ def test_after_a_discard_new_data_comes_out_whole() -> None:
     ring.discard()
     assert ring.size == 0
     assert len(ring.pipes) == 1
-    assert ring.pipes[0][3] == ring.pipes[0][4]
+    assert ring.pipes[0].room == ring.pipes[0].size
     fresh = os.urandom(3 << 20)
     _put(ring, fresh)
     assert _take(ring) == fresh
