@@ -292,6 +292,9 @@ def test_a_failed_channel_gives_the_job_eof_and_the_event_names_channel_and_caus
     assert failed["fifo"] == str(relay_dir / "train_0")
     assert not relay_dir.exists()
     assert upstream.exists()
+    failure = (base / "output" / "failure").read_text()  # the job exited 0 on an early EOF: not a success
+    assert "the Pipe relay of channel 'train' failed in epoch 0: PermissionError" in failure
+    assert not (base / "output" / "success").exists()
 
 
 def test_a_relay_dir_holding_a_channel_file_is_refused_and_left_as_it_was(mode: str, tmp_path: Path) -> None:

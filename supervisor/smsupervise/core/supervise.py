@@ -42,6 +42,15 @@ class Outcome(NamedTuple):
     runtime: float
     step: Step  # the step that ended the run
     stderr_tail: bytes = b""
+    relay_failures: tuple[RelayFailure, ...] = ()  # Pipe channels whose relay failed during the run
+
+
+class RelayFailure(NamedTuple):
+    """A Pipe channel whose relay failed: which one, in which epoch, and why (the event's facts)."""
+
+    channel: str
+    epoch: object
+    error: str
 
 
 class Supervisor:
@@ -73,6 +82,7 @@ class Supervisor:
         self.started = time.monotonic()
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
+        self.relay_failures: list[RelayFailure] = []
         self.output: ChildOutput | None = None
 
     # -- signals -------------------------------------------------------------------------------
@@ -192,7 +202,8 @@ class Supervisor:
                     final = self.stop.report() if self.stop is not None else None
                     runtime = time.monotonic() - started
                     tail = self.output.stderr_tail()
-                    return Outcome(status, status.shell_code(), final, runtime, step, tail)
+                    failed = tuple(self.relay_failures)
+                    return Outcome(status, status.shell_code(), final, runtime, step, tail, failed)
             raise AssertionError("a plan has at least one step")
         finally:
             if limit is not None:
@@ -248,6 +259,11 @@ class Supervisor:
             self.log.info(event, **fields)
         else:
             self.log.error(event, **fields)
+            if event == "pipe_relay_failed":
+                failure = RelayFailure(
+                    str(fields.get("channel")), fields.get("epoch"), str(fields.get("error"))
+                )
+                self.relay_failures.append(failure)
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None

@@ -140,13 +140,18 @@ def headline(outcome: Outcome) -> str:
         text = describe(outcome.status, what=what)
     if outcome.step.kind is StepKind.PREPARE and outcome.status is not None:
         text += "; training did not start"
+    for failed in outcome.relay_failures:
+        text += (
+            f"; the Pipe relay of channel {failed.channel!r} failed in epoch {failed.epoch}: {failed.error}"
+        )
     return text
 
 
 def finished(outcome: Outcome) -> bool:
-    """The main step ran to a clean end and nothing stopped it: the run earns ``success``."""
+    """The main step ran to a clean end, nothing stopped it and no Pipe channel's relay failed
+    (the job then read an early EOF, not its data): the run earns ``success``."""
     ok = outcome.status is not None and outcome.status.ok
-    return ok and outcome.step.kind is StepKind.MAIN and outcome.stop is None
+    return ok and outcome.step.kind is StepKind.MAIN and outcome.stop is None and not outcome.relay_failures
 
 
 def compose(headline: str, stderr_tail: bytes) -> str:

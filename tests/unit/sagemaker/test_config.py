@@ -104,7 +104,11 @@ file_contents = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(contents=st.fixed_dictionaries({}, optional=dict.fromkeys(FILES, file_contents)))
 def test_any_file_content_gives_our_error_or_a_usable_config(contents: dict[str, bytes]) -> None:
     """Whatever the files hold: load() raises only ConfigError, and what loads builds an env."""

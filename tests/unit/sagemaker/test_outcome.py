@@ -116,3 +116,17 @@ def test_success_is_earned_only_by_an_unstopped_main_step() -> None:
     assert not outcome.finished(Outcome(ok, 0, _stop(None), 1.0, TRAINING))
     assert not outcome.finished(Outcome(ok, 0, None, 1.0, PIP))
     assert not outcome.finished(Outcome(ExitStatus(code=3), 3, None, 1.0, TRAINING))
+
+
+def test_a_failed_pipe_channel_is_named_and_denies_success() -> None:
+    """A relay failure is worded with its channel, epoch and cause, and the run is no success even
+    though the job exited 0 (it read an early EOF, not its data)."""
+    from smsupervise.core.supervise import RelayFailure
+
+    failed = (RelayFailure("train", 2, "PermissionError: [Errno 13] denied"),)
+    result = Outcome(ExitStatus(code=0), 0, None, 1.0, TRAINING, b"", failed)
+    assert outcome.headline(result) == (
+        "Training exited with code 0; the Pipe relay of channel 'train' failed in epoch 2: "
+        "PermissionError: [Errno 13] denied"
+    )
+    assert not outcome.finished(result)
