@@ -9,8 +9,8 @@ this reader's "work". Standard library only.
 
 ``--epochs`` defaults to the ``epochs`` hyperparameter (``SM_HP_EPOCHS``); the channels are those in
 ``SM_CHANNELS``. ``--sleep-per-record`` plays a training step per record (a slow trainer);
-``--stop-after`` closes each epoch early; ``--raw`` reads bytes without decoding; ``--digest`` writes
-the SHA-256 of each channel's epoch as read (to check the bytes).
+``--stop-after`` closes each epoch early; ``--raw`` reads bytes without decoding; ``--digest`` appends
+a JSON line: each channel's epochs as read (bytes, SHA-256, seconds from the first byte to EOF).
 """
 
 from __future__ import annotations
@@ -54,36 +54,37 @@ def decode(payload: bytes) -> float:
     return sum(features)
 
 
-def read_epoch(path: str, args: argparse.Namespace) -> tuple[int, int, str]:
-    """Records, bytes and SHA-256 of one epoch as read."""
-    digest, count, size = hashlib.sha256(), 0, 0
+def read_epoch(path: str, args: argparse.Namespace) -> dict[str, object]:
+    """One epoch: records, bytes as streamed, their SHA-256, and seconds from first byte to EOF."""
+    digest, count, size, first = hashlib.sha256(), 0, 0, None
     with open(path, "rb", buffering=1 << 20) as stream:
         if args.raw:
-            while chunk := stream.read(1 << 20):
+            while chunk := stream.read1(1 << 20):
+                first = time.monotonic() if first is None else first
                 digest.update(chunk)
                 size += len(chunk)
-            return 0, size, digest.hexdigest()
-        for payload in records(stream, digest):
-            decode(payload)
-            count += 1
-            size += len(payload)
-            if args.sleep_per_record:
-                time.sleep(args.sleep_per_record)  # a training step
-            if args.stop_after and count >= args.stop_after:
-                break  # closing the FIFO now ends the epoch early
-    return count, size, digest.hexdigest()
+        else:
+            for payload in records(stream, digest):
+                first = time.monotonic() if first is None else first
+                decode(payload)
+                count += 1
+                size += 8 + len(payload) + (-len(payload) % 4)
+                if args.sleep_per_record:
+                    time.sleep(args.sleep_per_record)  # a training step
+                if args.stop_after and count >= args.stop_after:
+                    break  # closing the FIFO now ends the epoch early
+    seconds = time.monotonic() - first if first is not None else 0.0
+    return {"records": count, "bytes": size, "sha256": digest.hexdigest(), "seconds": seconds}
 
 
-def read_channel(name: str, args: argparse.Namespace, digests: dict[str, str]) -> None:
+def read_channel(name: str, args: argparse.Namespace, digests: dict[str, object]) -> None:
     prefix = os.environ[f"SM_CHANNEL_{name.upper()}"]
     for epoch in range(args.epochs):
         path = f"{prefix}_{epoch}"
         wait_for(path)
-        began = time.monotonic()
-        count, size, sha = read_epoch(path, args)
-        seconds = time.monotonic() - began
-        digests[f"{name}_{epoch}"] = sha
-        print(f"{name} epoch {epoch}: {count} records, {size / 1e6:.1f} MB in {seconds:.2f} s", flush=True)
+        got = read_epoch(path, args)
+        digests[f"{name}_{epoch}"] = got
+        print(f"{name} epoch {epoch}: {got['records']} records, {got['bytes']} bytes", flush=True)
 
 
 def main() -> None:
@@ -94,7 +95,7 @@ def main() -> None:
     parser.add_argument("--raw", action="store_true")
     parser.add_argument("--digest", metavar="FILE")
     args = parser.parse_args()
-    digests: dict[str, str] = {}
+    digests: dict[str, object] = {}
     failures: list[BaseException] = []
 
     def run(name: str) -> None:
@@ -110,8 +111,8 @@ def main() -> None:
     for thread in threads:
         thread.join()
     if args.digest:
-        with open(args.digest, "w") as handle:
-            json.dump(digests, handle)
+        with open(args.digest, "a") as handle:
+            handle.write(json.dumps(digests) + "\n")
     if failures:
         raise SystemExit(f"reader failed: {failures[0]}")
 

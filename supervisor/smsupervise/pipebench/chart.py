@@ -6,7 +6,6 @@ In the terminal always (block characters); as a PNG with ``--png`` when matplotl
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 
 from smsupervise.pipebench.results import RunResult
@@ -17,11 +16,12 @@ BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
 def can_draw_png() -> bool:
-    """Whether the plotting extra is installed (without importing it: that takes a while)."""
+    """Whether the plotting extra is installed and imports."""
     try:
-        return importlib.util.find_spec("matplotlib") is not None
-    except (ImportError, ValueError):
+        import matplotlib  # noqa: F401, PLC0415 - the optional extra
+    except ImportError:
         return False
+    return True
 
 
 def _bar(value: float, top: float, width: int = WIDTH) -> str:
