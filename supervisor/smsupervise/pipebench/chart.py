@@ -81,7 +81,7 @@ def png(runs: Sequence[RunResult], path: str, title: str) -> None:
     top.set_xticks(list(positions), labels)
     top.set_ylabel("MB/s per channel")
     top.set_title(title, fontsize=9)
-    top.legend(loc="upper left")
+    top.legend(loc="upper right")
     totals = [max(run.starved_s + run.bound_s, 1e-9) for run in shown]
     starved = [run.starved_s / total for run, total in zip(shown, totals, strict=True)]
     bound_share = [run.bound_s / total for run, total in zip(shown, totals, strict=True)]
@@ -89,6 +89,6 @@ def png(runs: Sequence[RunResult], path: str, title: str) -> None:
     bottom.bar(positions, bound_share, bottom=starved, color="#66a182", label="trainer-bound (data waited)")
     bottom.set_xticks(list(positions), labels)
     bottom.set_ylabel("share of the time")
-    bottom.legend(loc="upper left", fontsize=8)
+    bottom.legend(loc="upper right", fontsize=8, framealpha=0.9)
     figure.savefig(path, dpi=100)
     plt.close(figure)

@@ -88,7 +88,7 @@ def main(argv: Sequence[str]) -> int:
     else:
         sys.stdout.write(report.to_table(options, runs, verdict, chart.terminal(runs)))
     if draw and options.png is not None:
-        chart.png(runs, options.png, f"{' '.join(options.command)}: {verdict.kind}")
+        chart.png(runs, options.png, f"{' '.join(options.command)}: {verdict.text.split(':')[0]}")
         say(f"chart written to {options.png}")
     return 1 if any(run.problem for run in runs) else 0
 

@@ -171,10 +171,8 @@ def _queued(fd: int) -> int:
     return buf[0]
 
 
-def _write(fd: int, view: memoryview, clock: EpochClock) -> None:
+def _write(fd: int, view: memoryview, poller: select.poll, clock: EpochClock) -> None:
     """All of ``view`` into the non-blocking FIFO; time spent waiting on a full FIFO is counted."""
-    poller = select.poll()
-    poller.register(fd, select.POLLOUT)
     while view:
         try:
             written = os.write(fd, view)
@@ -189,18 +187,33 @@ def _write(fd: int, view: memoryview, clock: EpochClock) -> None:
         view = view[written:]
 
 
-def _send(fd: int, items: list[str], options: StreamOptions, clock: EpochClock) -> None:
-    throttle = Throttle(options.rate, fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+def pieces(items: list[str], options: StreamOptions, size: int) -> Iterator[bytes]:
+    """The epoch's bytes in pieces of ``size`` (the last may be shorter): small objects or records
+    are joined, as the agent writes network buffers, not one record at a time."""
+    pending: list[bytes] = []
+    held = 0
     for item in items:
         for chunk in chunks(item, options.recordio, options.gunzip):
-            view = memoryview(chunk)
-            while view:
-                piece = view[: throttle.chunk]
-                slept = throttle.pace(len(piece))
-                if slept and _queued(fd) == 0:  # the reader took everything and waits for more
-                    clock.starved += slept
-                _write(fd, piece, clock)
-                view = view[len(piece) :]
+            pending.append(chunk)
+            held += len(chunk)
+            if held >= size:
+                joined = b"".join(pending)
+                cut = len(joined) - len(joined) % size
+                yield from (joined[start : start + size] for start in range(0, cut, size))
+                pending, held = [joined[cut:]], len(joined) - cut
+    if held:
+        yield b"".join(pending)
+
+
+def _send(fd: int, items: list[str], options: StreamOptions, clock: EpochClock) -> None:
+    throttle = Throttle(options.rate, fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ))
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    for piece in pieces(items, options, throttle.chunk):
+        slept = throttle.pace(len(piece))
+        if slept and _queued(fd) == 0:  # the reader took everything and waits for more
+            clock.starved += slept
+        _write(fd, memoryview(piece), poller, clock)
 
 
 def stream_channel(data_dir: str, channel: str, source: str, options: StreamOptions) -> None:

@@ -1,12 +1,18 @@
-"""The emulator's throttle: a token bucket over the write chunks, on the real clock."""
+"""The emulator's writer: the throttle (a token bucket over the write chunks, on the real clock) and
+the pieces it writes."""
 
 from __future__ import annotations
 
+import random
+import struct
 import time
+from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from smsupervise.pipemode.emulate import Throttle, parse_rate
+from smsupervise.pipemode.emulate import StreamOptions, Throttle, parse_rate, pieces
 
 
 def _paced(rate: float, total: int) -> tuple[float, int]:
@@ -53,3 +59,24 @@ def test_rates_parse_or_say_what_is_wrong() -> None:
     for bad in ("0", "-3", "fast", "inf5"):
         with pytest.raises(ValueError, match="is not a rate"):
             parse_rate(bad)
+
+
+@settings(max_examples=30, deadline=None)
+@given(sizes=st.lists(st.integers(0, 70_000), max_size=12), size=st.sampled_from([4096, 32768, 1 << 20]))
+def test_pieces_are_the_stream_cut_evenly(
+    tmp_path_factory: pytest.TempPathFactory, sizes: list[int], size: int
+) -> None:
+    """Objects of any sizes, RecordIO-wrapped, come out as the exact stream in pieces of ``size``."""
+    directory = tmp_path_factory.mktemp("objects")
+    rng = random.Random(len(sizes))
+    objects = [rng.randbytes(n) for n in sizes]
+    paths = []
+    for index, data in enumerate(objects):
+        path = Path(directory) / f"{index:03d}"
+        path.write_bytes(data)
+        paths.append(str(path))
+    got = list(pieces(paths, StreamOptions(epochs=1, recordio=True), size))
+    expected = b"".join(struct.pack("<II", 0xCED7230A, len(o)) + o + b"\0" * (-len(o) % 4) for o in objects)
+    assert b"".join(got) == expected
+    assert all(len(piece) == size for piece in got[:-1])
+    assert all(0 < len(piece) <= size for piece in got)
