@@ -1,10 +1,11 @@
 """From the runs to what a person should do about them (pure functions).
 
-A run is **input-bound** when the reader waited for data longer than data waited for it, or got
-the stream at (nearly) the full rate (the platform's rate is the limit: faster S3 throughput would
-speed training up), and **trainer-bound** otherwise (the reader is the limit: Pipe mode is not the
-bottleneck). The time before the reader opens an epoch (its start-up) counts for neither. The
-reader's own speed is what it reached when it was the limit; the crossover is about there.
+A run is **input-bound** when the reader waited for data longer than data waited for it, or (when
+neither waited much) got the stream at nearly the full rate: the platform's rate is the limit, and
+faster S3 throughput would speed training up. It is **trainer-bound** otherwise: the reader is the
+limit, and Pipe mode is not the bottleneck. The time before the reader opens an epoch (its
+start-up) counts for neither. The reader's own speed is what it reached when it was the limit; the
+crossover is about there.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Literal
 
 from smsupervise.pipebench.results import RunResult
 
+WAITED = 0.2  # waits this share of the reading time decide; below it, the rate and MB/s do
 KEPT_UP = 0.9  # delivered at >= 90 % of the rate: the reader took what the platform would give
 Bound = Literal["input-bound", "trainer-bound", "closed early", "failed"]
 Kind = Literal["input-bound", "trainer-bound", "input-bound below", "no measurement"]
@@ -50,8 +52,9 @@ def bound(run: RunResult) -> Bound:
         return "failed"
     if not run.complete:
         return "closed early"
-    if run.starved_s > run.bound_s:
-        return "input-bound"
+    reading = sum(epoch.seconds for epoch in run.complete)
+    if run.starved_s + run.bound_s >= WAITED * reading:
+        return "input-bound" if run.starved_s > run.bound_s else "trainer-bound"
     # Neither waited much: the reader took all the platform would give, at its rate.
     kept_up = run.rate is not None and (run.mb_per_s or 0.0) >= KEPT_UP * run.rate
     return "input-bound" if kept_up else "trainer-bound"

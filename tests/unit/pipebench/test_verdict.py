@@ -28,6 +28,11 @@ def test_a_run_at_the_full_rate_with_no_waiting_is_input_bound() -> None:
     assert bound(_run(100, 60, starved=0.0, bound_s=0.0)) == "trainer-bound"
 
 
+def test_real_waiting_decides_before_the_delivered_figure() -> None:
+    """Data waited 60 % of the time: trainer-bound, even if read-ahead lifted MB/s near the rate."""
+    assert bound(_run(100, 97, starved=0.1, bound_s=0.6)) == "trainer-bound"
+
+
 def test_the_verdict_names_the_crossover_when_the_sweep_spans_it() -> None:
     """Input-bound at the low rate, trainer-bound at the high one: 'input-bound below' the reader's speed."""
     verdict = judge([_run(None, 900, 0.1, 0.9, "cat"), _run(50, 50, 0.9, 0.0), _run(400, 180, 0.0, 0.8)])
