@@ -5,10 +5,12 @@ It reads each channel the way Pipe-mode training code does: for epoch N it waits
 ``<label: int32><features: float32 * n>``; decoding it (unpacking the floats and summing them) is
 this reader's "work". Standard library only.
 
-    python3 reader.py [--epochs N] [--sleep-per-record S] [--stop-after RECORDS] [--raw] [--digest FILE]
+    python3 reader.py [--epochs N] [--sleep-per-record S [--batch RECORDS]] [--stop-after RECORDS]
+                      [--raw] [--digest FILE]
 
 ``--epochs`` defaults to the ``epochs`` hyperparameter (``SM_HP_EPOCHS``); the channels are those in
-``SM_CHANNELS``. ``--sleep-per-record`` plays a training step per record (a slow trainer);
+``SM_CHANNELS``. ``--sleep-per-record`` plays a training step per record (a slow trainer), taken
+once per ``--batch`` records (a bursty one: a batch is read, then the step runs);
 ``--stop-after`` closes each epoch early; ``--raw`` reads bytes without decoding; ``--digest`` appends
 a JSON line: each channel's epochs as read (bytes, SHA-256, seconds from the first byte to EOF).
 """
@@ -69,8 +71,8 @@ def read_epoch(path: str, args: argparse.Namespace) -> dict[str, object]:
                 decode(payload)
                 count += 1
                 size += 8 + len(payload) + (-len(payload) % 4)
-                if args.sleep_per_record:
-                    time.sleep(args.sleep_per_record)  # a training step
+                if args.sleep_per_record and count % args.batch == 0:
+                    time.sleep(args.sleep_per_record * args.batch)  # a training step per batch
                 if args.stop_after and count >= args.stop_after:
                     break  # closing the FIFO now ends the epoch early
     seconds = time.monotonic() - first if first is not None else 0.0
@@ -91,6 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=int(os.environ.get("SM_HP_EPOCHS", "1")))
     parser.add_argument("--sleep-per-record", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--batch", type=int, default=1, metavar="RECORDS")
     parser.add_argument("--stop-after", type=int, default=0, metavar="RECORDS")
     parser.add_argument("--raw", action="store_true")
     parser.add_argument("--digest", metavar="FILE")

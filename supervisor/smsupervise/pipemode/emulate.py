@@ -42,7 +42,8 @@ RECORDIO_MAGIC = 0xCED7230A
 CHUNK = 1 << 20
 MB = 1_000_000  # rates are in MB/s (decimal, as S3 and network figures are)
 PACE = 0.004  # a throttled stream is written in chunks of this many seconds' worth of bytes
-SLACK = 0.1  # the most a late stream may catch up at once (no burst after a stalled reader)
+SLACK = 0.1  # the most a late stream may catch up at once (a late wake-up of the writer)
+HELD_SLACK = 0.02  # the same after a full FIFO held the writer up (the reader was slow to wake)
 
 
 def parse_rate(text: str) -> float | None:
@@ -62,8 +63,9 @@ class Throttle:
     """A token bucket of ``rate`` MB/s over the write chunks, in GCRA form (a due time per chunk).
 
     The bucket starts empty, so the stream has no opening burst and bytes/elapsed from the first byte
-    is the rate; a wake-up that comes late catches up by at most ``SLACK`` seconds, so a reader that
-    stalled cannot turn its idle time into a burst. ``None`` is unlimited: no pacing at all.
+    is the rate; a wake-up that comes late catches up by at most ``SLACK`` seconds; time spent on a
+    full FIFO earns at most ``HELD_SLACK`` (``held_up``), so a reader that stalled cannot turn its
+    idle time into a burst. ``None`` is unlimited: no pacing at all.
     """
 
     def __init__(self, rate: float | None, fifo_size: int = CHUNK) -> None:
@@ -89,6 +91,13 @@ class Throttle:
             self.due = now - SLACK
         self.due += size / self.rate
         return slept
+
+    def held_up(self) -> None:
+        """The FIFO was full (the reader was behind): the platform earns no credit for that time
+        beyond ``HELD_SLACK``, which covers a reader that is merely slow to wake up."""
+        now = time.monotonic()
+        if self.due is not None and self.due < now - HELD_SLACK:
+            self.due = now - HELD_SLACK
 
 
 @dataclass
@@ -213,7 +222,10 @@ def _send(fd: int, items: list[str], options: StreamOptions, clock: EpochClock) 
         slept = throttle.pace(len(piece))
         if slept and _queued(fd) == 0:  # the reader took everything and waits for more
             clock.starved += slept
+        blocked = clock.blocked
         _write(fd, memoryview(piece), poller, clock)
+        if clock.blocked > blocked:
+            throttle.held_up()
 
 
 def stream_channel(data_dir: str, channel: str, source: str, options: StreamOptions) -> None:

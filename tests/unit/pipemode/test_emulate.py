@@ -46,6 +46,18 @@ def test_a_stalled_reader_earns_no_burst() -> None:
     assert free <= 0.1 * 10e6 + throttle.chunk
 
 
+def test_time_held_up_by_a_full_fifo_earns_no_burst() -> None:
+    """The negative twin of catching up: after held_up(), only 20 ms worth goes at once, not 100 ms."""
+    throttle = Throttle(10.0)
+    throttle.pace(throttle.chunk)
+    time.sleep(0.3)  # the scenario: the write blocked this long on a full FIFO
+    throttle.held_up()
+    free = 0
+    while throttle.pace(throttle.chunk) == 0.0:
+        free += throttle.chunk
+    assert free <= 0.02 * 10e6 + throttle.chunk
+
+
 def test_unlimited_is_not_paced() -> None:
     """No rate: 1 MiB chunks, never a sleep."""
     throttle = Throttle(None)
