@@ -166,12 +166,12 @@ def test_the_ceiling_is_cat_in_the_same_run(fast_reader: dict[str, Any]) -> None
 
 
 EPOCH_KEYS = {
-    "channel", "epoch", "ended", "bytes", "seconds", "mb_per_s", "ttfb_s", "wait_open_s",
-    "input_starved_s", "trainer_bound_s",
+    "channel", "epoch", "ended", "bytes", "seconds", "mb_per_s", "reading_mb_per_s", "ttfb_s",
+    "wait_open_s", "input_starved_s", "trainer_bound_s",
 }  # fmt: skip
 RUN_KEYS = {
-    "reader", "rate_mb_per_s", "bound", "mb_per_s", "bytes", "input_starved_s", "trainer_bound_s",
-    "reader_cpu_s", "reader_cpu_s_per_gb", "exit_code", "wall_s", "problem", "epochs",
+    "reader", "rate_mb_per_s", "bound", "mb_per_s", "reading_mb_per_s", "bytes", "input_starved_s",
+    "trainer_bound_s", "reader_cpu_s", "reader_cpu_s_per_gb", "exit_code", "wall_s", "problem", "epochs",
 }  # fmt: skip
 
 

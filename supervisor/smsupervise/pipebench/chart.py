@@ -70,7 +70,7 @@ def png(runs: Sequence[RunResult], path: str, title: str) -> None:
 
     shown = [run for run in runs if run.mb_per_s is not None]
     labels = [_label(run) for run in shown]
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(8, 6.5), constrained_layout=True)
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 6.5), constrained_layout=True)
     positions = range(len(shown))
     top.bar(positions, [run.mb_per_s or 0.0 for run in shown], color="#4878a8", label="delivered")
     asked = [(i, run.rate) for i, run in enumerate(shown) if run.rate is not None]
@@ -81,7 +81,7 @@ def png(runs: Sequence[RunResult], path: str, title: str) -> None:
     top.set_xticks(list(positions), labels)
     top.set_ylabel("MB/s per channel")
     top.set_title(title, fontsize=9)
-    top.legend(loc="upper right")
+    top.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     totals = [max(run.starved_s + run.bound_s, 1e-9) for run in shown]
     starved = [run.starved_s / total for run, total in zip(shown, totals, strict=True)]
     bound_share = [run.bound_s / total for run, total in zip(shown, totals, strict=True)]
@@ -89,6 +89,6 @@ def png(runs: Sequence[RunResult], path: str, title: str) -> None:
     bottom.bar(positions, bound_share, bottom=starved, color="#66a182", label="trainer-bound (data waited)")
     bottom.set_xticks(list(positions), labels)
     bottom.set_ylabel("share of the time")
-    bottom.legend(loc="upper right", fontsize=8, framealpha=0.9)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
     figure.savefig(path, dpi=100)
     plt.close(figure)

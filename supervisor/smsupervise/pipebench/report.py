@@ -22,6 +22,7 @@ EPOCH_KEYS = (
     "bytes",
     "seconds",
     "mb_per_s",
+    "reading_mb_per_s",
     "ttfb_s",
     "wait_open_s",
     "input_starved_s",
@@ -47,6 +48,7 @@ def run_document(run: RunResult) -> dict[str, Any]:
         "rate_mb_per_s": run.rate,
         "bound": bound(run),
         "mb_per_s": _round(run.mb_per_s, 1),
+        "reading_mb_per_s": _round(run.reading_mb_per_s, 1),
         "bytes": run.bytes,
         "input_starved_s": _round(run.starved_s),
         "trainer_bound_s": _round(run.bound_s),
@@ -63,6 +65,9 @@ def run_document(run: RunResult) -> dict[str, Any]:
                 "bytes": e.bytes,
                 "seconds": _round(e.seconds, 6),
                 "mb_per_s": _round(e.mb_per_s, 1),
+                "reading_mb_per_s": _round(
+                    e.bytes / e.reading_s / 1e6 if e.mb_per_s and e.reading_s else None, 1
+                ),
                 "ttfb_s": _round(e.ttfb_s, 6),
                 "wait_open_s": _round(e.wait_open_s, 6),
                 "input_starved_s": _round(e.input_starved_s, 6),
@@ -163,7 +168,17 @@ def epoch_table(runs: Sequence[RunResult]) -> list[str]:
 
 def run_table(runs: Sequence[RunResult]) -> list[str]:
     """Per run: what the reader got, where the time went, its CPU, and what bound it."""
-    header = ("reader", "rate", "MB/s", "starved", "bound", "reader CPU s", "CPU s/GB", "verdict")
+    header = (
+        "reader",
+        "rate",
+        "MB/s",
+        "reading MB/s",
+        "starved",
+        "bound",
+        "reader CPU s",
+        "CPU s/GB",
+        "verdict",
+    )
     rows = []
     for run in runs:
         total = run.starved_s + run.bound_s
@@ -172,6 +187,7 @@ def run_table(runs: Sequence[RunResult]) -> list[str]:
                 run.reader,
                 rate_label(run.rate),
                 _fmt(run.mb_per_s, ".1f"),
+                _fmt(run.reading_mb_per_s, ".1f"),
                 f"{run.starved_s / total:.0%}" if total else "-",
                 f"{run.bound_s / total:.0%}" if total else "-",
                 _fmt(run.reader_cpu_s, ".2f"),

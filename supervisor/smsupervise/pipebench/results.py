@@ -25,8 +25,9 @@ class EpochResult:
     epoch: int
     ended: Ended  # "closed early": the reader closed it before EOF, so no throughput is given
     bytes: int  # delivered to the reader (with the relay), else taken from the platform's writer
-    seconds: float  # from the first byte to EOF
-    mb_per_s: float | None  # None unless the epoch was read to EOF
+    seconds: float  # from the platform's first byte to EOF at the reader
+    mb_per_s: float | None  # delivered: bytes / seconds; None unless the epoch was read to EOF
+    reading_s: float  # of ``seconds``, while the reader had the epoch open
     ttfb_s: float | None  # from when the platform could send the epoch to its first byte taken
     wait_open_s: float  # data waited for the reader to open the epoch (start-up, between epochs)
     input_starved_s: float  # the reader had the epoch open and waited for data
@@ -53,8 +54,15 @@ class RunResult:
     @property
     def mb_per_s(self) -> float | None:
         """Delivered MB/s over the complete epochs, per channel (the rate is per channel too)."""
+        return self._speed(sum(epoch.seconds for epoch in self.complete))
+
+    @property
+    def reading_mb_per_s(self) -> float | None:
+        """MB/s while the reader had its epochs open: its own speed when it is the limit."""
+        return self._speed(sum(epoch.reading_s for epoch in self.complete))
+
+    def _speed(self, seconds: float) -> float | None:
         done = self.complete
-        seconds = sum(epoch.seconds for epoch in done)
         return sum(epoch.bytes for epoch in done) / seconds / MB if done and seconds > 0 else None
 
     @property
@@ -80,13 +88,14 @@ def _epoch(
 ) -> EpochResult:
     """One epoch from the writer's line and (with the relay) the relay's event."""
     if relayed is None and written is None:
-        return EpochResult(channel, epoch, "not read", 0, 0.0, None, None, 0.0, 0.0, 0.0)
+        return EpochResult(channel, epoch, "not read", 0, 0.0, None, 0.0, None, 0.0, 0.0, 0.0)
     if relayed is not None:
         # The relay's clock runs from the first byte upstream; the time before the reader opened
-        # the epoch is its own figure, so that start-up is not read as the reader's speed.
+        # the epoch (the ring read ahead) is its own figure, so start-up is not read as slowness.
         finished = relayed.get("ended") == "eof" and (written is None or written.get("ended") == "eof")
         wait_open = _float(relayed, "wait_open_s")
-        seconds = max(0.0, _float(relayed, "seconds") - wait_open)
+        seconds = _float(relayed, "seconds")
+        reading = max(0.0, seconds - wait_open)
         starved = _float(relayed, "input_starved_s")
         bound = max(0.0, _float(relayed, "trainer_bound_s") - wait_open)
         moved = int(relayed.get("bytes", 0))
@@ -95,7 +104,7 @@ def _epoch(
         assert written is not None
         finished = written.get("ended") == "eof"
         wait_open = _float(written, "wait_open_s")
-        seconds = _float(written, "streaming_s")
+        seconds = reading = _float(written, "streaming_s")  # no read-ahead: it starts at the open
         bound = _float(written, "blocked_s")
         starved = _float(written, "starved_s")
         if written.get("rate_mb_per_s") is None:  # unpaced: any time not blocked, the reader waited
@@ -112,6 +121,7 @@ def _epoch(
         moved,
         seconds,
         speed,
+        reading,
         float(ttfb) if isinstance(ttfb, int | float) else None,
         wait_open,
         starved,

@@ -28,7 +28,7 @@ class Verdict:
 
     kind: Kind
     text: str
-    reader_mb_per_s: float | None  # the fastest the reader went
+    reader_mb_per_s: float | None  # the fastest the reader read (while it had epochs open)
     ceiling_mb_per_s: float | None  # `cat` in the same harness
     notes: tuple[str, ...]
 
@@ -52,7 +52,7 @@ def bound(run: RunResult) -> Bound:
         return "failed"
     if not run.complete:
         return "closed early"
-    reading = sum(epoch.seconds for epoch in run.complete)
+    reading = sum(epoch.reading_s for epoch in run.complete)
     if run.starved_s + run.bound_s >= WAITED * reading:
         return "input-bound" if run.starved_s > run.bound_s else "trainer-bound"
     # Neither waited much: the reader took all the platform would give, at its rate.
@@ -93,7 +93,7 @@ def judge(runs: Sequence[RunResult]) -> Verdict:
     measured = [
         run for run in runs if run.reader == "reader" and bound(run) in ("input-bound", "trainer-bound")
     ]
-    fastest = max((run.mb_per_s or 0.0 for run in measured), default=None)
+    fastest = max((run.reading_mb_per_s or 0.0 for run in measured), default=None)
     notes = _notes(runs, fastest, ceiling) + ([ceiling_note] if ceiling_note else [])
     if not measured:
         failed = next((run.problem for run in runs if run.reader == "reader" and run.problem), None)
@@ -110,7 +110,7 @@ def judge(runs: Sequence[RunResult]) -> Verdict:
             "a higher --rate (or unlimited) shows where it turns trainer-bound"
         )
         return Verdict("input-bound", text, fastest, ceiling, tuple(notes))
-    own = max(run.mb_per_s or 0.0 for run in limited)
+    own = max(run.reading_mb_per_s or 0.0 for run in limited)
     if not starved:
         lowest = rate_label(min(limited, key=lambda run: run.rate or float("inf")).rate)
         text = (

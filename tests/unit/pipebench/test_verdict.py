@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from smsupervise.pipebench.results import EpochResult, RunResult, epochs_from_events
 from smsupervise.pipebench.verdict import bound, judge, speed
 
@@ -11,7 +13,7 @@ def _run(
 ) -> RunResult:
     seconds = 1.0
     epoch = EpochResult(
-        "train", 0, "eof", int(mb_per_s * 1e6), seconds, mb_per_s, 0.01, 0.0, starved, bound_s
+        "train", 0, "eof", int(mb_per_s * 1e6), seconds, mb_per_s, seconds, 0.01, 0.0, starved, bound_s
     )
     return RunResult(reader, rate, (epoch,), 0, 0.5, 2.0, None)  # type: ignore[arg-type]
 
@@ -73,7 +75,8 @@ def test_without_the_relay_an_unread_epoch_is_one_the_writer_never_reported() ->
 
 
 def test_with_the_relay_its_figures_win_and_the_time_before_the_open_counts_for_neither() -> None:
-    """The relay's bytes and times are the reader's; its wait for the reader's open is taken out."""
+    """The relay's bytes and times are the reader's; its wait for the reader's open counts in the
+    delivered figure but not in the reading time, nor as trainer-bound."""
     written = [{"channel": "train", "epoch": 0, "ended": "eof", "bytes": 4_000_000, "first_byte_s": 0.2}]
     relayed = [
         {
@@ -88,7 +91,8 @@ def test_with_the_relay_its_figures_win_and_the_time_before_the_open_counts_for_
         }
     ]
     (epoch,) = epochs_from_events(["train"], 1, written, relayed)
-    assert (epoch.seconds, epoch.mb_per_s, epoch.wait_open_s) == (2.0, 2.0, 1.0)
+    assert (epoch.seconds, epoch.reading_s, epoch.wait_open_s) == (3.0, 2.0, 1.0)
+    assert epoch.mb_per_s == pytest.approx(4 / 3)
     assert (epoch.input_starved_s, epoch.trainer_bound_s, epoch.ttfb_s) == (0.5, 0.25, 0.2)
 
 
