@@ -23,6 +23,7 @@ EPOCH_KEYS = (
     "seconds",
     "mb_per_s",
     "reading_mb_per_s",
+    "sent_mb_per_s",
     "ttfb_s",
     "wait_open_s",
     "input_starved_s",
@@ -68,6 +69,7 @@ def run_document(run: RunResult) -> dict[str, Any]:
                 "reading_mb_per_s": _round(
                     e.bytes / e.reading_s / 1e6 if e.mb_per_s and e.reading_s else None, 1
                 ),
+                "sent_mb_per_s": _round(e.sent_mb_per_s, 2),
                 "ttfb_s": _round(e.ttfb_s, 6),
                 "wait_open_s": _round(e.wait_open_s, 6),
                 "input_starved_s": _round(e.input_starved_s, 6),

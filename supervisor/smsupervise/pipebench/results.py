@@ -28,6 +28,7 @@ class EpochResult:
     seconds: float  # from the platform's first byte to EOF at the reader
     mb_per_s: float | None  # delivered: bytes / seconds; None unless the epoch was read to EOF
     reading_s: float  # of ``seconds``, while the reader had the epoch open
+    sent_mb_per_s: float | None  # as the platform's writer sent it, from its first byte to its last
     ttfb_s: float | None  # from when the platform could send the epoch to its first byte taken
     wait_open_s: float  # data waited for the reader to open the epoch (start-up, between epochs)
     input_starved_s: float  # the reader had the epoch open and waited for data
@@ -88,7 +89,7 @@ def _epoch(
 ) -> EpochResult:
     """One epoch from the writer's line and (with the relay) the relay's event."""
     if relayed is None and written is None:
-        return EpochResult(channel, epoch, "not read", 0, 0.0, None, 0.0, None, 0.0, 0.0, 0.0)
+        return EpochResult(channel, epoch, "not read", 0, 0.0, None, 0.0, None, None, 0.0, 0.0, 0.0)
     if relayed is not None:
         # The relay's clock runs from the first byte upstream; the time before the reader opened
         # the epoch (the ring read ahead) is its own figure, so start-up is not read as slowness.
@@ -112,6 +113,9 @@ def _epoch(
         moved = int(written.get("bytes", 0))
         never_opened = False
     ttfb = written.get("first_byte_s") if written is not None else None
+    sent = None
+    if written is not None and written.get("ended") == "eof" and _float(written, "streaming_s") > 0:
+        sent = _float(written, "bytes") / _float(written, "streaming_s") / MB
     ended: Ended = "eof" if finished else "not read" if never_opened else "closed early"
     speed = moved / seconds / MB if finished and seconds > 0 else None
     return EpochResult(
@@ -122,6 +126,7 @@ def _epoch(
         seconds,
         speed,
         reading,
+        sent,
         float(ttfb) if isinstance(ttfb, int | float) else None,
         wait_open,
         starved,

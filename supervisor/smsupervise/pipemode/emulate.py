@@ -42,8 +42,8 @@ RECORDIO_MAGIC = 0xCED7230A
 CHUNK = 1 << 20
 MB = 1_000_000  # rates are in MB/s (decimal, as S3 and network figures are)
 PACE = 0.004  # a throttled stream is written in chunks of this many seconds' worth of bytes
-SLACK = 0.1  # the most a late stream may catch up at once (a late wake-up of the writer)
-HELD_SLACK = 0.02  # the same after a full FIFO held the writer up (the reader was slow to wake)
+SLACK = 0.1  # how much of a stall of the reader the platform makes up afterwards (its buffering)
+CATCH_UP = 1.0  # how far the writer may fall behind its schedule on a busy machine and make it up
 
 
 def parse_rate(text: str) -> float | None:
@@ -63,9 +63,11 @@ class Throttle:
     """A token bucket of ``rate`` MB/s over the write chunks, in GCRA form (a due time per chunk).
 
     The bucket starts empty, so the stream has no opening burst and bytes/elapsed from the first byte
-    is the rate; a wake-up that comes late catches up by at most ``SLACK`` seconds; time spent on a
-    full FIFO earns at most ``HELD_SLACK`` (``held_up``), so a reader that stalled cannot turn its
-    idle time into a burst. ``None`` is unlimited: no pacing at all.
+    is the rate. When the writer falls behind its schedule because it was not scheduled in time (a
+    busy machine), it catches up (up to ``CATCH_UP`` seconds' worth), so the rate holds over the
+    epoch; when it waited on a full FIFO because the reader was behind, only ``SLACK`` of that wait
+    is made up (``held_up``), as the agent would from its own buffers: a reader that stalls cannot
+    turn its idle time into a burst. ``None`` is unlimited: no pacing at all.
     """
 
     def __init__(self, rate: float | None, fifo_size: int = CHUNK) -> None:
@@ -87,17 +89,16 @@ class Throttle:
         if self.due > now:
             time.sleep(self.due - now)
             slept = time.monotonic() - now
-        elif now - self.due > SLACK:
-            self.due = now - SLACK
+        elif now - self.due > CATCH_UP:
+            self.due = now - CATCH_UP
         self.due += size / self.rate
         return slept
 
-    def held_up(self) -> None:
-        """The FIFO was full (the reader was behind): the platform earns no credit for that time
-        beyond ``HELD_SLACK``, which covers a reader that is merely slow to wake up."""
-        now = time.monotonic()
-        if self.due is not None and self.due < now - HELD_SLACK:
-            self.due = now - HELD_SLACK
+    def held_up(self, seconds: float) -> None:
+        """A write waited ``seconds`` on a full FIFO (the reader was behind): the platform keeps
+        ``SLACK`` of that in hand, and the rest is lost, not sent later as a burst."""
+        if self.due is not None and seconds > SLACK:
+            self.due += seconds - SLACK
 
 
 @dataclass
@@ -224,8 +225,7 @@ def _send(fd: int, items: list[str], options: StreamOptions, clock: EpochClock) 
             clock.starved += slept
         blocked = clock.blocked
         _write(fd, memoryview(piece), poller, clock)
-        if clock.blocked > blocked:
-            throttle.held_up()
+        throttle.held_up(clock.blocked - blocked)
 
 
 def stream_channel(data_dir: str, channel: str, source: str, options: StreamOptions) -> None:

@@ -13,7 +13,7 @@ def _run(
 ) -> RunResult:
     seconds = 1.0
     epoch = EpochResult(
-        "train", 0, "eof", int(mb_per_s * 1e6), seconds, mb_per_s, seconds, 0.01, 0.0, starved, bound_s
+        "train", 0, "eof", int(mb_per_s * 1e6), seconds, mb_per_s, seconds, None, 0.01, 0.0, starved, bound_s
     )
     return RunResult(reader, rate, (epoch,), 0, 0.5, 2.0, None)  # type: ignore[arg-type]
 

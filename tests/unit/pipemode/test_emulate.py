@@ -35,27 +35,27 @@ def test_the_bucket_lets_the_rate_through(rate: float) -> None:
     assert (sent - Throttle(rate).chunk) / seconds / 1e6 == pytest.approx(rate, rel=0.05)
 
 
-def test_a_stalled_reader_earns_no_burst() -> None:
-    """After a 0.3 s stall the bucket catches up at most SLACK (0.1 s) worth of bytes at once."""
+def test_a_late_writer_catches_up() -> None:
+    """The writer was not scheduled for 0.3 s (a busy machine): it makes up the 0.3 s at once."""
     throttle = Throttle(10.0)
     throttle.pace(throttle.chunk)
-    time.sleep(0.3)  # the scenario: the reader stalled (the writer was blocked this long)
+    time.sleep(0.3)  # the scenario: the writer did not run for this long
     free = 0
     while throttle.pace(throttle.chunk) == 0.0:
         free += throttle.chunk
-    assert free <= 0.1 * 10e6 + throttle.chunk
+    assert free >= 0.25 * 10e6
 
 
-def test_time_held_up_by_a_full_fifo_earns_no_burst() -> None:
-    """The negative twin of catching up: after held_up(), only 20 ms worth goes at once, not 100 ms."""
+def test_a_stalled_reader_earns_no_burst() -> None:
+    """The negative twin: the same 0.3 s spent on a full FIFO makes up only SLACK (0.1 s) worth."""
     throttle = Throttle(10.0)
     throttle.pace(throttle.chunk)
     time.sleep(0.3)  # the scenario: the write blocked this long on a full FIFO
-    throttle.held_up()
+    throttle.held_up(0.3)
     free = 0
     while throttle.pace(throttle.chunk) == 0.0:
         free += throttle.chunk
-    assert free <= 0.02 * 10e6 + throttle.chunk
+    assert free <= 0.1 * 10e6 + 2 * throttle.chunk
 
 
 def test_unlimited_is_not_paced() -> None:
