@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import ctypes
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -31,6 +33,7 @@ POLL = 0.02  # how often the harness looks at its processes
 SETTLE = 5.0  # after the reader is done, how long the platform's side may take to finish
 GRACE = "5"  # smsupervise's grace period when the harness stops a run (timeout, Ctrl-C)
 TAIL = 12  # lines of the reader's output kept for an error message
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,18 @@ def _job_env(base: str, command: tuple[str, ...], env: Mapping[str, str]) -> dic
     return {**clean, "SAGEMAKER_BASE_DIR": base, "SMSUPERVISE_TRAIN": shlex.join(command)}
 
 
+def _die_with_us() -> Callable[[], None]:
+    """For the child, run between fork and exec: SIGTERM when the harness dies, however it dies
+    (PR_SET_PDEATHSIG), so a killed harness leaves no emulator or job behind (smsupervise then stops
+    the reader gracefully). Looked up here, in the parent: the child only makes the call."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return arm
+
+
 def _ours(record: dict[str, Any]) -> bool:
     return record.get("logger") == "smsupervise"
 
@@ -122,8 +137,13 @@ class _Processes:
     def __init__(self, workdir: str, spec: RunSpec, options: BenchOptions, env: Mapping[str, str]) -> None:
         base = _tree(workdir, options)
         pipe = subprocess.PIPE
+        arm = _die_with_us()
         self.emulator = subprocess.Popen(
-            _emulator_argv(base, options, spec.rate), stdin=subprocess.DEVNULL, stdout=pipe, stderr=pipe
+            _emulator_argv(base, options, spec.rate),
+            stdin=subprocess.DEVNULL,
+            stdout=pipe,
+            stderr=pipe,
+            preexec_fn=arm,  # noqa: PLW1509 - it makes one system call, nothing that takes a lock
         )
         self.platform = _Collector(self.emulator.stderr, _platform)  # type: ignore[arg-type]
         self.supervisor = subprocess.Popen(
@@ -132,6 +152,7 @@ class _Processes:
             stdin=subprocess.DEVNULL,
             stdout=pipe,
             stderr=pipe,
+            preexec_fn=arm,  # noqa: PLW1509 - it makes one system call, nothing that takes a lock
         )
         self.events = _Collector(self.supervisor.stderr, _ours)  # type: ignore[arg-type]
         self.stdout = _Collector(self.supervisor.stdout, lambda _: False)  # type: ignore[arg-type]
@@ -190,8 +211,6 @@ def run(spec: RunSpec, options: BenchOptions, workdir: str, env: Mapping[str, st
 
 def _describe_exit(code: int) -> str:
     if code > 128:
-        import signal  # noqa: PLC0415
-
         with contextlib.suppress(ValueError):
             return f"was killed by {signal.Signals(code - 128).name} (exit code {code})"
     return f"exited with code {code}"
