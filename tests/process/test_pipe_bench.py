@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, ROOT
+from tests.conftest import PYTHON, ROOT, sleep_until
 
 BENCH = [PYTHON, "-m", "smsupervise.pipebench"]
 READER = [PYTHON, str(ROOT / "examples" / "pipe-reader" / "reader.py")]
@@ -340,3 +340,47 @@ def test_without_the_plot_extra_the_chart_is_in_the_terminal(samples: Path, tmp_
     assert "pip install 'smsupervise[plot]'" in result.stderr
     assert not png.exists()
     assert "MB/s delivered per channel" in result.stdout
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_bench_leaves_no_emulator_or_job_behind(samples: Path) -> None:
+    """SIGKILL the harness mid-run: its emulator and smsupervise (and so the reader) are gone within
+    5 s (without PR_SET_PDEATHSIG they lingered until a broken pipe reached them, ~8 s later)."""
+    bench_run = subprocess.Popen(
+        [
+            *BENCH,
+            "--channel",
+            f"train={samples}",
+            "--recordio",
+            "--rate",
+            "0.5",
+            "--no-ceiling",
+            "--",
+            *READER,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        children = sleep_until(
+            lambda: len(_children(bench_run.pid)) == 2 and _children(bench_run.pid), timeout=30
+        )
+        descendants = sleep_until(lambda: _children(children[1]), timeout=30, what="smsupervise's reader")
+    finally:
+        bench_run.kill()
+        bench_run.wait(10)
+    for pid in [*children, *descendants]:
+        sleep_until(lambda pid=pid: not _alive(pid), timeout=5, what=f"pid {pid} to be gone")
