@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit torch clean
+.PHONY: demo test lint bench venv toolkit torch plot clean
 
 venv: $(STAMP)
 
@@ -34,6 +34,10 @@ $(TOOLKIT_STAMP):
 # Optional: PyTorch (CPU build) in the test venv, for tests/process/test_torch.py (skipped without it).
 torch: venv
 	$(PY) -m pip install -q torch==2.13.0
+
+# Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
+plot: venv
+	$(PY) -m pip install -q -e '.[test,plot]'
 
 demo: venv
 	./examples/run-demo.sh
