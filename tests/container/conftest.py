@@ -15,11 +15,15 @@ TESTS = [f"--volume={ROOT / 'tests'}:/tests:ro"]
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Every test here needs podman: skip them all, with the reason, where it cannot run."""
+    """Every test here is marked `container`, and skipped with the reason where podman cannot run."""
     here = Path(__file__).parent
     for item in items:
-        if PROBLEM is not None and here in Path(str(item.fspath)).parents:
-            item.add_marker(pytest.mark.skip(reason=PROBLEM))
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.container)
+            # The first test pays for the image (a cold cache: mmdebstrap) on a busy 2-core machine.
+            item.add_marker(pytest.mark.timeout(900))
+            if PROBLEM is not None:
+                item.add_marker(pytest.mark.skip(reason=PROBLEM))
 
 
 @pytest.fixture(scope="session")
