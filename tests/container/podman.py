@@ -104,6 +104,7 @@ class Podman:
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf), "TMPDIR": str(scratch / "tmp")}
         self.prefix = ["podman", "--root", str(scratch / "store"), "--runroot", str(scratch / "run")]
         self.names: list[str] = []
+        self.sessions: list[PtySession] = []
 
     @classmethod
     def scratch(cls) -> Podman:
@@ -113,7 +114,6 @@ class Podman:
     def discard(self) -> None:
         """Remove every container, unmount what podman left mounted in the storage, delete it."""
         self.cleanup()
-        self("system", "reset", "--force", check=False, timeout=120)
         root = str(self.scratch) + "/"
         with open("/proc/self/mountinfo") as table:
             mounted = [line.split()[4] for line in table]
@@ -151,6 +151,9 @@ class Podman:
         for name in self.names:
             self("rm", "--force", "--time", "0", name, check=False, timeout=60)
         self.names.clear()
+        for session in self.sessions:
+            session.close(timeout=30)
+        self.sessions.clear()
 
     def run(self, image: str, *command: str, options: Sequence[str] = (), timeout: float = 120) -> Result:
         """``podman run --rm IMAGE COMMAND`` to completion: its exit code and output."""
@@ -184,7 +187,9 @@ class Podman:
 
     def pty(self, *args: str) -> PtySession:
         """Any podman command (e.g. ``run -it IMAGE bash``) on a real pseudo-terminal."""
-        return PtySession(self.argv(*args), self.env)
+        session = PtySession(self.argv(*args), self.env)
+        self.sessions.append(session)
+        return session
 
 
 class Result:
@@ -341,7 +346,10 @@ class PtySession:
         finally:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            os.close(self.master)
+            self.proc.wait()
+            if self.master >= 0:
+                os.close(self.master)
+                self.master = -1
 
 
 def base_rootfs() -> Path:

@@ -95,3 +95,14 @@ def test_orphans_stay_zombies_without_smsupervise(podman: Podman, image: str) ->
     result = podman.run(image, "/tests/helpers/spawn_orphans.py", "50", "2", options=options)
     assert result.code == 1
     assert result.out.decode().strip() == "orphans: 50 made, 50 zombies left"
+
+
+def test_interactive_bash_reads_the_terminal(podman: Podman, image: str) -> None:
+    """`podman run -it IMAGE bash` on a real pty: typed commands run under smsupervise, `exit 4` gives 4."""
+    name = podman.name("pty")
+    shell = podman.pty("run", "-it", "--rm", "--network", "none", "--name", name, image, "bash")
+    shell.expect('"event":"child_spawned".*"argv":\\["bash"\\]')
+    shell.send(b"echo hi-$((1+1))\n")
+    shell.expect('"stream":"stdout","msg":"hi-2"')
+    shell.send(b"exit 4\n")
+    assert shell.close() == 4
