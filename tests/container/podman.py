@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import os
 import pty
 import re
@@ -39,6 +40,7 @@ import orjson
 ROOT = Path(__file__).resolve().parent.parent.parent
 SUITE = "bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "procps")
+BASE_PYTHON = (3, 11)  # bookworm's python3: the wheels built here must match it
 BASE_IMAGE = f"localhost/smsupervise-base:{SUITE}"
 EXAMPLE_IMAGE = "localhost/smsupervise-example:test"
 NAME_PREFIX = "ctr-"
@@ -104,6 +106,8 @@ class Podman:
         self.env = {**os.environ, "CONTAINERS_CONF": str(self.conf), "TMPDIR": str(scratch / "tmp")}
         self.prefix = ["podman", "--root", str(scratch / "store"), "--runroot", str(scratch / "run")]
         self.names: list[str] = []
+        self.serial = itertools.count()
+        self.containers: list[Container] = []
         self.sessions: list[PtySession] = []
 
     @classmethod
@@ -142,15 +146,22 @@ class Podman:
 
     def name(self, what: str) -> str:
         """A fresh container name (``ctr-...``), removed by ``cleanup``."""
-        name = f"{NAME_PREFIX}{what}-{os.getpid()}-{len(self.names)}"
+        name = f"{NAME_PREFIX}{what}-{os.getpid()}-{next(self.serial)}"
         self.names.append(name)
         return name
 
     def cleanup(self) -> None:
         """Remove every container this object named, running or not."""
-        for name in self.names:
-            self("rm", "--force", "--time", "0", name, check=False, timeout=60)
+        if self.names:
+            self("rm", "--force", "--ignore", "--time", "0", *self.names, check=False, timeout=120)
         self.names.clear()
+        for container in self.containers:  # collect the `podman run` clients of the removed containers
+            try:
+                container.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                container.proc.kill()
+                container.proc.wait()
+        self.containers.clear()
         for session in self.sessions:
             session.close(timeout=30)
         self.sessions.clear()
@@ -171,7 +182,9 @@ class Podman:
         """``podman run`` attached (not ``-d``), its output read line by line as it comes."""
         name = self.name(what)
         argv = self.argv("run", "--rm", "--network", "none", "--name", name, *options, image, *command)
-        return Container(self, name, argv)
+        container = Container(self, name, argv)
+        self.containers.append(container)
+        return container
 
     def stop(self, name: str, timeout: int, wait: float = 300) -> None:
         """``podman stop -t TIMEOUT``: SIGTERM to PID 1, SIGKILL TIMEOUT seconds later."""
@@ -299,12 +312,6 @@ class Container:
             seen = [(stream, line) for stream, lines in self.lines.items() for line in lines]
         return "\n".join(f"{stream}: {line.decode(errors='replace')}" for stream, line in seen)
 
-    def kill(self) -> None:
-        """Tear down without ceremony (a fixture's finaliser)."""
-        self.podman("rm", "--force", "--time", "0", self.name, check=False, timeout=60)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=30)
-
 
 class PtySession:
     """A command on a real pseudo-terminal: ``expect`` output, ``send`` keystrokes, ``close``."""
@@ -399,6 +406,12 @@ def ensure_image(podman: Podman, tag: str = EXAMPLE_IMAGE) -> str:
     if not podman.has_image(BASE_IMAGE):
         podman("import", "--quiet", str(base_rootfs()), BASE_IMAGE, timeout=600)
     if not podman.has_image(tag):
+        if sys.version_info[:2] != BASE_PYTHON:
+            raise Unavailable(
+                f"the wheels for the image are built with this Python {sys.version_info[0]}."
+                f"{sys.version_info[1]}, the {SUITE} base has {BASE_PYTHON[0]}.{BASE_PYTHON[1]}: "
+                "run the container tests from a venv of that version"
+            )
         context = build_context(podman.scratch)
         podman(
             "build", "--quiet", "--network", "none", "--file", str(context / "Dockerfile.example"),
