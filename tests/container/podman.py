@@ -166,11 +166,18 @@ class Podman:
             session.close(timeout=30)
         self.sessions.clear()
 
-    def run(self, image: str, *command: str, options: Sequence[str] = (), timeout: float = 120) -> Result:
+    def run(
+        self,
+        image: str,
+        *command: str,
+        options: Sequence[str] = (),
+        timeout: float = 120,
+        network: str = "none",
+    ) -> Result:
         """``podman run --rm IMAGE COMMAND`` to completion: its exit code and output."""
         name = self.name("run")
         done = subprocess.run(
-            self.argv("run", "--rm", "--network", "none", "--name", name, *options, image, *command),
+            self.argv("run", "--rm", "--network", network, "--name", name, *options, image, *command),
             env=self.env,
             capture_output=True,
             timeout=timeout,
@@ -178,10 +185,16 @@ class Podman:
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def start(self, image: str, *command: str, options: Sequence[str] = (), what: str = "job") -> Container:
-        """``podman run`` attached (not ``-d``), its output read line by line as it comes."""
+    def start(
+        self, image: str, *command: str, options: Sequence[str] = (), what: str = "job", network: str = "none"
+    ) -> Container:
+        """``podman run`` attached (not ``-d``), its output read line by line as it comes.
+
+        ``network``: ``none`` by default; a network made with ``self("network", "create", NAME)``
+        connects containers to each other (distributed training: ``--hostname algo-1`` ...).
+        """
         name = self.name(what)
-        argv = self.argv("run", "--rm", "--network", "none", "--name", name, *options, image, *command)
+        argv = self.argv("run", "--rm", "--network", network, "--name", name, *options, image, *command)
         container = Container(self, name, argv)
         self.containers.append(container)
         return container
