@@ -123,7 +123,8 @@ class Podman:
             mounted = [line.split()[4] for line in table]
         for point in sorted((m for m in mounted if m.startswith(root)), reverse=True):
             subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        # rm (C) is several times faster than shutil.rmtree on the image layers; never crosses a mount.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(self.scratch)], check=False, timeout=300)
 
     def argv(self, *args: str) -> list[str]:
         return [*self.prefix, *args]
