@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit torch plot clean
+.PHONY: demo test lint bench venv toolkit torch plot clean container-test
 
 venv: $(STAMP)
 
@@ -44,6 +44,13 @@ demo: venv
 
 test: venv toolkit
 	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) $(PY) -m pytest
+
+# The example image (Dockerfile.example) run under podman, as users run it: tests/container. `make test`
+# collects them too (skipped, with the reason, where podman cannot run); this target runs only them.
+# Needs root and `apt-get install podman runc mmdebstrap`; the base root filesystem is cached in
+# ~/.cache/smsupervise-container (or $XDG_CACHE_HOME, $SMSUPERVISE_CONTAINER_CACHE).
+container-test: venv
+	$(PY) -m pytest tests/container
 
 lint: venv
 	$(VENV)/bin/ruff check supervisor tests benchmarks
