@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.container.podman import MlTree, Podman
 
 REQUEST = """\
@@ -38,11 +36,6 @@ def test_serve_answers_then_stops_cleanly(podman: Podman, image: str, tmp_path: 
     assert server.wait_for_line("INFO serve: stopped cleanly")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="smsupervise bug: app.headline() appends '; training did not start' to the stop summary of "
-    "every step but training, so a stopped `serve` (or command) that ran is reported as never started",
-)
 def test_stopped_serve_summary_does_not_mention_training(podman: Podman, image: str, tmp_path: Path) -> None:
     """The `exiting` event of a stopped endpoint describes serving, not training that never was."""
     ml = MlTree(tmp_path / "ml", data=False)
