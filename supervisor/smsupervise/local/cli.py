@@ -63,6 +63,7 @@ def parser() -> argparse.ArgumentParser:
         choices=("root", "userns", "basedir"),
         help="force a weaker isolation than the strongest available (tests, debugging)",
     )
+    run.add_argument("--netns-prefix", default="lc-", help=argparse.SUPPRESS)  # tests: their own namespaces
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument("--json", action="store_true", help="records and events as JSON lines")
     describe = sub.add_parser("describe", help="print DIR/describe.json (DescribeTrainingJob)")
@@ -94,7 +95,7 @@ def _run(args: argparse.Namespace) -> int:
         )
         return INVALID
     work = args.work_dir or os.path.join("smsupervise-local", f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    options = Options(work, args.kill_after, args.checkpoint_interval, args.isolation)
+    options = Options(work, args.kill_after, args.checkpoint_interval, args.isolation, args.netns_prefix)
     if args.image:
         from smsupervise.local.containers import ContainerRunner  # noqa: PLC0415 (only with --image)
 

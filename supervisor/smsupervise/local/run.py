@@ -38,6 +38,7 @@ class Options:
     kill_after: float = 120.0
     checkpoint_interval: float = 1.0
     isolation: hosts.Isolation | None = None  # None: the strongest available
+    netns_prefix: str = hosts.PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,7 +259,7 @@ class Runner:
         self._enter("Starting")
         mode = self._isolation()
         self.console.event("isolation", _ISOLATION_NOTE[mode], isolation=mode)
-        with hosts.network(self.job.instance_count, mode) as net:
+        with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             plans = self._stage(net, mode)
             stop, codes = self._train(plans, mode)
         failed = {i: c for i, c in codes.items() if c != 0}
@@ -270,7 +271,7 @@ class Runner:
             )
         elif failed:
             status = secondary = "Failed"
-            first = min(failed)
+            first = next(iter(failed))  # the first to fail (exit order), not one stopped because of it
             failure = _failure_reason(plans[first - 1], failed[first])
         else:
             status = secondary = "Completed"
