@@ -33,13 +33,18 @@ def _no_leftover_namespaces() -> Iterator[None]:
 
 
 needs_root = pytest.mark.skipif(
-    os.geteuid() != 0 or hosts.isolation() != "root", reason="needs root and unshare (PID/mount/net namespaces)"
+    os.geteuid() != 0 or hosts.isolation() != "root",
+    reason="needs root and unshare (PID/mount/net namespaces)",
 )
 
 
 def channel(name: str, uri: str, **extra: Any) -> dict[str, Any]:
     """One InputDataConfig entry."""
-    s3 = {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": extra.pop("distribution", "FullyReplicated")}
+    s3 = {
+        "S3DataType": "S3Prefix",
+        "S3Uri": uri,
+        "S3DataDistributionType": extra.pop("distribution", "FullyReplicated"),
+    }
     return {"ChannelName": name, "DataSource": {"S3DataSource": s3}, **extra}
 
 
@@ -80,7 +85,9 @@ def run_args(tmp: Path, body: dict[str, Any], *extra: str, work: str = "work") -
 
 def run(tmp: Path, body: dict[str, Any], *extra: str, work: str = "work") -> subprocess.CompletedProcess[str]:
     """Run the request with the real CLI, to its end (at most 90 s)."""
-    return subprocess.run(run_args(tmp, body, *extra, work=work), capture_output=True, text=True, timeout=90, check=False)
+    return subprocess.run(
+        run_args(tmp, body, *extra, work=work), capture_output=True, text=True, timeout=90, check=False
+    )
 
 
 def described(tmp: Path, work: str = "work") -> dict[str, Any]:
@@ -90,4 +97,6 @@ def described(tmp: Path, work: str = "work") -> dict[str, Any]:
 
 def model_file(tmp: Path, name: str, host: str = "algo-1", work: str = "work") -> dict[str, Any]:
     """A JSON file the probe wrote into a host's /opt/ml/model."""
-    return dict(orjson.loads((tmp / work / "hosts" / host / "opt_ml" / "model" / f"{name}-{host}.json").read_bytes()))
+    return dict(
+        orjson.loads((tmp / work / "hosts" / host / "opt_ml" / "model" / f"{name}-{host}.json").read_bytes())
+    )

@@ -32,11 +32,15 @@ def test_file_and_fastfile_channels_are_byte_exact_read_only_views(tmp_path: Pat
     files = _data(tmp_path / "train")
     (tmp_path / "single").mkdir()
     (tmp_path / "single" / "one.bin").write_bytes(b"x" * 4097)
-    body = request(tmp_path, "channels", InputDataConfig=[
-        channel("train", f"file://{tmp_path}/train"),
-        channel("fast", str(tmp_path / "train"), InputMode="FastFile"),
-        channel("one", f"file://{tmp_path}/single/one.bin"),
-    ])
+    body = request(
+        tmp_path,
+        "channels",
+        InputDataConfig=[
+            channel("train", f"file://{tmp_path}/train"),
+            channel("fast", str(tmp_path / "train"), InputMode="FastFile"),
+            channel("one", f"file://{tmp_path}/single/one.bin"),
+        ],
+    )
     result = run(tmp_path, body)
     assert result.returncode == 0, result.stderr
     seen = model_file(tmp_path, "channels")
@@ -53,14 +57,21 @@ def test_file_and_fastfile_channels_are_byte_exact_read_only_views(tmp_path: Pat
 def test_pipe_channels_stream_every_epoch_byte_exact(tmp_path: Path) -> None:
     """A Pipe channel's FIFOs <ch>_0 and <ch>_1 carry the objects concatenated in path order."""
     files = _data(tmp_path / "train")
-    body = request(tmp_path, "channels", hyperparameters={"epochs": "2"},
-                   InputDataConfig=[channel("train", f"file://{tmp_path}/train", InputMode="Pipe")])
+    body = request(
+        tmp_path,
+        "channels",
+        hyperparameters={"epochs": "2"},
+        InputDataConfig=[channel("train", f"file://{tmp_path}/train", InputMode="Pipe")],
+    )
     result = run(tmp_path, body)
     assert result.returncode == 0, result.stderr
     expected = b"".join(files[name] for name in sorted(files))
     seen = model_file(tmp_path, "channels")
     assert seen["input_data_config"]["train"]["TrainingInputMode"] == "Pipe"
-    assert seen["train"]["epochs"] == [{"sha256": hashlib.sha256(expected).hexdigest(), "bytes": len(expected)}] * 2
+    assert (
+        seen["train"]["epochs"]
+        == [{"sha256": hashlib.sha256(expected).hexdigest(), "bytes": len(expected)}] * 2
+    )
 
 
 @needs_root
@@ -70,10 +81,19 @@ def test_pipe_channels_with_recordio_and_gzip_are_byte_exact(tmp_path: Path) -> 
     objects = [os.urandom(1000), b"hello" * 3, b""]
     for i, data in enumerate(objects):
         (tmp_path / "gz" / f"part-{i}.gz").write_bytes(gzip.compress(data))
-    body = request(tmp_path, "channels", InputDataConfig=[
-        channel("train", f"file://{tmp_path}/gz", InputMode="Pipe", RecordWrapperType="RecordIO",
-                CompressionType="Gzip"),
-    ])
+    body = request(
+        tmp_path,
+        "channels",
+        InputDataConfig=[
+            channel(
+                "train",
+                f"file://{tmp_path}/gz",
+                InputMode="Pipe",
+                RecordWrapperType="RecordIO",
+                CompressionType="Gzip",
+            ),
+        ],
+    )
     result = run(tmp_path, body)
     assert result.returncode == 0, result.stderr
     expected = b"".join(
@@ -81,7 +101,9 @@ def test_pipe_channels_with_recordio_and_gzip_are_byte_exact(tmp_path: Path) -> 
     )
     seen = model_file(tmp_path, "channels")
     assert seen["input_data_config"]["train"]["RecordWrapperType"] == "RecordIO"
-    assert seen["train"]["epochs"] == [{"sha256": hashlib.sha256(expected).hexdigest(), "bytes": len(expected)}]
+    assert seen["train"]["epochs"] == [
+        {"sha256": hashlib.sha256(expected).hexdigest(), "bytes": len(expected)}
+    ]
 
 
 @needs_root

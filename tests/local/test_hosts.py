@@ -25,9 +25,14 @@ def test_each_host_sees_itself_resolves_the_others_and_gets_its_shard(tmp_path: 
     names = [f"part-{i:02d}.csv" for i in range(7)]
     for name in names:
         (data / name).write_text(name)
-    body = request(tmp_path, "hosts", count=count, InputDataConfig=[
-        channel("sharded", f"file://{data}", distribution="ShardedByS3Key"),
-    ])
+    body = request(
+        tmp_path,
+        "hosts",
+        count=count,
+        InputDataConfig=[
+            channel("sharded", f"file://{data}", distribution="ShardedByS3Key"),
+        ],
+    )
     result = run(tmp_path, body)
     assert result.returncode == 0, result.stderr
     expected_hosts = [f"algo-{k}" for k in range(1, count + 1)]

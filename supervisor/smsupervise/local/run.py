@@ -184,7 +184,8 @@ class Runner:
         while running:
             deadline = stop.kill_at if stop.kill_at is not None else runtime_deadline
             try:
-                kind, index, code = self.events.get(timeout=max(0.0, deadline - time.monotonic()))
+                wait = None if deadline == float("inf") else max(0.0, deadline - time.monotonic())
+                kind, index, code = self.events.get(timeout=wait)
             except queue.Empty:
                 if stop.reason is None:
                     self._begin_stop(running, stop, "MaxRuntimeExceeded")

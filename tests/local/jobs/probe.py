@@ -17,16 +17,21 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 
 def out(name, value):
-    with open(os.path.join(os.environ["SM_MODEL_DIR"], f"{name}-{os.environ['SM_CURRENT_HOST']}.json"), "w") as f:
+    with open(
+        os.path.join(os.environ["SM_MODEL_DIR"], f"{name}-{os.environ['SM_CURRENT_HOST']}.json"), "w"
+    ) as f:
         json.dump(value, f)
 
 
 def mount_options(path):
     real = os.path.realpath(path)
-    for line in open("/proc/self/mountinfo"):
+    with open("/proc/self/mountinfo") as handle:
+        lines = handle.read().splitlines()
+    for line in lines:
         fields = line.split()
         if fields[4] == real:
             return fields[5]
@@ -40,7 +45,7 @@ def fingerprint(path):
     for root, _dirs, names in os.walk(path, followlinks=True):
         for name in names:
             full = os.path.join(root, name)
-            files[os.path.relpath(full, path)] = hashlib.sha256(open(full, "rb").read()).hexdigest()
+            files[os.path.relpath(full, path)] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
     try:
         open(os.path.join(path, "written-by-the-job"), "w").close()
         write_error = None
@@ -79,29 +84,34 @@ def resolve(name):
 
 def hosts(args):
     others = json.loads(os.environ["SM_HOSTS"])
-    out("hosts", {
-        "current_host": os.environ["SM_CURRENT_HOST"],
-        "hostname": socket.gethostname(),
-        "addresses": {h: resolve(h) for h in others},
-        "eth0": os.path.exists("/sys/class/net/eth0"),
-        "pid": os.getppid(),
-        "shard": sorted(fingerprint(os.environ["SM_CHANNEL_SHARDED"])["files"]) if "SM_CHANNEL_SHARDED" in os.environ else None,
-        "base": os.environ["SM_MODEL_DIR"],
-    })
+    out(
+        "hosts",
+        {
+            "current_host": os.environ["SM_CURRENT_HOST"],
+            "hostname": socket.gethostname(),
+            "addresses": {h: resolve(h) for h in others},
+            "eth0": os.path.exists("/sys/class/net/eth0"),
+            "pid": os.getppid(),
+            "shard": sorted(fingerprint(os.environ["SM_CHANNEL_SHARDED"])["files"])
+            if "SM_CHANNEL_SHARDED" in os.environ
+            else None,
+            "base": os.environ["SM_MODEL_DIR"],
+        },
+    )
 
 
 def steps(args):
     directory = os.environ["SMSUPERVISE_CHECKPOINT_DIR"]
     os.makedirs(directory, exist_ok=True)
     found = sorted(glob.glob(os.path.join(directory, "step-*.json")))
-    start = json.load(open(found[-1]))["step"] + 1 if found else 0
+    start = json.loads(Path(found[-1]).read_text())["step"] + 1 if found else 0
     print(f"resumed from {start}", flush=True)
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
 
     def save(step):
         tmp = os.path.join(directory, f"step-{step:06d}.json.tmp")
-        json.dump({"step": step}, open(tmp, "w"))
+        Path(tmp).write_text(json.dumps({"step": step}))
         os.replace(tmp, tmp[: -len(".tmp")])
         for old in sorted(glob.glob(os.path.join(directory, "step-*.json")))[:-2]:
             os.unlink(old)  # keep the last two: deletions must be mirrored too
@@ -146,7 +156,9 @@ def main():
         while True:
             signal.pause()
     os.makedirs(os.environ["SM_OUTPUT_DATA_DIR"], exist_ok=True)
-    with open(os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], f"out-{os.environ['SM_CURRENT_HOST']}.txt"), "w") as f:
+    with open(
+        os.path.join(os.environ["SM_OUTPUT_DATA_DIR"], f"out-{os.environ['SM_CURRENT_HOST']}.txt"), "w"
+    ) as f:
         f.write("output data\n")
 
 
