@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
+SDK_VENV ?= .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit torch clean
+.PHONY: demo test lint bench venv toolkit sdk torch clean
 
 venv: $(STAMP)
 
@@ -31,6 +33,15 @@ $(TOOLKIT_STAMP):
 	$(TOOLKIT_VENV)/bin/python -m pip install -q sagemaker-training==5.1.4 setuptools
 	@touch $(TOOLKIT_STAMP)
 
+# The SageMaker SDK, whose local mode writes the config files tests/local/test_sdk_config.py compares
+# ours with. A venv of its own: it pins many packages.
+sdk: $(SDK_STAMP)
+
+$(SDK_STAMP):
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q sagemaker==2.257.6
+	@touch $(SDK_STAMP)
+
 # Optional: PyTorch (CPU build) in the test venv, for tests/process/test_torch.py (skipped without it).
 torch: venv
 	$(PY) -m pip install -q torch==2.13.0
@@ -38,8 +49,8 @@ torch: venv
 demo: venv
 	./examples/run-demo.sh
 
-test: venv toolkit
-	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) $(PY) -m pytest
+test: venv toolkit sdk
+	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) SMSUPERVISE_SDK_VENV=$(abspath $(SDK_VENV)) $(PY) -m pytest
 
 lint: venv
 	$(VENV)/bin/ruff check supervisor tests benchmarks
@@ -52,4 +63,4 @@ bench: venv
 	$(PY) -m benchmarks.pipe
 
 clean:
-	rm -rf $(VENV) $(TOOLKIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results
+	rm -rf $(VENV) $(TOOLKIT_VENV) $(SDK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results
