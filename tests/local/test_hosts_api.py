@@ -50,9 +50,16 @@ def test_two_hosts_reach_each_other_by_tcp_over_eth0() -> None:
 @needs_root
 def test_the_namespaces_are_deleted_when_the_block_fails() -> None:
     """An exception inside ``network()`` still deletes every namespace it made."""
-    with pytest.raises(RuntimeError, match="boom"), hosts.network(3, "root", netns_prefix()):
-        assert len(_listed()) == 4
-        raise RuntimeError("boom")
+    seen: list[int] = []
+
+    def fail_inside() -> None:
+        with hosts.network(3, "root", netns_prefix()):
+            seen.append(len(_listed()))
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside()
+    assert seen == [4]  # three hosts and the switch existed
     assert _listed() == []
 
 
