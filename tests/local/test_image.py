@@ -29,7 +29,7 @@ def _plan(tmp: Path) -> launch.HostPlan:
     shutil.which("podman") is None and shutil.which("docker") is None, reason="no podman/docker"
 )
 def test_the_container_command_mounts_the_tree_and_channels_read_only(tmp_path: Path) -> None:
-    """One container per host: lc-* name, hostname algo-K, tree at /opt/ml, channels :ro, the job's env only."""
+    """One container per host: lc-* name, hostname algo-K, /opt/ml, channels :ro, the job's env only."""
     job = jobs.validate(request(tmp_path, "hosts", count=2, Environment={"A": "1"}))
     argv = run_argv(job, "img:1", "lc-x-algo-2", _plan(tmp_path), "lc-x")
     assert argv[1:6] == ["run", "--rm", "--name", "lc-x-algo-2", "--hostname"]
