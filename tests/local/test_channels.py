@@ -8,7 +8,7 @@ import os
 import struct
 from pathlib import Path
 
-from tests.local.conftest import channel, model_file, needs_root, request, run
+from tests.local.conftest import channel, described, model_file, needs_root, request, run
 
 RECORDIO_MAGIC = 0xCED7230A
 
@@ -108,10 +108,13 @@ def test_pipe_channels_with_recordio_and_gzip_are_byte_exact(tmp_path: Path) -> 
 
 @needs_root
 def test_a_missing_channel_source_fails_before_anything_runs(tmp_path: Path) -> None:
-    """A channel whose source does not exist is named in the error, and no host starts."""
+    """A missing channel source: no host starts, the job fails with a ClientError naming the channel."""
     body = request(tmp_path, "channels", InputDataConfig=[channel("train", f"file://{tmp_path}/nowhere")])
     result = run(tmp_path, body)
     assert result.returncode == 1
     assert "channel 'train'" in result.stderr
     assert f"{tmp_path}/nowhere" in result.stderr
     assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
+    body = described(tmp_path)
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Failed", "Failed")
+    assert body["FailureReason"].startswith("ClientError: channel 'train'")

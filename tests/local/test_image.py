@@ -12,7 +12,7 @@ from smsupervise.local import hosts, launch
 from smsupervise.local import job as jobs
 from smsupervise.local.channels import Bind, Staged
 from smsupervise.local.containers import run_argv
-from tests.local.conftest import described, request, run
+from tests.local.conftest import JOBS, described, request, run
 
 IMAGE = os.environ.get("SMSUPERVISE_LOCAL_TEST_IMAGE", "")
 
@@ -37,6 +37,7 @@ def test_the_container_command_mounts_the_tree_and_channels_read_only(tmp_path: 
     assert f"{tmp_path}/t:/opt/ml" in argv
     assert "/data/train:/opt/ml/input/data/train:ro" in argv
     assert {"TRAINING_JOB_NAME=probe-hosts", "TRAINING_JOB_ARN=arn", "A=1"} <= set(argv)
+    assert f"{JOBS}:{JOBS}:ro" in argv  # sagemaker_submit_directory, at its own path
     assert "HOME=/root" not in argv  # the machine's environment stays out
     assert argv[-2:] == ["img:1", "train"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.local.conftest import LOCAL, described, needs_root, request, run
+from tests.local.conftest import JOBS, LOCAL, described, needs_root, request, run
 
 OUT = ("out", "probe-metrics", "output")
 
@@ -112,6 +112,22 @@ def test_artifacts_go_to_the_sudo_caller(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     for path in [*tmp_path.joinpath(*OUT).iterdir(), tmp_path / "work" / "describe.json"]:
         assert path.stat().st_uid == 65534, path
+
+
+@needs_root
+def test_the_source_may_be_a_tarball_as_the_sdk_uploads_it(tmp_path: Path) -> None:
+    """sagemaker_submit_directory as a sourcedir.tar.gz is unpacked into /opt/ml/code and run."""
+    with tarfile.open(tmp_path / "sourcedir.tar.gz", "w:gz") as archive:
+        archive.add(JOBS / "probe.py", arcname="probe.py")
+    body = request(
+        tmp_path,
+        "metrics",
+        hyperparameters={"sagemaker_submit_directory": f'"file://{tmp_path}/sourcedir.tar.gz"'},
+    )
+    result = run(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    code = tmp_path / "work" / "hosts" / "algo-1" / "opt_ml" / "code"
+    assert sorted(p.name for p in code.iterdir()) == ["probe.py"]
 
 
 def test_describe_prints_the_run_and_exits_with_its_status(tmp_path: Path) -> None:

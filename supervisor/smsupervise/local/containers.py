@@ -37,6 +37,18 @@ def engine() -> str:
     raise OSError("--image needs podman or docker: install podman (apt-get install podman)")
 
 
+def submit_directory(job: TrainingJob) -> str | None:
+    """The local path in the ``sagemaker_submit_directory`` hyperparameter (JSON-encoded or not), if any."""
+    value = job.hyperparameters.get("sagemaker_submit_directory")
+    if value is None:
+        return None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        decoded = orjson.loads(value)
+        value = decoded if isinstance(decoded, str) else value
+    path = value[len("file://") :] if value.startswith("file://") else value
+    return path if path.startswith("/") else None
+
+
 def run_argv(
     job: TrainingJob, image: str, name: str, plan: launch.HostPlan, network: str | None
 ) -> list[str]:
@@ -46,6 +58,9 @@ def run_argv(
         argv += ["--network", network, "--network-alias", plan.host.name]
     argv += ["-v", f"{plan.tree}:/opt/ml"]
     argv += [arg for b in plan.staged.binds for arg in ("-v", f"{b.source}:/opt/ml/{b.target}:ro")]
+    source = submit_directory(job)
+    if source is not None:  # the source dir or tarball, at the same path inside (no rewriting needed)
+        argv += ["-v", f"{source}:{source}:ro"]
     platform = {k: v for k, v in plan.env.items() if k.startswith("TRAINING_JOB_")}
     for key, value in {**platform, **job.environment}.items():
         argv += ["-e", f"{key}={value}"]

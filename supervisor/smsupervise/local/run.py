@@ -19,7 +19,6 @@ import signal
 import subprocess
 import time
 from dataclasses import dataclass
-from typing import IO
 
 from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, tree
 from smsupervise.local.console import Console
@@ -156,9 +155,8 @@ class Runner:
 
     def _feeders(self, plans: list[launch.HostPlan]) -> list[subprocess.Popen[bytes]]:
         feeders = []
-        for plan in plans:
-            log: IO[bytes] = open(os.path.join(self.work, "logs", f"pipe-{plan.host.name}.jsonl"), "ab")  # noqa: SIM115
-            with log:
+        for plan in (p for p in plans if p.staged.feeds):
+            with open(os.path.join(self.work, "logs", f"pipe-{plan.host.name}.jsonl"), "ab") as log:
                 for feed in plan.staged.feeds:
                     argv = channels.feed_argv(feed, os.path.join(plan.tree, "input", "data"))
                     feeders.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
@@ -254,6 +252,14 @@ class Runner:
             )
         return "file://" + model.path if self.job.output_path.startswith("file://") else model.path
 
+    def _client_error(self, error: Exception) -> Result:
+        failure = f"ClientError: {error}"
+        self.console.event("client_error", failure, error=str(error))
+        self.timeline.enter("Failed")
+        path = self._describe("Failed", failure, None)
+        _own_tree(self.work)
+        return Result("Failed", "Failed", failure, path)
+
     def run(self) -> Result:
         """Run the job to its end and write describe.json; returns how it ended."""
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
@@ -261,7 +267,10 @@ class Runner:
         mode = self._isolation()
         self.console.event("isolation", _ISOLATION_NOTE[mode], isolation=mode)
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
-            plans = self._stage(net, mode)
+            try:
+                plans = self._stage(net, mode)
+            except (OSError, ValueError) as error:  # the service fails such a job with a ClientError
+                return self._client_error(error)
             stop, codes = self._train(plans, mode)
         failed = {i: c for i, c in codes.items() if c != 0}
         failure, model_uri = None, None
