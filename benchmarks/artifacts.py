@@ -18,22 +18,26 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
-from benchmarks.common import ROOT, print_table, write_json
+from benchmarks.common import ROOT, median, print_table, write_json
 from smsupervise.local import artifacts
 
 MIB = 1 << 20
+OUT_PLACEHOLDER = "@OUT@"
 SDK_SNIPPET = (
     "import os, sys, time; from sagemaker.utils import create_tar_file; src, out = sys.argv[1:3]; "
-    "t = time.perf_counter(); create_tar_file([os.path.join(src, n) for n in os.listdir(src)], out); "
-    "print(time.perf_counter() - t)"
+    "t, c = time.perf_counter(), time.process_time(); "
+    "create_tar_file([os.path.join(src, n) for n in os.listdir(src)], out); "
+    "print(time.perf_counter() - t, time.process_time() - c)"
 )
 
 
@@ -70,23 +74,56 @@ def generate(root: Path, total: int) -> int:
     return written
 
 
-def _timed(argv: list[str]) -> float:
-    began = time.perf_counter()
+def _cpu() -> float:
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def _timed(argv: list[str]) -> tuple[float, float]:
+    """Wall and CPU seconds of a command."""
+    began, cpu = time.perf_counter(), _cpu()
     subprocess.run(argv, check=True)
-    return time.perf_counter() - began
+    return time.perf_counter() - began, _cpu() - cpu
 
 
-def _sdk(src: Path, out: Path, sdk_python: str | None) -> tuple[float, str]:
-    if sdk_python and Path(sdk_python).exists():
+def _ours(model: Path, out: Path, compressor: artifacts.Compressor) -> tuple[float, float]:
+    began, cpu = time.perf_counter(), _cpu()
+    artifacts.pack([str(model)], str(out), compressor=compressor)
+    return time.perf_counter() - began, _cpu() - cpu
+
+
+def _sdk(src: Path, out: Path, sdk_python: str | None) -> tuple[float, float]:
+    if sdk_python and Path(sdk_python).exists():  # the call itself, timed inside (not the SDK's import)
         result = subprocess.run(
             [sdk_python, "-c", SDK_SNIPPET, str(src), str(out)], capture_output=True, text=True, check=True
         )
-        return float(result.stdout.strip().splitlines()[-1]), "sagemaker.utils.create_tar_file"
-    began = time.perf_counter()
+        wall, cpu = result.stdout.strip().splitlines()[-1].split()
+        return float(wall), float(cpu)
+    began, cpu = time.perf_counter(), time.process_time()
     with tarfile.open(out, mode="w:gz", dereference=True) as archive:  # the SDK's two calls, inline
         for name in os.listdir(src):
             archive.add(src / name, arcname=name)
-    return time.perf_counter() - began, "create_tar_file inline (no SDK venv)"
+    return time.perf_counter() - began, time.process_time() - cpu
+
+
+def _tools(
+    model: Path, work: Path, cores: int, sdk_python: str | None
+) -> dict[str, Callable[[Path], tuple[float, float]]]:
+    tools: dict[str, Callable[[Path], tuple[float, float]]] = {}
+    if shutil.which("pigz"):
+        tools["smsupervise-local (pigz)"] = lambda out: _ours(model, out, "pigz")
+    tools["smsupervise-local (stdlib threads)"] = lambda out: _ours(model, out, "threads")
+    tools["tar czf (gzip -6)"] = lambda out: _timed(["tar", "czf", str(out), "-C", str(model), "."])
+    if shutil.which("pigz"):
+        pipeline = f"tar cf - -C {model} . | pigz -6 -p {cores} > {OUT_PLACEHOLDER}"
+        tools[f"tar | pigz -6 -p {cores}"] = lambda out: _timed(
+            ["sh", "-c", pipeline.replace(OUT_PLACEHOLDER, str(out))]
+        )
+    sdk = (
+        "SDK create_tar_file" if sdk_python and Path(sdk_python).exists() else "SDK create_tar_file (inline)"
+    )
+    tools[sdk] = lambda out: _sdk(model, out, sdk_python)
+    return tools
 
 
 def _staging(src: Path, work: Path) -> tuple[float, float]:
@@ -111,6 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gb", type=float, default=2.1, help="model dir size in GB (default 2.1)")
     parser.add_argument("--dir", default=None, help="where the temporary data goes")
+    parser.add_argument("--runs", type=int, default=3, help="rounds, interleaved (default 3)")
     default_sdk = os.environ.get("SMSUPERVISE_SDK_VENV", str(ROOT / ".venv-sdk")) + "/bin/python"
     parser.add_argument("--sdk-python", default=default_sdk)
     args = parser.parse_args()
@@ -120,37 +158,47 @@ def main() -> None:
         model = work / "model"
         size = generate(model, int(args.gb * 1e9))
         subprocess.run(["tar", "cf", "/dev/null", "-C", str(model), "."], check=True)  # warm the page cache
-        runs: list[tuple[str, float, Path]] = []
-        for compressor in ("pigz", "threads"):
-            if compressor == "pigz" and not shutil.which("pigz"):
-                continue
-            packed = artifacts.pack(
-                [str(model)], str(work / f"ours-{compressor}.tar.gz"), compressor=compressor
-            )
-            runs.append((f"smsupervise-local ({compressor})", packed.seconds, Path(packed.path)))
-        seconds = _timed(["tar", "czf", str(work / "tar.tar.gz"), "-C", str(model), "."])
-        runs.append(("tar czf (gzip -6)", seconds, work / "tar.tar.gz"))
-        if shutil.which("pigz"):
-            seconds = _timed(["sh", "-c", f"tar cf - -C {model} . | pigz -6 -p {cores} > {work}/pigz.tar.gz"])
-            runs.append((f"tar | pigz -6 -p {cores}", seconds, work / "pigz.tar.gz"))
-        seconds, how = _sdk(model, work / "sdk.tar.gz", args.sdk_python)
-        runs.append((f"SDK {how}", seconds, work / "sdk.tar.gz"))
+        tools = _tools(model, work, cores, args.sdk_python)
+        walls: dict[str, list[float]] = {name: [] for name in tools}
+        cpus: dict[str, list[float]] = {name: [] for name in tools}
+        ratios: dict[str, float] = {}
+        for run in range(args.runs):  # interleaved, rotated: load from other jobs spreads over every tool
+            names = list(tools)
+            for name in names[run % len(names) :] + names[: run % len(names)]:
+                out = work / "archive.tar.gz"
+                wall, cpu = tools[name](out)
+                walls[name].append(wall)
+                cpus[name].append(cpu)
+                ratios[name] = out.stat().st_size / size
+                out.unlink()
         rows, results = [], []
-        for name, secs, path in runs:
-            out = path.stat().st_size
+        for name in tools:
+            wall, cpu = median(walls[name]), median(cpus[name])
             results.append(
                 {
                     "tool": name,
-                    "seconds": round(secs, 3),
-                    "mb_per_s": round(size / secs / 1e6, 1),
-                    "ratio": round(out / size, 4),
-                    "bytes_out": out,
+                    "wall_s": walls[name],
+                    "cpu_s": cpus[name],
+                    "median_wall_s": round(wall, 2),
+                    "mb_per_s": round(size / wall / 1e6, 1),
+                    "mb_per_cpu_s": round(size / cpu / 1e6, 1),
+                    "ratio": round(ratios[name], 4),
                 }
             )
-            rows.append([name, f"{secs:.2f}", f"{size / secs / 1e6:.1f}", f"{out / size:.4f}"])
-            path.unlink()
+            rows.append(
+                [
+                    name,
+                    f"{wall:.1f}",
+                    f"{size / wall / 1e6:.1f}",
+                    f"{cpu:.1f}",
+                    f"{size / cpu / 1e6:.1f}",
+                    f"{ratios[name]:.4f}",
+                ]
+            )
         print_table(
-            f"Packing a {size / 1e9:.2f} GB model dir ({cores} cores)", ["tool", "s", "MB/s", "out/in"], rows
+            f"Packing a {size / 1e9:.2f} GB model dir ({cores} cores, median of {args.runs})",
+            ["tool", "wall s", "MB/s", "CPU s", "MB per CPU-s", "out/in"],
+            rows,
         )
         bind_s, copy_s = _staging(model, work)
         print_table(
