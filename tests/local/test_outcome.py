@@ -115,6 +115,20 @@ def test_artifacts_go_to_the_sudo_caller(tmp_path: Path) -> None:
 
 
 @needs_root
+def test_json_mode_prints_every_record_as_json_with_its_host(tmp_path: Path) -> None:
+    """--json: each line on stdout is a JSON record with host and stream; events are JSON on stderr."""
+    result = run(tmp_path, request(tmp_path, "metrics"), "--json")
+    assert result.returncode == 0, result.stderr
+    records = [orjson.loads(line) for line in result.stdout.splitlines()]
+    assert {"host": "algo-1", "stream": "stdout", "msg": "epoch=1 train_loss=0.75;"}.items() <= records[
+        [r.get("msg") for r in records].index("epoch=1 train_loss=0.75;")
+    ].items()
+    events = [orjson.loads(line) for line in result.stderr.splitlines()]
+    assert events[-1]["event"] == "job_finished"
+    assert events[-1]["status"] == "Completed"
+
+
+@needs_root
 def test_the_source_may_be_a_tarball_as_the_sdk_uploads_it(tmp_path: Path) -> None:
     """sagemaker_submit_directory as a sourcedir.tar.gz is unpacked into /opt/ml/code and run."""
     with tarfile.open(tmp_path / "sourcedir.tar.gz", "w:gz") as archive:

@@ -90,7 +90,8 @@ def prepare(
         spec["hostname"] = host.name
         spec["binds"] = _binds(tree, base, staged, hosts_file)
     spec_path = os.path.join(os.path.dirname(tree), "enter.json")
-    with open(spec_path, "wb") as handle:
+    fd = os.open(spec_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)  # it holds the env
+    with os.fdopen(fd, "wb") as handle:
         handle.write(orjson.dumps(spec))
     argv = hosts.host_argv(host, mode, [sys.executable, "-m", "smsupervise.local.enter", spec_path])
     return HostPlan(host, tree, base, staged, tuple(argv), env)
