@@ -176,8 +176,9 @@ class Runner:
         for host in running.values():
             host.signal(signal.SIGTERM)
 
-    def _wait(self, started: dict[int, launch.HostProcess]) -> tuple[_Stop, dict[int, int]]:
-        running, codes, stop = dict(started), {}, _Stop()
+    def _wait(self, started: dict[int, launch.HostProcess], codes: dict[int, int]) -> _Stop:
+        """Wait for every host to exit (``codes`` fills in exit order), stopping them when due."""
+        running, stop = dict(started), _Stop()
         runtime_deadline = time.monotonic() + self.job.max_runtime
         while running:
             deadline = stop.kill_at if stop.kill_at is not None else runtime_deadline
@@ -202,13 +203,15 @@ class Runner:
                 self._begin_stop(running, stop, "StopRequested")
             else:
                 stop.kill_at = time.monotonic()  # a second stop request: SIGKILL now
-        return stop, codes
+        return stop
 
     def _train(self, plans: list[launch.HostPlan], mode: hosts.Isolation) -> tuple[_Stop, dict[int, int]]:
         feeders = self._feeders(plans)
         mirroring = self._mirrors(plans)
         self._enter("Training")
-        started, threads = {}, []
+        started: dict[int, launch.HostProcess] = {}
+        codes: dict[int, int] = {}
+        threads = []
         try:
             mirroring.start()
             for plan in plans:
@@ -216,8 +219,11 @@ class Runner:
                 started[plan.host.index] = host
                 log = HostLog(os.path.join(self.work, "logs", f"{plan.host.name}.jsonl"), self.work)
                 threads += relay(host, log, self.extractor, self.console, self.events)
-            return self._wait(started)
+            return self._wait(started, codes), codes
         finally:
+            for index, host in started.items():  # only after an error in here: never leave a host running
+                if index not in codes:
+                    host.signal(signal.SIGKILL)
             for thread in threads:
                 thread.join()
             for feeder in feeders:
