@@ -205,9 +205,10 @@ class Runner:
                 stop.kill_at = time.monotonic()  # a second stop request: SIGKILL now
         return stop
 
-    def _train(self, plans: list[launch.HostPlan], mode: hosts.Isolation) -> tuple[_Stop, dict[int, int]]:
+    def _train(
+        self, plans: list[launch.HostPlan], mode: hosts.Isolation, mirroring: checkpoints.Mirroring
+    ) -> tuple[_Stop, dict[int, int]]:
         feeders = self._feeders(plans)
-        mirroring = self._mirrors(plans)
         self._enter("Training")
         started: dict[int, launch.HostProcess] = {}
         codes: dict[int, int] = {}
@@ -275,9 +276,10 @@ class Runner:
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)
+                mirroring = self._mirrors(plans)  # checkpoints are copied in while Downloading
             except (OSError, ValueError) as error:  # the service fails such a job with a ClientError
                 return self._client_error(error)
-            stop, codes = self._train(plans, mode)
+            stop, codes = self._train(plans, mode, mirroring)
         failed = {i: c for i, c in codes.items() if c != 0}
         failure, model_uri = None, None
         if stop.reason in ("StopRequested", "MaxRuntimeExceeded"):
