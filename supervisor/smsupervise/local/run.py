@@ -327,9 +327,10 @@ def _own(path: str) -> None:
 
 
 def _own_tree(root: str) -> None:
-    if _caller() is None:
+    caller = _caller()
+    if caller is None:
         return
     for parent, dirs, names in os.walk(root):
         for name in [*dirs, *names]:
-            os.lchown(os.path.join(parent, name), *_caller())  # type: ignore[misc]
-    _own(root)
+            os.lchown(os.path.join(parent, name), *caller)
+    os.chown(root, *caller)
