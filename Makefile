@@ -6,8 +6,10 @@ STAMP := $(VENV)/.installed
 
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
+SDK_VENV ?= .venv-sdk
+SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit torch plot clean container-test
+.PHONY: demo test lint bench venv toolkit sdk torch plot clean container-test
 
 venv: $(STAMP)
 
@@ -31,6 +33,15 @@ $(TOOLKIT_STAMP):
 	$(TOOLKIT_VENV)/bin/python -m pip install -q sagemaker-training==5.1.4 setuptools
 	@touch $(TOOLKIT_STAMP)
 
+# The SageMaker SDK, whose local mode writes the config files tests/local/test_sdk_config.py compares
+# ours with. A venv of its own: it pins many packages.
+sdk: $(SDK_STAMP)
+
+$(SDK_STAMP):
+	$(PYTHON) -m venv $(SDK_VENV)
+	$(SDK_VENV)/bin/python -m pip install -q sagemaker==2.257.6
+	@touch $(SDK_STAMP)
+
 # Optional: PyTorch (CPU build) in the test venv, for tests/process/test_torch.py (skipped without it).
 torch: venv
 	$(PY) -m pip install -q torch==2.13.0
@@ -42,8 +53,8 @@ plot: venv
 demo: venv
 	./examples/run-demo.sh
 
-test: venv toolkit
-	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) $(PY) -m pytest
+test: venv toolkit sdk
+	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) SMSUPERVISE_SDK_VENV=$(abspath $(SDK_VENV)) $(PY) -m pytest
 
 # The example image (Dockerfile.example) run under podman, as users run it: tests/container. `make test`
 # collects them too (skipped, with the reason, where podman cannot run); this target runs only them.
@@ -63,4 +74,4 @@ bench: venv
 	$(PY) -m benchmarks.pipe
 
 clean:
-	rm -rf $(VENV) $(TOOLKIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results
+	rm -rf $(VENV) $(TOOLKIT_VENV) $(SDK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

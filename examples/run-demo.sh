@@ -1,81 +1,65 @@
 #!/usr/bin/env bash
-# `make demo`: run the bundled example training job (examples/job) the way SageMaker would:
-# `smsupervise train` in script mode, with an /opt/ml-style tree in a temporary directory
-# (SAGEMAKER_BASE_DIR), as PID 1 of a fresh PID namespace when we are root (as in a container),
-# else as a subreaper. First rendered for people (--log-format text); then the same job with a
-# hyperparameter that makes it fail, in the default JSON format, to show the failure file.
+# `make demo`: run a SageMaker CreateTrainingJob request on this machine with smsupervise-local, no Docker:
+# examples/local/job.json (two File channels, a Pipe channel, MetricDefinitions, a CheckpointConfig) runs
+# examples/local/src/train.py under `smsupervise train` as PID 1 of its own namespaces (when root; else
+# smsupervise-local says which fallback it uses). 1: to completion. 2: stopped by MaxRuntimeInSeconds
+# (SIGTERM; the job saves a checkpoint, mirrored out). 3: the same job again, resuming from that checkpoint.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 venv=${VENV:-$here/../.venv}
-sup=("$venv/bin/smsupervise")
+local_run=("$venv/bin/smsupervise-local")
+work=$(mktemp -d /tmp/smsupervise-local-demo.XXXXXX)
 
-if [ "$(id -u)" = 0 ] && unshare --pid --fork --mount-proc true 2>/dev/null; then
-  how="as PID 1 in a fresh PID namespace (unshare --pid --fork --mount-proc)"
-  runner=(unshare --pid --fork --mount-proc)
-else
-  how="as a child subreaper (not root, or no unshare here)"
-  runner=()
-fi
-
-# make_base DIR [EXTRA_HYPERPARAMETERS_JSON]: the tree SageMaker would mount at /opt/ml.
-make_base() {
-  local base=$1 extra=${2:-}
-  mkdir -p "$base/input/config" "$base/input/data" "$base/code" "$base/model" "$base/output"
-  cp -r "$here/job/data/." "$base/input/data/"
-  for f in "$here"/job/config/*.json; do
-    sed -e "s#@SOURCE_DIR@#$here/job/src#" -e "s#@BASE_DIR@#$base#" "$f" >"$base/input/config/$(basename "$f")"
-  done
-  if [ -n "$extra" ]; then
-    python3 - "$base/input/config/hyperparameters.json" "$extra" <<'PY'
-import json, sys
-path, extra = sys.argv[1], json.loads(sys.argv[2])
-hps = json.load(open(path)); hps.update(extra); json.dump(hps, open(path, "w"), indent=2)
-PY
-  fi
+# request NAME EPOCHS STEP_SECONDS MAX_RUNTIME: the bundled request with this run's values filled in
+request() {
+  sed -e "s#@EXAMPLES@#$here#g" -e "s#@WORK@#$work#g" -e "s#@RUN@#$1#g" -e "s#@EPOCHS@#$2#" \
+      -e "s#@STEP_SECONDS@#$3#" -e "s#@MAX_RUNTIME@#$4#" "$here/local/job.json" >"$work/$1.json"
+  echo "$work/$1.json"
 }
 
-run() {  # run BASE FORMAT: smsupervise train against BASE; returns its exit code
+# summary DIR: the DescribeTrainingJob fields people look at first
+summary() {
+  "$venv/bin/python" - "$1/describe.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+print(f"   | {d['TrainingJobStatus']} / {d['SecondaryStatus']}: "
+      + " -> ".join(t["Status"] for t in d["SecondaryStatusTransitions"]))
+for m in d.get("FinalMetricDataList", []):
+    print(f"   | {m['MetricName']} = {m['Value']}")
+print(f"   | model: {d.get('ModelArtifacts', {}).get('S3ModelArtifacts', '-')}")
+PY
+}
+
+run() {  # run REQUEST WORK_DIR [OPTIONS...]: smsupervise-local run $work/REQUEST.json; returns its exit code
+  local name=$1 dir=$2; shift 2
   set +e
-  SAGEMAKER_BASE_DIR=$1 "${runner[@]}" "${sup[@]}" --log-format "$2" train
+  "${local_run[@]}" run "$work/$name.json" --work-dir "$work/$dir" "$@"
   local code=$?
   set -e
   return $code
 }
 
-work=$(mktemp -d /tmp/smsupervise-demo.XXXXXX)
-echo "== 1. a script-mode job: $here/job/src/train.py, 2 channels, hyperparameters as arguments"
-echo "==    smsupervise train $how; SAGEMAKER_BASE_DIR=$work/ok"
-make_base "$work/ok"
-code=0; run "$work/ok" text || code=$?
-echo "== smsupervise exited with $code (the job's own exit code)"
-echo "== $work/ok/output: $(ls "$work/ok/output")   model: $(cat "$work/ok/model/model.json" 2>/dev/null | head -c 120)"
+echo "== 1. examples/local/job.json: 2 File channels + 1 Pipe channel, metrics, checkpoints, to completion"
+request complete 8 0 600 >/dev/null
+code=0; run complete complete || code=$?
+echo "== smsupervise-local exited with $code (0 Completed); $work/complete/describe.json says:"
+summary "$work/complete"
+echo "== model.tar.gz: $(tar tzf "$work/s3/output/demo-local-complete/output/model.tar.gz" | tr '\n' ' ')"
+echo "== output.tar.gz: $(tar tzf "$work/s3/output/demo-local-complete/output/output.tar.gz" | tr '\n' ' ')"
 echo
-echo "== 2. the same job with the hyperparameter fail-at-epoch=2, in the default --log-format json:"
-echo "==    one JSON object per line, as CloudWatch Logs receives it"
-make_base "$work/fail" '{"fail-at-epoch": "2"}'
-code=0; run "$work/fail" json || code=$?
-echo "== smsupervise exited with $code; $work/fail/output/failure says:"
-sed 's/^/   | /' "$work/fail/output/failure"
+echo "== 2. the same job, slower, with MaxRuntimeInSeconds=3: SIGTERM to PID 1, the job saves and exits"
+request resume 12 0.004 3 >/dev/null
+code=0; run resume resume --kill-after 20 --quiet || code=$?
+echo "== smsupervise-local exited with $code (3 Stopped); checkpoints mirrored out:" \
+  "$(ls "$work/s3/checkpoints/resume" | tr '\n' ' ')"
+summary "$work/resume"
 echo
-echo "== 3. a long run stopped with SIGTERM (as SageMaker stops a job), with a checkpoint hook:"
-echo "==    the hook runs first, then the job gets SIGTERM, saves a last checkpoint and exits"
-make_base "$work/stop" '{"epochs": "100000", "step-seconds": "0.005"}'
-hook='sh -c "echo checkpoint hook: reason=$SMSUPERVISE_STOP_REASON deadline=$SMSUPERVISE_DEADLINE dir=$SMSUPERVISE_CHECKPOINT_DIR"'
-SAGEMAKER_BASE_DIR=$work/stop "${runner[@]}" "${sup[@]}" --log-format text --checkpoint-hook "$hook" train &
-pid=$!
-target=$pid
-for _ in $(seq 1 500); do  # poll (at most 10 s) until training has written 3 checkpoints
-  if [ "${#runner[@]}" -gt 0 ] && [ "$target" = "$pid" ]; then
-    target=$(cat "/proc/$pid/task/$pid/children" 2>/dev/null | awk '{print $1}'); target=${target:-$pid}
-  fi
-  [ "$(ls "$work/stop/checkpoints" 2>/dev/null | wc -l)" -ge 3 ] && break
-  sleep 0.02
-done
-echo "== sending SIGTERM to smsupervise (pid $target as seen from here)"
-kill -TERM "$target"
-code=0; wait "$pid" || code=$?
-echo "== smsupervise exited with $code (the job's own: it saved and exited 0); the failure file says:"
-sed 's/^/   | /' "$work/stop/output/failure" | head -3
-echo "== newest checkpoint: $(ls "$work/stop/checkpoints" | tail -1)"
+echo "== 3. run it again with room to finish: it resumes from the checkpoint copied in at the start"
+request resume 12 0 600 >/dev/null
+code=0; run resume resumed --quiet || code=$?
+echo "== smsupervise-local exited with $code; the job said:" \
+  "$(grep -o 'resumed from checkpoint[^"]*' "$work/resumed/logs/algo-1.jsonl")"
+summary "$work/resumed"
 echo
-echo "== the trees are left in $work for a look around"
+echo "== everything is left in $work (trees, logs/algo-1.jsonl, metrics.jsonl, describe.json);" \
+  "smsupervise-local describe DIR prints a run"

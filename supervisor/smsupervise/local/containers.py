@@ -1,0 +1,123 @@
+"""``--image IMAGE``: each host as a container (podman, else docker) instead of namespaces.
+
+Same trees, channels, stop and artifacts as the namespace runner: the host's tree is mounted at
+``/opt/ml``, File/FastFile channels read-only over it, Pipe FIFOs come through the tree's mount;
+the container is named ``lc-<id>-algo-K`` with host name ``algo-K``, and for N > 1 all share a
+network ``lc-<id>`` in which every ``algo-K`` resolves (a network alias). The image's ENTRYPOINT
+runs with ``train`` (or ContainerEntrypoint/ContainerArguments), as ``docker run IMAGE train``
+does on the service. The job's environment is the platform's variables plus the request's
+Environment (not this machine's). The stop goes through the engine (``kill --signal``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import shutil
+import subprocess
+
+import orjson
+
+from smsupervise.local import hosts, launch
+from smsupervise.local.channels import Staged
+from smsupervise.local.console import Console
+from smsupervise.local.job import TrainingJob
+from smsupervise.local.run import Options, Result, Runner
+
+
+def engine() -> str:
+    """``podman`` if installed, else ``docker``.
+
+    Raises:
+        OSError: neither is installed.
+    """
+    for name in ("podman", "docker"):
+        if shutil.which(name):
+            return name
+    raise OSError("--image needs podman or docker: install podman (apt-get install podman)")
+
+
+def submit_directory(job: TrainingJob) -> str | None:
+    """The local path in the ``sagemaker_submit_directory`` hyperparameter (JSON-encoded or not), if any."""
+    value = job.hyperparameters.get("sagemaker_submit_directory")
+    if value is None:
+        return None
+    with contextlib.suppress(orjson.JSONDecodeError):
+        decoded = orjson.loads(value)
+        value = decoded if isinstance(decoded, str) else value
+    path = value[len("file://") :] if value.startswith("file://") else value
+    return path if path.startswith("/") else None
+
+
+def run_argv(
+    job: TrainingJob, image: str, name: str, plan: launch.HostPlan, network: str | None
+) -> list[str]:
+    """``podman run`` for one host."""
+    argv = [engine(), "run", "--rm", "--name", name, "--hostname", plan.host.name]
+    if network is not None:
+        argv += ["--network", network, "--network-alias", plan.host.name]
+    argv += ["-v", f"{plan.tree}:/opt/ml"]
+    argv += [arg for b in plan.staged.binds for arg in ("-v", f"{b.source}:/opt/ml/{b.target}:ro")]
+    source = submit_directory(job)
+    if source is not None:  # the source dir or tarball, at the same path inside (no rewriting needed)
+        argv += ["-v", f"{source}:{source}:ro"]
+    platform = {k: v for k, v in plan.env.items() if k.startswith("TRAINING_JOB_")}
+    for key, value in {**platform, **job.environment}.items():
+        argv += ["-e", f"{key}={value}"]
+    if job.entrypoint:
+        argv += ["--entrypoint", orjson.dumps(list(job.entrypoint)).decode()]
+        return [*argv, image, *job.arguments]
+    return [*argv, image, *(job.arguments or ("train",))]
+
+
+class ContainerHost(launch.HostProcess):
+    """A host running as a container; its PID 1 is reached through the engine."""
+
+    def __init__(self, plan: launch.HostPlan, argv: list[str], name: str) -> None:
+        self.name = name
+        super().__init__(
+            launch.HostPlan(plan.host, plan.tree, plan.base, plan.staged, tuple(argv), plan.env), "basedir"
+        )
+
+    def signal(self, signum: int) -> None:
+        """``podman kill --signal N NAME``: the container's PID 1 gets the signal."""
+        subprocess.run(
+            [engine(), "kill", "--signal", str(signum), self.name], capture_output=True, check=False
+        )
+
+
+class ContainerRunner(Runner):
+    """The runner with containers for hosts."""
+
+    def __init__(self, job: TrainingJob, options: Options, console: Console, image: str) -> None:
+        super().__init__(job, options, console)
+        self.image = image
+        self.prefix = f"{hosts.PREFIX}{secrets.token_hex(3)}"
+        self.network: str | None = None
+
+    def _isolation(self) -> hosts.Isolation:
+        return "basedir"  # no namespaces of ours: the engine makes them
+
+    def _prepare(
+        self, host: hosts.Host, mode: hosts.Isolation, root: str, staged: Staged, hosts_file: str
+    ) -> launch.HostPlan:
+        if self.job.instance_count > 1 and self.network is None:
+            self.network = self.prefix
+            subprocess.run([engine(), "network", "create", self.network], capture_output=True, check=True)
+        env = launch.job_env(self.job, "/opt/ml")
+        return launch.HostPlan(host, root, "/opt/ml", staged, (), env)
+
+    def _start(self, plan: launch.HostPlan, mode: hosts.Isolation) -> launch.HostProcess:
+        name = f"{self.prefix}-{plan.host.name}"
+        return ContainerHost(plan, run_argv(self.job, self.image, name, plan, self.network), name)
+
+    def run(self) -> Result:
+        """Run, then remove the job's network."""
+        try:
+            return super().run()
+        finally:
+            if self.network is not None:
+                with contextlib.suppress(OSError):
+                    subprocess.run(
+                        [engine(), "network", "rm", self.network], capture_output=True, check=False
+                    )

@@ -1,0 +1,65 @@
+"""The first program inside a host's namespaces: ``python -m smsupervise.local.enter SPEC.json``.
+
+It runs as PID 1 of the host's new PID namespace, in a private mount namespace (``unshare`` makes
+mounts private), sets the host name (UTS namespace), bind-mounts what the spec lists (the host's
+tree on ``/opt/ml``, each File/FastFile channel read-only, the job's hosts file on ``/etc/hosts``),
+then ``exec``s the job, which thereby becomes PID 1 itself. In ``basedir`` mode the spec has no
+mounts and no host name, and this only execs.
+
+The spec (JSON): ``{"hostname": str|null, "binds": [[source, target, read_only], ...],
+"argv": [...], "env": {...}, "cwd": str}``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import orjson
+
+
+def _mount(*args: str) -> None:
+    result = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise OSError(f"mount {' '.join(args)} failed: {result.stderr.strip()}")
+
+
+def bind(source: str, target: str, read_only: bool) -> None:
+    """Bind-mount ``source`` on ``target`` (created empty if missing), read-only if asked."""
+    if os.path.isdir(source):
+        os.makedirs(target, exist_ok=True)
+    elif not os.path.exists(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "wb"):
+            pass
+    _mount("--bind", source, target)
+    if read_only:  # a bind mount takes MS_RDONLY only on a remount (mount(8), "bind mount operation")
+        _mount("-o", "remount,bind,ro", target)
+
+
+def enter(spec: dict[str, Any]) -> None:
+    """Set up the host as the spec says and exec its job (never returns)."""
+    if spec.get("hostname"):
+        socket.sethostname(spec["hostname"])
+    for source, target, read_only in spec.get("binds", []):
+        bind(source, target, read_only)
+    os.chdir(spec.get("cwd") or "/")
+    argv = spec["argv"]
+    os.execvpe(argv[0], argv, spec["env"])  # noqa: S606 (the job, as its argv says)
+
+
+def main() -> None:
+    """Read the spec named on the command line and enter."""
+    try:
+        with open(sys.argv[1], "rb") as handle:
+            enter(orjson.loads(handle.read()))
+    except (OSError, IndexError, KeyError) as error:
+        sys.stderr.write(f"smsupervise-local: could not start the host: {error}\n")
+        sys.exit(125)
+
+
+if __name__ == "__main__":
+    main()
