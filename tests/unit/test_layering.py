@@ -120,10 +120,14 @@ def _calls(tree: ast.AST) -> set[str]:
 
 
 def _modules() -> dict[str, set[str]]:
+    """The calls of every module of the supervisor process (the import closure of ``cli``): separate
+    console scripts (``smsupervise-local``, ``smsupervise-debug``, the bench) are processes of their
+    own, with kernel resources of their own."""
+    closure = _closure("cli", _package_sources())
     return {
         str(p.relative_to(PACKAGE)): _calls(ast.parse(p.read_text()))
         for p in PACKAGE.rglob("*.py")
-        if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS
+        if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS and _module_name(p) in closure
     }
 
 
