@@ -99,6 +99,9 @@ def prelude(invocation: Invocation, log: EventLog) -> planning.Plan:
         _clear_stale(plan.outcome_dir, log)
     plan, done = planning.prepare(plan)
     _log_notes(plan.notes + done, log)
+    # Every path is absolute by now and every step names its cwd: like dumb-init and catatonit,
+    # a supervisor must not hold the mount it was started in busy for the whole job.
+    os.chdir("/")
     if invocation.settings.log_format == "json":
         libc.keep_heap()
     return plan

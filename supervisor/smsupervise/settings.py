@@ -7,6 +7,7 @@ environment variables over defaults, and checks what spans several fields.
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
@@ -92,6 +93,11 @@ def _line_bytes(value: str, source: str) -> int:
     return size
 
 
+def _path(value: str, source: str) -> str:
+    """A directory, made absolute at once (smsupervise later moves its own cwd to /)."""
+    return os.path.abspath(_text(value, source))
+
+
 def _text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
@@ -150,7 +156,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "base-dir",
         "DIR",
-        _text,
+        _path,
         "/opt/ml",
         "SageMaker's base directory (config, data, code, model, output)",
         "SAGEMAKER_BASE_DIR",
@@ -282,7 +288,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pipe-relay-dir",
         "DIR",
-        _text,
+        _path,
         None,
         "where the relay's FIFOs <channel>_<N> go (also SMSUPERVISE_PIPE_DIR in the job)",
         default_text="a new directory under $TMPDIR",

@@ -120,3 +120,57 @@ def test_an_inherited_blocked_signal_mask_is_cleared(mode: str, tmp_path: Path) 
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err.decode()[-2000:]
     assert out.decode().split()[-1] == "0000000000000000"
+
+
+def test_an_environment_too_big_for_execve_is_a_config_error(mode: str, tmp_path: Path) -> None:
+    """One hyperparameter that makes SM_HPS longer than the kernel takes for one variable: exit 2
+    before anything runs, and the failure file names the file, the hyperparameter, the variable
+    and the kernel's limit (not "Argument list too long")."""
+    from tests.sagemaker import fixtures
+
+    big = '"' + "x" * 140_000 + '"'
+    base = fixtures.build(tmp_path, hyperparameters={"blob": big, "small": "1"})
+    result = subprocess.run(
+        supervisor_argv(mode, "train"),
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    failure = (base / "output" / "failure").read_text()
+    assert "hyperparameters.json" in failure
+    assert "blob" in failure
+    assert "MAX_ARG_STRLEN" in failure
+    assert "child_spawned" not in event_names(result.stderr)
+
+
+def test_relative_paths_are_resolved_and_we_leave_the_starting_directory(mode: str, tmp_path: Path) -> None:
+    """A relative SAGEMAKER_BASE_DIR is taken from where smsupervise started; once the job runs,
+    smsupervise's own cwd is / (it holds no mount busy) while the job keeps the cwd it was given;
+    SMSUPERVISE_CHECKPOINT_DIR defaults under that base dir."""
+    base = tmp_path / "ml"
+    (base / "output").mkdir(parents=True)
+    seen = tmp_path / "seen"
+    job = f"pwd > {seen}; echo $SMSUPERVISE_CHECKPOINT_DIR >> {seen}; exec sleep 60"
+    from tests.conftest import Supervised
+
+    run = Supervised(
+        mode,
+        supervisor_argv(mode, "train"),
+        cwd=tmp_path,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": "ml", "SMSUPERVISE_TRAIN": f"sh -c '{job}'"},
+    )
+    try:
+        sleep_until(lambda: seen.exists() and len(seen.read_text().split()) == 2, what="the job")
+        assert os.readlink(f"/proc/{run.init_pid}/cwd") == "/"
+        job_cwd, checkpoints = seen.read_text().split()
+        assert job_cwd == str(tmp_path)
+        assert checkpoints == str(base / "checkpoints")
+        run.signal(signal.SIGTERM)
+        code, _, _ = run.wait()
+        assert code == 143
+        assert (base / "output" / "failure").exists()  # the relative base dir was the right one
+    finally:
+        if run.proc.poll() is None:
+            run.kill()

@@ -93,10 +93,11 @@ def send_to_pid(pid: int, signum: int) -> bool:
     return True
 
 
-def on_path(name: str, env: Mapping[str, str]) -> Iterator[str]:
-    """Every regular file called ``name`` in the directories of ``env``'s PATH, in order."""
+def on_path(name: str, env: Mapping[str, str], cwd: str | None = None) -> Iterator[str]:
+    """Every regular file called ``name`` in the directories of ``env``'s PATH, in order; relative
+    entries (``.``, an empty one) are taken relative to ``cwd`` (the child's), else to ours."""
     for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
+        candidate = os.path.join(cwd or "", directory or ".", name)
         if os.path.isfile(candidate):
             yield candidate
 
@@ -116,7 +117,7 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
         return path
     search = env.get("PATH", os.defpath)
     denied = ""
-    for candidate in on_path(program, env):
+    for candidate in on_path(program, env, cwd):
         if os.access(candidate, os.X_OK):
             return candidate
         denied = denied or candidate

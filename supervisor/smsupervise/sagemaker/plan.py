@@ -103,7 +103,12 @@ def decide(
         planned = _serve(invocation, env)
     else:
         planned = _train(invocation, env, machine, run_id)
-    return _with_checkpoint_protocol(planned, invocation.settings, env, run_id)
+    # Every step names its working directory: smsupervise itself moves to / before the loop.
+    here = os.getcwd()
+    steps = tuple(
+        s._replace(spec=s.spec._replace(cwd=here)) if s.spec.cwd is None else s for s in planned.steps
+    )
+    return _with_checkpoint_protocol(planned._replace(steps=steps), invocation.settings, env, run_id)
 
 
 def _with_checkpoint_protocol(planned: Plan, settings: Settings, env: Mapping[str, str], run_id: str) -> Plan:
@@ -194,6 +199,7 @@ def _train(
     child_env["PYTHONPATH"] = tenv.code_dir + (os.pathsep + existing if existing else "")
     child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
     pipes = _pipe_relay(invocation.settings, cfg, child_env, env, run_id)
+    _check_exec_limits(child_env, cfg)
     output_dir = cfg.path("output")
     if env.get("SMSUPERVISE_TRAIN"):
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
@@ -213,6 +219,28 @@ def _train(
         f"PATH={env.get('PATH', '')} other than smsupervise itself",
         f"set one of them (script mode: sagemaker_program=train.py with your code in {cfg.path('code')})",
     )
+
+
+MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv or environment string (execve(2))
+
+
+def _check_exec_limits(child_env: Mapping[str, str], cfg: config.TrainingConfig) -> None:
+    """execve refuses (E2BIG) an environment variable longer than MAX_ARG_STRLEN: say which one,
+    and which hyperparameter made it so, before anything runs (the toolkit fails with a bare
+    "Argument list too long")."""
+    for name, value in child_env.items():
+        size = len(name) + len(value.encode()) + 2
+        if size <= MAX_ARG_STRLEN:
+            continue
+        hps = cfg.hyperparameters
+        biggest = max(hps, key=lambda key: len(str(hps[key])), default="") if name.startswith("SM_") else ""
+        raise ConfigError(
+            cfg.path("input", "config", "hyperparameters.json"),
+            biggest or name,
+            f"makes the environment variable {name} {size} bytes long, over the kernel's limit of "
+            f"{MAX_ARG_STRLEN} bytes for one variable (MAX_ARG_STRLEN): no program could be started",
+            "pass large values in a file (a channel, or the source directory) and give its path instead",
+        )
 
 
 def _pipe_relay(

@@ -155,6 +155,9 @@ class StreamFramer:
         self._render_parts(out, head, line, extra, last=True)
 
     def _render_object(self, ts: bytes, line: str, terminator: str) -> bytes | None:
+        """A line that is a JSON object stays that object, byte for byte (an integer beyond 64 bits
+        keeps its digits; parsing and dumping again would make it a float): our fields that it does
+        not have are added before its closing brace."""
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -165,9 +168,11 @@ class StreamFramer:
         ours: dict[str, Any] = {"ts": orjson.loads(ts), "stream": self.stream, "seq": self.counter.value}
         ours.update(self._static)
         ours.update(_TERMINATOR_KEYS[terminator])
-        for key, value in ours.items():
-            obj.setdefault(key, value)
-        rendered = orjson.dumps(obj) + b"\n"
+        missing = {key: value for key, value in ours.items() if key not in obj}
+        body = line.rstrip()[:-1].rstrip()  # without its closing brace
+        added = orjson.dumps(missing)[1:-1]
+        separator = b"," if obj and added else b""
+        rendered = body.encode() + separator + added + b"}\n"
         if len(rendered) > self.fmt.max_line_bytes:
             self.counter.value -= 1
             return None  # too big to stay one object: it goes out as a split message instead
