@@ -57,12 +57,12 @@ def readers(pid: int) -> list[Reader]:
             mode = os.stat(f"/proc/{pid}/fd/{fd}").st_mode
         except OSError:
             continue
-        flags = int(_fdinfo(pid, fd).get("flags", "1").strip(), 8)
-        if flags & os.O_ACCMODE not in (os.O_RDONLY, os.O_RDWR) or not target.startswith("/"):
+        access = int(_fdinfo(pid, fd).get("flags", "1").strip(), 8) & os.O_ACCMODE
+        if not target.startswith("/"):
             continue
-        if stat.S_ISFIFO(mode):
+        if stat.S_ISFIFO(mode) and access in (os.O_RDONLY, os.O_RDWR):
             found.append(Reader(pid, int(fd), target, True, _rchar(pid)))
-        elif stat.S_ISREG(mode):
+        elif stat.S_ISREG(mode) and access == os.O_RDONLY:  # not a log file it writes
             found.append(Reader(pid, int(fd), target, False, int(_fdinfo(pid, fd).get("pos", "0"))))
     return found
 
