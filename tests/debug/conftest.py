@@ -23,8 +23,12 @@ def debug_cli(
     """Run ``smsupervise-debug`` (as ``python -m smsupervise.debug``) and capture its output."""
     return subprocess.run(
         [PYTHON, "-m", "smsupervise.debug", *args],
-        capture_output=True, text=True, timeout=timeout, check=False, env=env or CLIENT_ENV,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env=env or CLIENT_ENV,
+    )
 
 
 def debug_json(*args: str) -> Any:

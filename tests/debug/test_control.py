@@ -108,11 +108,25 @@ def _as_other(
 ) -> subprocess.CompletedProcess[str]:
     """Run the real client as another uid/gid against ``path``."""
     return subprocess.run(
-        ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", PYTHON, "-m",
-         "smsupervise.debug", "--socket", path, "--json", *op.split()],
-        capture_output=True, text=True, timeout=30, check=False,
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            PYTHON,
+            "-m",
+            "smsupervise.debug",
+            "--socket",
+            path,
+            "--json",
+            *op.split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
         env={**os.environ, "PYTHONPATH": str(ROOT / "supervisor")},
-    )  # fmt: skip
+    )
 
 
 def test_status_answers_with_the_peer_seen_by_the_kernel(serve: Callable[..., Served]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import socket
 import stat
@@ -95,12 +96,16 @@ def candidate_paths(env: Mapping[str, str], uid: int) -> tuple[str, ...]:
     return tuple(paths)
 
 
-def private_dir(directory: str, uid: int) -> None:
-    """Create ``directory`` mode 0700, or check that an existing one is ours and private."""
+def private_dir(directory: str, uid: int, group: int | None = None) -> None:
+    """Create ``directory`` mode 0700 (0710 for a reader group), or check that an existing one is
+    ours and that nobody else may write into it."""
     with contextlib.suppress(FileExistsError):
         os.makedirs(directory, mode=0o700)
+        if group is not None:
+            os.chown(directory, -1, group)
+            os.chmod(directory, 0o710)  # noqa: S103 - the reader group may reach the socket, not list
     info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o077:
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
         raise UsageError(
             f"control socket directory {directory} is not a private directory of uid {uid} "
             f"(owner {info.st_uid}, mode {stat.filemode(info.st_mode)}): remove it, or choose another "
@@ -108,13 +113,11 @@ def private_dir(directory: str, uid: int) -> None:
         )
 
 
-def bind(path: str, uid: int, private: bool = False) -> socket.socket:
-    """A listening socket at ``path``, mode 0600 (``private``: in a 0700 directory made for it).
-
-    A stale socket (nobody listening) is replaced; a live one is refused.
-    """
+def bind(path: str, uid: int, private: bool = False, group: int | None = None) -> socket.socket:
+    """A listening socket at ``path``, mode 0600 (0660 with ``group``); ``private``: in a directory
+    made for it. A stale socket (nobody listening) is replaced; a live one is refused."""
     if private:
-        private_dir(os.path.dirname(path), uid)
+        private_dir(os.path.dirname(path), uid, group)
     if _alive(path):
         raise UsageError(
             f"control socket {path} is in use by another running smsupervise: "
@@ -129,7 +132,9 @@ def bind(path: str, uid: int, private: bool = False) -> socket.socket:
             sock.bind(path)
         finally:
             os.umask(old)
-        os.chmod(path, 0o600)
+        if group is not None:
+            os.chown(path, -1, group)
+        os.chmod(path, 0o600 if group is None else 0o660)
         sock.listen(16)
         sock.setblocking(False)
     except OSError:
@@ -138,7 +143,9 @@ def bind(path: str, uid: int, private: bool = False) -> socket.socket:
     return sock
 
 
-def choose_and_bind(setting: str | None, env: Mapping[str, str], uid: int) -> socket.socket | None:
+def choose_and_bind(
+    setting: str | None, env: Mapping[str, str], uid: int, group: int | None = None
+) -> socket.socket | None:
     """``--control-socket``: ``none`` turns it off, a path is used as is, no value tries the defaults.
 
     Raises ``UsageError`` (for an explicit path) or returns None after every default failed.
@@ -147,14 +154,14 @@ def choose_and_bind(setting: str | None, env: Mapping[str, str], uid: int) -> so
         return None
     if setting:
         try:
-            return bind(setting, uid)
+            return bind(setting, uid, group=group)
         except OSError as error:
             raise UsageError(
                 f"--control-socket {setting}: {error.strerror or error}; choose a writable path or none"
             ) from None
     for path in candidate_paths(env, uid):
         with contextlib.suppress(OSError, UsageError):
-            return bind(path, uid, private=True)
+            return bind(path, uid, private=True, group=group)
     return None
 
 
@@ -263,7 +270,10 @@ class ControlServer:
         else:
             assert handler.answer is not None
             try:
-                await _send(writer, Response(True, result=handler.answer(request.args, peer)))
+                result = handler.answer(request.args, peer)
+                if inspect.isawaitable(result):
+                    result = await result
+                await _send(writer, Response(True, result=result))
             except HandlerError as error:
                 await _send(writer, Response(False, error=str(error)))
 

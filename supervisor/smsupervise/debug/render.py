@@ -64,8 +64,8 @@ def status(result: Mapping[str, Any]) -> str:
         lines.append(f"{name}: {counts.get('records')} records, {_size(counts.get('bytes'))}")
     for channel in result.get("pipes") or []:
         lines.append(f"pipe {channel}")
-    for line in result.get("last_lines") or []:
-        lines.append(f"  | {line}")
+    for record in result.get("last_lines") or []:
+        lines.append(f"  | {log(record)}")
     return "\n".join(lines)
 
 
