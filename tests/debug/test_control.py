@@ -252,7 +252,6 @@ def test_the_socket_fd_does_not_reach_a_spawned_child(serve: Callable[..., Serve
         mine = _links(os.getpid(), os.listdir(f"/proc/{os.getpid()}/fd"))
         assert f"socket:[{inode}]" in mine  # the negative twin: the fd is there to leak
     finally:
-        os.kill(child.pid, 9)
+        child.send(9)
         os.waitpid(child.pid, 0)
-        if child.pidfd is not None:
-            os.close(child.pidfd)
+        child.close()

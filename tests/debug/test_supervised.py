@@ -303,3 +303,96 @@ def test_exec_runs_beside_the_job_with_its_env_and_cwd(
     assert environ((tmp_path / "env.bin").read_bytes()) == theirs
     assert b"SMSUPERVISE_CONTROL_SOCKET=" + str(sock).encode() in theirs
     run.kill()
+
+
+def _train(base: Path, command: str) -> dict[str, str]:
+    """An /opt/ml-like tree whose `train` runs ``command`` (SMSUPERVISE_TRAIN)."""
+    (base / "output").mkdir(parents=True)
+    (base / "input" / "config").mkdir(parents=True)
+    return {"SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": command}
+
+
+def _keep_alive_run(
+    start: Callable[..., Supervised], sock: Path, base: Path, seconds: str = "60"
+) -> Supervised:
+    env = {**os.environ, **_train(base, "sh -c 'sleep 300 & echo failing; exit 3'")}
+    run = start("--control-socket", str(sock), "--keep-alive-on-failure", seconds, "train", env=env)
+    _wait_for_output(run, "failing")
+    return run
+
+
+def test_keep_alive_after_failure_until_release(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """The failure file is written first; status counts down; the leftover is kept; release ends it."""
+    sock = sock_dir / "c.sock"
+    run = _keep_alive_run(start, sock, tmp_path)
+    status = sleep_until(
+        lambda: _json(mode, run, sock, "status")["keep_alive"] and _json(mode, run, sock, "status")
+    )
+    assert (tmp_path / "output" / "failure").read_text().startswith("Training exited with code 3")
+    assert 0 < status["keep_alive"]["seconds_left"] <= 60
+    assert [row["argv"] for row in _json(mode, run, sock, "--interval", "0", "tree")][-1] == ["sleep", "300"]
+    assert _client(mode, run, "--socket", str(sock), "release").returncode == 0
+    code, _, err = run.wait()
+    assert code == 3
+    names = [e["event"] for e in events(err)]
+    assert (
+        names.index("failure_written") < names.index("keep_alive_started") < names.index("keep_alive_ended")
+    )
+    assert next(e for e in events(err) if e["event"] == "keep_alive_ended")["how"] == "released"
+    assert "leftovers_terminated" in names  # the sleep was ended after the keep-alive, not before
+
+
+def test_sigterm_ends_a_keep_alive_at_once(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """SIGTERM during the keep-alive ends it (no stop sequence: the job has already exited)."""
+    sock = sock_dir / "c.sock"
+    run = _keep_alive_run(start, sock, tmp_path)
+    sleep_until(lambda: _json(mode, run, sock, "status")["keep_alive"], what="the keep-alive")
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 3
+    ended = next(e for e in events(err) if e["event"] == "keep_alive_ended")
+    assert ended["how"] == "SIGTERM"
+    assert "stop_requested" not in [e["event"] for e in events(err)]
+
+
+def test_keep_alive_never_outlasts_max_runtime(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """--max-runtime cuts the keep-alive short (it was asked for 600 s)."""
+    sock = sock_dir / "c.sock"
+    env = {**os.environ, **_train(tmp_path, "sh -c 'echo failing; exit 3'")}
+    run = start(
+        "--control-socket",
+        str(sock),
+        "--keep-alive-on-failure",
+        "600",
+        "--max-runtime",
+        "3",
+        "train",
+        env=env,
+    )
+    code, _, err = run.wait()
+    assert code == 3
+    started = next(e for e in events(err) if e["event"] == "keep_alive_started")
+    assert started["seconds"] <= 3
+    assert next(e for e in events(err) if e["event"] == "keep_alive_ended")["how"] in (
+        "expired",
+        "MaxRuntimeExceeded",
+    )
+
+
+def test_no_keep_alive_after_success(
+    start: Callable[..., Supervised], sock_dir: Path, tmp_path: Path
+) -> None:
+    """The negative twin: a job that succeeds is not kept alive."""
+    env = {**os.environ, **_train(tmp_path, "true")}
+    run = start(
+        "--control-socket", str(sock_dir / "c.sock"), "--keep-alive-on-failure", "600", "train", env=env
+    )
+    code, _, err = run.wait()
+    assert code == 0
+    assert "keep_alive_started" not in [e["event"] for e in events(err)]
