@@ -24,7 +24,7 @@ OWNERS = {
 # Each layer may import from the layers below it (later in this list) and from itself; never up.
 # A folder is a layer; top-level modules are layers of their own.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__",),
+    ("__main__", "debug.client", "debug.__main__"),  # console scripts (a dotted name is a module)
     ("cli",),
     ("app",),
     ("local", "debug", "pipebench"),
@@ -45,6 +45,9 @@ IN_THE_DEBUG_CLIENT = {"debug/client.py", "debug/stacks.py"}
 def _layer_of(module: str) -> int:
     """The index in LAYERS of a dotted module path below ``smsupervise``."""
     head = module.split(".", 1)[0]
+    for index, names in enumerate(LAYERS):
+        if module in names:
+            return index
     for index, names in enumerate(LAYERS):
         if head in names:
             return index

@@ -183,6 +183,22 @@ def cmd_stacks(options: argparse.Namespace) -> int:
     return 0 if any(s.method for s in found) else FAIL_EXIT
 
 
+def cmd_inspect(options: argparse.Namespace) -> int:
+    """What ``smsupervise ARGS`` would run here; config errors exactly as train reports them."""
+    from smsupervise import cli  # noqa: PLC0415 - the same argv parsing as smsupervise itself
+    from smsupervise.debug.inspect import inspect  # noqa: PLC0415
+    from smsupervise.errors import SupervisorError  # noqa: PLC0415
+
+    argv = options.argv[1:] if options.argv[:1] == ["--"] else options.argv
+    try:
+        result = inspect(cli.parse(argv or ["train"], os.environ), os.environ)
+    except SupervisorError as error:
+        sys.stderr.write(f"smsupervise-debug inspect: {error.message()}\n")
+        return error.exit_code
+    _print(result, options.json, render.inspected(result))
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(
         prog="smsupervise-debug",
@@ -208,6 +224,8 @@ def parser() -> argparse.ArgumentParser:
         runner = sub.add_parser(name, help="run CMD with the job's environment and cwd, beside the job")
         runner.add_argument("argv", nargs=argparse.REMAINDER)
     sub.add_parser("stacks", help="Python stacks of every Python process of the job")
+    inspect = sub.add_parser("inspect", help="what `smsupervise [OPTIONS] train|serve|CMD` would run here")
+    inspect.add_argument("argv", nargs=argparse.REMAINDER)
     return top
 
 
@@ -221,12 +239,20 @@ COMMANDS = {
     "exec": cmd_exec,
     "shell": cmd_exec,
     "stacks": cmd_stacks,
+    "inspect": cmd_inspect,
 }
 SOCKET_ONLY = {"logs", "checkpoint", "release", "signal", "exec", "shell"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    options = parser().parse_args(argv)
+    args = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] | None = None
+    if "inspect" in args:  # what follows is smsupervise's own command line, options included
+        cut = args.index("inspect") + 1
+        args, rest = args[:cut], args[cut:]
+    options = parser().parse_args(args)
+    if rest is not None:
+        options.argv = rest
     if options.pid and options.command in SOCKET_ONLY:
         sys.stderr.write(
             f"smsupervise-debug: '{options.command}' needs a supervisor's control socket; "

@@ -107,3 +107,19 @@ def stacks(data: Sequence[Mapping[str, Any]]) -> str:
         else:
             parts.append(f"{head}\nno stacks: {item['problem']}")
     return "\n".join(parts)
+
+
+def inspected(result: Mapping[str, Any]) -> str:
+    """``inspect``: each step's argv and cwd, the variables smsupervise sets, the stop arithmetic."""
+    lines = [f"mode {result['mode']}"]
+    if result.get("pending"):
+        lines.append(result["pending"])
+    for step in result["steps"]:
+        lines.append(f"step {step['label']} ({step['kind']}): {' '.join(step['argv'])}")
+        lines.append(f"  cwd {step['cwd']}")
+        for key, item in step["env"].items():
+            if item["source"] != "inherited":
+                lines.append(f"  {key}={item['value']}  [{item['source']}]")
+    lines.append(f"channels: {', '.join(result['channels']) or 'none'}")
+    lines.append(f"stop: {result['stop']['check']}")
+    return "\n".join(lines)
