@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 from smsupervise.core.signals import SignalInbox
+from smsupervise.core.spawn import controlling_terminal
 from smsupervise.core.status import ExitCode
 from smsupervise.core.supervise import Outcome, Supervisor
 from smsupervise.errors import SupervisorError
@@ -173,6 +174,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         plan = prelude(invocation, log)
         supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes)
         supervisor.on_outcome = record(plan, log)
+        supervisor.terminal = controlling_terminal(0)
         attach_debug(supervisor, invocation, log)
         outcome = _run_loop(supervisor, settings.event_loop)
     except SupervisorError as error:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
-from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, send_to_pid, spawn
+from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
 from smsupervise.linux import proctree
@@ -99,6 +99,7 @@ class Supervisor:
         self._release: asyncio.Event | None = None
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
+        self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -301,9 +302,10 @@ class Supervisor:
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None
-        stdout_w, stderr_w = self.output.open()
+        terminal = self.terminal if step.kind is StepKind.MAIN else None
+        stdout_w, stderr_w = self.output.open() if terminal is None else (None, None)
         try:
-            child = spawn(step.spec, stdout_w, stderr_w)
+            child = spawn(step.spec, stdout_w, stderr_w, terminal)
         except BaseException:
             self.output.close_write_ends()
             raise
@@ -329,6 +331,8 @@ class Supervisor:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)
             child.close()
+            if terminal is not None:
+                hand_terminal(terminal, os.getpgrp(), resume=False)  # the terminal is ours again
             if self.stop is not None:
                 self.stop.on_child_exit()
         fields: dict[str, object] = {"step": step.label, "pid": child.pid, "exit_code": status.shell_code()}
