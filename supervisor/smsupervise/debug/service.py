@@ -87,10 +87,8 @@ class DebugService:
     # -- reading -------------------------------------------------------------------------------
     def status(self, args: Mapping[str, Any], peer: Peer) -> Any:
         snapshot = self.supervisor.snapshot()
-        lines = (
-            self.supervisor.recent.lines("stdout")[-LAST_LINES:]
-            + self.supervisor.recent.lines("stderr")[-LAST_LINES:]
-        )
+        recent = self.supervisor.recent
+        lines = recent.tail("stdout", LAST_LINES) + recent.tail("stderr", LAST_LINES)
         return {
             **snapshot,
             "mode": self.mode,
@@ -111,9 +109,7 @@ class DebugService:
 
         # The backlog and the follower are taken in one step: no record falls between them.
         backlog = [
-            (stream, line)
-            for stream in streams
-            for line in recent.lines(stream)[-int(args.get("lines") or 50) :]
+            (stream, line) for stream in streams for line in recent.tail(stream, int(args.get("lines") or 50))
         ]
         if args.get("follow"):
             recent.followers.append(follow)

@@ -46,3 +46,18 @@ class Recent:
         if self._sizes[stream] >= self.limit and len(lines) > 1:
             lines = lines[1:]  # the ring cut the oldest line
         return [line for line in lines[:-1] if line]
+
+    def tail(self, stream: str, count: int) -> list[bytes]:
+        """The last ``count`` complete lines of ``stream``, reading only the newest chunks."""
+        chunks = self._chunks[stream]
+        taken: list[bytes] = []
+        newlines = 0
+        for chunk in reversed(chunks):
+            taken.append(chunk)
+            newlines += chunk.count(b"\n")
+            if newlines > count:
+                break
+        else:
+            return self.lines(stream)[-count:] if count else []
+        lines = b"".join(reversed(taken)).split(b"\n")[1:-1]  # the first may be cut; the last is open
+        return [line for line in lines if line][-count:] if count else []
