@@ -396,3 +396,15 @@ def test_no_keep_alive_after_success(
     code, _, err = run.wait()
     assert code == 0
     assert "keep_alive_started" not in [e["event"] for e in events(err)]
+
+
+def test_stacks_of_a_job_that_opted_in(start: Callable[..., Supervised], mode: str, sock_dir: Path) -> None:
+    """smsupervise tells the job where to dump; the helper opts in; stacks needs no ptrace."""
+    sock = sock_dir / "c.sock"
+    run = start("--control-socket", str(sock), PYTHON, helper("debug_job.py"), "--opt-in")
+    _wait_for_output(run, "ready")
+    found = _json(mode, run, sock, "stacks")
+    assert [item["method"] for item in found] == ["faulthandler"]  # the job; not smsupervise itself
+    assert "deep_in_training_loop" in found[0]["text"]
+    assert run.proc.poll() is None
+    run.kill()

@@ -1,5 +1,6 @@
 """Interactive use on a real pty: smsupervise leads a session whose controlling terminal is the pty
-(as PID 1 of ``docker run -it``), and runs an interactive bash."""
+and runs an interactive bash; as a subreaper, and as PID 1 of a fresh PID namespace made session
+leader on the pty by ``setsid --ctty`` (what ``docker run -it`` gives PID 1)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,20 @@ pytestmark = pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash
 class Terminal:
     """smsupervise on the slave side of a new pty, as its session's leader; we hold the master."""
 
-    def __init__(self, *args: str) -> None:
+    def __init__(self, mode: str, *args: str) -> None:
         self.master, slave = os.openpty()
         env = {**CLIENT_ENV, "PS1": "PROMPT> ", "TERM": "dumb"}
+        pid1 = ["unshare", "--pid", "--fork", "--mount-proc", "--kill-child", "setsid", "--ctty"]
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "smsupervise", "--control-socket", "none", *args],
+            [
+                *(pid1 if mode == "pid1" else []),
+                PYTHON,
+                "-m",
+                "smsupervise",
+                "--control-socket",
+                "none",
+                *args,
+            ],
             stdin=slave,
             stdout=slave,
             stderr=slave,
@@ -80,9 +90,9 @@ class Terminal:
 
 
 @pytest.fixture
-def terminal() -> Iterator[Terminal]:
+def terminal(mode: str) -> Iterator[Terminal]:
     """An interactive bash under smsupervise on a fresh pty."""
-    term = Terminal("--log-level", "warning", "bash", "--norc", "--noprofile", "-i")
+    term = Terminal(mode, "--log-level", "warning", "bash", "--norc", "--noprofile", "-i")
     yield term
     term.close()
 

@@ -177,7 +177,7 @@ def cmd_stacks(options: argparse.Namespace) -> int:
     job_env: dict[str, str] = {}
     for pid in tree.subtree(root)[1:2] or [root]:
         job_env = tree.environ(pid)
-    found = stacks.collect(root, job_env)
+    found = stacks.collect(root, job_env, include_root=bool(options.pid))
     data = [s._asdict() for s in found]
     _print(data, options.json, render.stacks(data))
     return 0 if any(s.method for s in found) else FAIL_EXIT

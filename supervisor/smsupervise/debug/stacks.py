@@ -103,13 +103,14 @@ def by_pyspy(pid: int) -> tuple[str, str]:
     return done.stdout.decode(errors="replace"), ""
 
 
-def collect(root: int, env: Mapping[str, str]) -> list[Stack]:
-    """Stacks of every Python process in the tree at ``root``, best method first."""
+def collect(root: int, env: Mapping[str, str], include_root: bool = True) -> list[Stack]:
+    """Stacks of every Python process in the tree at ``root`` (the root too unless it is the
+    supervisor), best method first."""
     directory = env.get("SMSUPERVISE_STACKS_DIR", "")
     signum = signal.Signals[env.get("SMSUPERVISE_STACKS_SIGNAL", DEFAULT_SIGNAL)]
     found = []
     for proc in tree.snapshot(root):
-        if proc.zombie or not is_python(proc.pid):
+        if proc.zombie or not is_python(proc.pid) or (proc.pid == root and not include_root):
             continue
         path = opted_in_file(proc.pid, directory) if directory else None
         if path is not None:
