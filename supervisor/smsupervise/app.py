@@ -128,9 +128,11 @@ def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
 
 def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
     """The control socket (debug/): bound now, served on the loop; the job learns its path."""
-    from smsupervise.debug import service  # noqa: PLC0415
-
     settings = invocation.settings
+    if settings.control_socket == "none":
+        return
+    from smsupervise.debug import service  # noqa: PLC0415 - not imported when the socket is off
+
     sock = service.bind_for(settings.control_socket, settings.control_group, os.environ, log)
     if sock is None:
         return

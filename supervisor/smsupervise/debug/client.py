@@ -82,7 +82,9 @@ def exchange(path: str, request: Request) -> Iterator[Response]:
 
 def call(path: str, op: str, **args: Any) -> Any:
     """One request, one result."""
-    return next(exchange(path, Request(op, args))).result
+    for response in exchange(path, Request(op, args)):
+        return response.result
+    raise ClientError(f"the supervisor at {path} closed the connection without answering (it is exiting)")
 
 
 def _print(data: object, as_json: bool, human: str) -> None:
