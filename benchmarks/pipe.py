@@ -24,6 +24,7 @@ Targets (issue 6): smsupervise >= 0.95x the C splice relay, >= 1.0x no relay, <=
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -34,9 +35,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, build_c, median, print_table, write_json
+from benchmarks.common import ROOT, StatusPoller, build_c, median, print_table, write_json
 
-CASES = ("none", "c-splice", "cat", "smsupervise")
+POLLED = "smsupervise (socket on, status 10x/s)"
+CASES = ("none", "c-splice", "cat", "smsupervise", POLLED)
 
 
 def _stamp(path: Path) -> list[int]:
@@ -48,7 +50,7 @@ def _cpu(rusage: Any) -> float:
 
 
 def _start_smsupervise(
-    work: Path, tools: dict[str, str], cons_stamp: Path
+    work: Path, tools: dict[str, str], cons_stamp: Path, socket: str = "none"
 ) -> tuple[subprocess.Popen[bytes], Path]:
     """smsupervise --pipe-relay train over an /opt/ml tree whose train channel is in Pipe mode."""
     base = work / "ml"
@@ -71,6 +73,8 @@ def _start_smsupervise(
         "--pipe-relay",
         "--pipe-relay-dir",
         str(work / "relay"),
+        "--control-socket",
+        socket,
         "train",
     ]
     relay = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -81,7 +85,7 @@ def _relay_cpu(case: str, relay: subprocess.Popen[bytes] | None) -> tuple[float 
     """The relay's CPU seconds once it has ended: whole process, and (smsupervise) the relay loop."""
     if relay is None:
         return None, None
-    if case != "smsupervise":
+    if not case.startswith("smsupervise"):
         _, status, usage = os.wait4(relay.pid, 0)
         relay.returncode = os.waitstatus_to_exitcode(status)
         return _cpu(usage), None
@@ -102,8 +106,9 @@ def run_case(case: str, nbytes: int, tools: dict[str, str], work: Path) -> dict[
     prod_stamp, cons_stamp = work / "prod.stamp", work / "cons.stamp"
     procs: list[subprocess.Popen[bytes]] = []
     relay: subprocess.Popen[bytes] | None = None
-    if case == "smsupervise":
-        relay, producer_target = _start_smsupervise(work, tools, cons_stamp)
+    socket = str(work / "c.sock") if case == POLLED else "none"
+    if case.startswith("smsupervise"):
+        relay, producer_target = _start_smsupervise(work, tools, cons_stamp, socket)
     else:
         upstream = work / "up"
         os.mkfifo(upstream)
@@ -119,7 +124,8 @@ def run_case(case: str, nbytes: int, tools: dict[str, str], work: Path) -> dict[
             else:
                 relay = subprocess.Popen(["sh", "-c", f"exec cat {upstream} > {down}"])
     producer = subprocess.Popen([tools["pipeprod"], str(producer_target), str(nbytes), str(prod_stamp)])
-    _, status, _ = os.wait4(producer.pid, 0)
+    with StatusPoller(socket) if case == POLLED else contextlib.nullcontext():
+        _, status, _ = os.wait4(producer.pid, 0)
     producer.returncode = os.waitstatus_to_exitcode(status)
     relay_cpu, loop_cpu = _relay_cpu(case, relay)
     for proc in procs:
