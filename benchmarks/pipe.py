@@ -162,7 +162,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="smsupervise-pipe-bench-") as tmp:
         for round_index in range(args.runs + 1):  # round 0 is the warm-up
             for case in cases:
-                result = run_case(case, nbytes, tools, Path(tmp) / case)  # type: ignore[arg-type]
+                result = run_case(
+                    case, nbytes, tools, Path(tmp) / "".join(c if c.isalnum() else "-" for c in case)
+                )  # type: ignore[arg-type]
                 if round_index:
                     samples[case].append(result)
             time.sleep(0.2)

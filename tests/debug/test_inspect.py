@@ -88,7 +88,7 @@ def test_inspect_equals_a_command(start: Callable[..., Supervised], place: Path)
     args = ["--control-socket", str(place / "c.sock"), "--", PYTHON, helper("debug_job.py")]
     main = _compare(start, args, {**CLIENT_ENV, "MY_VAR": "1"}, place)
     assert main["env"]["MY_VAR"]["source"] == "inherited"
-    assert main["env"]["SMSUPERVISE_CONTROL_SOCKET"]["source"] == "smsupervise: the control socket"
+    assert main["env"]["SMSUPERVISE_DEBUG_SOCKET"]["source"] == "smsupervise: the control socket"
 
 
 def test_inspect_equals_bring_your_own_container(start: Callable[..., Supervised], place: Path) -> None:

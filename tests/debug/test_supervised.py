@@ -301,7 +301,7 @@ def test_exec_runs_beside_the_job_with_its_env_and_cwd(
 
     theirs = environ(Path(f"/proc/{_job_pid(run)}/environ").read_bytes())
     assert environ((tmp_path / "env.bin").read_bytes()) == theirs
-    assert b"SMSUPERVISE_CONTROL_SOCKET=" + str(sock).encode() in theirs
+    assert b"SMSUPERVISE_DEBUG_SOCKET=" + str(sock).encode() in theirs
     run.kill()
 
 
@@ -408,3 +408,12 @@ def test_stacks_of_a_job_that_opted_in(start: Callable[..., Supervised], mode: s
     assert "deep_in_training_loop" in found[0]["text"]
     assert run.proc.poll() is None
     run.kill()
+
+
+def test_a_smsupervise_nested_in_the_job_runs(start: Callable[..., Supervised], sock_dir: Path) -> None:
+    """The job's environment names the socket in a variable a nested smsupervise does not read as
+    its own --control-socket (it would find it taken and refuse to start)."""
+    sock = sock_dir / "c.sock"
+    run = start("--control-socket", str(sock), PYTHON, "-m", "smsupervise", "--log-level", "error", "true")
+    code, _, err = run.wait()
+    assert code == 0, err

@@ -20,7 +20,13 @@ import orjson
 
 from smsupervise.debug import attach, render, stacks, tree
 from smsupervise.debug.control import candidate_paths
-from smsupervise.debug.protocol import ProtocolError, Request, Response, decode_response
+from smsupervise.debug.protocol import (
+    JOB_SOCKET_VARIABLE,
+    ProtocolError,
+    Request,
+    Response,
+    decode_response,
+)
 
 SOCKET_VARIABLE = "SMSUPERVISE_CONTROL_SOCKET"
 USAGE_EXIT = 2
@@ -32,9 +38,11 @@ class ClientError(Exception):
 
 
 def find_socket(explicit: str | None, env: Mapping[str, str]) -> str:
-    """``--socket``, else ``$SMSUPERVISE_CONTROL_SOCKET``, else the first default path that exists."""
-    if explicit or env.get(SOCKET_VARIABLE):
-        return explicit or env[SOCKET_VARIABLE]
+    """``--socket``, else ``$SMSUPERVISE_CONTROL_SOCKET``, else ``$SMSUPERVISE_DEBUG_SOCKET`` (set
+    in the job's environment), else the first default path that exists."""
+    for given in (explicit, env.get(SOCKET_VARIABLE), env.get(JOB_SOCKET_VARIABLE)):
+        if given:
+            return given
     defaults = candidate_paths(env, os.getuid())
     for path in defaults:
         if os.path.exists(path):

@@ -27,6 +27,7 @@ from smsupervise.debug.control import (
     Policy,
     choose_and_bind,
 )
+from smsupervise.debug.protocol import JOB_SOCKET_VARIABLE
 from smsupervise.errors import SpawnError
 from smsupervise.streams.events import EventLog
 
@@ -50,9 +51,10 @@ def bind_for(settings_socket: str | None, group: int | None, env: Mapping[str, s
 
 
 def job_env(socket_path: str) -> dict[str, str]:
-    """What the job learns about the socket: its path, and where opted-in stacks go."""
+    """What the job learns about the socket: its path (for smsupervise-debug run inside the job),
+    and where opted-in stacks go."""
     return {
-        "SMSUPERVISE_CONTROL_SOCKET": socket_path,
+        JOB_SOCKET_VARIABLE: socket_path,
         "SMSUPERVISE_STACKS_DIR": os.path.join(os.path.dirname(socket_path), "stacks"),
     }
 
