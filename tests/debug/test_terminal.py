@@ -136,7 +136,7 @@ def test_ctrl_z_stops_the_foreground_job(terminal: Terminal) -> None:
     terminal.send(b"exit 0\n")
     terminal.expect(b"exit")
     sleep_until(
-        lambda: terminal.proc.poll() is not None, timeout=5, what=f"the end; shown: {terminal.seen!r}"
+        lambda: terminal.proc.poll() is not None, timeout=30, what=f"the end; shown: {terminal.seen!r}"
     )
     assert terminal.proc.returncode == 0
 
