@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 
 from smsupervise.core.signals import SignalInbox
+from smsupervise.core.spawn import controlling_terminal
 from smsupervise.core.status import ExitCode
 from smsupervise.core.supervise import Outcome, Supervisor
 from smsupervise.errors import SupervisorError
@@ -122,11 +124,35 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
     return error.exit_code
 
 
-def epilogue(plan: planning.Plan, outcome: Outcome, supervisor: Supervisor, log: EventLog) -> int:
-    """After the loop: the outcome file first, then what is left of the output (bounded by
-    --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
+def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
+    """The outcome file, written as soon as the outcome is known (on the loop, before a keep-alive)."""
+    return lambda outcome: _record_outcome(plan, outcome, outcome_files.headline(outcome), log)
+
+
+def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
+    """The control socket (debug/): bound now, served on the loop; the job learns its path."""
+    settings = invocation.settings
+    if settings.control_socket == "none":
+        return
+    from smsupervise.debug import service  # noqa: PLC0415 - not imported when the socket is off
+
+    sock = service.bind_for(settings.control_socket, settings.control_group, os.environ, log)
+    if sock is None:
+        return
+    extra = service.job_env(str(sock.getsockname()))
+    supervisor.steps = tuple(
+        step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps
+    )
+    supervisor.services.append(
+        service.DebugService(sock, supervisor, invocation.mode, settings.control_group)
+    )
+
+
+def epilogue(outcome: Outcome, supervisor: Supervisor, log: EventLog) -> int:
+    """After the loop (the outcome file was written first, by ``record``): what is left of the
+    output (bounded by --flush-timeout, cut short by a stop signal), then the ``exiting`` event;
+    returns our exit code."""
     what_happened = outcome_files.headline(outcome)
-    _record_outcome(plan, outcome, what_happened, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     dropped_bytes, dropped_events = supervisor.finish_output(
         time.monotonic() + supervisor.settings.flush_timeout
@@ -152,7 +178,10 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     try:
         plan = prelude(invocation, log)
         supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes)
+        supervisor.on_outcome = record(plan, log)
+        supervisor.terminal = controlling_terminal(0)
+        attach_debug(supervisor, invocation, log)
         outcome = _run_loop(supervisor, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(plan, outcome, supervisor, log)
+    return epilogue(outcome, supervisor, log)

@@ -98,6 +98,17 @@ def _path(value: str, source: str) -> str:
     return os.path.abspath(_text(value, source))
 
 
+def _gid(value: str, source: str) -> int:
+    import grp  # noqa: PLC0415 - only when the option is given
+
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value.strip()).gr_gid
+    except KeyError:
+        raise UsageError(f"{source}: {value!r} is not a group name or number; use e.g. 1000") from None
+
+
 def _text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
@@ -309,6 +320,30 @@ OPTIONS: tuple[Option, ...] = (
         "the least severe of smsupervise's own events that is written",
     ),
     Option(
+        "control-socket",
+        "PATH|none",
+        _text,
+        None,
+        "the Unix socket smsupervise-debug talks to (owner-only); none: no socket",
+        default_text="/run/smsupervise/control.sock, else $XDG_RUNTIME_DIR/smsupervise/, "
+        "else /tmp/smsupervise-<uid>/",
+    ),
+    Option(
+        "control-group",
+        "GID",
+        _gid,
+        None,
+        "this group may read status and logs over the control socket (not act); the socket becomes 0660",
+    ),
+    Option(
+        "keep-alive-on-failure",
+        "SECONDS",
+        _seconds,
+        0.0,
+        "when the job fails, write the outcome file, then stay up this long (reaping, control socket) "
+        "so its leftovers can be inspected; smsupervise-debug release or SIGTERM ends it",
+    ),
+    Option(
         "event-loop",
         "uvloop|asyncio",
         _choice("uvloop", "asyncio"),
@@ -345,6 +380,9 @@ class Settings(NamedTuple):
     pipe_relay_dir: str | None
     flush_timeout: float
     log_level: LogLevel
+    control_socket: str | None
+    control_group: int | None
+    keep_alive_on_failure: float
     event_loop: EventLoop
 
     @classmethod

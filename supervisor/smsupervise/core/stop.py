@@ -348,6 +348,23 @@ class StopSequence:
         if self.hook_output is not None and self.hook is not None:
             await self.hook_output.drain(self.settings.drain_timeout)
 
+    def snapshot(self) -> dict[str, object]:
+        """Where the stop is now, for the debug socket: the phase, its deadline, the budget left."""
+        now = time.monotonic()
+        left: float | None = None
+        if self.phase is Phase.CHECKPOINT:
+            left = self.deadline - time.time()
+        elif self.phase is Phase.GRACE and self.term_sent is not None:
+            left = self.term_sent + self.settings.grace_period - now
+        return {
+            "reason": self.reason,
+            "signal": signal_name(self.signum),
+            "phase": self.phase.value,
+            "seconds_left": None if left is None else round(max(0.0, left), 3),
+            "requested_s_ago": round(now - self.requested, 3),
+            "budget_left": round(max(0.0, self.budget_deadline - time.time()), 3),
+        }
+
     def report(self) -> StopReport:
         exit_after = None
         if (

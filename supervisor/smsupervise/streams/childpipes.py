@@ -19,6 +19,7 @@ from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
 from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer
+from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
@@ -47,9 +48,15 @@ class ChildOutput:
     """Owns the pipes between the child and our stdout/stderr."""
 
     def __init__(
-        self, settings: Settings, log: EventLog, outputs: dict[int, Output], counter: SeqCounter | None = None
+        self,
+        settings: Settings,
+        log: EventLog,
+        outputs: dict[int, Output],
+        counter: SeqCounter | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.settings = settings
+        self.recent = recent  # the debug socket's ring of recent output, when there is one
         self.log = log
         self.outputs = outputs
         self.counter = counter if counter is not None else SeqCounter()  # seq: one counter per run
@@ -117,8 +124,13 @@ class ChildOutput:
         stream.bytes += len(data)
         if stream.name == "stderr":
             self._keep_tail(data)
-        stream.output.write(data if stream.framer is None else stream.framer.feed(data, now))
+        self._emit(stream, data if stream.framer is None else stream.framer.feed(data, now))
         return True
+
+    def _emit(self, stream: _Stream, data: bytes) -> None:
+        stream.output.write(data)
+        if self.recent is not None:
+            self.recent.add(stream.name, data)
 
     def _resume(self, stream: _Stream) -> None:
         if stream.paused and not stream.eof.is_set():
@@ -150,9 +162,9 @@ class ChildOutput:
         if framer is None or stream.eof.is_set():
             return
         now = time.time()
-        stream.output.write(framer.take_progress(now))
+        self._emit(stream, framer.take_progress(now))
         if framer.pending and now - stream.last_data >= self.settings.flush_after:
-            stream.output.write(framer.flush(now))
+            self._emit(stream, framer.flush(now))
         self._arm_timer(stream)
 
     def _finish(self, stream: _Stream) -> None:
@@ -160,7 +172,7 @@ class ChildOutput:
         if stream.eof.is_set():
             return
         if stream.framer is not None:
-            stream.output.write(stream.framer.flush(time.time()))
+            self._emit(stream, stream.framer.flush(time.time()))
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None
