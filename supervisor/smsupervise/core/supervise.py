@@ -12,7 +12,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
@@ -44,6 +44,21 @@ class Outcome(NamedTuple):
     stderr_tail: bytes = b""
 
 
+class ClusterHooks(Protocol):
+    """What a distributed job adds around the launcher (``distributed.coordinator``)."""
+
+    async def before_main(self, request_stop: Callable[[str], None]) -> None:
+        """Before the launcher starts: wait for the peers, join the mesh."""
+
+    def launcher_started(
+        self, pid: int, outputs: dict[int, Output], counter: Counter, settings: Settings
+    ) -> None:
+        """The launcher runs: start reading the ranks' log files."""
+
+    async def launcher_exited(self) -> None:
+        """The launcher is gone: read the ranks' log files to their end."""
+
+
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
@@ -55,6 +70,7 @@ class Supervisor:
         log: EventLog,
         ack_file: str | None = None,
         pipes: tuple[ChannelSpec, ...] = (),
+        cluster: ClusterHooks | None = None,
     ) -> None:
         self.steps = steps
         self.settings = settings
@@ -62,6 +78,7 @@ class Supervisor:
         self.log = log
         self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
         self.pipes = pipes
+        self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
         self.relay: PipeRelay | None = None
         self.reaper = Reaper()
         self.counter = Counter()
@@ -71,6 +88,7 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.stop: StopSequence | None = None
         self.started = time.monotonic()
+        self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
         self.output: ChildOutput | None = None
@@ -170,6 +188,8 @@ class Supervisor:
         try:
             for index, step in enumerate(self.steps):
                 self.step_index = index
+                if self.cluster is not None and index == len(self.steps) - 1 and self.stop_signal is None:
+                    await self.cluster.before_main(lambda why: self._request_stop(signal.SIGTERM, why))
                 if self.stop_signal is not None:
                     name = signal_name(self.stop_signal)
                     self.log.warning(
@@ -185,6 +205,8 @@ class Supervisor:
                     return Outcome(None, code, report, elapsed, step)
                 self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
                 status = await self._run_child(loop, step)
+                if self.cluster is not None and index == len(self.steps) - 1:
+                    await self.cluster.launcher_exited()  # the rank files to their end
                 if self.stop is not None:
                     await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
                 await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
@@ -260,6 +282,8 @@ class Supervisor:
         )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
+        if self.cluster is not None and self.step_index == len(self.steps) - 1:
+            self.cluster.launcher_started(child.pid, self._outputs, self.counter, self.settings)
         self.log.info(
             "child_spawned",
             step=step.label,
@@ -270,6 +294,7 @@ class Supervisor:
         )
         try:
             status = await exit_future
+            self.ended_at = time.time()
         finally:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)

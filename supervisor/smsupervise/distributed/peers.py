@@ -95,3 +95,28 @@ async def wait_for_hosts(
         for task in tasks:
             task.cancel()
     return dict(zip(hosts, addresses, strict=True))
+
+
+async def wait_for_port(host: str, port: int, log: EventLog, backoff: Backoff) -> None:
+    """Until ``host:port`` accepts a TCP connection (the MPI master waits for the workers' sshd)."""
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, port)
+        except OSError as error:
+            waited = time.monotonic() - started
+            if waited > backoff.limit:
+                raise PeerUnresolved(host, waited, f"port {port}: {error}") from None
+            if attempt == 0:
+                log.info("peer_port_waiting", host=host, port=port, error=str(error))
+            await asyncio.sleep(min(backoff.delay(attempt), 1.0))
+            attempt += 1
+            continue
+        writer.close()
+        return
+
+
+async def wait_for_ports(hosts: Sequence[str], port: int, log: EventLog, backoff: Backoff) -> None:
+    """Every host's ``port`` accepts connections."""
+    await asyncio.gather(*(wait_for_port(host, port, log, backoff) for host in hosts))

@@ -22,6 +22,7 @@ assembled from pre-rendered byte templates (benchmarks/logs.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -66,6 +67,7 @@ class RecordFormat(NamedTuple):
     host: str | None = None
     job: str | None = None
     max_line_bytes: int = 16384
+    extra: Mapping[str, object] | None = None  # more fields on every record (rank, local_rank)
 
 
 class Counter:
@@ -113,6 +115,7 @@ class StreamFramer:
             "pid": fmt.pid,
             **({"host": fmt.host} if fmt.host else {}),
             **({"job": fmt.job} if fmt.job else {}),
+            **(fmt.extra or {}),
         }
         self._static = static
         self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
