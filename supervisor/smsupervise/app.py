@@ -90,7 +90,7 @@ def _cluster_verdict(outcome: Outcome, what_happened: str, verdict: Verdict) -> 
     if verdict.tail is not None:
         outcome = outcome._replace(stderr_tail=verdict.tail)
     if verdict.root_cause is not None:
-        what_happened = f"{verdict.root_cause}\nOn this host: {what_happened}"
+        what_happened = f"{verdict.root_cause}\n{what_happened}"
     return outcome, what_happened
 
 

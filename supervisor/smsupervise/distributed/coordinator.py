@@ -164,13 +164,15 @@ class Coordinator:
 
 
 def root_cause(report: Report, me: str) -> str:
-    """The failure file's first lines: which host and rank failed first, and its last stderr."""
-    rank = "" if report.rank is None else f" (rank {report.rank}, local_rank {report.local_rank})"
-    where = "on this host" if report.host == me else f"on {report.host}"
-    text = f"First failure {where}: {report.host}{rank}: {report.headline.rstrip('.')}."
-    if report.host != me and report.tail:
+    """The failure file's first lines: which host and rank failed first (and, when it was another
+    host, its headline and last stderr)."""
+    rank = "" if report.rank is None else f"rank {report.rank} (local_rank {report.local_rank}) on "
+    if report.host == me:
+        return f"First failure in the cluster: {rank}this host, {me}."
+    text = f"First failure in the cluster: {rank}{report.host}: {report.headline.rstrip('.')}."
+    if report.tail:
         text += f"\nLast stderr of {report.host}:\n{report.tail}"
-    return text
+    return text + "\nOn this host:"
 
 
 def wall_clock() -> float:
