@@ -64,7 +64,10 @@ stopping = []
 signal_module = __import__("signal")
 signal_module.signal(signal_module.SIGTERM, lambda *_: stopping.append(1))
 for step in range(start, args.steps):
-    if stopping:
+    asked = torch.tensor([1.0 if stopping else 0.0])
+    if world > 1:  # every rank stops at the same step, or the others would wait in the next collective
+        dist.all_reduce(asked, op=dist.ReduceOp.MAX)
+    if asked.item() > 0:
         os.makedirs(os.path.dirname(ckpt), exist_ok=True)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step}
         torch.save(state, ckpt + ".tmp")

@@ -58,6 +58,9 @@ class ClusterHooks(Protocol):
     async def launcher_exited(self) -> None:
         """The launcher is gone: read the ranks' log files to their end."""
 
+    def ranks(self) -> list[int] | None:
+        """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
+
 
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
@@ -137,8 +140,11 @@ class Supervisor:
         assert self.child is not None
         step = self.steps[self.step_index]
         main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
+        ranks = self.cluster.ranks if self.cluster is not None and main else None
+        if ranks is not None and ranks() is None:
+            ranks = None
         sent_at = None
-        if not (main and self.settings.checkpointing):
+        if not (main and self.settings.checkpointing) and ranks is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
@@ -158,6 +164,7 @@ class Supervisor:
             checkpoint_cwd=step.spec.cwd,
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
+            workers=(lambda: ranks() or []) if ranks is not None else None,
         )
         self.stop.begin(sent_at)
 

@@ -16,6 +16,7 @@ from smsupervise.distributed import attribution, peers
 from smsupervise.distributed.cluster import ClusterPlan
 from smsupervise.distributed.failfast import Mesh, Report
 from smsupervise.distributed.ranklogs import RankLogs
+from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
 from smsupervise.streams.framing import Counter, RecordFormat
@@ -59,6 +60,7 @@ class Coordinator:
         self.stopped_for: Report | None = None
         self.lost: str | None = None
         self.rank_logs: RankLogs | None = None
+        self.launcher_pid: int | None = None
 
     @property
     def runner(self) -> str:
@@ -85,6 +87,7 @@ class Coordinator:
         self, pid: int, outputs: dict[int, Output], counter: Counter, settings: Settings
     ) -> None:
         """Start reading the ranks' own log files (torchrun with PET_LOG_DIR)."""
+        self.launcher_pid = pid
         plan, launch = self.plan, self.plan.launch
         if plan.rank_log_dir is None or launch is None:
             return
@@ -93,6 +96,12 @@ class Coordinator:
         self.rank_logs = RankLogs(plan.rank_log_dir, launch.node_rank, launch.processes_per_host, fmt,
                                   outputs, counter, plan.options.ranks)  # fmt: skip
         self.rank_logs.start()
+
+    def ranks(self) -> list[int] | None:
+        """torchrun's ranks (its children, each in a session of its own); None for other launchers."""
+        if self.launcher_pid is None or self.plan.launch is None or self.plan.launch.agent != "torchrun":
+            return None
+        return proctree.children(self.launcher_pid)
 
     async def launcher_exited(self) -> None:
         if self.rank_logs is not None:

@@ -89,6 +89,7 @@ class Mesh:
         self.final: bytes | None = None
         self.closing = False
         self.tasks: set[asyncio.Task[None]] = set()
+        self.incoming: set[asyncio.StreamWriter] = set()
 
     async def start(self) -> None:
         """Listen at this host's address and start connecting to every peer (in the background)."""
@@ -134,9 +135,12 @@ class Mesh:
             self.server.close()
         for task in list(self.tasks):
             task.cancel()
-        for writer in list(self.writers.values()):
+        for writer in [*self.writers.values(), *self.incoming]:
             writer.close()
         self.writers.clear()
+        if self.server is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.server.wait_closed(), HELLO_TIMEOUT)
         if self.tasks:
             await asyncio.gather(*self.tasks, return_exceptions=True)
 
@@ -165,11 +169,15 @@ class Mesh:
     # -- incoming: the peers' reports ---------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         address = str(writer.get_extra_info("peername")[0])
+        self.incoming.add(writer)
         try:
             host = await self._hello(reader, address)
             if host is not None:
                 await self._listen(reader, host)
+        except asyncio.CancelledError:
+            return  # the loop is closing: nothing to report (asyncio would log the cancellation)
         finally:
+            self.incoming.discard(writer)
             writer.close()
 
     async def _hello(self, reader: asyncio.StreamReader, address: str) -> str | None:
