@@ -37,6 +37,7 @@ def write_job(c: Cluster, hyperparameters: dict[str, Any], script: Path = HELPER
             "network_interface_name": "eth0",
         }
         (config / "resourceconfig.json").write_text(json.dumps(resource))
+        (config / "inputdataconfig.json").write_text("{}")
         hps = {"sagemaker_program": "train.py", **hyperparameters}
         (config / "hyperparameters.json").write_text(json.dumps({k: json.dumps(v) for k, v in hps.items()}))
         code = base / "code"
