@@ -86,8 +86,11 @@ def test_torchrun_command_and_environment_equal_the_toolkits(cluster: Callable[.
         toolkit = _record(c, host, "toolkit", "torchrun")
         ours = _record(c, host, "smsupervise", "torchrun")
         assert ours["argv"] == toolkit["argv"]
-        assert toolkit["argv"][:11] == ["torchrun", "--nnodes", "2", "--nproc_per_node", "2", "--master_addr",
-                                        "algo-1", "--master_port", "7777", "--node_rank", str(c.names.index(host))]  # fmt: skip
+        rank = str(c.names.index(host))
+        assert toolkit["argv"][:11] == [
+            "torchrun", "--nnodes", "2", "--nproc_per_node", "2",
+            "--master_addr", "algo-1", "--master_port", "7777", "--node_rank", rank,
+        ]  # fmt: skip
         assert ours["cwd"] == toolkit["cwd"] == "/opt/ml/code"
         assert _differences(toolkit["env"], ours["env"]) == {}
         assert toolkit["env"]["FI_EFA_USE_DEVICE_RDMA"] == "1"
