@@ -22,6 +22,10 @@ needs_mpi = pytest.mark.skipif(
     or importlib.util.find_spec("mpi4py") is None,
     reason="Open MPI, openssh-server or mpi4py is missing (`make mpi`)",
 )
+needs_ssh_keygen = pytest.mark.skipif(
+    shutil.which("ssh-keygen") is None or shutil.which("ssh") is None,
+    reason="openssh-client is missing (`make mpi`)",
+)
 
 
 @pytest.fixture
@@ -29,8 +33,8 @@ def cluster(tmp_path: Path) -> Iterator[Callable[..., hosts.Cluster]]:
     """Make clusters of namespaced hosts; all of them are torn down after the test, pass or fail."""
     made: list[hosts.Cluster] = []
 
-    def make(n: int, resolvable: int | None = None) -> hosts.Cluster:
-        made.append(hosts.Cluster(n, tmp_path / f"cluster{len(made)}", resolvable))
+    def make(n: int, resolvable: int | None = None, ssh: bool = False) -> hosts.Cluster:
+        made.append(hosts.Cluster(n, tmp_path / f"cluster{len(made)}", resolvable, ssh))
         return made[-1]
 
     try:

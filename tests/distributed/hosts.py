@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Any
 
 SUBNET = "10.77.0"
-# Runs inside the host's namespaces: hostname, hosts file and /opt/ml, then the command.
-ENTER = 'hostname "$1" && mount --bind "$2" /etc/hosts && mount --bind "$3" /opt/ml && shift 3 && exec "$@"'
+# Runs inside the host's namespaces: hostname, hosts file, /opt/ml, extra setup, then the command.
+ENTER = (
+    'hostname "$1" && mount --bind "$2" /etc/hosts && mount --bind "$3" /opt/ml'
+    ' && eval "$4" && shift 4 && exec "$@"'
+)
+# With ssh=True: sshd's and ssh's configuration from the cluster's own directory (keys, no host
+# checking), and a private /run for sshd's privilege-separation directory.
+SSH_SETUP = (
+    "mount --bind {d}/sshd_config /etc/ssh/sshd_config && mount --bind {d}/ssh_config /etc/ssh/ssh_config"
+    " && mount -t tmpfs tmpfs /run && mkdir -p /run/sshd"
+)
 
 
 def problem() -> str | None:
@@ -50,7 +59,7 @@ def _ip(*args: str) -> None:
 class Cluster:
     """``n`` hosts algo-1..algo-n; ``resolvable`` of them are in the hosts file (default: all)."""
 
-    def __init__(self, n: int, root: Path, resolvable: int | None = None) -> None:
+    def __init__(self, n: int, root: Path, resolvable: int | None = None, ssh: bool = False) -> None:
         self.tag = uuid.uuid4().hex[:6]
         self.names = [f"algo-{i}" for i in range(1, n + 1)]
         self.root = root
@@ -61,11 +70,28 @@ class Cluster:
         listed = self.names[: n if resolvable is None else resolvable]
         lines = ["127.0.0.1 localhost", *(f"{self.address(h)} {h}" for h in listed)]
         self.hosts_file.write_text("\n".join(lines) + "\n")
+        self.setup = self._ssh_setup() if ssh else "true"
         try:
             self._build()
         except BaseException:
             self.close()
             raise
+
+    def _ssh_setup(self) -> str:
+        """Keys and configurations for root logins between the hosts, in the cluster's directory."""
+        d = self.root / "ssh"
+        d.mkdir(mode=0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / "id")], check=True)
+        (d / "authorized_keys").write_text((d / "id.pub").read_text())
+        (d / "sshd_config").write_text(
+            f"AuthorizedKeysFile {d}/authorized_keys\nPermitRootLogin prohibit-password\nStrictModes no\n"
+            "UsePAM no\nPasswordAuthentication no\nAcceptEnv LANG LC_*\n"
+        )
+        (d / "ssh_config").write_text(
+            f"Host *\n  IdentityFile {d}/id\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n"
+            "  LogLevel ERROR\n"
+        )
+        return SSH_SETUP.format(d=d)
 
     def address(self, host: str) -> str:
         return f"{SUBNET}.{int(host.rsplit('-', 1)[1])}"
@@ -105,17 +131,8 @@ class Cluster:
         """``argv`` as run on ``host``."""
         opt_ml = str(self.base(host))
         enter = ["unshare", "--uts", "--mount", "--propagation", "private", "sh", "-c", ENTER, "enter"]
-        return [
-            "ip",
-            "netns",
-            "exec",
-            self.namespace(host),
-            *enter,
-            host,
-            str(self.hosts_file),
-            opt_ml,
-            *argv,
-        ]
+        where = [host, str(self.hosts_file), opt_ml, self.setup]
+        return ["ip", "netns", "exec", self.namespace(host), *enter, *where, *argv]
 
     def popen(self, host: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
         """Start ``argv`` on ``host`` (in its own session, so that close() can end all of it)."""

@@ -3,7 +3,7 @@
 torchrun ends a failed run with ``Root Cause (first observed failure):`` followed by ``rank : R
 (local_rank: L)`` and ``exitcode : C`` (``torch.distributed.elastic.multiprocessing.errors``);
 mpirun names the process (``Process name: [[J,1],R]``) in its "returned a non-zero exit code" or
-"exited on signal" report.
+"exited on signal" report, or the rank that called ``MPI_ABORT`` (mpi4py does on an exception).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ _TORCHRUN = re.compile(
     rb".*?exitcode\s*:\s*(-?\d+)",
     re.DOTALL,
 )
-_MPIRUN = re.compile(rb"Process name:\s*\[\[\d+,\d+\],(\d+)\]")
+_MPIRUN = re.compile(rb"Process name:\s*\[\[\d+,\d+\],(\d+)\]|MPI_ABORT was invoked on rank (\d+)")
 
 
 class FailedRank(NamedTuple):
@@ -34,6 +34,6 @@ def first_failed(stderr: bytes, processes_per_host: int) -> FailedRank | None:
         return FailedRank(int(found.group(1)), int(found.group(2)), int(found.group(3)))
     named = _MPIRUN.search(stderr)
     if named is not None:
-        rank = int(named.group(1))
+        rank = int(named.group(1) or named.group(2))
         return FailedRank(rank, rank % processes_per_host if processes_per_host else None, None)
     return None

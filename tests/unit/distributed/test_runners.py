@@ -154,3 +154,17 @@ def test_smdataparallel_without_its_launcher_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="smddprun") as caught:
         launchers.choose(t, job(str(tmp_path)), {}, {})
     assert caught.value.exit_code == 2
+
+
+def test_the_first_failed_rank_from_the_launchers_summary() -> None:
+    """torchrun's Root Cause block and mpirun's MPI_ABORT / Process name lines name the rank; else None."""
+    from smsupervise.distributed.attribution import FailedRank, first_failed
+
+    torchrun_tail = (
+        b"Root Cause (first observed failure):\n[0]:\n  time : x\n  host : a\n"
+        b"  rank : 3 (local_rank: 1)\n  exitcode : 1 (pid: 9)\n"
+    )
+    assert first_failed(torchrun_tail, 2) == FailedRank(3, 1, 1)
+    assert first_failed(b"MPI_ABORT was invoked on rank 5 in communicator", 4) == FailedRank(5, 1, None)
+    assert first_failed(b"Process name: [[1234,1],2]\nExit code: 1", 2) == FailedRank(2, 0, None)
+    assert first_failed(b"Traceback: nothing about ranks", 2) is None
