@@ -38,6 +38,7 @@ print(f"rank {rank} of {world} on {seen['hostname']}", flush=True)
 
 def maybe_fail(step: int) -> None:
     if rank == args.fail_rank and step == args.fail_step:
+        print(f"failing at {time.time():.3f}", flush=True)
         raise ValueError(f"rank {rank} fails at step {step} on purpose")
 
 

@@ -55,8 +55,9 @@ class ClusterHooks(Protocol):
     ) -> None:
         """The launcher runs: start reading the ranks' log files."""
 
-    async def launcher_exited(self) -> None:
-        """The launcher is gone: read the ranks' log files to their end."""
+    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
+        """The launcher is gone (its output drained): read the ranks' files to their end, and tell
+        the other hosts at once when it failed on its own."""
 
     def ranks(self) -> list[int] | None:
         """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
@@ -212,8 +213,13 @@ class Supervisor:
                     return Outcome(None, code, report, elapsed, step)
                 self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
                 status = await self._run_child(loop, step)
-                if self.cluster is not None and index == len(self.steps) - 1:
-                    await self.cluster.launcher_exited()  # the rank files to their end
+                if self.cluster is not None and step.kind is StepKind.MAIN:
+                    # Fail-fast latency: the other hosts hear of a failure before leftovers are
+                    # cleaned up here; the drain first, so the launcher's summary is in the tail.
+                    await self.output.drain(self.settings.drain_timeout)
+                    await self.cluster.launcher_exited(
+                        status, self.output.stderr_tail(), self.stop is not None
+                    )
                 if self.stop is not None:
                     await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
                 await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
+from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.distributed import attribution, peers
 from smsupervise.distributed.cluster import ClusterPlan
 from smsupervise.distributed.failfast import Mesh, Report
@@ -61,6 +62,7 @@ class Coordinator:
         self.lost: str | None = None
         self.rank_logs: RankLogs | None = None
         self.launcher_pid: int | None = None
+        self.announced: Report | None = None  # our failure, told as soon as the launcher exited
 
     @property
     def runner(self) -> str:
@@ -103,9 +105,20 @@ class Coordinator:
             return None
         return proctree.children(self.launcher_pid)
 
-    async def launcher_exited(self) -> None:
+    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
+        """The ranks' files to their end; a failure of our own goes to the other hosts right away."""
         if self.rank_logs is not None:
             await self.rank_logs.stop()
+        if status.ok or stopping or self.mesh is None:
+            return
+        if status.signal is not None:
+            words = f"Training was killed by {signal_name(status.signal)} (exit {status.shell_code()})"
+        else:
+            words = f"Training exited with code {status.code}"
+        ending = Ending(False, status.shell_code(), words, False, stderr_tail, time.time())
+        self.announced = self._report(ending, self.plan.topology.current_host, failed_here=True)
+        self.mesh.announce(self.announced)
+        await self.mesh.flush(FLUSH_TIMEOUT)
 
     def _on_report(self, report: Report) -> None:
         self.reports.append(report)
@@ -128,12 +141,13 @@ class Coordinator:
         """Announce this host's outcome; returns what the failure file should lead with."""
         me = self.plan.topology.current_host
         failed_here = not ending.ok and not ending.stopped
-        report = self._report(ending, me, failed_here)
+        report = self.announced or self._report(ending, me, failed_here)
         if failed_here and self.mesh is not None and not self.reports:
             await asyncio.sleep(SETTLE)  # an earlier failure elsewhere may be on its way
         if self.mesh is not None:
-            self.mesh.announce(report)
-            await self.mesh.flush(FLUSH_TIMEOUT)
+            if self.announced is None:
+                self.mesh.announce(report)
+                await self.mesh.flush(FLUSH_TIMEOUT)
             await self.mesh.close()
         earlier = [r for r in self.reports if r.kind == "failed" and (not failed_here or r.at < report.at)]
         first = min(earlier, key=lambda r: r.at) if earlier else (report if failed_here else None)
