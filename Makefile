@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit torch clean
+.PHONY: demo test lint bench venv toolkit torch mpi clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,14 @@ $(TOOLKIT_STAMP):
 torch: venv
 	$(PY) -m pip install -q torch==2.13.0
 
+# Optional: Open MPI, sshd/ssh and ip (apt, as root) and mpi4py (in the venv), for tests/distributed
+# (the MPI tests are skipped without them; the namespaced hosts need root and iproute2).
+mpi: venv
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev openssh-server \
+	    openssh-client iproute2 >/dev/null; fi
+	$(PY) -m pip install -q mpi4py
+
 demo: venv
 	./examples/run-demo.sh
 
@@ -50,6 +58,7 @@ bench: venv
 	$(PY) -m benchmarks.pid1
 	$(PY) -m benchmarks.logs
 	$(PY) -m benchmarks.pipe
+	$(PY) -m benchmarks.cluster  # root, torch and the toolkit venv; says so and skips without them
 
 clean:
 	rm -rf $(VENV) $(TOOLKIT_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results
