@@ -32,6 +32,10 @@ def test_an_mpi_job_runs_on_two_hosts_and_the_worker_reports_the_real_outcome(
         assert (c.base(host) / "output" / "success").exists()
     worker = [e["event"] for e in jobs.events(c, "algo-2")]
     assert "mpi_master_finished" in worker
+    said = [r for r in jobs.records(c, "algo-1") if str(r.get("msg", "")).startswith("rank ")]
+    assert sorted((r["rank"], r["local_rank"], r["host"]) for r in said) == [
+        (0, 0, "algo-1"), (1, 1, "algo-1"), (2, 0, "algo-2"), (3, 1, "algo-2"),
+    ]  # fmt: skip
 
 
 def test_a_failed_mpi_job_fails_the_worker_too(cluster: Callable[..., Cluster]) -> None:

@@ -26,7 +26,7 @@ from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import Counter
+from smsupervise.streams.framing import Counter, RankTags
 from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
@@ -58,6 +58,9 @@ class ClusterHooks(Protocol):
     async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
         """The launcher is gone (its output drained): read the ranks' files to their end, and tell
         the other hosts at once when it failed on its own."""
+
+    def record_tags(self) -> RankTags | None:
+        """MPI: how to read the rank from mpirun's tagged output lines; None otherwise."""
 
     def ranks(self) -> list[int] | None:
         """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
@@ -290,8 +293,12 @@ class Supervisor:
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
+        main = step.kind is StepKind.MAIN
         self.output.start(
-            child.pid, host=step.spec.env.get("SM_CURRENT_HOST"), job=step.spec.env.get("TRAINING_JOB_NAME")
+            child.pid,
+            host=step.spec.env.get("SM_CURRENT_HOST"),
+            job=step.spec.env.get("TRAINING_JOB_NAME"),
+            tags=self.cluster.record_tags() if self.cluster is not None and main else None,
         )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)

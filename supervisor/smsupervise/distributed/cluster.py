@@ -22,6 +22,7 @@ class ClusterOptions(NamedTuple):
     port: int = 7778
     peer_wait: float = 900.0
     ranks: frozenset[int] | None = None  # ranks shown on the console; None: all
+    wait_for_peers: bool = True  # False with SM_STUDIO_LOCAL_MODE=true, as the toolkit
 
 
 class ClusterPlan(NamedTuple):

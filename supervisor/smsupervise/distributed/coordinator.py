@@ -20,7 +20,7 @@ from smsupervise.distributed.ranklogs import RankLogs
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import Counter, RecordFormat
+from smsupervise.streams.framing import Counter, RankTags, RecordFormat
 from smsupervise.streams.writer import Output
 
 SSH_PORT = 22
@@ -75,8 +75,11 @@ class Coordinator:
         if not self.plan.multi_host:
             return
         backoff = peers.Backoff(limit=self.plan.options.peer_wait)
-        addresses = await peers.wait_for_hosts(topology.hosts, self.log, backoff)
-        if self.plan.options.fail_fast:
+        if self.plan.options.wait_for_peers:
+            addresses: dict[str, str] | None = await peers.wait_for_hosts(topology.hosts, self.log, backoff)
+        else:
+            addresses = await self._resolve_once()
+        if self.plan.options.fail_fast and addresses is not None:
             self.mesh = Mesh(addresses, topology.current_host, self.plan.options.port, self.job, self.log,
                              self._on_report, self._on_lost)  # fmt: skip
             await self.mesh.start()
@@ -99,6 +102,14 @@ class Coordinator:
                                   outputs, counter, plan.options.ranks)  # fmt: skip
         self.rank_logs.start()
 
+    def record_tags(self) -> RankTags | None:
+        """On the MPI master, mpirun's ``--tag-output`` prefixes give each line its rank and host."""
+        launch = self.plan.launch
+        if launch is None or launch.runner != "mpi-master":
+            return None
+        hosts = self.plan.topology.distribution_hosts
+        return RankTags(launch.processes_per_host, hosts, self.plan.options.ranks)
+
     def ranks(self) -> list[int] | None:
         """torchrun's ranks (its children, each in a session of its own); None for other launchers."""
         if self.launcher_pid is None or self.plan.launch is None or self.plan.launch.agent != "torchrun":
@@ -119,6 +130,17 @@ class Coordinator:
         self.announced = self._report(ending, self.plan.topology.current_host, failed_here=True)
         self.mesh.announce(self.announced)
         await self.mesh.flush(FLUSH_TIMEOUT)
+
+    async def _resolve_once(self) -> dict[str, str] | None:
+        """SM_STUDIO_LOCAL_MODE=true: no waiting (the toolkit's bypass); the mesh only if all resolve now."""
+        self.log.info("peer_wait_skipped", reason="SM_STUDIO_LOCAL_MODE=true, as the toolkit")
+        try:
+            return {host: await peers.resolve_ipv4(host) for host in self.plan.topology.hosts}
+        except OSError as error:
+            self.log.warning("mesh_unavailable", port=self.plan.options.port, error=str(error),
+                             impact="other hosts will not learn quickly that this host's job failed",
+                             fix="make every host's name resolve")  # fmt: skip
+            return None
 
     def _on_report(self, report: Report) -> None:
         self.reports.append(report)

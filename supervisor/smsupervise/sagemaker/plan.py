@@ -260,7 +260,10 @@ def _script_mode(
     from smsupervise.distributed.cluster import ClusterOptions  # noqa: PLC0415 - train mode only
 
     settings = invocation.settings
-    options = ClusterOptions(settings.fail_fast, settings.cluster_port, settings.peer_wait, settings.ranks)
+    local_mode = env.get("SM_STUDIO_LOCAL_MODE", "False").lower() == "true"  # the toolkit skips its DNS wait
+    options = ClusterOptions(
+        settings.fail_fast, settings.cluster_port, settings.peer_wait, settings.ranks, not local_mode
+    )
     job_variables = tuple(k for k in tenv.variables if k.startswith("SM_"))
     script = Script(
         entry, tenv.code_dir, hp_file, tenv.submit_dir, action, None, args, env, job_variables, options
