@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from smsupervise.core.signals import SignalInbox
-from smsupervise.core.status import ExitCode
+from smsupervise.core.status import ExitCode, ExitStatus
 from smsupervise.core.supervise import Outcome, Supervisor
 from smsupervise.errors import SupervisorError
 from smsupervise.linux import libc
@@ -19,6 +21,11 @@ from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
 from smsupervise.settings import Invocation
 from smsupervise.streams.events import EventLog
+
+if TYPE_CHECKING:
+    from smsupervise.distributed.coordinator import Coordinator, Verdict
+
+T = TypeVar("T")
 
 
 def become_reaper(log: EventLog) -> None:
@@ -42,14 +49,50 @@ def become_reaper(log: EventLog) -> None:
     )
 
 
-def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
+def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
     if loop_name == "asyncio":
         import asyncio  # noqa: PLC0415
 
-        return asyncio.run(supervisor.run())
+        return asyncio.run(main)
     import uvloop  # noqa: PLC0415
 
-    return uvloop.run(supervisor.run())
+    return uvloop.run(main)
+
+
+async def _supervise(supervisor: Supervisor, cluster: Coordinator | None) -> tuple[Outcome, Verdict | None]:
+    """Run the job; in a distributed job, then tell the other hosts how it ended."""
+    outcome = await supervisor.run()
+    if cluster is None:
+        return outcome, None
+    from smsupervise.distributed.coordinator import Ending  # noqa: PLC0415
+
+    ok = outcome_files.finished(outcome)
+    text = outcome_files.headline(outcome)
+    stopped = outcome.stop is not None
+    ending = Ending(ok, outcome.exit_code, text, stopped, outcome.stderr_tail, supervisor.ended_at)
+    return outcome, await cluster.finish(ending)
+
+
+def _coordinator(plan: planning.Plan, log: EventLog) -> Coordinator | None:
+    if plan.cluster is None:
+        return None
+    from smsupervise.distributed.coordinator import Coordinator  # noqa: PLC0415 - distributed jobs only
+
+    return Coordinator(plan.cluster, log, os.environ.get("TRAINING_JOB_NAME", ""))
+
+
+def _cluster_verdict(outcome: Outcome, what_happened: str, verdict: Verdict) -> tuple[Outcome, str]:
+    """A distributed job: the first failure in the cluster leads; an MPI worker takes the master's outcome."""
+    if verdict.adopted is not None:  # the toolkit's workers always report success; ours tell the truth
+        adopted = verdict.adopted
+        status = ExitStatus(code=adopted.exit_code) if adopted.exit_code < 128 else outcome.status
+        outcome = outcome._replace(status=status, exit_code=adopted.exit_code, stop=None)
+        what_happened = f"The MPI master {adopted.host}: {adopted.headline}"
+    if verdict.tail is not None:
+        outcome = outcome._replace(stderr_tail=verdict.tail)
+    if verdict.root_cause is not None:
+        what_happened = f"{verdict.root_cause}\n{what_happened}"
+    return outcome, what_happened
 
 
 def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
@@ -119,10 +162,18 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
     return error.exit_code
 
 
-def epilogue(plan: planning.Plan, outcome: Outcome, supervisor: Supervisor, log: EventLog) -> int:
+def epilogue(
+    plan: planning.Plan,
+    outcome: Outcome,
+    supervisor: Supervisor,
+    log: EventLog,
+    verdict: Verdict | None = None,
+) -> int:
     """After the loop: the outcome file first, then what is left of the output (bounded by
     --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
     what_happened = outcome_files.headline(outcome)
+    if verdict is not None:
+        outcome, what_happened = _cluster_verdict(outcome, what_happened, verdict)
     _record_outcome(plan, outcome, what_happened, log)
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     dropped_bytes, dropped_events = supervisor.finish_output(
@@ -148,8 +199,9 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
         plan = prelude(invocation, log)
-        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes)
-        outcome = _run_loop(supervisor, settings.event_loop)
+        cluster = _coordinator(plan, log)
+        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster)
+        outcome, verdict = _run_loop(_supervise(supervisor, cluster), settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(plan, outcome, supervisor, log)
+    return epilogue(plan, outcome, supervisor, log, verdict)
