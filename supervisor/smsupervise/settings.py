@@ -109,6 +109,22 @@ def _gid(value: str, source: str) -> int:
         raise UsageError(f"{source}: {value!r} is not a group name or number; use e.g. 1000") from None
 
 
+def _port(value: str, source: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+        raise UsageError(f"{source}: {value!r} is not a TCP port; use 1 to 65535, e.g. 7778")
+    return int(value)
+
+
+def _ranks(value: str, source: str) -> frozenset[int] | None:
+    text = value.strip().lower()
+    if text in ("", "all"):
+        return None
+    try:
+        return frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"{source}: {value!r} is not a list of ranks; use e.g. 0 or 0,8 or all") from None
+
+
 def _text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
@@ -313,6 +329,38 @@ OPTIONS: tuple[Option, ...] = (
         "that our stdout/stderr reader has not taken yet; what is left is dropped and counted",
     ),
     Option(
+        "fail-fast",
+        "on|off",
+        _boolean,
+        True,
+        "distributed jobs: when the job on one host fails, stop it on every host within seconds "
+        "(the supervisors' mesh on --cluster-port) instead of waiting for the NCCL/Gloo timeout",
+        default_text="on",
+    ),
+    Option(
+        "cluster-port",
+        "PORT",
+        _port,
+        7778,
+        "distributed jobs: the TCP port of the supervisors' fail-fast mesh, the same on every host",
+    ),
+    Option(
+        "peer-wait",
+        "SECONDS",
+        _seconds,
+        900.0,
+        "distributed jobs: how long to wait for every host's name to resolve (the toolkit: 15 min)",
+    ),
+    Option(
+        "ranks",
+        "LIST|all",
+        _ranks,
+        None,
+        "distributed jobs: show only these ranks' output on the console (e.g. 0); the failure "
+        "reason still sees every rank",
+        default_text="all",
+    ),
+    Option(
         "log-level",
         "debug|info|warning|error",
         _choice("debug", "info", "warning", "error"),
@@ -379,6 +427,10 @@ class Settings(NamedTuple):
     pipe_buffer: int
     pipe_relay_dir: str | None
     flush_timeout: float
+    fail_fast: bool
+    cluster_port: int
+    peer_wait: float
+    ranks: frozenset[int] | None
     log_level: LogLevel
     control_socket: str | None
     control_group: int | None

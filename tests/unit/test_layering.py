@@ -28,8 +28,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli",),
     ("app",),
     ("local", "debug", "pipebench"),
-    ("distributed",),
     ("sagemaker",),
+    ("distributed",),  # below sagemaker: plan.decide() chooses torchrun/mpirun through it
     ("core",),
     ("streams", "pipemode"),
     ("settings",),

@@ -94,6 +94,16 @@ def send_to_pid(pid: int, signum: int) -> bool:
     return True
 
 
+def send_to_group(pgid: int, signum: int) -> bool:
+    """``signum`` to a process group we did not start (a launcher's rank that made its own session,
+    as torchrun's do); False if it is gone."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def on_path(name: str, env: Mapping[str, str], cwd: str | None = None) -> Iterator[str]:
     """Every regular file called ``name`` in the directories of ``env``'s PATH, in order; relative
     entries (``.``, an empty one) are taken relative to ``cwd`` (the child's), else to ours."""

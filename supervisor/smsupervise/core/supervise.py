@@ -26,7 +26,7 @@ from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import SeqCounter
+from smsupervise.streams.framing import RankTags, SeqCounter
 from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
@@ -71,6 +71,28 @@ class Sibling(NamedTuple):
     stderr: int | None
 
 
+class ClusterHooks(Protocol):
+    """What a distributed job adds around the launcher (``distributed.coordinator``)."""
+
+    async def before_main(self, request_stop: Callable[[str], None]) -> None:
+        """Before the launcher starts: wait for the peers, join the mesh."""
+
+    def launcher_started(
+        self, pid: int, outputs: dict[int, Output], counter: SeqCounter, settings: Settings
+    ) -> None:
+        """The launcher runs: start reading the ranks' log files."""
+
+    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
+        """The launcher is gone (its output drained): read the ranks' files to their end, and tell
+        the other hosts at once when it failed on its own."""
+
+    def record_tags(self) -> RankTags | None:
+        """MPI: how to read the rank from mpirun's tagged output lines; None otherwise."""
+
+    def ranks(self) -> list[int] | None:
+        """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
+
+
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
@@ -82,6 +104,7 @@ class Supervisor:
         log: EventLog,
         ack_file: str | None = None,
         pipes: tuple[ChannelSpec, ...] = (),
+        cluster: ClusterHooks | None = None,
     ) -> None:
         self.steps = steps
         self.settings = settings
@@ -89,6 +112,7 @@ class Supervisor:
         self.log = log
         self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
         self.pipes = pipes
+        self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
         self.relay: PipeRelay | None = None
         self.reaper = Reaper()
         self.counter = SeqCounter()
@@ -98,6 +122,7 @@ class Supervisor:
         self.stop_reason: str | None = None
         self.stop: StopSequence | None = None
         self.started = time.monotonic()
+        self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
         self.relay_failures: list[RelayFailure] = []
@@ -159,8 +184,11 @@ class Supervisor:
         assert self.child is not None
         step = self.steps[self.step_index]
         main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
+        ranks = self.cluster.ranks if self.cluster is not None and main else None
+        if ranks is not None and ranks() is None:
+            ranks = None
         sent_at = None
-        if not (main and self.settings.checkpointing):
+        if not (main and self.settings.checkpointing) and ranks is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
@@ -180,6 +208,7 @@ class Supervisor:
             checkpoint_cwd=step.spec.cwd,
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
+            workers=(lambda: ranks() or []) if ranks is not None else None,
         )
         self.stop.begin(sent_at)
 
@@ -225,6 +254,8 @@ class Supervisor:
         started = self.started
         for index, step in enumerate(self.steps):
             self.step_index = index
+            if self.cluster is not None and index == len(self.steps) - 1 and self.stop_signal is None:
+                await self.cluster.before_main(lambda why: self._request_stop(signal.SIGTERM, why))
             if self.stop_signal is not None:
                 name = signal_name(self.stop_signal)
                 self.log.warning(
@@ -240,6 +271,11 @@ class Supervisor:
                 return Outcome(None, code, report, elapsed, step)
             self.output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
             status = await self._run_child(loop, step)
+            if self.cluster is not None and step.kind is StepKind.MAIN:
+                # Fail-fast latency: the other hosts hear of a failure before leftovers are
+                # cleaned up here; the drain first, so the launcher's summary is in the tail.
+                await self.output.drain(self.settings.drain_timeout)
+                await self.cluster.launcher_exited(status, self.output.stderr_tail(), self.stop is not None)
             if self.stop is not None:
                 await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
             last = not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None
@@ -326,11 +362,17 @@ class Supervisor:
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
+        main = step.kind is StepKind.MAIN
         self.output.start(
-            child.pid, host=step.spec.env.get("SM_CURRENT_HOST"), job=step.spec.env.get("TRAINING_JOB_NAME")
+            child.pid,
+            host=step.spec.env.get("SM_CURRENT_HOST"),
+            job=step.spec.env.get("TRAINING_JOB_NAME"),
+            tags=self.cluster.record_tags() if self.cluster is not None and main else None,
         )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
+        if self.cluster is not None and self.step_index == len(self.steps) - 1:
+            self.cluster.launcher_started(child.pid, self._outputs, self.counter, self.settings)
         self.log.info(
             "child_spawned",
             step=step.label,
@@ -341,6 +383,7 @@ class Supervisor:
         )
         try:
             status = await exit_future
+            self.ended_at = time.time()
         finally:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)

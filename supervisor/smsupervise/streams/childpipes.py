@@ -18,7 +18,7 @@ from smsupervise.linux import proctree
 from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer
+from smsupervise.streams.framing import RankTags, RecordFormat, SeqCounter, StreamFramer
 from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
@@ -76,10 +76,12 @@ class ChildOutput:
             ends.append(write_fd)
         return ends[0], ends[1]
 
-    def start(self, pid: int, host: str | None, job: str | None) -> None:
+    def start(self, pid: int, host: str | None, job: str | None, tags: RankTags | None = None) -> None:
         """After the spawn: drop our copies of the write ends and start reading."""
         loop = asyncio.get_running_loop()
-        fmt = RecordFormat(pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes)
+        fmt = RecordFormat(
+            pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes, tags=tags
+        )
         for stream in self.streams:
             if stream.write_fd is not None:
                 os.close(stream.write_fd)
