@@ -49,6 +49,7 @@ torch: venv
 # Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
 plot: venv
 	$(PY) -m pip install -q -e '.[test,plot]'
+
 # Optional: Open MPI, sshd/ssh and ip (apt, as root) and mpi4py (in the venv), for tests/distributed
 # (the MPI tests are skipped without them; the namespaced hosts need root and iproute2).
 mpi: venv

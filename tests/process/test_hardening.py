@@ -98,7 +98,7 @@ def test_an_inherited_blocked_signal_mask_is_cleared(mode: str, tmp_path: Path) 
         "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM, signal.SIGINT]); "
         "os.execvp(sys.argv[1], sys.argv[1:])"
     )
-    job = f"touch {ready}; grep SigBlk /proc/self/status; exec sleep 60"
+    job = f"grep SigBlk /proc/self/status; touch {ready}; exec sleep 60"  # the mask, then ready
     argv = supervisor_argv(mode, "--log-format", "raw", "sh", "-c", job)
     prefix = init_prefix(mode)
     proc = subprocess.Popen(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 PIPE_SIZE = 1 << 20  # /proc/sys/fs/pipe-max-size by default; more needs CAP_SYS_RESOURCE
 DEFAULT_PIPE = 16 * 4096  # a new pipe's size (16 pages), assumed for pipes we cannot ask
@@ -24,8 +24,7 @@ def raise_pipe_size(fd: int, size: int = PIPE_SIZE) -> int:
     return 0
 
 
-@dataclass(frozen=True, slots=True)
-class PipeLimits:
+class PipeLimits(NamedTuple):
     """The kernel's pipe limits as they apply to this process."""
 
     max_size: int  # fs/pipe-max-size: the most one pipe may hold without CAP_SYS_RESOURCE
