@@ -90,14 +90,14 @@ def _log_notes(notes: tuple[planning.Note, ...], log: EventLog) -> None:
         (log.warning if note.level == "warning" else log.info)(note.event, **note.fields)
 
 
-def prelude(invocation: Invocation, log: EventLog) -> planning.Plan:
+def prelude(invocation: Invocation, log: EventLog, inbox: SignalInbox) -> planning.Plan:
     """Before the loop: become a reaper, decide the plan, clear stale outcome files, prepare."""
     become_reaper(log)
     machine = probe.machine(os.environ) if invocation.mode == "train" else None
     plan = planning.decide(invocation, os.environ, machine)
     if plan.outcome_dir is not None:
         _clear_stale(plan.outcome_dir, log)
-    plan, done = planning.prepare(plan)
+    plan, done = planning.prepare(plan, invocation.settings, inbox.stop_pending)  # a stop ends a fetch
     _log_notes(plan.notes + done, log)
     if invocation.settings.log_format == "json":
         libc.keep_heap()
@@ -142,13 +142,27 @@ def epilogue(plan: planning.Plan, outcome: Outcome, supervisor: Supervisor, log:
     return code
 
 
+def process_started() -> float:
+    """When this process started, on the monotonic clock (/proc: both count from boot); now if unknown."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as stat, open("/proc/uptime", "rb") as uptime:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+            since_boot = float(uptime.read().split()[0])
+        age = since_boot - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if 0 <= age < since_boot else now
+
+
 def run(invocation: Invocation, inbox: SignalInbox) -> int:
     """Run the invocation to the end; returns smsupervise's exit code."""
+    started = process_started()
     settings = invocation.settings
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
-        plan = prelude(invocation, log)
-        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes)
+        plan = prelude(invocation, log, inbox)
+        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, started)
         outcome = _run_loop(supervisor, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)

@@ -64,6 +64,7 @@ class Supervisor:
         log: EventLog,
         ack_file: str | None = None,
         pipes: tuple[ChannelSpec, ...] = (),
+        started: float | None = None,
     ) -> None:
         self.steps = steps
         self.settings = settings
@@ -79,7 +80,9 @@ class Supervisor:
         self.stop_signal: int | None = None
         self.stop_reason: str | None = None
         self.stop: StopSequence | None = None
-        self.started = time.monotonic()
+        # A stop's "after N s" and the runtime count from smsupervise's own start (``started``, on
+        # the monotonic clock), not the loop's: a stop during the source unpack is not "after 0.0 s".
+        self.started = time.monotonic() if started is None else started
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
         self.relay_failures: list[RelayFailure] = []
@@ -164,7 +167,7 @@ class Supervisor:
         A preparation step that fails, or a stop, ends the run before the next step starts.
         """
         loop = asyncio.get_running_loop()
-        started = self.started = time.monotonic()
+        started = self.started
         outputs = self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
         self.log.redirect(outputs[2].write_event)  # our events and the child's stderr never interleave
         self.inbox.attach(_wake_for(loop, self._on_signal))
