@@ -165,7 +165,7 @@ def _walk(root: int, parts: tuple[str, ...], create: bool) -> int:
             except FileNotFoundError:
                 if not create:
                     raise
-                os.mkdir(part, 0o700, dir_fd=fd)
+                os.mkdir(part, 0o755, dir_fd=fd)  # a dir the archive does not list: as mkdir makes it
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             os.close(fd)
             fd = child
@@ -394,7 +394,7 @@ def fetch(
     ``should_stop`` is asked between members and chunks: when it says yes, ``Stopped`` is raised
     and nothing is left behind.
     """
-    code_dir = os.path.abspath(code_dir)
+    code_dir = os.path.realpath(code_dir)  # our own path (a symlinked code dir is kept, not replaced)
     _remove_leftovers(code_dir)
     if _listing(code_dir):
         return "kept: the code dir is not empty"

@@ -281,3 +281,15 @@ def test_a_clean_archive_with_links_inside_extracts_exactly(tmp_path: Path) -> N
     assert (code / "lib" / "v1" / "tool.py").stat().st_mode & 0o777 == 0o755
     assert (code / "lib" / "v1").stat().st_mode & 0o777 == 0o750
     assert sorted(p.name for p in base.iterdir()) == ["code"]
+
+
+def test_a_staging_dir_left_by_a_killed_run_is_removed_and_the_source_unpacked_whole(tmp_path: Path) -> None:
+    """A run SIGKILLed mid-unpack leaves its staging dir: the next run removes it and unpacks afresh."""
+    base, code = _job_tree(tmp_path)
+    leftover = base / ".smsupervise-source-0123456789ab"
+    leftover.mkdir()
+    (leftover / "half.py").write_text("half")
+    tarball = _raw_tarball(tmp_path / "ok.tar", [_file("ok.py")], {"ok.py": b"print('ok')\n"})
+    sourcedir.fetch(str(tarball), str(code), "hyperparameters.json")
+    assert sorted(p.name for p in base.iterdir()) == ["code"]
+    assert sorted(p.name for p in code.iterdir()) == ["ok.py"]
