@@ -57,7 +57,9 @@ def test_a_sigterm_during_the_unpack_ends_the_run_before_training(mode: str, tmp
             run.kill()
     assert code == 143, err.decode()[-2000:]
     assert took < 10, f"the stop took {took:.1f} s"
-    assert not [e for e in events(err) if e["event"] == "child_spawned"]
+    names = [e["event"] for e in events(err)]
+    assert "source_stopped" in names
+    assert "child_spawned" not in names
     assert not (tmp_path / "TRAINED").exists()
     assert not (base / "code" / "TRAINED").exists()
     assert list((base / "code").iterdir()) == []
