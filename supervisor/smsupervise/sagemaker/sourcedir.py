@@ -199,40 +199,40 @@ def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: _Job,
         os.close(fd)
 
 
+def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: _Job, written: list[int]) -> None:
+    """One member, in its parent reached from ``root`` without following a symlink."""
+    info, name = member.info, member.parts[-1]
+    parent = _walk(root, member.parts[:-1], create=True)
+    try:
+        if info.isdir():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+            os.close(os.open(name, _DIR_FLAGS, dir_fd=parent))  # a dir, not a link
+        elif info.issym():
+            os.symlink(info.linkname, name, dir_fd=parent)
+        elif info.islnk():
+            source = _walk(root, member.link[:-1], create=False)
+            try:
+                os.link(member.link[-1], name, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(source)
+        else:
+            _write_file(parent, member, archive.extractfile(info), job, written)
+    finally:
+        os.close(parent)
+
+
 def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: _Job) -> None:
     """Every member, relative to ``root`` (the staging dir's fd); directory modes last."""
     written = [0]
-    dirs: list[_Member] = []
     for member in members:
         if job.should_stop():
             raise Stopped(f"before {member.info.name}")
-        info = member.info
-        parent = _walk(root, member.parts[:-1], create=True)
         try:
-            if info.isdir():
-                with contextlib.suppress(FileExistsError):
-                    os.mkdir(member.parts[-1], 0o700, dir_fd=parent)
-                os.close(os.open(member.parts[-1], _DIR_FLAGS, dir_fd=parent))  # a dir, not a link
-                dirs.append(member)
-            elif info.issym():
-                os.symlink(info.linkname, member.parts[-1], dir_fd=parent)
-            elif info.islnk():
-                source = _walk(root, member.link[:-1], create=False)
-                try:
-                    os.link(
-                        member.link[-1],
-                        member.parts[-1],
-                        src_dir_fd=source,
-                        dst_dir_fd=parent,
-                        follow_symlinks=False,
-                    )
-                finally:
-                    os.close(source)
-            else:
-                _write_file(parent, member, archive.extractfile(info), job, written)
-        finally:
-            os.close(parent)
-    for member in reversed(dirs):  # deepest last-listed first; owner keeps rwx to clean up
+            _extract_one(archive, member, root, job, written)
+        except OSError as error:  # e.g. ELOOP: a symlink in the way; ENOSPC: a full disk
+            raise _refuse(job, member.info.name, f"could not be unpacked ({error.strerror})") from None
+    for member in reversed([m for m in members if m.info.isdir()]):  # the owner keeps rwx
         fd = _walk(root, member.parts, create=False)
         try:
             os.fchmod(fd, member.info.mode & 0o755 | 0o700)
@@ -259,11 +259,6 @@ def _unpack(tarball: str, staging: str, job: _Job) -> None:
             root = os.open(staging, _DIR_FLAGS)
             try:
                 _extract(archive, members, root, job)
-            except OSError as error:
-                name = error.filename or "a member"
-                raise ConfigError(
-                    job.where, FIELD, f"could not be unpacked safely at {name}: {error.strerror}", _REBUILD
-                ) from None
             finally:
                 os.close(root)
     except (tarfile.TarError, EOFError) as error:
