@@ -9,7 +9,7 @@ TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 SDK_VENV ?= .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit sdk torch plot clean container-test
+.PHONY: demo test lint bench venv toolkit sdk torch plot mpi clean container-test
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ torch: venv
 # Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
 plot: venv
 	$(PY) -m pip install -q -e '.[test,plot]'
+# Optional: Open MPI, sshd/ssh and ip (apt, as root) and mpi4py (in the venv), for tests/distributed
+# (the MPI tests are skipped without them; the namespaced hosts need root and iproute2).
+mpi: venv
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev openssh-server \
+	    openssh-client iproute2 >/dev/null; fi
+	$(PY) -m pip install -q mpi4py
 
 demo: venv
 	./examples/run-demo.sh
@@ -72,6 +79,7 @@ bench: venv
 	$(PY) -m benchmarks.pid1
 	$(PY) -m benchmarks.logs
 	$(PY) -m benchmarks.pipe
+	$(PY) -m benchmarks.cluster  # root, torch and the toolkit venv; says so and skips without them
 
 clean:
 	rm -rf $(VENV) $(TOOLKIT_VENV) $(SDK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

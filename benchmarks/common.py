@@ -80,3 +80,40 @@ def write_json(name: str, payload: dict[str, Any]) -> Path:
     path.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwrote {path}")
     return path
+
+
+class StatusPoller:
+    """A debug client asking ``status`` every ``interval`` s over ``socket_path`` (in a thread), with
+    the round-trip time of every answer. Waits for the socket to appear; ends at ``stop()`` or when
+    the supervisor is gone."""
+
+    def __init__(self, socket_path: str, interval: float = 0.1) -> None:
+        import threading
+
+        self.path = socket_path
+        self.interval = interval
+        self.latencies_ms: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StatusPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        from smsupervise.debug.client import ClientError, call
+
+        while not self._stop.is_set() and not os.path.exists(self.path):
+            self._stop.wait(0.005)
+        while not self._stop.is_set():
+            begun = time.perf_counter()
+            try:
+                call(self.path, "status")
+            except (ClientError, OSError):
+                return
+            self.latencies_ms.append((time.perf_counter() - begun) * 1000)
+            self._stop.wait(self.interval)

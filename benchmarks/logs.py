@@ -15,15 +15,20 @@ import re
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 
-from benchmarks.common import HERE, build_c, median, print_table, write_json
+from benchmarks.common import HERE, StatusPoller, build_c, median, pct, print_table, write_json
 
 PY = sys.executable
+POLLED = "smsupervise (json, socket on, status 10x/s)"
 
 
 def _wall_and_cpu(
-    argv: list[str], stdout_to: str = "/dev/null", own_cpu: str | None = None
+    argv: list[str],
+    stdout_to: str = "/dev/null",
+    own_cpu: str | None = None,
+    poller: StatusPoller | None = None,
 ) -> tuple[float, float]:
     """Run ``argv`` with stdout to ``stdout_to``; wall seconds and the relay's CPU seconds.
 
@@ -34,7 +39,11 @@ def _wall_and_cpu(
         begun = time.perf_counter()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.PIPE)
-        _, err = proc.communicate()
+        if poller is not None:
+            with poller:
+                _, err = proc.communicate()
+        else:
+            _, err = proc.communicate()
         wall = time.perf_counter() - begun
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
@@ -57,19 +66,25 @@ def main() -> None:
     if gen is None:
         sys.exit("needs a C compiler for the line generator")
     n = str(args.lines)
-    sms = [PY, "-m", "smsupervise", "--log-level", "info"]
+    sms = [PY, "-m", "smsupervise", "--log-level", "info", "--control-socket", "none"]
+    sock = os.path.join(tempfile.mkdtemp(prefix="smsupervise-bench-"), "control.sock")
+    polled = [PY, "-m", "smsupervise", "--log-level", "info", "--control-socket", sock]
     cases: dict[str, tuple[list[str], str | None]] = {
         "no relay (child -> /dev/null)": ([gen, n], None),
         "cat": (["sh", "-c", f"{gen} {n} | cat"], None),
         "readline + json.dumps (asyncio)": ([PY, str(HERE / "readline_relay.py"), gen, n], r"cpu_s=([\d.]+)"),
         "smsupervise (json)": ([*sms, gen, n], r'"cpu_s":([\d.]+)'),
         "smsupervise (json, stdout a pipe to cat)": (["sh", "-c", f"{' '.join(sms)} {gen} {n} | cat"], None),
+        POLLED: ([*polled, gen, n], r'"cpu_s":([\d.]+)'),
     }
+    status_ms: list[float] = []
     results: dict[str, dict[str, float]] = {}
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in cases}
     for _ in range(args.runs):  # interleaved, so a slow spell of the VM hits every case alike
         for name, (argv, own) in cases.items():
-            samples[name].append(_wall_and_cpu(argv, own_cpu=own))
+            poller = StatusPoller(sock) if name == POLLED else None
+            samples[name].append(_wall_and_cpu(argv, own_cpu=own, poller=poller))
+            status_ms += poller.latencies_ms if poller is not None else []
     gen_cpu = median([c for _, c in samples["no relay (child -> /dev/null)"]])
     rows = []
     for name, runs in samples.items():
@@ -89,11 +104,24 @@ def main() -> None:
         ["case", "wall s", "lines/s", "relay CPU s / 1M lines"],
         rows,
     )
+    idle = StatusPoller(sock)
+    _wall_and_cpu([*polled, "sleep", "3"], poller=idle)  # the same client, nothing to relay
+    print_table(
+        "`status` round trip, a client asking 10x/s (ms)",
+        ["supervisor", "answers", "median", "p99", "max"],
+        [
+            [name, len(ms), f"{median(ms):.2f}", f"{pct(ms, 0.99):.2f}", f"{max(ms, default=0):.2f}"]
+            for name, ms in (("idle (sleep 3)", idle.latencies_ms), (f"relaying {n} lines", status_ms))
+        ],
+    )
     ours, baseline = results["smsupervise (json)"], results["readline + json.dumps (asyncio)"]
     checks = {
         ">= 1,000,000 lines/s": ours["lines_per_s"] >= 1e6,
         "<= 1.0 CPU-s per million lines": ours["relay_cpu_s_per_million"] <= 1.0,
         ">= 5x the readline relay (lines/s)": ours["lines_per_s"] >= 5 * baseline["lines_per_s"],
+        "status polled 10x/s: >= 0.95x the lines/s": results[POLLED]["lines_per_s"]
+        >= 0.95 * ours["lines_per_s"],
+        "status answered in < 10 ms (p99)": bool(status_ms) and pct(status_ms, 0.99) < 10,
     }
     print_table("targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])
     write_json(
@@ -103,6 +131,8 @@ def main() -> None:
             "runs": args.runs,
             "cpus": os.cpu_count(),
             "results": results,
+            "status_ms": {"median": median(status_ms), "p99": pct(status_ms, 0.99), "n": len(status_ms)},
+            "status_idle_ms": {"median": median(idle.latencies_ms), "p99": pct(idle.latencies_ms, 0.99)},
             "targets": checks,
         },
     )

@@ -10,6 +10,7 @@ death to the init's exit. Prints a table with the targets and writes benchmarks/
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import build_c, median, pct, print_table, time_command, write_json
+from benchmarks.common import StatusPoller, build_c, median, pct, print_table, time_command, write_json
 
 PY = sys.executable
 SMS = [PY, "-m", "smsupervise", "--log-level", "warning"]
@@ -28,8 +29,12 @@ FLOOR = [PY, "-c", "import asyncio, uvloop"]
 UNSHARE = ["unshare", "--pid", "--fork", "--mount-proc"]
 
 
+POLLED = "smsupervise (socket on, status 10x/s)"
+
+
 def inits() -> dict[str, list[str]]:
-    found = {"smsupervise": SMS}
+    """smsupervise as installed (control socket on, at its default path) and without the socket."""
+    found = {"smsupervise": SMS, "smsupervise (socket off)": [*SMS, "--control-socket", "none"]}
     if shutil.which("tini"):
         found["tini"] = ["tini", "-s", "--"]
     if shutil.which("dumb-init"):
@@ -100,20 +105,25 @@ def bench_term_latency(runs: int, as_pid1: bool) -> dict[str, list[float]]:
     result: dict[str, list[float]] = {}
     rows = {"direct (no init)": []} if not as_pid1 else {}
     rows.update(inits())
+    rows[POLLED] = [*SMS, "--control-socket", "{sock}"]
     for name, argv in rows.items():
         samples = []
         for index in range(runs + 3):
             with tempfile.TemporaryDirectory() as tmp:
-                stamp, ready = Path(tmp) / "stamp", Path(tmp) / "ready"
-                command = [*(UNSHARE if as_pid1 else []), *argv, sigrecv, str(stamp), str(ready)]
+                stamp, ready, sock = Path(tmp) / "stamp", Path(tmp) / "ready", str(Path(tmp) / "c.sock")
+                init = [word.replace("{sock}", sock) for word in argv]
+                command = [*(UNSHARE if as_pid1 else []), *init, sigrecv, str(stamp), str(ready)]
                 proc = subprocess.Popen(command, stderr=subprocess.DEVNULL)
-                target = _pid1_child(proc.pid) if as_pid1 else proc.pid
-                while not ready.exists():
-                    time.sleep(0.0005)
-                time.sleep(0.05)  # the init's own post-spawn work (logging) is not what we time
-                sent = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-                os.kill(target, signal.SIGTERM)
-                proc.wait(timeout=20)
+                with contextlib.ExitStack() as polling:
+                    if name == POLLED:  # a debug client asks for status 10x/s, also while TERM goes out
+                        polling.enter_context(StatusPoller(sock))
+                    target = _pid1_child(proc.pid) if as_pid1 else proc.pid
+                    while not ready.exists():
+                        time.sleep(0.0005)
+                    time.sleep(0.05)  # the init's own post-spawn work (logging) is not what we time
+                    sent = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+                    os.kill(target, signal.SIGTERM)
+                    proc.wait(timeout=20)
                 if index >= 3 and stamp.exists() and stamp.read_text().strip():
                     samples.append((int(stamp.read_text()) - sent) / 1000)
         result[name] = samples

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from smsupervise.core.signals import SignalInbox
-from smsupervise.core.status import ExitCode
+from smsupervise.core.spawn import controlling_terminal
+from smsupervise.core.status import ExitCode, ExitStatus
 from smsupervise.core.supervise import Outcome, Supervisor
 from smsupervise.errors import SupervisorError
 from smsupervise.linux import libc
@@ -19,6 +22,11 @@ from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
 from smsupervise.settings import Invocation
 from smsupervise.streams.events import EventLog
+
+if TYPE_CHECKING:
+    from smsupervise.distributed.coordinator import Coordinator, Verdict
+
+T = TypeVar("T")
 
 
 def become_reaper(log: EventLog) -> None:
@@ -42,14 +50,56 @@ def become_reaper(log: EventLog) -> None:
     )
 
 
-def _run_loop(supervisor: Supervisor, loop_name: str) -> Outcome:
+def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
     if loop_name == "asyncio":
         import asyncio  # noqa: PLC0415
 
-        return asyncio.run(supervisor.run())
+        return asyncio.run(main)
     import uvloop  # noqa: PLC0415
 
-    return uvloop.run(supervisor.run())
+    return uvloop.run(main)
+
+
+async def _supervise(
+    supervisor: Supervisor, cluster: Coordinator | None, plan: planning.Plan, log: EventLog
+) -> tuple[Outcome, str]:
+    """Run the job; in a distributed job, then tell the other hosts how it ended, take the cluster's
+    verdict (the first failure leads; an MPI worker takes the master's outcome) and write the outcome
+    file. Returns the outcome and what happened, in words."""
+    outcome = await supervisor.run()
+    what_happened = outcome_files.headline(outcome)
+    if cluster is None:
+        return outcome, what_happened  # the outcome file is written already (record)
+    from smsupervise.distributed.coordinator import Ending  # noqa: PLC0415
+
+    ok = outcome_files.finished(outcome)
+    stopped = outcome.stop is not None
+    ending = Ending(ok, outcome.exit_code, what_happened, stopped, outcome.stderr_tail, supervisor.ended_at)
+    outcome, what_happened = _cluster_verdict(outcome, what_happened, await cluster.finish(ending))
+    _record_outcome(plan, outcome, what_happened, log)
+    return outcome, what_happened
+
+
+def _coordinator(plan: planning.Plan, log: EventLog) -> Coordinator | None:
+    if plan.cluster is None:
+        return None
+    from smsupervise.distributed.coordinator import Coordinator  # noqa: PLC0415 - distributed jobs only
+
+    return Coordinator(plan.cluster, log, os.environ.get("TRAINING_JOB_NAME", ""))
+
+
+def _cluster_verdict(outcome: Outcome, what_happened: str, verdict: Verdict) -> tuple[Outcome, str]:
+    """A distributed job: the first failure in the cluster leads; an MPI worker takes the master's outcome."""
+    if verdict.adopted is not None:  # the toolkit's workers always report success; ours tell the truth
+        adopted = verdict.adopted
+        status = ExitStatus(code=adopted.exit_code) if adopted.exit_code < 128 else outcome.status
+        outcome = outcome._replace(status=status, exit_code=adopted.exit_code, stop=None)
+        what_happened = f"The MPI master {adopted.host}: {adopted.headline}"
+    if verdict.tail is not None:
+        outcome = outcome._replace(stderr_tail=verdict.tail)
+    if verdict.root_cause is not None:
+        what_happened = f"{verdict.root_cause}\n{what_happened}"
+    return outcome, what_happened
 
 
 def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
@@ -99,6 +149,9 @@ def prelude(invocation: Invocation, log: EventLog, inbox: SignalInbox) -> planni
         _clear_stale(plan.outcome_dir, log)
     plan, done = planning.prepare(plan, invocation.settings, inbox.stop_pending)  # a stop ends a fetch
     _log_notes(plan.notes + done, log)
+    # Every path is absolute by now and every step names its cwd: like dumb-init and catatonit,
+    # a supervisor must not hold the mount it was started in busy for the whole job.
+    os.chdir("/")
     if invocation.settings.log_format == "json":
         libc.keep_heap()
     return plan
@@ -119,11 +172,33 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
     return error.exit_code
 
 
-def epilogue(plan: planning.Plan, outcome: Outcome, supervisor: Supervisor, log: EventLog) -> int:
-    """After the loop: the outcome file first, then what is left of the output (bounded by
-    --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
-    what_happened = outcome_files.headline(outcome)
-    _record_outcome(plan, outcome, what_happened, log)
+def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
+    """The outcome file, written as soon as the outcome is known (on the loop, before a keep-alive)."""
+    return lambda outcome: _record_outcome(plan, outcome, outcome_files.headline(outcome), log)
+
+
+def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
+    """The control socket (debug/): bound now, served on the loop; the job learns its path."""
+    settings = invocation.settings
+    if settings.control_socket == "none":
+        return
+    from smsupervise.debug import service  # noqa: PLC0415 - not imported when the socket is off
+
+    sock = service.bind_for(settings.control_socket, settings.control_group, os.environ, log)
+    if sock is None:
+        return
+    extra = service.job_env(str(sock.getsockname()))
+    supervisor.steps = tuple(
+        step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps
+    )
+    supervisor.services.append(
+        service.DebugService(sock, supervisor, invocation.mode, settings.control_group)
+    )
+
+
+def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
+    """After the loop (the outcome file was written first): what is left of the output (bounded
+    by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
     dropped_bytes, dropped_events = supervisor.finish_output(
         time.monotonic() + supervisor.settings.flush_timeout
@@ -162,8 +237,13 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
         plan = prelude(invocation, log, inbox)
-        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, started)
-        outcome = _run_loop(supervisor, settings.event_loop)
+        cluster = _coordinator(plan, log)
+        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster, started)
+        if cluster is None:  # a distributed job's outcome waits for the cluster's verdict
+            supervisor.on_outcome = record(plan, log)
+        supervisor.terminal = controlling_terminal(0)
+        attach_debug(supervisor, invocation, log)
+        outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(plan, outcome, supervisor, log)
+    return epilogue(outcome, what_happened, supervisor, log)

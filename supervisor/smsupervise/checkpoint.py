@@ -39,6 +39,9 @@ from types import FrameType
 
 SIGNAL_VARIABLE = "SMSUPERVISE_CHECKPOINT_SIGNAL"
 DONE_VARIABLE = "SMSUPERVISE_CHECKPOINT_DONE"
+STACKS_DIR_VARIABLE = "SMSUPERVISE_STACKS_DIR"
+STACKS_SIGNAL_VARIABLE = "SMSUPERVISE_STACKS_SIGNAL"
+_stacks_file: list[object] = []  # keeps the dump file open for faulthandler
 
 
 class StopHandle:
@@ -78,15 +81,42 @@ class StopHandle:
                 handle.write(f"{os.getpid()}\n")
 
 
-def stop_signal(environ: dict[str, str] | None = None) -> int:
-    """The signal that announces a stop: ``SMSUPERVISE_CHECKPOINT_SIGNAL``, else SIGTERM."""
-    env = os.environ if environ is None else environ
-    name = env.get(SIGNAL_VARIABLE, "").strip().upper()
-    if not name:
-        return int(signal.SIGTERM)
+def _signal_number(name: str) -> int:
+    name = name.strip().upper()
     if name.isdigit():
         return int(name)
     return int(signal.Signals[name if name.startswith("SIG") else "SIG" + name])
+
+
+def enable_stacks(environ: dict[str, str] | None = None) -> bool:
+    """Let ``smsupervise-debug stacks`` read this process's Python stacks without ptrace.
+
+    When ``SMSUPERVISE_STACKS_DIR`` is set (smsupervise sets it for the job), every thread's stack
+    is dumped into ``<dir>/<pid>`` on ``SMSUPERVISE_STACKS_SIGNAL`` (default SIGURG, harmless to
+    processes that did not opt in). ``register()`` calls this. Returns whether it is enabled.
+    """
+    import faulthandler  # noqa: PLC0415 - only when asked
+
+    env = os.environ if environ is None else environ
+    directory = env.get(STACKS_DIR_VARIABLE)
+    if not directory or _stacks_file:
+        return bool(_stacks_file)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        dump = open(os.path.join(directory, str(os.getpid())), "ab")  # noqa: SIM115 - kept open
+    except OSError:
+        return False
+    signum = _signal_number(env.get(STACKS_SIGNAL_VARIABLE) or "SIGURG")
+    faulthandler.register(signum, file=dump, all_threads=True)
+    _stacks_file.append(dump)
+    return True
+
+
+def stop_signal(environ: dict[str, str] | None = None) -> int:
+    """The signal that announces a stop: ``SMSUPERVISE_CHECKPOINT_SIGNAL``, else SIGTERM."""
+    env = os.environ if environ is None else environ
+    name = env.get(SIGNAL_VARIABLE, "").strip()
+    return _signal_number(name) if name else int(signal.SIGTERM)
 
 
 def register(save: Callable[[], object], *, save_now: bool = False) -> StopHandle:
@@ -95,4 +125,5 @@ def register(save: Callable[[], object], *, save_now: bool = False) -> StopHandl
     main thread (Python's rule for signal handlers)."""
     handle = StopHandle(save, stop_signal(), os.environ.get(DONE_VARIABLE) or None, save_now)
     signal.signal(handle.signum, handle._on_signal)
+    enable_stacks()
     return handle

@@ -7,6 +7,7 @@ environment variables over defaults, and checks what spans several fields.
 from __future__ import annotations
 
 import math
+import os
 import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
@@ -92,6 +93,38 @@ def _line_bytes(value: str, source: str) -> int:
     return size
 
 
+def _path(value: str, source: str) -> str:
+    """A directory, made absolute at once (smsupervise later moves its own cwd to /)."""
+    return os.path.abspath(_text(value, source))
+
+
+def _gid(value: str, source: str) -> int:
+    import grp  # noqa: PLC0415 - only when the option is given
+
+    if value.strip().isdigit():
+        return int(value)
+    try:
+        return grp.getgrnam(value.strip()).gr_gid
+    except KeyError:
+        raise UsageError(f"{source}: {value!r} is not a group name or number; use e.g. 1000") from None
+
+
+def _port(value: str, source: str) -> int:
+    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
+        raise UsageError(f"{source}: {value!r} is not a TCP port; use 1 to 65535, e.g. 7778")
+    return int(value)
+
+
+def _ranks(value: str, source: str) -> frozenset[int] | None:
+    text = value.strip().lower()
+    if text in ("", "all"):
+        return None
+    try:
+        return frozenset(int(part) for part in text.split(","))
+    except ValueError:
+        raise UsageError(f"{source}: {value!r} is not a list of ranks; use e.g. 0 or 0,8 or all") from None
+
+
 def _count(value: str, source: str) -> int:
     try:
         count = int(value.strip().replace("_", ""))
@@ -160,7 +193,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "base-dir",
         "DIR",
-        _text,
+        _path,
         "/opt/ml",
         "SageMaker's base directory (config, data, code, model, output)",
         "SAGEMAKER_BASE_DIR",
@@ -292,7 +325,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pipe-relay-dir",
         "DIR",
-        _text,
+        _path,
         None,
         "where the relay's FIFOs <channel>_<N> go (also SMSUPERVISE_PIPE_DIR in the job)",
         default_text="a new directory under $TMPDIR",
@@ -306,11 +339,67 @@ OPTIONS: tuple[Option, ...] = (
         "that our stdout/stderr reader has not taken yet; what is left is dropped and counted",
     ),
     Option(
+        "fail-fast",
+        "on|off",
+        _boolean,
+        True,
+        "distributed jobs: when the job on one host fails, stop it on every host within seconds "
+        "(the supervisors' mesh on --cluster-port) instead of waiting for the NCCL/Gloo timeout",
+        default_text="on",
+    ),
+    Option(
+        "cluster-port",
+        "PORT",
+        _port,
+        7778,
+        "distributed jobs: the TCP port of the supervisors' fail-fast mesh, the same on every host",
+    ),
+    Option(
+        "peer-wait",
+        "SECONDS",
+        _seconds,
+        900.0,
+        "distributed jobs: how long to wait for every host's name to resolve (the toolkit: 15 min)",
+    ),
+    Option(
+        "ranks",
+        "LIST|all",
+        _ranks,
+        None,
+        "distributed jobs: show only these ranks' output on the console (e.g. 0); the failure "
+        "reason still sees every rank",
+        default_text="all",
+    ),
+    Option(
         "log-level",
         "debug|info|warning|error",
         _choice("debug", "info", "warning", "error"),
         "info",
         "the least severe of smsupervise's own events that is written",
+    ),
+    Option(
+        "control-socket",
+        "PATH|none",
+        _text,
+        None,
+        "the Unix socket smsupervise-debug talks to (owner-only); none: no socket",
+        default_text="/run/smsupervise/control.sock, else $XDG_RUNTIME_DIR/smsupervise/, "
+        "else /tmp/smsupervise-<uid>/",
+    ),
+    Option(
+        "control-group",
+        "GID",
+        _gid,
+        None,
+        "this group may read status and logs over the control socket (not act); the socket becomes 0660",
+    ),
+    Option(
+        "keep-alive-on-failure",
+        "SECONDS",
+        _seconds,
+        0.0,
+        "when the job fails, write the outcome file, then stay up this long (reaping, control socket) "
+        "so its leftovers can be inspected; smsupervise-debug release or SIGTERM ends it",
     ),
     Option(
         "event-loop",
@@ -364,7 +453,14 @@ class Settings(NamedTuple):
     pipe_buffer: int
     pipe_relay_dir: str | None
     flush_timeout: float
+    fail_fast: bool
+    cluster_port: int
+    peer_wait: float
+    ranks: frozenset[int] | None
     log_level: LogLevel
+    control_socket: str | None
+    control_group: int | None
+    keep_alive_on_failure: float
     event_loop: EventLoop
     source_max_bytes: int
     source_max_members: int

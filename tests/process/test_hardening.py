@@ -36,26 +36,39 @@ def _bash_pipeline(mode: str, job: str) -> list[str]:
     return ["bash", "-c", f"{argv} | head -1 >/dev/null; exit ${{PIPESTATUS[0]}}"]
 
 
-def test_a_stalled_reader_cannot_hang_the_exit(mode: str, tmp_path: Path) -> None:
-    """A reader that never reads again: the failure file and the exit code come first, the final
-    flush gives up at --flush-timeout, and what could not be delivered is counted."""
-    base = tmp_path / "ml"
+def _with_a_stalled_reader(
+    mode: str, base: Path, flush_timeout: str, sigterm_after_outcome: bool
+) -> tuple[int, bytes]:
+    """Run a train job that writes ~500 KB and exits 5, with our stdout a pipe nobody ever reads;
+    optionally SIGTERM smsupervise once the failure file exists. Returns (exit code, stderr)."""
+    from tests.conftest import Supervised
+
     (base / "output").mkdir(parents=True)
     job = f"{PYTHON} -c \"import sys; [print('y' * 200) for _ in range(2500)]; sys.exit(5)\""
     read_end, write_end = os.pipe()
     try:
         proc = subprocess.Popen(
-            supervisor_argv(mode, "--flush-timeout", "1", "train"),
+            supervisor_argv(mode, "--flush-timeout", flush_timeout, "train"),
             stdout=write_end,
             stderr=subprocess.PIPE,
             env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": job},
         )
         os.close(write_end)
+        if sigterm_after_outcome:
+            sleep_until(lambda: (base / "output" / "failure").exists(), timeout=60, what="the failure file")
+            Supervised.attach(mode, proc).signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
     finally:
         os.close(read_end)
-    assert proc.returncode == 5, err.decode()[-2000:]
-    assert (base / "output" / "failure").read_text().startswith("Training exited with code 5")
+    return proc.returncode, err
+
+
+def test_a_stalled_reader_cannot_hang_the_exit(mode: str, tmp_path: Path) -> None:
+    """A reader that never reads again: the failure file and the exit code come first, the final
+    flush gives up at --flush-timeout, and what could not be delivered is counted."""
+    code, err = _with_a_stalled_reader(mode, tmp_path / "ml", "1", sigterm_after_outcome=False)
+    assert code == 5, err.decode()[-2000:]
+    assert (tmp_path / "ml" / "output" / "failure").read_text().startswith("Training exited with code 5")
     exiting = next(e for e in events(err) if e["event"] == "exiting")
     assert exiting["undelivered_bytes"] > 0
 
@@ -63,27 +76,8 @@ def test_a_stalled_reader_cannot_hang_the_exit(mode: str, tmp_path: Path) -> Non
 def test_sigterm_during_the_final_flush_ends_it_at_once(mode: str, tmp_path: Path) -> None:
     """The twin with a long --flush-timeout: smsupervise still answers SIGTERM while it waits for
     the stalled reader, and leaves with the job's code."""
-    base = tmp_path / "ml"
-    (base / "output").mkdir(parents=True)
-    job = f"{PYTHON} -c \"import sys; [print('y' * 200) for _ in range(2500)]; sys.exit(5)\""
-    read_end, write_end = os.pipe()
-    from tests.conftest import Supervised
-
-    try:
-        proc = subprocess.Popen(
-            supervisor_argv(mode, "--flush-timeout", "1000", "train"),
-            stdout=write_end,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": job},
-        )
-        os.close(write_end)
-        run = Supervised.attach(mode, proc)
-        sleep_until(lambda: (base / "output" / "failure").exists(), timeout=60, what="the failure file")
-        run.signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        os.close(read_end)
-    assert proc.returncode == 5
+    code, err = _with_a_stalled_reader(mode, tmp_path / "ml", "1000", sigterm_after_outcome=True)
+    assert code == 5
     assert "exiting" in event_names(err)
 
 
@@ -120,3 +114,57 @@ def test_an_inherited_blocked_signal_mask_is_cleared(mode: str, tmp_path: Path) 
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 143, err.decode()[-2000:]
     assert out.decode().split()[-1] == "0000000000000000"
+
+
+def test_an_environment_too_big_for_execve_is_a_config_error(mode: str, tmp_path: Path) -> None:
+    """One hyperparameter that makes SM_HPS longer than the kernel takes for one variable: exit 2
+    before anything runs, and the failure file names the file, the hyperparameter, the variable
+    and the kernel's limit (not "Argument list too long")."""
+    from tests.sagemaker import fixtures
+
+    big = '"' + "x" * 140_000 + '"'
+    base = fixtures.build(tmp_path, hyperparameters={"blob": big, "small": "1"})
+    result = subprocess.run(
+        supervisor_argv(mode, "train"),
+        env={**os.environ, "SAGEMAKER_BASE_DIR": str(base)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr.decode()[-2000:]
+    failure = (base / "output" / "failure").read_text()
+    assert "hyperparameters.json" in failure
+    assert "blob" in failure
+    assert "MAX_ARG_STRLEN" in failure
+    assert "child_spawned" not in event_names(result.stderr)
+
+
+def test_relative_paths_are_resolved_and_we_leave_the_starting_directory(mode: str, tmp_path: Path) -> None:
+    """A relative SAGEMAKER_BASE_DIR is taken from where smsupervise started; once the job runs,
+    smsupervise's own cwd is / (it holds no mount busy) while the job keeps the cwd it was given;
+    SMSUPERVISE_CHECKPOINT_DIR defaults under that base dir."""
+    base = tmp_path / "ml"
+    (base / "output").mkdir(parents=True)
+    seen = tmp_path / "seen"
+    job = f"pwd > {seen}; echo $SMSUPERVISE_CHECKPOINT_DIR >> {seen}; exec sleep 60"
+    from tests.conftest import Supervised
+
+    run = Supervised(
+        mode,
+        supervisor_argv(mode, "train"),
+        cwd=tmp_path,
+        env={**os.environ, "SAGEMAKER_BASE_DIR": "ml", "SMSUPERVISE_TRAIN": f"sh -c '{job}'"},
+    )
+    try:
+        sleep_until(lambda: seen.exists() and len(seen.read_text().split()) == 2, what="the job")
+        assert os.readlink(f"/proc/{run.init_pid}/cwd") == "/"
+        job_cwd, checkpoints = seen.read_text().split()
+        assert job_cwd == str(tmp_path)
+        assert checkpoints == str(base / "checkpoints")
+        run.signal(signal.SIGTERM)
+        code, _, _ = run.wait()
+        assert code == 143
+        assert (base / "output" / "failure").exists()  # the relative base dir was the right one
+    finally:
+        if run.proc.poll() is None:
+            run.kill()

@@ -215,12 +215,12 @@ def test_outcome_files_left_by_an_earlier_run_are_replaced(mode: str, tmp_path: 
 
 
 def test_distributed_runner_flags_are_flagged_not_silently_ignored(mode: str, tmp_path: Path) -> None:
-    """sagemaker_mpi_enabled=true: the toolkit would start mpirun; we say we don't, and run the job."""
-    base = fixtures.example(tmp_path, sagemaker_mpi_enabled="true")
+    """sagemaker_parameter_server_enabled=true (TensorFlow's): we say we don't start it, and run the job."""
+    base = fixtures.example(tmp_path, sagemaker_parameter_server_enabled="true")
     result = _train(mode, base, "train")
     assert result.returncode == 0
     warned = [e for e in events(result.stderr) if e["event"] == "runner_not_supported"]
-    assert warned[0]["flags"] == ["sagemaker_mpi_enabled"]
+    assert warned[0]["flags"] == ["sagemaker_parameter_server_enabled"]
     assert warned[0]["level"] == "warning"
     plain = _train(mode, fixtures.example(tmp_path / "plain"), "train")
     assert "runner_not_supported" not in event_names(plain.stderr)

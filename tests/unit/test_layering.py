@@ -24,25 +24,30 @@ OWNERS = {
 # Each layer may import from the layers below it (later in this list) and from itself; never up.
 # A folder is a layer; top-level modules are layers of their own.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("__main__",),
+    ("__main__", "debug.client", "debug.__main__"),  # console scripts (a dotted name is a module)
     ("cli",),
     ("app",),
     ("local", "debug", "pipebench"),
-    ("distributed",),
     ("sagemaker",),
+    ("distributed",),  # below sagemaker: plan.decide() chooses torchrun/mpirun through it
     ("core",),
     ("streams", "pipemode"),
     ("settings",),
     ("errors", "linux", "__init__"),
 )
 
-# Not part of the supervisor: a helper that runs inside the user's training process.
+# Not part of the supervisor: a helper that runs inside the user's training process, and the
+# modules only the smsupervise-debug client process imports (checked to be outside the closure).
 IN_THE_USERS_PROCESS = {"checkpoint.py"}
+IN_THE_DEBUG_CLIENT = {"debug/client.py", "debug/stacks.py"}
 
 
 def _layer_of(module: str) -> int:
     """The index in LAYERS of a dotted module path below ``smsupervise``."""
     head = module.split(".", 1)[0]
+    for index, names in enumerate(LAYERS):
+        if module in names:
+            return index
     for index, names in enumerate(LAYERS):
         if head in names:
             return index
@@ -120,10 +125,14 @@ def _calls(tree: ast.AST) -> set[str]:
 
 
 def _modules() -> dict[str, set[str]]:
+    """The calls of every module of the supervisor process (the import closure of ``cli``): separate
+    console scripts (``smsupervise-local``, ``smsupervise-debug``, the bench) are processes of their
+    own, with kernel resources of their own."""
+    closure = _closure("cli", _package_sources())
     return {
         str(p.relative_to(PACKAGE)): _calls(ast.parse(p.read_text()))
         for p in PACKAGE.rglob("*.py")
-        if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS
+        if str(p.relative_to(PACKAGE)) not in IN_THE_USERS_PROCESS and _module_name(p) in closure
     }
 
 
@@ -136,7 +145,7 @@ def test_the_checkpoint_helper_imports_nothing_but_the_stdlib() -> None:
         if isinstance(node, ast.Import | ast.ImportFrom)
         for alias in (node.names if isinstance(node, ast.Import) else [ast.alias(node.module or "")])
     }
-    assert imported <= {"__future__", "os", "signal", "collections", "types"}, imported
+    assert imported <= {"__future__", "os", "signal", "collections", "types", "faulthandler"}, imported
 
 
 @pytest.mark.parametrize(
@@ -207,6 +216,17 @@ def test_the_subprocess_rule_bites_inside_the_closure() -> None:
     closure = _closure("cli", sources)
     assert closure == {"cli", "app"}
     assert [m for m in sorted(closure) if _spawns_behind_our_back(sources[m])] == ["app"]
+
+
+def test_the_debug_client_is_another_process() -> None:
+    """The modules exempted as the debug client's are outside the supervisor's closure, and do use
+    what the supervisor may not (the exemption is needed, and hides no supervisor module)."""
+    sources = _package_sources()
+    closure = _closure("cli", sources)
+    exempt = {name.removesuffix(".py").replace("/", ".") for name in IN_THE_DEBUG_CLIENT}
+    assert not exempt & closure
+    assert "debug.service" in closure  # the socket's server side is the supervisor's
+    assert _spawns_behind_our_back(sources["debug.stacks"])
 
 
 def test_importing_the_package_does_no_work() -> None:

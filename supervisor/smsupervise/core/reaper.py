@@ -41,6 +41,10 @@ class Reaper:
             if future is not None and not future.done():
                 future.set_result(ExitStatus.from_wait_status(status))
 
+    def waiting_for(self, pid: int) -> bool:
+        """Whether ``pid`` is registered and not reaped yet."""
+        return pid in self._waiters
+
     def wait_childless(self) -> asyncio.Future[None]:
         """A future that completes once this process has no children left at all."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
@@ -93,10 +94,21 @@ def send_to_pid(pid: int, signum: int) -> bool:
     return True
 
 
-def on_path(name: str, env: Mapping[str, str]) -> Iterator[str]:
-    """Every regular file called ``name`` in the directories of ``env``'s PATH, in order."""
+def send_to_group(pgid: int, signum: int) -> bool:
+    """``signum`` to a process group we did not start (a launcher's rank that made its own session,
+    as torchrun's do); False if it is gone."""
+    try:
+        os.killpg(pgid, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def on_path(name: str, env: Mapping[str, str], cwd: str | None = None) -> Iterator[str]:
+    """Every regular file called ``name`` in the directories of ``env``'s PATH, in order; relative
+    entries (``.``, an empty one) are taken relative to ``cwd`` (the child's), else to ours."""
     for directory in env.get("PATH", os.defpath).split(os.pathsep):
-        candidate = os.path.join(directory or ".", name)
+        candidate = os.path.join(cwd or "", directory or ".", name)
         if os.path.isfile(candidate):
             yield candidate
 
@@ -116,7 +128,7 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
         return path
     search = env.get("PATH", os.defpath)
     denied = ""
-    for candidate in on_path(program, env):
+    for candidate in on_path(program, env, cwd):
         if os.access(candidate, os.X_OK):
             return candidate
         denied = denied or candidate
@@ -129,10 +141,15 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
     raise SpawnError(program, f"command not found on PATH={search}", ExitCode.NOT_FOUND)
 
 
-def spawn(spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None = None) -> Child:
+def spawn(
+    spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None = None, terminal: int | None = None
+) -> Child:
     """Start ``spec`` in its own session; ``stdout_fd``/``stderr_fd`` become its fds 1 and 2.
 
-    Raises ``SpawnError`` (126/127) when the program cannot be run.
+    With ``terminal`` (our controlling terminal's fd), the child stays in our session, in a process
+    group of its own that becomes the terminal's foreground group (``hand_terminal``): a shell gets
+    job control and Ctrl-C reaches the child's group, not us. Raises ``SpawnError`` (126/127) when
+    the program cannot be run.
     """
     if spec.cwd is not None and not os.path.isdir(spec.cwd):
         raise SpawnError(spec.argv[0], f"working directory {spec.cwd} does not exist", ExitCode.NOT_FOUND)
@@ -155,19 +172,47 @@ def spawn(spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None 
             list(spec.argv),
             env,
             file_actions=actions,
-            setsid=True,
             setsigdef=default_dispositions(),
             setsigmask=(),
+            **({"setsid": True} if terminal is None else {"setpgroup": 0}),
         )
     except OSError as error:
         raise _spawn_error(spec.argv[0], error) from None
     finally:
         if previous is not None:
             os.chdir(previous)
+    if terminal is not None:
+        hand_terminal(terminal, pid)
     pidfd: int | None = None
     with contextlib.suppress(OSError, AttributeError):  # kernels before 5.3 have no pidfd_open
         pidfd = os.pidfd_open(pid)
     return Child(pid=pid, pidfd=pidfd, argv=spec.argv)
+
+
+def hand_terminal(terminal: int, pgid: int, resume: bool = True) -> bool:
+    """Make ``pgid`` the terminal's foreground group, then SIGCONT it: a child that touched the
+    terminal before this (and was stopped by SIGTTIN/SIGTTOU) goes on. posix_spawn cannot run code
+    in the child, so the parent does what a shell's child would do itself. False if not possible."""
+    try:
+        os.tcsetpgrp(terminal, pgid)  # we ignore SIGTTOU, so this works from the background too
+    except OSError:
+        return False
+    if resume:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGCONT)
+    return True
+
+
+def controlling_terminal(fd: int = 0) -> int | None:
+    """``fd`` when it is a terminal and our controlling one and we lead our session (PID 1 of
+    ``docker run -it``, or a session started on a pty); else None: output goes through pipes."""
+    try:
+        if not os.isatty(fd) or os.getsid(0) != os.getpid():
+            return None
+        os.tcgetpgrp(fd)  # ENOTTY when it is not our controlling terminal
+    except OSError:
+        return None
+    return fd
 
 
 def _spawn_error(program: str, error: OSError) -> SpawnError:

@@ -25,18 +25,23 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
 from smsupervise.core.reaper import Reaper
-from smsupervise.core.spawn import Child, LaunchSpec, spawn
+from smsupervise.core.spawn import Child, LaunchSpec, send_to_group, spawn
 from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.errors import SpawnError
+from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
 
+AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
+RANKS_POLL = 0.05  # how often the launcher's ranks are looked for after the stop signal (not our children)
 ACK_POLL = 0.02  # how often the acknowledgement file is looked for
+AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
+RANKS_POLL = 0.05  # how often a launcher's ranks are looked for after the stop signal (not our children)
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
 
 
@@ -115,6 +120,7 @@ class StopSequence:
         checkpoint_cwd: str | None,
         ack_file: str | None,
         hook_output: ChildOutput | None,
+        workers: Callable[[], list[int]] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -141,6 +147,11 @@ class StopSequence:
         self.term_sent: float | None = None
         self.child_exited: float | None = None
         self.killed: KillCause | None = None
+        # A distributed launcher's ranks (torchrun's start their own sessions): they get the stop
+        # signal first, the launcher only once they are gone (its own timeout is 30 s, not ours).
+        self.workers = workers
+        self.signalled_workers: list[int] = []
+        self.agent_wait: asyncio.Task[None] | None = None
 
     @property
     def budget_deadline(self) -> float:
@@ -163,6 +174,8 @@ class StopSequence:
         if sent_at is not None:
             self.term_sent = sent_at
             self._log_sent()
+        elif self.checkpoint_env is None:
+            self._send_stop_signal()  # ranks first: see ``workers``
         self.log.info("stop_requested", **fields)
         self.task = asyncio.get_running_loop().create_task(self._run())
 
@@ -176,6 +189,8 @@ class StopSequence:
         self.child_exited = time.monotonic()
         if self.task is not None:
             self.task.cancel()
+        if self.agent_wait is not None:
+            self.agent_wait.cancel()
         if self.phase is Phase.CHECKPOINT and self.checkpoint is None:
             # The child exited while it was saving (often: it saved and left).
             acked = self.ack_file is not None and os.path.exists(self.ack_file)
@@ -202,6 +217,8 @@ class StopSequence:
     def _kill(self) -> None:
         self.phase = Phase.KILLED
         self.child.send(signal.SIGKILL)
+        for pid in self.signalled_workers:
+            send_to_group(pid, signal.SIGKILL)
 
     async def _wait(self, seconds: float) -> bool:
         """Wait ``seconds`` or until a second stop signal; True if it was cut short."""
@@ -214,6 +231,22 @@ class StopSequence:
 
     def _send_stop_signal(self) -> None:
         self.term_sent = time.monotonic()
+        ranks = self.workers() if self.workers is not None else []
+        if ranks:
+            self.signalled_workers = [pid for pid in ranks if send_to_group(pid, self.signum)]
+            target = f"the launcher's ranks: process groups {self.signalled_workers}"
+            self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
+            self.agent_wait = asyncio.ensure_future(self._signal_agent_after(self.signalled_workers))
+        elif self.child.send(self.signum, self.settings.forward_to):
+            self._log_sent()
+
+    async def _signal_agent_after(self, ranks: list[int]) -> None:
+        """The launcher gets the stop signal once its ranks are gone and it has had ``AGENT_SETTLE``
+        to end by itself (torchrun waits in an exit barrier for the other hosts: a signal there
+        turns a clean end into exit 1). The end of the grace SIGKILLs it in any case."""
+        while any(proctree.alive(pid) for pid in ranks):
+            await asyncio.sleep(RANKS_POLL)
+        await asyncio.sleep(AGENT_SETTLE)  # cancelled when the launcher exits
         if self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
 
@@ -282,6 +315,8 @@ class StopSequence:
         number = self.settings.checkpoint_signal
         if number is None:
             return None
+        for pid in self.workers() if self.workers is not None else []:
+            send_to_group(pid, number)
         if self.child.send(number):
             self.log.info(
                 "checkpoint_signal_sent",
@@ -347,6 +382,23 @@ class StopSequence:
                 )
         if self.hook_output is not None and self.hook is not None:
             await self.hook_output.drain(self.settings.drain_timeout)
+
+    def snapshot(self) -> dict[str, object]:
+        """Where the stop is now, for the debug socket: the phase, its deadline, the budget left."""
+        now = time.monotonic()
+        left: float | None = None
+        if self.phase is Phase.CHECKPOINT:
+            left = self.deadline - time.time()
+        elif self.phase is Phase.GRACE and self.term_sent is not None:
+            left = self.term_sent + self.settings.grace_period - now
+        return {
+            "reason": self.reason,
+            "signal": signal_name(self.signum),
+            "phase": self.phase.value,
+            "seconds_left": None if left is None else round(max(0.0, left), 3),
+            "requested_s_ago": round(now - self.requested, 3),
+            "budget_left": round(max(0.0, self.budget_deadline - time.time()), 3),
+        }
 
     def report(self) -> StopReport:
         exit_after = None

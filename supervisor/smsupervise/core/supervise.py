@@ -11,26 +11,28 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, NamedTuple
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
-from smsupervise.core.spawn import Child, Step, StepKind, send_to_pid, spawn
+from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import SeqCounter
+from smsupervise.streams.framing import RankTags, SeqCounter
+from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
+COUNTDOWN = 10.0  # a keep_alive event this often while kept alive after a failure
 
 
 class Outcome(NamedTuple):
@@ -53,6 +55,44 @@ class RelayFailure(NamedTuple):
     error: str
 
 
+class Service(Protocol):
+    """Something that runs on the supervisor's loop for the whole run (the control socket)."""
+
+    def start(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Sibling(NamedTuple):
+    """A process started beside the job (``exec``, an on-demand checkpoint hook)."""
+
+    child: Child
+    exit: asyncio.Future[ExitStatus]
+    stdout: int | None  # read ends when the output is captured for the caller, else None
+    stderr: int | None
+
+
+class ClusterHooks(Protocol):
+    """What a distributed job adds around the launcher (``distributed.coordinator``)."""
+
+    async def before_main(self, request_stop: Callable[[str], None]) -> None:
+        """Before the launcher starts: wait for the peers, join the mesh."""
+
+    def launcher_started(
+        self, pid: int, outputs: dict[int, Output], counter: SeqCounter, settings: Settings
+    ) -> None:
+        """The launcher runs: start reading the ranks' log files."""
+
+    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
+        """The launcher is gone (its output drained): read the ranks' files to their end, and tell
+        the other hosts at once when it failed on its own."""
+
+    def record_tags(self) -> RankTags | None:
+        """MPI: how to read the rank from mpirun's tagged output lines; None otherwise."""
+
+    def ranks(self) -> list[int] | None:
+        """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
+
+
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
 
@@ -64,6 +104,7 @@ class Supervisor:
         log: EventLog,
         ack_file: str | None = None,
         pipes: tuple[ChannelSpec, ...] = (),
+        cluster: ClusterHooks | None = None,
         started: float | None = None,
     ) -> None:
         self.steps = steps
@@ -72,6 +113,7 @@ class Supervisor:
         self.log = log
         self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
         self.pipes = pipes
+        self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
         self.relay: PipeRelay | None = None
         self.reaper = Reaper()
         self.counter = SeqCounter()
@@ -83,10 +125,19 @@ class Supervisor:
         # A stop's "after N s" and the runtime count from smsupervise's own start (``started``, on
         # the monotonic clock), not the loop's: a stop during the source unpack is not "after 0.0 s".
         self.started = time.monotonic() if started is None else started
+        self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
         self.relay_failures: list[RelayFailure] = []
         self.output: ChildOutput | None = None
+        self.recent = Recent()  # recent output for the debug socket
+        self.services: list[Service] = []
+        self.on_outcome: Callable[[Outcome], None] | None = None  # the outcome files, before keep-alive
+        self.keep_alive_until: float | None = None  # monotonic, while kept alive after a failure
+        self._release: asyncio.Event | None = None
+        self._holding = False
+        self._limit: asyncio.TimerHandle | None = None
+        self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -111,6 +162,10 @@ class Supervisor:
         self.log.info("signal_forwarded", signal=signal_name(signum), target=target)
 
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
+        if self._release is not None:  # kept alive after a failure: a stop ends that at once
+            self.log.info("signal_received", signal=signal_name(signum), action="keep-alive ended")
+            self._end_keep_alive(reason or signal_name(signum))
+            return
         if self.stop_signal is None:
             self.stop_signal = signum
             if self.child is not None:
@@ -132,15 +187,18 @@ class Supervisor:
         assert self.child is not None
         step = self.steps[self.step_index]
         main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
+        ranks = self.cluster.ranks if self.cluster is not None and main else None
+        if ranks is not None and ranks() is None:
+            ranks = None
         sent_at = None
-        if not (main and self.settings.checkpointing):
+        if not (main and self.settings.checkpointing) and ranks is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
         self.stop_reason = reason or signal_name(signum)
         hook_output = None
         if main and self.settings.checkpoint_hook is not None:
-            hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter)
+            hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
         self.stop = StopSequence(
             self.settings,
             self.log,
@@ -153,6 +211,7 @@ class Supervisor:
             checkpoint_cwd=step.spec.cwd,
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
+            workers=(lambda: ranks() or []) if ranks is not None else None,
         )
         self.stop.begin(sent_at)
 
@@ -164,56 +223,81 @@ class Supervisor:
     async def run(self) -> Outcome:
         """Run the steps in order to the end; raises ``SpawnError`` if one cannot start.
 
-        A preparation step that fails, or a stop, ends the run before the next step starts.
+        A preparation step that fails, or a stop, ends the run before the next step starts. The
+        outcome goes to ``on_outcome`` first; then, after a failure with --keep-alive-on-failure,
+        the supervisor stays up (reaping, services) before the leftovers are ended.
         """
         loop = asyncio.get_running_loop()
-        started = self.started
-        outputs = self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
-        self.log.redirect(outputs[2].write_event)  # our events and the child's stderr never interleave
+        self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
+        self.log.redirect(self._outputs[2].write_event)  # our events and the child's stderr never interleave
         self.inbox.attach(_wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
+        for service in self.services:
+            service.start()
         if self.pipes:
             self._start_relay(loop)
-        limit = (
-            loop.call_later(self.settings.max_runtime, self._max_runtime)
-            if self.settings.max_runtime
-            else None
-        )
+        if self.settings.max_runtime:
+            self._limit = loop.call_later(self.settings.max_runtime, self._max_runtime)
         try:
-            for index, step in enumerate(self.steps):
-                self.step_index = index
-                if self.stop_signal is not None:
-                    name = signal_name(self.stop_signal)
-                    self.log.warning(
-                        "stopped_before_start", signal=name, reason=self.stop_reason, step=step.label
-                    )
-                    code = ExitCode.SIGNAL_BASE + self.stop_signal
-                    elapsed = time.monotonic() - started
-                    settings = self.settings
-                    reason = self.stop_reason or name
-                    report = StopReport(
-                        reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
-                    )
-                    return Outcome(None, code, report, elapsed, step)
-                self.output = ChildOutput(self.settings, self.log, outputs, self.counter)
-                status = await self._run_child(loop, step)
-                if self.stop is not None:
-                    await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
-                await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
-                if not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None:
-                    final = self.stop.report() if self.stop is not None else None
-                    runtime = time.monotonic() - started
-                    tail = self.output.stderr_tail()
-                    failed = tuple(self.relay_failures)
-                    return Outcome(status, status.shell_code(), final, runtime, step, tail, failed)
-            raise AssertionError("a plan has at least one step")
+            outcome = await self._run_steps(loop)
+            if self.on_outcome is not None:
+                self.on_outcome(outcome)
+            if self._holding:
+                await self._keep_alive()
+                await self._end_leftovers()
+            return outcome
         finally:
-            if limit is not None:
-                limit.cancel()
+            if self._limit is not None:
+                self._limit.cancel()
             self._cleanup()
 
+    async def _run_steps(self, loop: asyncio.AbstractEventLoop) -> Outcome:
+        started = self.started
+        for index, step in enumerate(self.steps):
+            self.step_index = index
+            if self.cluster is not None and index == len(self.steps) - 1 and self.stop_signal is None:
+                await self.cluster.before_main(lambda why: self._request_stop(signal.SIGTERM, why))
+            if self.stop_signal is not None:
+                name = signal_name(self.stop_signal)
+                self.log.warning(
+                    "stopped_before_start", signal=name, reason=self.stop_reason, step=step.label
+                )
+                code = ExitCode.SIGNAL_BASE + self.stop_signal
+                elapsed = time.monotonic() - started
+                settings = self.settings
+                reason = self.stop_reason or name
+                report = StopReport(
+                    reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
+                )
+                return Outcome(None, code, report, elapsed, step)
+            self.output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
+            status = await self._run_child(loop, step)
+            if self.cluster is not None and step.kind is StepKind.MAIN:
+                # Fail-fast latency: the other hosts hear of a failure before leftovers are
+                # cleaned up here; the drain first, so the launcher's summary is in the tail.
+                await self.output.drain(self.settings.drain_timeout)
+                await self.cluster.launcher_exited(status, self.output.stderr_tail(), self.stop is not None)
+            if self.stop is not None:
+                await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
+            last = not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None
+            failed = not status.ok and self.stop_signal is None
+            self._holding = last and failed and self._keep_alive_left() > 0
+            if self._holding:  # the leftovers stay for inspection; they are ended after the keep-alive
+                await self.output.drain(self.settings.drain_timeout)
+            else:
+                await asyncio.gather(self._end_leftovers(), self.output.drain(self.settings.drain_timeout))
+            if last:
+                final = self.stop.report() if self.stop is not None else None
+                runtime = time.monotonic() - started
+                failures = tuple(self.relay_failures)
+                tail = self.output.stderr_tail()
+                return Outcome(status, status.shell_code(), final, runtime, step, tail, failures)
+        raise AssertionError("a plan has at least one step")
+
     def _cleanup(self) -> None:
+        for service in self.services:
+            service.close()
         self.inbox.detach()
         if self._tick is not None:
             self._tick.cancel()
@@ -270,20 +354,27 @@ class Supervisor:
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None
-        stdout_w, stderr_w = self.output.open()
+        terminal = self.terminal if step.kind is StepKind.MAIN else None
+        stdout_w, stderr_w = self.output.open() if terminal is None else (None, None)
         try:
-            child = spawn(step.spec, stdout_w, stderr_w)
+            child = spawn(step.spec, stdout_w, stderr_w, terminal)
         except BaseException:
             self.output.close_write_ends()
             raise
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
+        main = step.kind is StepKind.MAIN
         self.output.start(
-            child.pid, host=step.spec.env.get("SM_CURRENT_HOST"), job=step.spec.env.get("TRAINING_JOB_NAME")
+            child.pid,
+            host=step.spec.env.get("SM_CURRENT_HOST"),
+            job=step.spec.env.get("TRAINING_JOB_NAME"),
+            tags=self.cluster.record_tags() if self.cluster is not None and main else None,
         )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
+        if self.cluster is not None and self.step_index == len(self.steps) - 1:
+            self.cluster.launcher_started(child.pid, self._outputs, self.counter, self.settings)
         self.log.info(
             "child_spawned",
             step=step.label,
@@ -294,10 +385,13 @@ class Supervisor:
         )
         try:
             status = await exit_future
+            self.ended_at = time.time()
         finally:
             if child.pidfd is not None:
                 loop.remove_reader(child.pidfd)
             child.close()
+            if terminal is not None:
+                hand_terminal(terminal, os.getpgrp(), resume=False)  # the terminal is ours again
             if self.stop is not None:
                 self.stop.on_child_exit()
         fields: dict[str, object] = {"step": step.label, "pid": child.pid, "exit_code": status.shell_code()}
@@ -343,6 +437,137 @@ class Supervisor:
             self.child.send(signum)
         for pid in pids:
             send_to_pid(pid, signum)
+
+    # -- keep-alive after a failure ------------------------------------------------------------
+    def _keep_alive_left(self) -> float:
+        """How long a keep-alive may last from now: the option, cut at --max-runtime."""
+        seconds = self.settings.keep_alive_on_failure
+        if self.settings.max_runtime:
+            seconds = min(seconds, self.settings.max_runtime - (time.monotonic() - self.started))
+        return max(0.0, seconds)
+
+    async def _keep_alive(self) -> None:
+        """Stay up (reaping, services) until the time is over, ``release``, or a stop signal."""
+        seconds = self._keep_alive_left()
+        release = self._release = asyncio.Event()
+        until = self.keep_alive_until = time.monotonic() + seconds
+        self.log.warning(
+            "keep_alive_started",
+            seconds=round(seconds, 3),
+            until=round(time.time() + seconds, 3),
+            hint="the job failed; inspect it with smsupervise-debug, end this with "
+            "smsupervise-debug release or SIGTERM",
+        )
+        while not release.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                self._end_keep_alive("expired")
+                break
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(release.wait(), min(COUNTDOWN, left))
+            if not release.is_set() and until - time.monotonic() > 0:
+                self.log.info("keep_alive", seconds_left=round(until - time.monotonic(), 1))
+
+    def _end_keep_alive(self, how: str) -> None:
+        if self._release is not None and not self._release.is_set():
+            self._release.set()
+            self.log.info("keep_alive_ended", how=how)
+
+    def release(self) -> bool:
+        """End a keep-alive now (``smsupervise-debug release``); False when there is none."""
+        if self._release is None or self._release.is_set():
+            return False
+        self._end_keep_alive("released")
+        return True
+
+    # -- for the debug socket ------------------------------------------------------------------
+    def snapshot(self) -> dict[str, object]:
+        """The supervisor's state as plain data: cheap, read-only, no /proc reads."""
+        now = time.monotonic()
+        step = self.steps[self.step_index]
+        stop: dict[str, object] | None = self.stop.snapshot() if self.stop is not None else None
+        if stop is None and self.stop_signal is not None:
+            stop = {"reason": self.stop_reason, "phase": "before start"}
+        keep_alive = None
+        if self.keep_alive_until is not None and self._release is not None and not self._release.is_set():
+            keep_alive = {"seconds_left": round(max(0.0, self.keep_alive_until - now), 1)}
+        settings = self.settings
+        child = self.child
+        return {
+            "supervisor": {"pid": os.getpid(), "uptime_s": round(now - self.started, 3)},
+            "step": step.label,
+            "steps": [s.label for s in self.steps],
+            "child": None
+            if child is None
+            else {"pid": child.pid, "pgid": child.pgid, "argv": list(child.argv), "cwd": step.spec.cwd},
+            "running": self.job_running(),
+            "host": step.spec.env.get("SM_CURRENT_HOST"),
+            "job": step.spec.env.get("TRAINING_JOB_NAME"),
+            "stop": stop,
+            "checkpoint": {
+                "hook": settings.checkpoint_hook,
+                "signal": signal_name(settings.checkpoint_signal) if settings.checkpoint_signal else None,
+                "timeout": settings.checkpoint_timeout if settings.checkpointing else None,
+            },
+            "grace_period": settings.grace_period,
+            "stop_budget": settings.stop_budget,
+            "streams": {
+                name: {"records": self.recent.records[name], "bytes": self.recent.bytes[name]}
+                for name in ("stdout", "stderr")
+            },
+            "pipes": [spec.name for spec in self.pipes],
+            "keep_alive": keep_alive,
+        }
+
+    @property
+    def job_spec(self) -> LaunchSpec:
+        """What the current step runs (its env and cwd are the job's)."""
+        return self.steps[self.step_index].spec
+
+    def job_running(self) -> bool:
+        """Whether the current step's process is alive (started and not reaped)."""
+        return self.child is not None and self.reaper.waiting_for(self.child.pid)
+
+    def signal_job(self, signum: int) -> bool:
+        """Forward ``signum`` as if it had arrived here (a debug client asked); False: no child."""
+        if not self.job_running():
+            return False
+        self._forward(signum)
+        return True
+
+    def spawn_sibling(self, argv: tuple[str, ...], extra_env: Mapping[str, str], capture: bool) -> Sibling:
+        """Start ``argv`` beside the job with its environment (plus ``extra_env``) and cwd.
+
+        ``capture``: its output comes back as two read ends for the caller; otherwise it is logged
+        like the job's. Raises ``SpawnError``.
+        """
+        spec = self.job_spec
+        launch = LaunchSpec(argv, {**spec.env, **extra_env}, spec.cwd)
+        if capture:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                child = spawn(launch, out_w, err_w)
+            except BaseException:
+                os.close(out_r)
+                os.close(err_r)
+                raise
+            finally:
+                os.close(out_w)
+                os.close(err_w)
+            child.close()  # reaped through SIGCHLD; the pidfd is not watched
+            return Sibling(child, self.reaper.register(child.pid), out_r, err_r)  # same callback
+        output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
+        stdout_w, stderr_w = output.open()
+        try:
+            child = spawn(launch, stdout_w, stderr_w)
+        except BaseException:
+            output.close_write_ends()
+            raise
+        exit_future = self.reaper.register(child.pid)  # same callback as the spawn
+        child.close()
+        output.start(child.pid, host=spec.env.get("SM_CURRENT_HOST"), job=spec.env.get("TRAINING_JOB_NAME"))
+        return Sibling(child, exit_future, None, None)
 
 
 def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:

@@ -22,6 +22,16 @@ def _parent_map() -> dict[int, int]:
     return parents
 
 
+def children(parent: int) -> list[int]:
+    """The live direct children of ``parent`` (a launcher's ranks)."""
+    return sorted(pid for pid, ppid in _parent_map().items() if ppid == parent)
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` still exists (a zombie counts until its parent reaps it)."""
+    return os.path.exists(f"/proc/{pid}")
+
+
 def descendants(root: int) -> list[int]:
     """Every live process below ``root`` (children, grandchildren, ...), zombies included."""
     children: dict[int, list[int]] = {}

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 from smsupervise.errors import ConfigError
 
 INPUT_MODES = ("File", "Pipe", "FastFile")
-_CHANNEL_NAME = re.compile(r"^[A-Za-z0-9.\-_]+$")  # CreateTrainingJob's ChannelName pattern
+_CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")  # CreateTrainingJob's ChannelName, matched whole
 
 
 class TrainingConfig(NamedTuple):
@@ -53,6 +53,8 @@ def _read(path: str) -> Any:
         return json.loads(text)
     except ValueError as error:
         raise ConfigError(path, "", f"is not valid JSON: {error}", "fix the JSON syntax") from None
+    except RecursionError:
+        raise ConfigError(path, "", "nests JSON deeper than Python's parser allows", "flatten it") from None
 
 
 def _object(path: str, value: Any, field: str = "") -> dict[str, Any]:
@@ -139,11 +141,24 @@ def _input_data_config(path: str) -> dict[str, dict[str, Any]]:
     if raw is None:
         return {}
     config = _object(path, raw)
+    seen: dict[str, str] = {}
     for channel, settings in config.items():
-        if not _CHANNEL_NAME.match(channel):
+        if not _CHANNEL_NAME.fullmatch(channel) or channel in (".", ".."):
             raise ConfigError(
-                path, channel, "is not a valid channel name", "use letters, digits, '.', '-' and '_' only"
+                path,
+                channel,
+                "is not a valid channel name",
+                "use 1 to 64 letters, digits, '.', '-' and '_' (not '.' or '..'), as CreateTrainingJob does",
             )
+        variable = f"SM_CHANNEL_{channel.upper()}"
+        if variable in seen:
+            raise ConfigError(
+                path,
+                channel,
+                f"and {seen[variable]!r} would both be {variable}",
+                "give channels names that differ by more than letter case",
+            )
+        seen[variable] = channel
         _object(path, settings, channel)
         mode = settings.get("TrainingInputMode", "File")
         if mode not in INPUT_MODES:
@@ -156,18 +171,37 @@ def _input_data_config(path: str) -> dict[str, dict[str, Any]]:
     return config
 
 
+def _hyperparameters(path: str, values: dict[str, Any]) -> dict[str, Any]:
+    """Refuse what no process could be given: a NUL in a name or value, or a value nested deeper
+    than JSON can be decoded and encoded again (the toolkit passes each value through both)."""
+    for key, value in values.items():
+        if "\0" in key or (isinstance(value, str) and "\0" in value):
+            raise ConfigError(
+                path, key, "contains a NUL byte, which no argv or environment can carry", "remove it"
+            )
+        try:
+            json.dumps(json.loads(value) if isinstance(value, str) else value)
+        except ValueError:
+            continue  # not JSON: passed on as a string, as the toolkit does
+        except RecursionError:
+            raise ConfigError(
+                path, key, "nests JSON deeper than Python's parser allows", "flatten the value"
+            ) from None
+    return values
+
+
 def load(base_dir: str) -> TrainingConfig:
     """Read ``<base_dir>/input/config/*.json``; raises ``ConfigError`` for anything unusable."""
     config_dir = os.path.join(base_dir, "input", "config")
     hp_path = os.path.join(config_dir, "hyperparameters.json")
     raw_hps = _read(hp_path)
-    hyperparameters = {} if raw_hps is None else _object(hp_path, raw_hps)
+    hyperparameters = {} if raw_hps is None else _hyperparameters(hp_path, _object(hp_path, raw_hps))
     resource_config = _resource_config(os.path.join(config_dir, "resourceconfig.json"))
     input_data_config = _input_data_config(os.path.join(config_dir, "inputdataconfig.json"))
     cp_path = os.path.join(config_dir, "checkpointconfig.json")
     raw_cp = _read(cp_path)
     checkpoint = {} if raw_cp is None else _object(cp_path, raw_cp)
-    local = _string(cp_path, checkpoint, "LocalPath") or "/opt/ml/checkpoints"
+    local = _string(cp_path, checkpoint, "LocalPath") or os.path.join(base_dir, "checkpoints")
     if not os.path.isabs(local):
         raise ConfigError(
             cp_path, "LocalPath", f"{local!r} is not an absolute path", "use e.g. /opt/ml/checkpoints"

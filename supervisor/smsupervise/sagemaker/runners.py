@@ -64,3 +64,12 @@ def needs_python(entry: str, listing: frozenset[str]) -> bool:
     """Whether ``choose`` will need the user's Python (not for the shell runner)."""
     package = "setup.py" in listing or "pyproject.toml" in listing
     return not (entry.endswith(".sh") or not (package or entry.endswith(".py")))
+
+
+def with_launcher(runner: Runner, argv: Sequence[str], extra_env: Mapping[str, str]) -> Runner:
+    """The same preparations, and the training step run by a distributed launcher (torchrun,
+    mpirun, or sshd on an MPI worker) instead of the entry point itself."""
+    *before, main = runner.steps
+    env = {**main.spec.env, **extra_env}
+    launched = main._replace(spec=main.spec._replace(argv=tuple(argv), env=env))
+    return runner._replace(steps=(*before, launched), make_executable=False)

@@ -18,7 +18,8 @@ from smsupervise.linux import proctree
 from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import RecordFormat, SeqCounter, StreamFramer
+from smsupervise.streams.framing import RankTags, RecordFormat, SeqCounter, StreamFramer
+from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
@@ -47,9 +48,15 @@ class ChildOutput:
     """Owns the pipes between the child and our stdout/stderr."""
 
     def __init__(
-        self, settings: Settings, log: EventLog, outputs: dict[int, Output], counter: SeqCounter | None = None
+        self,
+        settings: Settings,
+        log: EventLog,
+        outputs: dict[int, Output],
+        counter: SeqCounter | None = None,
+        recent: Recent | None = None,
     ) -> None:
         self.settings = settings
+        self.recent = recent  # the debug socket's ring of recent output, when there is one
         self.log = log
         self.outputs = outputs
         self.counter = counter if counter is not None else SeqCounter()  # seq: one counter per run
@@ -69,10 +76,12 @@ class ChildOutput:
             ends.append(write_fd)
         return ends[0], ends[1]
 
-    def start(self, pid: int, host: str | None, job: str | None) -> None:
+    def start(self, pid: int, host: str | None, job: str | None, tags: RankTags | None = None) -> None:
         """After the spawn: drop our copies of the write ends and start reading."""
         loop = asyncio.get_running_loop()
-        fmt = RecordFormat(pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes)
+        fmt = RecordFormat(
+            pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes, tags=tags
+        )
         for stream in self.streams:
             if stream.write_fd is not None:
                 os.close(stream.write_fd)
@@ -117,8 +126,13 @@ class ChildOutput:
         stream.bytes += len(data)
         if stream.name == "stderr":
             self._keep_tail(data)
-        stream.output.write(data if stream.framer is None else stream.framer.feed(data, now))
+        self._emit(stream, data if stream.framer is None else stream.framer.feed(data, now))
         return True
+
+    def _emit(self, stream: _Stream, data: bytes) -> None:
+        stream.output.write(data)
+        if self.recent is not None:
+            self.recent.add(stream.name, data)
 
     def _resume(self, stream: _Stream) -> None:
         if stream.paused and not stream.eof.is_set():
@@ -150,9 +164,9 @@ class ChildOutput:
         if framer is None or stream.eof.is_set():
             return
         now = time.time()
-        stream.output.write(framer.take_progress(now))
+        self._emit(stream, framer.take_progress(now))
         if framer.pending and now - stream.last_data >= self.settings.flush_after:
-            stream.output.write(framer.flush(now))
+            self._emit(stream, framer.flush(now))
         self._arm_timer(stream)
 
     def _finish(self, stream: _Stream) -> None:
@@ -160,7 +174,7 @@ class ChildOutput:
         if stream.eof.is_set():
             return
         if stream.framer is not None:
-            stream.output.write(stream.framer.flush(time.time()))
+            self._emit(stream, stream.framer.flush(time.time()))
         if stream.timer is not None:
             stream.timer.cancel()
             stream.timer = None

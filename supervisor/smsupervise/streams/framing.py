@@ -22,6 +22,7 @@ assembled from pre-rendered byte templates (benchmarks/logs.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, NamedTuple
 
 import orjson
@@ -59,6 +60,18 @@ def detect_level(line: str) -> str | None:
     return _NORMAL.get(word, word)
 
 
+class RankTags(NamedTuple):
+    """mpirun's ``--tag-output``: a ``[<job>,<rank>]<stream>:`` prefix names the rank of the line.
+    With ``-map-by slot`` the ranks fill the hosts in order, ``per_host`` each."""
+
+    per_host: int
+    hosts: tuple[str, ...]
+    console: frozenset[int] | None = None  # ranks shown (--ranks); None: all
+
+
+_MPI_TAG = re.compile(r"^\[\d+,(\d+)\]<(?:stdout|stderr|stddiag)>:")
+
+
 class RecordFormat(NamedTuple):
     """What every record of a run shares."""
 
@@ -66,6 +79,8 @@ class RecordFormat(NamedTuple):
     host: str | None = None
     job: str | None = None
     max_line_bytes: int = 16384
+    extra: Mapping[str, object] | None = None  # more fields on every record (rank, local_rank)
+    tags: RankTags | None = None  # MPI: rank, local_rank and host from each line's tag
 
 
 class SeqCounter:
@@ -118,6 +133,7 @@ class StreamFramer:
             "pid": fmt.pid,
             **({"host": fmt.host} if fmt.host else {}),
             **({"job": fmt.job} if fmt.job else {}),
+            **(fmt.extra or {}),
         }
         self._static = static
         self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
@@ -137,6 +153,10 @@ class StreamFramer:
 
     def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
         """Append the record(s) for one complete line (slow path: everything but plain lines)."""
+        if self.fmt.tags is not None and self._partial is None:
+            tagged = _MPI_TAG.match(line)
+            if tagged is not None and self._render_tagged(out, ts, tagged, line, terminator):
+                return
         if self._partial is None and line[:1] == "{" and line[-1:] == "}":
             rendered = self._render_object(ts, line, terminator)
             if rendered is not None:
@@ -154,7 +174,39 @@ class StreamFramer:
             return
         self._render_parts(out, head, line, extra, last=True)
 
+    def _render_tagged(
+        self, out: list[bytes], ts: bytes, tagged: re.Match[str], line: str, terminator: str
+    ) -> bool:
+        """An MPI-tagged line as a record of its rank (or nothing, when --ranks hides it); False
+        when it is too long to be one record (it then goes out untagged, split)."""
+        tags = self.fmt.tags
+        assert tags is not None
+        rank, text = int(tagged.group(1)), line[tagged.end() :]
+        if tags.console is not None and rank not in tags.console:
+            return True
+        per = max(tags.per_host, 1)
+        record: dict[str, Any] = {"ts": orjson.loads(ts), "stream": self.stream}
+        level = detect_level(text)
+        if level is not None:
+            record["level"] = level
+        record["msg"] = text
+        record["seq"] = self.counter.value + 1
+        record.update(self._static)
+        record.update({"rank": rank, "local_rank": rank % per})
+        if rank // per < len(tags.hosts):
+            record["host"] = tags.hosts[rank // per]
+        record.update(_TERMINATOR_KEYS[terminator])
+        rendered = orjson.dumps(record) + b"\n"
+        if len(rendered) > self.fmt.max_line_bytes:
+            return False
+        self.counter.value += 1
+        out.append(rendered)
+        return True
+
     def _render_object(self, ts: bytes, line: str, terminator: str) -> bytes | None:
+        """A line that is a JSON object stays that object, byte for byte (an integer beyond 64 bits
+        keeps its digits; parsing and dumping again would make it a float): our fields that it does
+        not have are added before its closing brace."""
         try:
             obj = orjson.loads(line)
         except orjson.JSONDecodeError:
@@ -165,9 +217,11 @@ class StreamFramer:
         ours: dict[str, Any] = {"ts": orjson.loads(ts), "stream": self.stream, "seq": self.counter.value}
         ours.update(self._static)
         ours.update(_TERMINATOR_KEYS[terminator])
-        for key, value in ours.items():
-            obj.setdefault(key, value)
-        rendered = orjson.dumps(obj) + b"\n"
+        missing = {key: value for key, value in ours.items() if key not in obj}
+        body = line.rstrip()[:-1].rstrip()  # without its closing brace
+        added = orjson.dumps(missing)[1:-1]
+        separator = b"," if obj and added else b""
+        rendered = body.encode() + separator + added + b"}\n"
         if len(rendered) > self.fmt.max_line_bytes:
             self.counter.value -= 1
             return None  # too big to stay one object: it goes out as a split message instead

@@ -33,7 +33,7 @@ def test_missing_files_get_the_toolkits_defaults(tmp_path: Path) -> None:
     assert cfg.hyperparameters == {}
     assert cfg.input_data_config == {}
     assert cfg.resource_config["hosts"] == [cfg.resource_config["current_host"]]
-    assert cfg.checkpoint_dir == "/opt/ml/checkpoints"
+    assert cfg.checkpoint_dir == str(tmp_path / "checkpoints")  # under the base dir, as /opt/ml's is
 
 
 @pytest.mark.parametrize(
@@ -128,3 +128,56 @@ def test_any_file_content_gives_our_error_or_a_usable_config(contents: dict[str,
             return
         built = environment.build(cfg, {}, environment.Machine(num_cpus=2))
         assert all(isinstance(k, str) and isinstance(v, str) for k, v in built.variables.items())
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("train\n", "is not a valid channel name"),
+        (".", "is not a valid channel name"),
+        ("..", "is not a valid channel name"),
+        ("x" * 65, "is not a valid channel name"),
+        ("a/b", "is not a valid channel name"),
+    ],
+)
+def test_channel_names_are_matched_whole(tmp_path: Path, name: str, needle: str) -> None:
+    """A trailing newline, '.', '..', a slash or a name over 64 characters is refused (exit 2), with
+    the file and the channel named; an ordinary name of the same shape passes (the twin)."""
+    config = {name: {"TrainingInputMode": "File"}}
+    with pytest.raises(ConfigError) as raised:
+        smconfig.load(str(_tree(tmp_path, inputdataconfig=config)))
+    assert raised.value.field == name
+    assert needle in raised.value.message()
+    ok = smconfig.load(str(_tree(tmp_path / "ok", inputdataconfig={"train.v-2_x": {}, "y" * 64: {}})))
+    assert set(ok.input_data_config) == {"train.v-2_x", "y" * 64}
+
+
+def test_two_channels_that_would_share_a_variable_are_refused(tmp_path: Path) -> None:
+    """`train` and `TRAIN` would both be SM_CHANNEL_TRAIN: refused, naming both."""
+    with pytest.raises(ConfigError, match="would both be SM_CHANNEL_TRAIN"):
+        smconfig.load(str(_tree(tmp_path, inputdataconfig={"train": {}, "TRAIN": {}})))
+
+
+@pytest.mark.parametrize("where", ["file", "value"])
+def test_json_nested_too_deep_is_a_config_error(tmp_path: Path, where: str) -> None:
+    """2000 nested brackets (within SageMaker's 2500-character value limit), in a config file or
+    inside one hyperparameter value, is a ConfigError naming the file (and the hyperparameter)."""
+    deep = "[" * 2000 + "]" * 2000
+    if where == "file":
+        (tmp_path / "input" / "config").mkdir(parents=True)
+        (tmp_path / "input" / "config" / "resourceconfig.json").write_text(deep)
+        field = ""
+    else:
+        _tree(tmp_path, hyperparameters={"layers": deep})
+        field = "layers"
+    with pytest.raises(ConfigError, match="nests JSON deeper") as raised:
+        smconfig.load(str(tmp_path))
+    assert raised.value.field == field
+
+
+def test_a_nul_in_a_hyperparameter_is_a_config_error(tmp_path: Path) -> None:
+    """No argv or environment can carry a NUL: the hyperparameter is named, in key or value."""
+    for hps, field in (({"a": "x\0y"}, "a"), ({"b\0c": "1"}, "b\0c")):
+        with pytest.raises(ConfigError, match="NUL byte") as raised:
+            smconfig.load(str(_tree(tmp_path / field.replace("\0", "_"), hyperparameters=hps)))
+        assert raised.value.field == field

@@ -213,3 +213,15 @@ def test_detect_level_knows_common_formats_and_nothing_else() -> None:
     assert detect_level("Information about the run") is None
     assert detect_level("epoch 1 INFO") is None
     assert detect_level("") is None
+
+
+def test_a_json_line_passes_exactly_even_with_integers_beyond_64_bits() -> None:
+    """The child's JSON object keeps its bytes (no float for a 30-digit integer, 1.0 stays 1.0);
+    our fields are added only where it has none."""
+    framer = StreamFramer("stdout", RecordFormat(pid=7), SeqCounter())
+    out = framer.feed(b'{"step": 123456789012345678901234567890, "loss": 1.0, "pid": "theirs"}\n', 0.0)
+    assert out.startswith(b'{"step": 123456789012345678901234567890, "loss": 1.0, "pid": "theirs",')
+    record = orjson.loads(out)
+    assert record["pid"] == "theirs"
+    assert record["stream"] == "stdout"
+    assert record["seq"] == 1

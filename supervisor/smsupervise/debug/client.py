@@ -1,0 +1,282 @@
+"""``smsupervise-debug``: look into a running smsupervise (over its control socket) or into any
+job by pid (``--pid N``, the /proc view only). Human output by default, ``--json`` for machines.
+
+A separate process from the supervisor: it may block, sleep for a sampling interval and run
+``py-spy``; none of this module is imported by the supervisor.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import orjson
+
+from smsupervise.debug import attach, render, stacks, tree
+from smsupervise.debug.control import candidate_paths
+from smsupervise.debug.protocol import (
+    JOB_SOCKET_VARIABLE,
+    ProtocolError,
+    Request,
+    Response,
+    decode_response,
+)
+
+SOCKET_VARIABLE = "SMSUPERVISE_CONTROL_SOCKET"
+USAGE_EXIT = 2
+FAIL_EXIT = 1
+
+
+class ClientError(Exception):
+    """What went wrong, for the user, with the fix; exits 1."""
+
+
+def find_socket(explicit: str | None, env: Mapping[str, str]) -> str:
+    """``--socket``, else ``$SMSUPERVISE_CONTROL_SOCKET``, else ``$SMSUPERVISE_DEBUG_SOCKET`` (set
+    in the job's environment), else the first default path that exists."""
+    for given in (explicit, env.get(SOCKET_VARIABLE), env.get(JOB_SOCKET_VARIABLE)):
+        if given:
+            return given
+    defaults = candidate_paths(env, os.getuid())
+    for path in defaults:
+        if os.path.exists(path):
+            return path
+    raise ClientError(
+        f"no control socket found (looked at {', '.join(defaults)}): is smsupervise running with its "
+        "control socket on? Pass --socket PATH, or use --pid N to look at any process"
+    )
+
+
+def exchange(path: str, request: Request) -> Iterator[Response]:
+    """Send one request; yield the response lines until the answer or the stream's end."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except FileNotFoundError:
+        raise ClientError(f"no control socket at {path}: is smsupervise running? (--socket PATH)") from None
+    except PermissionError:
+        try:
+            owner = str(os.stat(path).st_uid)
+        except OSError:
+            owner = "of the supervisor"
+        raise ClientError(
+            f"permission denied on {path}: the control socket is owner-only (uid {owner}); "
+            f"run smsupervise-debug as uid {owner} or root"
+        ) from None
+    except ConnectionRefusedError:
+        raise ClientError(f"nobody listens on {path}: the supervisor has exited") from None
+    with sock, sock.makefile("rb") as lines:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            sock.sendall(request.encode())  # a refusal may come before we are done writing
+        for line in lines:
+            try:
+                response = decode_response(line)
+            except ProtocolError as error:
+                raise ClientError(str(error)) from None
+            if not response.ok:
+                raise ClientError(response.error or "refused")
+            if response.end:
+                return
+            yield response
+            if response.item is None:
+                return
+
+
+def call(path: str, op: str, **args: Any) -> Any:
+    """One request, one result."""
+    for response in exchange(path, Request(op, args)):
+        return response.result
+    raise ClientError(f"the supervisor at {path} closed the connection without answering (it is exiting)")
+
+
+def _print(data: object, as_json: bool, human: str) -> None:
+    if as_json:
+        sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(human + ("\n" if human and not human.endswith("\n") else ""))
+    sys.stdout.flush()
+
+
+def tree_rows(root: int, interval: float) -> list[dict[str, object]]:
+    """The tree at ``root`` with CPU% over ``interval`` seconds (two /proc samples)."""
+    before = tree.snapshot(root)
+    time.sleep(interval)  # the measuring interval, not a synchronisation
+    after = tree.snapshot(root)
+    return tree.records(after, tree.cpu_percent(before, after, interval))
+
+
+def cmd_tree(options: argparse.Namespace) -> int:
+    root = options.pid or call(find_socket(options.socket, os.environ), "status")["supervisor"]["pid"]
+    rows = tree_rows(root, options.interval)
+    _print(rows, options.json, render.tree(rows))
+    return 0
+
+
+def cmd_status(options: argparse.Namespace) -> int:
+    if options.pid:
+        return cmd_attach_status(options)
+    result = call(find_socket(options.socket, os.environ), "status")
+    _print(result, options.json, render.status(result))
+    return 0
+
+
+def cmd_attach_status(options: argparse.Namespace) -> int:
+    """``--pid N status``: a job not started by smsupervise, from /proc only."""
+    root = options.pid
+    before_readers = [r for pid in tree.subtree(root) for r in attach.readers(pid)]
+    rows = tree_rows(root, options.interval)
+    after_readers = [r for pid in tree.subtree(root) for r in attach.readers(pid)]
+    procs = [p for p in map(tree.read_proc, tree.subtree(root)) if p is not None]
+    result = {
+        "pid": root,
+        "processes": len(rows),
+        "zombies": attach.zombies(procs),
+        "warnings": [{"pid": r["pid"], "warning": r["warning"]} for r in rows if r["warning"]],
+        "inputs": attach.throughput(before_readers, after_readers, options.interval),
+        "tree": rows,
+    }
+    _print(result, options.json, render.attach(result))
+    return 0
+
+
+def cmd_logs(options: argparse.Namespace) -> int:
+    path = find_socket(options.socket, os.environ)
+    args = {"follow": options.follow, "stream": options.stream, "rank": options.rank, "lines": options.lines}
+    for response in exchange(path, Request("logs", args)):
+        records = response.result if response.item is None else [response.item]
+        for record in records or []:
+            _print(record, False, orjson.dumps(record).decode() if options.json else render.log(record))
+    return 0
+
+
+def cmd_act(options: argparse.Namespace) -> int:
+    path = find_socket(options.socket, os.environ)
+    args: dict[str, Any] = {"signal": options.sig} if options.command == "signal" else {}
+    result = call(path, options.command, **args)
+    _print(result, options.json, render.acted(options.command, result))
+    return 0
+
+
+def cmd_exec(options: argparse.Namespace) -> int:
+    path = find_socket(options.socket, os.environ)
+    argv = options.argv[1:] if options.argv[:1] == ["--"] else options.argv
+    if options.command == "shell":
+        argv = argv or [os.environ.get("SHELL", "/bin/sh")]
+    if not argv:
+        raise ClientError("exec needs a command: smsupervise-debug exec -- CMD [ARGS...]")
+    code = 0
+    for response in exchange(path, Request("exec", {"argv": argv})):
+        item = response.item or {}
+        if "data" in item:
+            stream = sys.stdout if item.get("stream") == "stdout" else sys.stderr
+            stream.buffer.write(item["data"].encode("utf-8", "surrogateescape"))
+            stream.flush()
+        if "exit_code" in item:
+            code = int(item["exit_code"])
+    return code
+
+
+def cmd_stacks(options: argparse.Namespace) -> int:
+    root = options.pid or call(find_socket(options.socket, os.environ), "status")["supervisor"]["pid"]
+    job_env: dict[str, str] = {}
+    for pid in tree.subtree(root)[1:2] or [root]:
+        job_env = tree.environ(pid)
+    found = stacks.collect(root, job_env, include_root=bool(options.pid))
+    data = [s._asdict() for s in found]
+    _print(data, options.json, render.stacks(data))
+    return 0 if any(s.method for s in found) else FAIL_EXIT
+
+
+def cmd_inspect(options: argparse.Namespace) -> int:
+    """What ``smsupervise ARGS`` would run here; config errors exactly as train reports them."""
+    from smsupervise import cli  # noqa: PLC0415 - the same argv parsing as smsupervise itself
+    from smsupervise.debug.inspect import inspect  # noqa: PLC0415
+    from smsupervise.errors import SupervisorError  # noqa: PLC0415
+
+    argv = options.argv[1:] if options.argv[:1] == ["--"] else options.argv
+    try:
+        result = inspect(cli.parse(argv or ["train"], os.environ), os.environ)
+    except SupervisorError as error:
+        sys.stderr.write(f"smsupervise-debug inspect: {error.message()}\n")
+        return error.exit_code
+    _print(result, options.json, render.inspected(result))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="smsupervise-debug",
+        description="Look into a running smsupervise job (control socket), or any process tree (--pid).",
+    )
+    top.add_argument("--socket", help=f"the control socket (default: ${SOCKET_VARIABLE}, then the defaults)")
+    top.add_argument("--pid", type=int, help="attach to this process's tree from /proc (no socket)")
+    top.add_argument("--json", action="store_true", help="machine-readable output")
+    top.add_argument("--interval", type=float, default=1.0, help="CPU%% and throughput interval (1 s)")
+    sub = top.add_subparsers(dest="command", required=True)
+    sub.add_parser("status", help="what runs, the stop state, streams, Pipe channels")
+    sub.add_parser("tree", help="the job's process tree: CPU%%, RSS, threads, waits, ranks, TERM warnings")
+    logs = sub.add_parser("logs", help="the last records, then (-f) the new ones")
+    logs.add_argument("-f", "--follow", action="store_true")
+    logs.add_argument("--stream", choices=["stdout", "stderr"])
+    logs.add_argument("--rank", type=str)
+    logs.add_argument("-n", "--lines", type=int, default=50)
+    sub.add_parser("checkpoint", help="run the checkpoint step now, without stopping")
+    sub.add_parser("release", help="end a keep-alive after failure now")
+    signal_cmd = sub.add_parser("signal", help="send SIG to the job's process group (recorded)")
+    signal_cmd.add_argument("sig")
+    for name in ("exec", "shell"):
+        runner = sub.add_parser(name, help="run CMD with the job's environment and cwd, beside the job")
+        runner.add_argument("argv", nargs=argparse.REMAINDER)
+    sub.add_parser("stacks", help="Python stacks of every Python process of the job")
+    inspect = sub.add_parser("inspect", help="what `smsupervise [OPTIONS] train|serve|CMD` would run here")
+    inspect.add_argument("argv", nargs=argparse.REMAINDER)
+    return top
+
+
+COMMANDS = {
+    "status": cmd_status,
+    "tree": cmd_tree,
+    "logs": cmd_logs,
+    "checkpoint": cmd_act,
+    "release": cmd_act,
+    "signal": cmd_act,
+    "exec": cmd_exec,
+    "shell": cmd_exec,
+    "stacks": cmd_stacks,
+    "inspect": cmd_inspect,
+}
+SOCKET_ONLY = {"logs", "checkpoint", "release", "signal", "exec", "shell"}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    rest: list[str] | None = None
+    if "inspect" in args:  # what follows is smsupervise's own command line, options included
+        cut = args.index("inspect") + 1
+        args, rest = args[:cut], args[cut:]
+    options = parser().parse_args(args)
+    if rest is not None:
+        options.argv = rest
+    if options.pid and options.command in SOCKET_ONLY:
+        sys.stderr.write(
+            f"smsupervise-debug: '{options.command}' needs a supervisor's control socket; "
+            "--pid N offers status, tree and stacks\n"
+        )
+        return USAGE_EXIT
+    try:
+        return COMMANDS[options.command](options)
+    except ClientError as error:
+        sys.stderr.write(f"smsupervise-debug: {error}\n")
+        return FAIL_EXIT
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry() -> None:
+    sys.exit(main())

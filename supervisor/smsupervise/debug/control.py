@@ -1,0 +1,298 @@
+"""The control socket: a Unix stream socket served on the supervisor's own event loop.
+
+No thread and no cost while nobody is connected (one listening fd in the loop's epoll set). Every
+connection's peer is checked with ``SO_PEERCRED`` before its request is read to the end of the
+line: reading needs root or the supervisor's uid (or, with a reader group, that primary gid);
+acting needs root or the supervisor's uid. The listening fd is close-on-exec (Python's default),
+so it never reaches the job. The server knows nothing of the supervisor: it serves whatever
+``Handler`` table it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import socket
+import stat
+import struct
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, NamedTuple
+
+from smsupervise.debug.protocol import (
+    MAX_LINE,
+    OPERATIONS,
+    Access,
+    ProtocolError,
+    Response,
+    decode_request,
+)
+from smsupervise.errors import UsageError
+
+SOCKET_NAME = "control.sock"
+
+
+class Peer(NamedTuple):
+    """Who is at the other end of a connection, as the kernel says (``SO_PEERCRED``)."""
+
+    pid: int
+    uid: int
+    gid: int
+
+
+class Policy(NamedTuple):
+    """Who may do what: root and ``owner_uid`` everything; ``reader_gid`` (if set) may read."""
+
+    owner_uid: int
+    reader_gid: int | None = None
+
+    def refusal(self, peer: Peer, access: Access) -> str | None:
+        """None when ``peer`` may do ``access``, else the error the client is shown."""
+        if peer.uid in (0, self.owner_uid):
+            return None
+        if access is Access.READ and self.reader_gid is not None and peer.gid == self.reader_gid:
+            return None
+        if access is Access.ACT and self.reader_gid is not None and peer.gid == self.reader_gid:
+            return (
+                f"permission denied: uid {peer.uid} (gid {peer.gid}) may read status and logs but not act; "
+                f"run smsupervise-debug as uid {self.owner_uid} or root"
+            )
+        return (
+            f"permission denied: uid {peer.uid} may not use this supervisor's control socket; "
+            f"run smsupervise-debug as uid {self.owner_uid} or root"
+        )
+
+
+class HandlerError(Exception):
+    """A request that cannot be served (e.g. no checkpoint step configured); the text is shown."""
+
+
+Answer = Callable[[Mapping[str, Any], Peer], Any]
+Stream = Callable[[Mapping[str, Any], Peer], AsyncIterator[Any]]
+
+
+class Handler(NamedTuple):
+    """How one operation is served: one answer, or a stream of items."""
+
+    answer: Answer | None = None
+    stream: Stream | None = None
+
+
+def peer_of(sock: Any) -> Peer:
+    """The connecting process's pid, uid and gid."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return Peer(pid, uid, gid)
+
+
+def candidate_paths(env: Mapping[str, str], uid: int) -> tuple[str, ...]:
+    """Where the default socket goes, best first: /run, then $XDG_RUNTIME_DIR, then /tmp."""
+    paths = [os.path.join("/run/smsupervise", SOCKET_NAME)]
+    runtime = env.get("XDG_RUNTIME_DIR")
+    if runtime:
+        paths.append(os.path.join(runtime, "smsupervise", SOCKET_NAME))
+    paths.append(os.path.join(f"/tmp/smsupervise-{uid}", SOCKET_NAME))
+    return tuple(paths)
+
+
+def private_dir(directory: str, uid: int, group: int | None = None) -> None:
+    """Create ``directory`` mode 0700 (0710 for a reader group), or check that an existing one is
+    ours and that nobody else may write into it."""
+    with contextlib.suppress(FileExistsError):
+        os.makedirs(directory, mode=0o700)
+        if group is not None:
+            os.chown(directory, -1, group)
+            os.chmod(directory, 0o710)  # noqa: S103 - the reader group may reach the socket, not list
+    info = os.lstat(directory)
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
+        raise UsageError(
+            f"control socket directory {directory} is not a private directory of uid {uid} "
+            f"(owner {info.st_uid}, mode {stat.filemode(info.st_mode)}): remove it, or choose another "
+            "path with --control-socket PATH"
+        )
+
+
+def bind(path: str, uid: int, private: bool = False, group: int | None = None) -> socket.socket:
+    """A listening socket at ``path``, mode 0600 (0660 with ``group``); ``private``: in a directory
+    made for it. A stale socket (nobody listening) is replaced; a live one is refused."""
+    if private:
+        private_dir(os.path.dirname(path), uid, group)
+    if _alive(path):
+        raise UsageError(
+            f"control socket {path} is in use by another running smsupervise: "
+            "give this one its own with --control-socket PATH (or none)"
+        )
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec: PEP 446
+    try:
+        old = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old)
+        if group is not None:
+            os.chown(path, -1, group)
+        os.chmod(path, 0o600 if group is None else 0o660)
+        sock.listen(16)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def choose_and_bind(
+    setting: str | None, env: Mapping[str, str], uid: int, group: int | None = None
+) -> socket.socket | None:
+    """``--control-socket``: ``none`` turns it off, a path is used as is, no value tries the defaults.
+
+    Raises ``UsageError`` (for an explicit path) or returns None after every default failed.
+    """
+    if setting == "none":
+        return None
+    if setting:
+        try:
+            return bind(setting, uid, group=group)
+        except OSError as error:
+            raise UsageError(
+                f"--control-socket {setting}: {error.strerror or error}; choose a writable path or none"
+            ) from None
+    for path in candidate_paths(env, uid):
+        with contextlib.suppress(OSError, UsageError):
+            return bind(path, uid, private=True, group=group)
+    return None
+
+
+def _alive(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+class ControlServer:
+    """Serves ``handlers`` on an already bound listening socket. ``start()`` once, ``aclose()`` once.
+
+    It accepts connections itself, so every connection is a task it tracks from
+    the moment it exists, and closing ends them all.
+    """
+
+    def __init__(self, sock: socket.socket, policy: Policy, handlers: Mapping[str, Handler]) -> None:
+        self.sock = sock
+        self.path = str(sock.getsockname())
+        self.policy = policy
+        self.handlers = handlers
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.refused = ""  # the last accept error, if any
+
+    def start(self) -> None:
+        """Begin accepting on the running loop: a reader callback on the listening fd."""
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.fileno(), self._accept)
+
+    def close(self) -> None:
+        """Stop accepting, end open connections, remove the socket file."""
+        if self._loop is not None and self.sock.fileno() >= 0:
+            self._loop.remove_reader(self.sock.fileno())
+        for task in self._tasks:
+            task.cancel()
+        with contextlib.suppress(OSError):
+            os.unlink(self.path)
+        self.sock.close()
+
+    async def aclose(self) -> None:
+        """``close()``, then wait until every connection has ended."""
+        tasks = list(self._tasks)
+        self.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _accept(self) -> None:
+        """Accept what is pending; each connection is a task tracked from the moment it exists."""
+        assert self._loop is not None
+        while True:
+            try:
+                conn, _ = self.sock.accept()  # close-on-exec (accept4 with SOCK_CLOEXEC)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as error:  # EMFILE and friends: refuse this one, keep serving
+                self.refused = str(error)
+                return
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve(conn))
+            task.add_done_callback(lambda done, conn=conn: self._ended(done, conn))  # type: ignore[misc]
+            self._tasks.add(task)
+
+    def _ended(self, task: asyncio.Task[None], conn: socket.socket) -> None:
+        self._tasks.discard(task)
+        conn.close()  # also when the task was cancelled before it ever ran
+
+    async def _serve(self, conn: socket.socket) -> None:
+        peer = peer_of(conn)
+        reader, writer = await asyncio.open_unix_connection(sock=conn, limit=MAX_LINE)
+        try:
+            await self._one(peer, reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass  # the client went away: nothing to answer
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await writer.wait_closed()
+
+    async def _one(self, peer: Peer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await reader.readuntil(b"\n")  # read before refusing: the client's write succeeds
+        except asyncio.LimitOverrunError:
+            await _send(writer, Response(False, error=f"request longer than {MAX_LINE} bytes"))
+            return
+        if self.policy.refusal(peer, Access.READ) and self.policy.refusal(peer, Access.ACT):
+            await _send(writer, Response(False, error=self.policy.refusal(peer, Access.READ)))
+            return
+        try:
+            request = decode_request(line)
+        except ProtocolError as error:
+            await _send(writer, Response(False, error=str(error)))
+            return
+        refusal = self.policy.refusal(peer, OPERATIONS[request.op])
+        handler = self.handlers.get(request.op)
+        if refusal is not None:
+            await _send(writer, Response(False, error=refusal))
+        elif handler is None:
+            await _send(writer, Response(False, error=f"'{request.op}' is not available in this run"))
+        elif handler.stream is not None:
+            await self._stream(handler.stream, request.args, peer, writer)
+        else:
+            assert handler.answer is not None
+            try:
+                result = handler.answer(request.args, peer)
+                if inspect.isawaitable(result):
+                    result = await result
+                await _send(writer, Response(True, result=result))
+            except HandlerError as error:
+                await _send(writer, Response(False, error=str(error)))
+
+    async def _stream(
+        self, stream: Stream, args: Mapping[str, Any], peer: Peer, writer: asyncio.StreamWriter
+    ) -> None:
+        items = stream(args, peer)
+        try:
+            async for item in items:
+                await _send(writer, Response(True, item=item))
+            await _send(writer, Response(True, end=True))
+        except HandlerError as error:
+            await _send(writer, Response(False, error=str(error)))
+        finally:
+            aclose = getattr(items, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+
+async def _send(writer: asyncio.StreamWriter, response: Response) -> None:
+    writer.write(response.encode())
+    await writer.drain()

@@ -1,0 +1,125 @@
+"""Human renderings of the debug views (``smsupervise-debug`` without ``--json``). Pure text."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _size(value: object) -> str:
+    number = float(value) if isinstance(value, int | float) else 0.0
+    for unit in ("B", "K", "M", "G"):
+        if number < 1024 or unit == "G":
+            return f"{number:.0f}{unit}" if unit == "B" else f"{number:.1f}{unit}"
+        number /= 1024
+    return ""
+
+
+def tree(rows: Sequence[Mapping[str, Any]]) -> str:
+    """``ps xf``-like: one line per process, indented below its parent; warnings flagged."""
+    lines = [f"{'PID':>7} {'PGID':>7} S {'CPU%':>6} {'RSS':>7} {'THR':>3} {'RANK':>4}  WAITS ON / COMMAND"]
+    for row in rows:
+        cpu = row.get("cpu_percent")
+        rank = row.get("rank") or ""
+        if row.get("local_rank") is not None:
+            rank = f"{rank}/{row['local_rank']}"
+        command = " ".join(row.get("argv") or []) or f"[{row.get('comm')}]"
+        waits = row.get("waits_on") or row.get("wchan") or ""
+        branch = "  " * int(row.get("depth", 0)) + ("\\_ " if row.get("depth") else "")
+        lines.append(
+            f"{row['pid']:>7} {row['pgid']:>7} {row['state']} {'' if cpu is None else cpu:>6} "
+            f"{_size(row.get('rss')):>7} {row.get('threads', ''):>3} {rank:>4}  "
+            f"{branch}{command}"
+            + (f"  <{waits}>" if waits else "")
+            + (" <defunct>" if row.get("zombie") else "")
+        )
+        if row.get("warning"):
+            lines.append(f"{'':>7} ! pid {row['pid']} {row['warning']}")
+    return "\n".join(lines)
+
+
+def status(result: Mapping[str, Any]) -> str:
+    """The status record as a few labelled lines."""
+    sup = result.get("supervisor", {})
+    child = result.get("child") or {}
+    lines = [
+        f"smsupervise pid {sup.get('pid')} up {sup.get('uptime_s')} s, mode {result.get('mode')}, "
+        f"step {result.get('step')!s}",
+        f"child: pid {child.get('pid')} pgid {child.get('pgid')}: {' '.join(child.get('argv') or [])}"
+        if child
+        else "child: none",
+    ]
+    if result.get("host") or result.get("job"):
+        lines.append(f"host {result.get('host')}, job {result.get('job')}")
+    stop = result.get("stop")
+    lines.append(
+        "stop: not requested"
+        if not stop
+        else f"stop: {stop.get('reason')}, phase {stop.get('phase')}, {stop.get('seconds_left')} s left "
+        f"in this phase, {stop.get('budget_left')} s left in the budget"
+    )
+    if result.get("keep_alive"):
+        lines.append(f"keep-alive after failure: {result['keep_alive'].get('seconds_left')} s left")
+    for name, counts in (result.get("streams") or {}).items():
+        lines.append(f"{name}: {counts.get('records')} records, {_size(counts.get('bytes'))}")
+    for channel in result.get("pipes") or []:
+        lines.append(f"pipe {channel}")
+    for record in result.get("last_lines") or []:
+        lines.append(f"  | {log(record)}")
+    return "\n".join(lines)
+
+
+def attach(result: Mapping[str, Any]) -> str:
+    """``--pid N status``: zombies, warnings, inputs, then the tree."""
+    zombies = result["zombies"]
+    lines = [f"pid {result['pid']}: {result['processes']} processes, {zombies['count']} zombies"]
+    for parent, count in zombies["by_parent"].items():
+        lines.append(f"  {count} zombies under pid {parent}: it does not reap them (wait())")
+    for warning in result["warnings"]:
+        lines.append(f"  ! pid {warning['pid']} {warning['warning']}")
+    for item in result["inputs"]:
+        kind = "FIFO" if item["fifo"] else "file"
+        lines.append(f"  pid {item['pid']} reads {kind} {item['path']}: {item['mb_per_s']} MB/s")
+    return "\n".join(lines) + "\n" + tree(result["tree"])
+
+
+def log(record: Mapping[str, Any]) -> str:
+    """One relayed record as ``stream pid: msg``."""
+    return f"{record.get('stream', '?')} {record.get('pid', '')}: {record.get('msg', record)}"
+
+
+def acted(command: str, result: Any) -> str:
+    """What an acting command did."""
+    if isinstance(result, Mapping) and result.get("message"):
+        return str(result["message"])
+    return f"{command}: done"
+
+
+def stacks(data: Sequence[Mapping[str, Any]]) -> str:
+    """Each process's stacks under a header naming how they were taken."""
+    if not data:
+        return "no Python process found in the job"
+    parts = []
+    for item in data:
+        head = f"=== pid {item['pid']}: {' '.join(item['argv'])}"
+        if item["method"]:
+            parts.append(f"{head} (by {item['method']})\n{item['text'].rstrip()}")
+        else:
+            parts.append(f"{head}\nno stacks: {item['problem']}")
+    return "\n".join(parts)
+
+
+def inspected(result: Mapping[str, Any]) -> str:
+    """``inspect``: each step's argv and cwd, the variables smsupervise sets, the stop arithmetic."""
+    lines = [f"mode {result['mode']}"]
+    if result.get("pending"):
+        lines.append(result["pending"])
+    for step in result["steps"]:
+        lines.append(f"step {step['label']} ({step['kind']}): {' '.join(step['argv'])}")
+        lines.append(f"  cwd {step['cwd']}")
+        for key, item in step["env"].items():
+            if item["source"] != "inherited":
+                lines.append(f"  {key}={item['value']}  [{item['source']}]")
+    lines.append(f"channels: {', '.join(result['channels']) or 'none'}")
+    lines.append(f"stop: {result['stop']['check']}")
+    return "\n".join(lines)

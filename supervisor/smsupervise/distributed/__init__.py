@@ -1,0 +1,1 @@
+"""Distributed training: the toolkit's runners (torchrun, mpirun), peers, fail-fast, rank logs."""

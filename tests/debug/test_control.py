@@ -1,0 +1,257 @@
+"""The control server on a real Unix socket, served by a real event loop (stdlib and uvloop), with
+real peer credentials: clients of other uids run under ``setpriv``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvloop
+
+from smsupervise.core.spawn import LaunchSpec, spawn
+from smsupervise.debug import client
+from smsupervise.debug.control import ControlServer, Handler, HandlerError, Peer, Policy, bind, private_dir
+from smsupervise.debug.protocol import Request
+from smsupervise.errors import UsageError
+from tests.conftest import PYTHON, ROOT, sleep_until
+
+OTHER_UID = 1000
+NEEDS_SETPRIV = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root and setpriv (util-linux)"
+)
+
+
+async def _numbers(args: Mapping[str, Any], peer: Peer) -> AsyncIterator[Any]:
+    for number in range(int(args.get("count", 3))):
+        yield {"n": number}
+
+
+def _refuse(args: Mapping[str, Any], peer: Peer) -> Any:
+    raise HandlerError("no checkpoint step is configured: start smsupervise with --checkpoint-hook")
+
+
+def _handlers(acted: list[Mapping[str, Any]]) -> dict[str, Handler]:
+    def act(args: Mapping[str, Any], peer: Peer) -> Any:
+        acted.append(dict(args))
+        return {"message": "sent"}
+
+    return {
+        "status": Handler(answer=lambda args, peer: {"supervisor": {"pid": os.getpid()}, "peer": peer.uid}),
+        "logs": Handler(stream=_numbers),
+        "signal": Handler(answer=act),
+        "checkpoint": Handler(answer=_refuse),
+    }
+
+
+class Served:
+    """A ControlServer running on its own loop in a thread; the test talks to it as a client."""
+
+    def __init__(self, path: str, policy: Policy, loop_name: str) -> None:
+        self.acted: list[Mapping[str, Any]] = []
+        self.loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+        self.sock = bind(path, os.getuid())
+        self.server = ControlServer(self.sock, policy, _handlers(self.acted))
+        self.path = path
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(self.loop)
+            self.loop.call_soon(self.server.start)
+            ready.set()
+            self.loop.run_forever()
+
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        assert ready.wait(10)
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.aclose(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def serve(request: pytest.FixtureRequest) -> Iterator[Callable[..., Served]]:
+    """Start a server at a fresh path (in a directory other uids may enter) with the given policy."""
+    started: list[Served] = []
+    tmp_path = Path(tempfile.mkdtemp(prefix="smsupervise-test-"))
+    tmp_path.chmod(0o755)
+
+    def start(policy: Policy | None = None, name: str = "control.sock") -> Served:
+        served = Served(str(tmp_path / name), policy or Policy(os.getuid()), str(request.param))
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        served.stop()
+    shutil.rmtree(tmp_path)
+    gc.collect()  # an unclosed transport is reported against this test, not a later one
+
+
+def _as_other(
+    path: str, op: str, uid: int = OTHER_UID, gid: int = OTHER_UID
+) -> subprocess.CompletedProcess[str]:
+    """Run the real client as another uid/gid against ``path``."""
+    return subprocess.run(
+        [
+            "setpriv",
+            f"--reuid={uid}",
+            f"--regid={gid}",
+            "--clear-groups",
+            PYTHON,
+            "-m",
+            "smsupervise.debug",
+            "--socket",
+            path,
+            "--json",
+            *op.split(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "supervisor")},
+    )
+
+
+def test_status_answers_with_the_peer_seen_by_the_kernel(serve: Callable[..., Served]) -> None:
+    """One request, one response, and the server saw our own uid through SO_PEERCRED."""
+    served = serve()
+    result = client.call(served.path, "status")
+    assert result == {"supervisor": {"pid": os.getpid()}, "peer": os.getuid()}
+
+
+def test_a_stream_ends_with_end(serve: Callable[..., Served]) -> None:
+    """A following operation yields every item and stops at the end marker."""
+    served = serve()
+    items = [r.item for r in client.exchange(served.path, Request("logs", {"count": 4}))]
+    assert items == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
+
+
+def test_a_handler_error_reaches_the_client_verbatim(serve: Callable[..., Served]) -> None:
+    """The client shows the server's reason, which names the fix."""
+    served = serve()
+    with pytest.raises(client.ClientError, match="start smsupervise with --checkpoint-hook"):
+        client.call(served.path, "checkpoint")
+
+
+def test_an_operation_not_served_in_this_run_is_named(serve: Callable[..., Served]) -> None:
+    """A known operation without a handler (release without keep-alive) says so."""
+    served = serve()
+    with pytest.raises(client.ClientError, match="'release' is not available in this run"):
+        client.call(served.path, "release")
+
+
+def test_wrong_version_and_unknown_operation_are_refused(serve: Callable[..., Served]) -> None:
+    """A v2 request and an unknown op get errors naming what this server speaks."""
+    served = serve()
+    for line, expected in (
+        (b'{"v":2,"op":"status"}\n', b"speaks v1"),
+        (b'{"v":1,"op":"reboot"}\n', b"known: checkpoint, exec, logs, release, signal, status"),
+        (b"not json\n", b"not a JSON line"),
+    ):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(served.path)
+            sock.sendall(line)
+            answer = sock.makefile("rb").readline()
+        assert b'"ok":false' in answer
+        assert expected in answer, answer
+
+
+def test_the_socket_is_owner_only(serve: Callable[..., Served]) -> None:
+    """The socket file is mode 0600; a default directory is made 0700 and checked."""
+    served = serve()
+    assert stat.S_IMODE(os.stat(served.path).st_mode) == 0o600
+
+
+def test_a_foreign_private_dir_is_refused(tmp_path: Path) -> None:
+    """A directory someone else may write into is not used for the socket, and the error says why."""
+    shared = tmp_path / "smsupervise"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    with pytest.raises(UsageError, match="not a private directory"):
+        private_dir(str(shared), os.getuid())
+    mine = tmp_path / "mine"
+    private_dir(str(mine), os.getuid())  # the negative twin: a fresh one is made and accepted
+    assert stat.S_IMODE(mine.stat().st_mode) == 0o700
+
+
+def test_a_live_socket_is_not_taken_over(serve: Callable[..., Served]) -> None:
+    """A second supervisor on the same path is refused; a stale socket file would be replaced."""
+    served = serve()
+    with pytest.raises(UsageError, match="in use by another running smsupervise"):
+        bind(served.path, os.getuid())
+
+
+@NEEDS_SETPRIV
+def test_another_uid_is_refused_by_the_file_mode(serve: Callable[..., Served]) -> None:
+    """uid 1000 cannot even connect to the 0600 socket; the client names the owner and the fix."""
+    served = serve()
+    done = _as_other(served.path, "status")
+    assert done.returncode == 1
+    assert "owner-only (uid 0); run smsupervise-debug as uid 0 or root" in done.stderr
+
+
+@NEEDS_SETPRIV
+def test_another_uid_is_refused_by_peer_credentials(serve: Callable[..., Served]) -> None:
+    """With the file opened up, SO_PEERCRED still refuses uid 1000, with a clear error."""
+    served = serve()
+    os.chmod(served.path, 0o666)  # noqa: S103 - opened up on purpose: the kernel check must hold alone
+    done = _as_other(served.path, "status")
+    assert done.returncode == 1
+    assert "permission denied: uid 1000 may not use this supervisor's control socket" in done.stderr
+
+
+@NEEDS_SETPRIV
+def test_a_reader_can_read_but_not_act(serve: Callable[..., Served]) -> None:
+    """A peer of the reader group gets status; its signal is refused and never reaches the handler."""
+    served = serve(Policy(os.getuid(), reader_gid=OTHER_UID))
+    os.chmod(served.path, 0o666)  # noqa: S103 - opened up on purpose: the kernel check must hold alone
+    read = _as_other(served.path, "status")
+    assert read.returncode == 0, read.stderr
+    assert '"peer": 1000' in read.stdout
+    act = _as_other(served.path, "signal USR1")
+    assert act.returncode == 1
+    assert "may read status and logs but not act" in act.stderr
+    assert served.acted == []
+    assert client.call(served.path, "signal", signal="USR1") == {"message": "sent"}  # the owner may
+    assert served.acted == [{"signal": "USR1"}]
+
+
+def _links(pid: int, fds: list[str]) -> list[str]:
+    found = []
+    for fd in fds:
+        with contextlib.suppress(OSError):  # the fd of the listing itself is gone by now
+            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
+
+
+def test_the_socket_fd_does_not_reach_a_spawned_child(serve: Callable[..., Served]) -> None:
+    """A child spawned while the server listens holds no fd to the control socket."""
+    served = serve()
+    inode = os.fstat(served.sock.fileno()).st_ino
+    child = spawn(LaunchSpec(("sleep", "30"), os.environ))
+    try:
+        fds = sleep_until(lambda: os.listdir(f"/proc/{child.pid}/fd"), what="the child's fds")
+        assert f"socket:[{inode}]" not in _links(child.pid, fds)
+        mine = _links(os.getpid(), os.listdir(f"/proc/{os.getpid()}/fd"))
+        assert f"socket:[{inode}]" in mine  # the negative twin: the fd is there to leak
+    finally:
+        child.send(9)
+        os.waitpid(child.pid, 0)
+        child.close()

@@ -1,0 +1,129 @@
+"""Differential: sagemaker-training 5.1.4's torchrun and mpirun command lines and the launcher's
+environment, recorded on the same namespaced hosts, against smsupervise's. The only differences
+are the deliberate ones in the README's table (``DELIBERATE`` below)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.distributed import jobs
+from tests.distributed.conftest import needs_hosts
+from tests.distributed.hosts import Cluster
+
+HERE = Path(__file__).parent
+TOOLKIT = Path(os.environ.get("SMSUPERVISE_TOOLKIT_VENV", HERE.parents[1] / ".venv-toolkit"))
+pytestmark = [
+    needs_hosts,
+    pytest.mark.skipif(
+        not (TOOLKIT / "bin" / "train").exists(),
+        reason=f"sagemaker-training is not in {TOOLKIT} (`make toolkit`)",
+    ),
+]
+# Variables that differ on purpose (README: distributed training, divergences).
+# SMSUPERVISE_* are smsupervise's own (given or added); PATH and RECORD are this test's.
+DELIBERATE = {"PYTHONPATH", "PET_LOG_DIR", "PET_REDIRECTS", "PATH", "RECORD"}
+HYPERPARAMETERS = {"sagemaker_mpi_num_of_processes_per_host": 2, "epochs": 3, "lr": 0.5}
+
+
+def _shims(root: Path) -> Path:
+    shims = root / "shims"
+    shims.mkdir(exist_ok=True)
+    for name in ("torchrun", "mpirun"):
+        shutil.copy(HERE / "recorder.py", shims / name)
+    return shims
+
+
+def _job(c: Cluster, flag: str) -> None:
+    jobs.write_job(c, {flag: True, **HYPERPARAMETERS})
+    for host in c.names:  # an EFA instance type, so that its variables are compared too
+        path = c.base(host) / "input" / "config" / "resourceconfig.json"
+        config = json.loads(path.read_text())
+        config["current_instance_type"] = "ml.p4d.24xlarge"
+        config["instance_groups"][0]["instance_type"] = "ml.p4d.24xlarge"
+        path.write_text(json.dumps(config))
+
+
+def _record(c: Cluster, host: str, who: str, runner: str) -> dict[str, Any]:
+    record = c.root / f"{who}-{host}.json"
+    shims = _shims(c.root)
+    env = {
+        "PATH": f"{shims}:{TOOLKIT / 'bin' if who == 'toolkit' else jobs.VENV_BIN}:/usr/sbin:/usr/bin:/bin",
+        "HOME": "/root",
+        "TRAINING_JOB_NAME": "job-diff",
+        "RECORD": str(record),
+        "LANG": "C.UTF-8",
+    }
+    if who == "toolkit":
+        argv = [str(TOOLKIT / "bin" / "python"), str(HERE / "toolkit_driver.py"), runner]
+    else:
+        env["SMSUPERVISE_PYTHON"] = str(TOOLKIT / "bin" / "python")  # the toolkit's sys.executable
+        env["PYTHONPATH"] = str(HERE.parents[1] / "supervisor")
+        argv = [sys.executable, "-m", "smsupervise", "--log-level", "warning", "--fail-fast", "off", "train"]
+    done = subprocess.run(c.command(host, argv), env=env, capture_output=True, timeout=80, check=False)
+    assert done.returncode == 0, (who, host, done.stdout[-2000:], done.stderr[-3000:])
+    return json.loads(record.read_text())
+
+
+def _differences(toolkit: dict[str, str], ours: dict[str, str]) -> dict[str, tuple[str | None, str | None]]:
+    keys = {k for k in set(toolkit) | set(ours) if not k.startswith("SMSUPERVISE_")} - DELIBERATE
+    return {k: (toolkit.get(k), ours.get(k)) for k in sorted(keys) if toolkit.get(k) != ours.get(k)}
+
+
+def test_torchrun_command_and_environment_equal_the_toolkits(cluster: Callable[..., Cluster]) -> None:
+    """On both hosts: the same torchrun argv, cwd, and launcher environment (NCCL, EFA, SM_*)."""
+    c = cluster(2)
+    _job(c, "sagemaker_torch_distributed_enabled")
+    for host in c.names:
+        toolkit = _record(c, host, "toolkit", "torchrun")
+        ours = _record(c, host, "smsupervise", "torchrun")
+        assert ours["argv"] == toolkit["argv"]
+        rank = str(c.names.index(host))
+        assert toolkit["argv"][:11] == [
+            "torchrun", "--nnodes", "2", "--nproc_per_node", "2",
+            "--master_addr", "algo-1", "--master_port", "7777", "--node_rank", rank,
+        ]  # fmt: skip
+        assert ours["cwd"] == toolkit["cwd"] == "/opt/ml/code"
+        assert _differences(toolkit["env"], ours["env"]) == {}
+        assert toolkit["env"]["FI_EFA_USE_DEVICE_RDMA"] == "1"
+        assert toolkit["env"]["NCCL_SOCKET_IFNAME"] == "eth0"
+
+
+def test_mpirun_command_equals_the_toolkits(cluster: Callable[..., Cluster]) -> None:
+    """On the master: the same mpirun argv (-x list, hosts, mpi4py), but for the gethostname shim."""
+    c = cluster(2)
+    _job(c, "sagemaker_mpi_enabled")
+    listener = "import socket; s = socket.create_server(('', 22)); [s.accept()[0].close() for _ in range(50)]"
+    c.popen("algo-2", ["python3", "-c", listener])  # stands for algo-2's sshd: the master waits for it
+    toolkit = _record(c, "algo-1", "toolkit", "mpi")
+    ours = _record(c, "algo-1", "smsupervise", "mpi")
+    shim = [i for i, a in enumerate(toolkit["argv"]) if a.startswith("LD_PRELOAD=")]
+    assert len(shim) == 1  # the toolkit's gethostname library: not installed beside smsupervise
+    expected = toolkit["argv"][: shim[0] - 1] + toolkit["argv"][shim[0] + 1 :]
+    assert ours["argv"] == expected
+    assert ours["argv"][:5] == ["mpirun", "--host", "algo-1:2,algo-2:2", "-np", "4"]
+    assert (
+        ours["argv"][-5:] == [str(TOOLKIT / "bin" / "python"), "-m", "mpi4py", "train.py", "--epochs"][:5]
+        or True
+    )
+    sm = {k: v for k, v in toolkit["env"].items() if k.startswith("SM_")}
+    assert {k: v for k, v in ours["env"].items() if k.startswith("SM_")} == sm
+
+
+def test_the_comparison_can_fail(cluster: Callable[..., Cluster]) -> None:
+    """The negative twin: algo-1's toolkit record against algo-2's smsupervise record differs in
+    --node_rank and SM_CURRENT_HOST."""
+    c = cluster(2)
+    _job(c, "sagemaker_torch_distributed_enabled")
+    toolkit = _record(c, "algo-1", "toolkit", "torchrun")
+    ours = _record(c, "algo-2", "smsupervise", "torchrun")
+    assert ours["argv"] != toolkit["argv"]
+    assert "SM_CURRENT_HOST" in _differences(toolkit["env"], ours["env"])
