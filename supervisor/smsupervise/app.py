@@ -140,14 +140,14 @@ def _log_notes(notes: tuple[planning.Note, ...], log: EventLog) -> None:
         (log.warning if note.level == "warning" else log.info)(note.event, **note.fields)
 
 
-def prelude(invocation: Invocation, log: EventLog) -> planning.Plan:
+def prelude(invocation: Invocation, log: EventLog, inbox: SignalInbox) -> planning.Plan:
     """Before the loop: become a reaper, decide the plan, clear stale outcome files, prepare."""
     become_reaper(log)
     machine = probe.machine(os.environ) if invocation.mode == "train" else None
     plan = planning.decide(invocation, os.environ, machine)
     if plan.outcome_dir is not None:
         _clear_stale(plan.outcome_dir, log)
-    plan, done = planning.prepare(plan)
+    plan, done = planning.prepare(plan, invocation.settings, inbox.stop_pending)  # a stop ends a fetch
     _log_notes(plan.notes + done, log)
     # Every path is absolute by now and every step names its cwd: like dumb-init and catatonit,
     # a supervisor must not hold the mount it was started in busy for the whole job.
@@ -217,14 +217,28 @@ def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: 
     return code
 
 
+def process_started() -> float:
+    """When this process started, on the monotonic clock (/proc: both count from boot); now if unknown."""
+    now = time.monotonic()
+    try:
+        with open("/proc/self/stat", "rb") as stat, open("/proc/uptime", "rb") as uptime:
+            ticks = int(stat.read().rsplit(b")", 1)[1].split()[19])  # field 22, starttime
+            since_boot = float(uptime.read().split()[0])
+        age = since_boot - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if 0 <= age < since_boot else now
+
+
 def run(invocation: Invocation, inbox: SignalInbox) -> int:
     """Run the invocation to the end; returns smsupervise's exit code."""
+    started = process_started()
     settings = invocation.settings
     log = EventLog(settings.log_format if settings.log_format == "text" else "json", settings.log_level)
     try:
-        plan = prelude(invocation, log)
+        plan = prelude(invocation, log, inbox)
         cluster = _coordinator(plan, log)
-        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster)
+        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster, started)
         if cluster is None:  # a distributed job's outcome waits for the cluster's verdict
             supervisor.on_outcome = record(plan, log)
         supervisor.terminal = controlling_terminal(0)

@@ -125,6 +125,16 @@ def _ranks(value: str, source: str) -> frozenset[int] | None:
         raise UsageError(f"{source}: {value!r} is not a list of ranks; use e.g. 0 or 0,8 or all") from None
 
 
+def _count(value: str, source: str) -> int:
+    try:
+        count = int(value.strip().replace("_", ""))
+    except ValueError:
+        raise UsageError(f"{source}: {value!r} is not a whole number; use e.g. 1000000") from None
+    if count <= 0:
+        raise UsageError(f"{source}: {value!r} must be a positive number")
+    return count
+
+
 def _text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
@@ -398,6 +408,22 @@ OPTIONS: tuple[Option, ...] = (
         "uvloop",
         "the event loop: uvloop, or the standard library's asyncio loop (the test suite runs both)",
     ),
+    Option(
+        "source-max-bytes",
+        "BYTES",
+        _size,
+        20 << 30,
+        "the most bytes sagemaker_submit_directory may unpack to (counted as written: a zip bomb "
+        "stops there, the whole source is refused)",
+        default_text="20G",
+    ),
+    Option(
+        "source-max-members",
+        "COUNT",
+        _count,
+        1_000_000,
+        "the most files, directories and links the source archive may hold (more: refused whole)",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}
 
@@ -436,6 +462,8 @@ class Settings(NamedTuple):
     control_group: int | None
     keep_alive_on_failure: float
     event_loop: EventLoop
+    source_max_bytes: int
+    source_max_members: int
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:

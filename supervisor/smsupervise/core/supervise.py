@@ -105,6 +105,7 @@ class Supervisor:
         ack_file: str | None = None,
         pipes: tuple[ChannelSpec, ...] = (),
         cluster: ClusterHooks | None = None,
+        started: float | None = None,
     ) -> None:
         self.steps = steps
         self.settings = settings
@@ -121,7 +122,9 @@ class Supervisor:
         self.stop_signal: int | None = None
         self.stop_reason: str | None = None
         self.stop: StopSequence | None = None
-        self.started = time.monotonic()
+        # A stop's "after N s" and the runtime count from smsupervise's own start (``started``, on
+        # the monotonic clock), not the loop's: a stop during the source unpack is not "after 0.0 s".
+        self.started = time.monotonic() if started is None else started
         self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
         self._outputs: dict[int, Output] = {}
@@ -225,7 +228,6 @@ class Supervisor:
         the supervisor stays up (reaping, services) before the leftovers are ended.
         """
         loop = asyncio.get_running_loop()
-        self.started = time.monotonic()
         self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
         self.log.redirect(self._outputs[2].write_event)  # our events and the child's stderr never interleave
         self.inbox.attach(_wake_for(loop, self._on_signal))

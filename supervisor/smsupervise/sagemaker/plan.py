@@ -20,7 +20,7 @@ import re
 import shlex
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
@@ -382,10 +382,16 @@ def _not_in_source(script: Script, names: list[str]) -> ConfigError:
     )
 
 
-def prepare(plan: Plan) -> tuple[Plan, tuple[Note, ...]]:
+def prepare(
+    plan: Plan, settings: Settings | None = None, should_stop: Callable[[], bool] | None = None
+) -> tuple[Plan, tuple[Note, ...]]:
     """Put the script's source in place and make a shell entry point executable: the side effects
     ``decide`` left out. Returns the plan (its steps chosen now when the source was on S3) and
-    what was done, to be logged."""
+    what was done, to be logged.
+
+    ``settings`` gives the source limits; ``should_stop`` is asked while the source is fetched:
+    on a stop nothing is left behind and the plan keeps only a training step that never starts
+    (the supervisor then ends the run as a stop before training started)."""
     script = plan.script
     if script is None:
         return plan, ()
@@ -393,7 +399,16 @@ def prepare(plan: Plan) -> tuple[Plan, tuple[Note, ...]]:
     if script.source_action != "keep":
         from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile+shutil: start-up time
 
-        action = sourcedir.fetch(script.source, script.code_dir, script.where)
+        settings = settings or Settings.defaults("train")
+        limits = sourcedir.Limits(settings.source_max_bytes, settings.source_max_members)
+        try:
+            action = sourcedir.fetch(
+                script.source, script.code_dir, script.where, limits, should_stop or (lambda: False)
+            )
+        except sourcedir.Stopped as stopped:
+            never = Step(StepKind.MAIN, "training", LaunchSpec(("false",), script.env, script.code_dir))
+            fields = {"source": script.source, "code_dir": script.code_dir, "when": str(stopped)}
+            return plan._replace(steps=(never,)), (Note("warning", "source_stopped", fields),)
         ready = {"source": script.source, "code_dir": script.code_dir, "action": action}
         notes.append(Note("info", "source_ready", ready))
     os.makedirs(script.code_dir, exist_ok=True)
