@@ -80,6 +80,7 @@ def _readme_option_rows() -> dict[str, tuple[str, str]]:
         cells = [cell.strip() for cell in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
         match = re.match(r"`--([a-z-]+)", cells[0]) if len(cells) >= 4 else None
         if match:
+            assert match.group(1) not in rows, f"--{match.group(1)} has two rows in the README"
             rows[match.group(1)] = (cells[1], cells[2])
     return rows
 
