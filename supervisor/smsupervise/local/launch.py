@@ -52,6 +52,9 @@ def job_env(job: TrainingJob, base: str) -> dict[str, str]:
     env["TRAINING_JOB_ARN"] = f"arn:aws:sagemaker:{region}:000000000000:training-job/{job.name.lower()}"
     if base != "/opt/ml":
         env["SAGEMAKER_BASE_DIR"] = base
+        # No network namespaces here: the other hosts' names cannot resolve, so skip the wait for
+        # them as the toolkit does in the SDK's local mode (the distributed issue's peer wait).
+        env["SM_STUDIO_LOCAL_MODE"] = "true"
     env.update(job.environment)
     return env
 
