@@ -9,7 +9,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from tests.conftest import PYTHON, event_names, events, init_prefix, sleep_until, supervisor_argv
+from tests.conftest import PYTHON, Supervised, event_names, events, init_prefix, sleep_until, supervisor_argv
 
 
 def _shell(mode: str, command: str, *args: str) -> list[str]:
@@ -168,3 +168,29 @@ def test_relative_paths_are_resolved_and_we_leave_the_starting_directory(mode: s
     finally:
         if run.proc.poll() is None:
             run.kill()
+
+
+def test_own_events_are_bounded_when_stderr_stalls(mode: str, tmp_path: Path) -> None:
+    """A signal storm while nobody reads our stderr: events beyond the cap are dropped and counted,
+    never buffered without limit; once stderr is read again the run ends with the job's code."""
+    done = tmp_path / "done"
+    storm = (  # lock-step: each SIGWINCH is forwarded back before the next, so one event each
+        "import os, signal\n"
+        "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGWINCH])\n"
+        "for _ in range(30000):\n"
+        "    os.kill(os.getppid(), signal.SIGWINCH)\n"
+        "    signal.sigwaitinfo([signal.SIGWINCH])\n"
+        f"open({str(done)!r}, 'w').close()\n"
+        "raise SystemExit(6)\n"
+    )
+    argv = supervisor_argv(mode, "--flush-timeout", "30", PYTHON, "-c", storm)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    run = Supervised.attach(mode, proc)
+    try:
+        sleep_until(done.exists, timeout=90, what="the storm to end")
+        _, err = proc.communicate(timeout=60)  # the reader comes back
+    finally:
+        run.kill()
+    assert proc.returncode == 6
+    exiting = next(e for e in events(err) if e["event"] == "exiting")
+    assert exiting["dropped_events"] > 0

@@ -142,3 +142,38 @@ def test_inherited_sigpipe_ignore_reaches_the_child_only_under_tini(init: str, p
     )
     ignored = int(result.stdout.split()[-1], 16)
     assert bool(ignored & (1 << (signal.SIGPIPE - 1))) is pipe_ignored
+
+
+@pytest.mark.parametrize("init", list(INITS))
+@pytest.mark.parametrize("closed", ["<&-", ">&-", "2>&-", "<&- >&- 2>&-"])
+def test_closed_standard_fds_at_start_for_all(init: str, closed: str) -> None:
+    """Started with fds 0-2 closed, dumb-init and smsupervise run the job and pass its code through
+    (smsupervise opens them on /dev/null first, test_hardening.py); tini, without stdin, fails its
+    tcsetpgrp(0) and exits 1 without running the job ("tcsetpgrp failed: Bad file descriptor")."""
+    argv = [*init_prefix("pid1"), *_init(init), "sh", "-c", "exit 5"]
+    result = subprocess.run(
+        ["sh", "-c", f'exec "$@" {closed}', "sh", *argv], capture_output=True, timeout=60, check=False
+    )
+    tini_without_stdin = init == "tini" and "<&-" in closed
+    assert result.returncode == (1 if tini_without_stdin else 5)
+
+
+@pytest.mark.parametrize("init", ["smsupervise", "dumb-init"])
+def test_inherited_blocked_sigterm_still_stops(init: str) -> None:
+    """A parent that blocked SIGTERM: dumb-init and smsupervise clear the mask and stop on SIGTERM.
+    tini is left out on purpose: it restores the parent's mask in its child (pid1.md, tini #8), so
+    the forwarded TERM stays blocked in the job."""
+    block = (
+        "import os, signal, sys; signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM]); "
+        "os.execvp(sys.argv[1], sys.argv[1:])"
+    )
+    argv = [PYTHON, "-c", block, *init_prefix("pid1"), *_init(init), "sh", "-c", "echo up; exec sleep 60"]
+    run = Supervised("pid1", argv)
+    try:
+        assert run.proc.stdout is not None
+        assert b"up" in run.proc.stdout.readline()
+        run.signal(signal.SIGTERM)
+        code, _, _ = run.wait(timeout=30)
+    finally:
+        run.kill()
+    assert code == 143
