@@ -99,12 +99,19 @@ def test_orphans_stay_zombies_without_smsupervise(podman: Podman, image: str) ->
 
 def test_interactive_bash_reads_the_terminal(podman: Podman, image: str) -> None:
     """`podman run -it IMAGE bash` on a real pty: bash gets the terminal (a prompt, its output not
-    re-framed as JSON), typed commands run under smsupervise, `exit 4` gives 4."""
+    re-framed as JSON, job control, Ctrl-C for the foreground command only), `exit 4` gives 4."""
     name = podman.name("pty")
     shell = podman.pty("run", "-it", "--rm", "--network", "none", "--name", name, image, "bash")
     shell.expect('"event":"child_spawned".*"argv":\\["bash"\\]')
     shell.expect(r"root@\w+:/# ")  # the prompt of an interactive shell that owns the terminal
     shell.send(b"echo hi-$((1+1))\n")
     shell.expect(r"[\r\n]hi-2\r\n")  # raw, as a shell prints it: not a JSON record
+    shell.send(b"sleep 300 & jobs\n")  # job control: bash runs it as a background job
+    shell.expect(r"\[1\]\+ +Running +sleep 300 &")
+    shell.send(b"sleep 301\n")
+    shell.expect(r"sleep 301\r\n")
+    shell.send(b"\x03")  # Ctrl-C interrupts the foreground command, not the container
+    shell.send(b"echo back-$((2+1))\n")
+    shell.expect(r"[\r\n]back-3\r\n")
     shell.send(b"exit 4\n")
     assert shell.close() == 4

@@ -33,6 +33,12 @@ def test_stop_checkpoints_then_resume(podman: Podman, image: str, tmp_path: Path
         ml.chown(1000, 1000)
     job = podman.start(image, "train", options=[*ml.mounts(), "--env", HOOK, *options])
     started_training(ml)
+    # The debug mode's control socket works in the same container (read-only root: it falls back
+    # to a writable place), for the job's own user.
+    ready = job.wait_for_event("control_socket_ready")
+    status = podman.exec(job.name, "smsupervise-debug", "--json", "--socket", ready["path"], "status")
+    assert status.code == 0, status.err.decode()
+    assert json.loads(status.out)["mode"] == "train"
     podman.stop(job.name, 120)
     assert job.wait() == 0, job.output()  # the job's own exit code: it saved and exited 0
     names = [e["event"] for e in job.events()]
