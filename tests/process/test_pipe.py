@@ -297,6 +297,18 @@ def test_a_failed_channel_gives_the_job_eof_and_the_event_names_channel_and_caus
     assert not (base / "output" / "success").exists()
 
 
+def _with_relay_dir(mode: str, base: Path, relay_dir: Path) -> subprocess.CompletedProcess[bytes]:
+    """``smsupervise --pipe-relay --pipe-relay-dir RELAY_DIR train`` on ``base`` with a no-op job."""
+    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": "true"}
+    return subprocess.run(
+        supervisor_argv(mode, "--pipe-relay", "--pipe-relay-dir", str(relay_dir), "train"),
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
 def test_a_relay_dir_holding_a_channel_file_is_refused_and_left_as_it_was(mode: str, tmp_path: Path) -> None:
     """``--pipe-relay-dir`` with a regular file ``train_0`` in it: exit 2 naming the file and the
     fix, and the file is untouched (it is not a FIFO the relay made)."""
@@ -304,14 +316,7 @@ def test_a_relay_dir_holding_a_channel_file_is_refused_and_left_as_it_was(mode: 
     relay_dir = tmp_path / "relay"
     relay_dir.mkdir()
     (relay_dir / "train_0").write_text("keep me")
-    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": "true"}
-    result = subprocess.run(
-        supervisor_argv(mode, "--pipe-relay", "--pipe-relay-dir", str(relay_dir), "train"),
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    result = _with_relay_dir(mode, base, relay_dir)
     assert result.returncode == 2, result.stderr.decode()[-3000:]
     error = _one(result.stderr, "start_failed")["error"]
     assert f"--pipe-relay-dir {relay_dir}" in error
@@ -350,14 +355,7 @@ def test_the_platform_data_dir_is_refused_as_the_relay_dir(mode: str, tmp_path: 
     base = _pipe_tree(tmp_path, {"train": "Pipe"})
     data_dir = base / "input" / "data"
     os.mkfifo(data_dir / "train_0")
-    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_TRAIN": "true"}
-    result = subprocess.run(
-        supervisor_argv(mode, "--pipe-relay", "--pipe-relay-dir", str(data_dir), "train"),
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
+    result = _with_relay_dir(mode, base, data_dir)
     assert result.returncode == 2, result.stderr.decode()[-3000:]
     assert "platform's Pipe-mode data dir" in _one(result.stderr, "start_failed")["error"]
     assert (data_dir / "train_0").is_fifo()
