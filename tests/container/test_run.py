@@ -108,6 +108,8 @@ def test_interactive_bash_reads_the_terminal(podman: Podman, image: str) -> None
     shell.expect(r"[\r\n]hi-2\r\n")  # raw, as a shell prints it: not a JSON record
     shell.send(b"sleep 300 & jobs\n")  # job control: bash runs it as a background job
     shell.expect(r"\[1\]\+ +Running +sleep 300 &")
+    shell.send(b"kill %1; wait; echo killed-$((3+4))\n")  # the job, by its job-control name
+    shell.expect(r"[\r\n]killed-7\r\n")
     shell.send(b"sleep 301\n")
     shell.expect(r"sleep 301\r\n")
     shell.send(b"\x03")  # Ctrl-C interrupts the foreground command, not the container
