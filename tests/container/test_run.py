@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import sleep_until
 from tests.container.conftest import TESTS
 from tests.container.podman import MlTree, Podman
 
@@ -112,6 +113,9 @@ def test_interactive_bash_reads_the_terminal(podman: Podman, image: str) -> None
     shell.expect(r"[\r\n]killed-7\r\n")
     shell.send(b"sleep 301\n")
     shell.expect(r"sleep 301\r\n")
+    # Ctrl-C only once `sleep 301` runs (bash gave it the terminal before exec'ing it): before that
+    # bash itself is in the foreground and an interactive bash ignores SIGINT.
+    sleep_until(lambda: podman.exec(name, "pgrep", "-x", "-f", "sleep 301").code == 0, what="sleep 301")
     shell.send(b"\x03")  # Ctrl-C interrupts the foreground command, not the container
     shell.send(b"echo back-$((2+1))\n")
     shell.expect(r"[\r\n]back-3\r\n")
