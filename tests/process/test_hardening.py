@@ -157,13 +157,13 @@ def test_relative_paths_are_resolved_and_we_leave_the_starting_directory(mode: s
     )
     try:
         sleep_until(lambda: seen.exists() and len(seen.read_text().split()) == 2, what="the job")
-        assert os.readlink(f"/proc/{run.init_pid}/cwd") == "/"
+        assert os.readlink(f"/proc/{run.init_pid}/cwd") == "/", run.init_pid
         job_cwd, checkpoints = seen.read_text().split()
         assert job_cwd == str(tmp_path)
         assert checkpoints == str(base / "checkpoints")
         run.signal(signal.SIGTERM)
-        code, _, _ = run.wait()
-        assert code == 143
+        code, _, err = run.wait()
+        assert code == 143, err.decode()[-3000:]
         assert (base / "output" / "failure").exists()  # the relative base dir was the right one
     finally:
         if run.proc.poll() is None:
