@@ -6,12 +6,10 @@ environment variables over defaults, and checks what spans several fields.
 
 from __future__ import annotations
 
-import math
-import os
-import signal
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
+from smsupervise import parsers
 from smsupervise.errors import UsageError
 
 ForwardTo = Literal["group", "child"]
@@ -22,123 +20,6 @@ EventLoop = Literal["uvloop", "asyncio"]
 
 ENV_PREFIX = "SMSUPERVISE_"
 STOP_MARGIN = 5.0  # seconds kept free in the stop budget for SIGKILL, reaping and flushing
-
-
-def _seconds(value: str, source: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise UsageError(f"{source}: {value!r} is not a number of seconds; use e.g. 30 or 2.5") from None
-    if not math.isfinite(seconds) or seconds < 0:
-        raise UsageError(f"{source}: {value!r} must be a finite number of seconds >= 0")
-    return seconds
-
-
-def _size(value: str, source: str) -> int:
-    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3}
-    text = value.strip().upper().removesuffix("IB").removesuffix("B")
-    unit = text[-1:] if text[-1:] in units else ""
-    number = text[: len(text) - len(unit)]
-    try:
-        size = int(float(number) * units[unit])
-    except ValueError:
-        raise UsageError(
-            f"{source}: {value!r} is not a size; use bytes or a suffix, e.g. 16384, 64K, 1M"
-        ) from None
-    if size <= 0:
-        raise UsageError(f"{source}: {value!r} must be a positive size")
-    return size
-
-
-def _signal(value: str, source: str) -> int:
-    text = value.strip().upper()
-    if text.isdigit():
-        number = int(text)
-    else:
-        name = text if text.startswith("SIG") else f"SIG{text}"
-        try:
-            number = int(signal.Signals[name])
-        except KeyError:
-            raise UsageError(f"{source}: {value!r} is not a signal name; use e.g. USR1 or SIGUSR2") from None
-    if number in (signal.SIGKILL, signal.SIGSTOP) or number not in signal.valid_signals():
-        raise UsageError(f"{source}: {value!r} cannot be caught by a program; use e.g. USR1")
-    return number
-
-
-def _boolean(value: str, source: str) -> bool:
-    text = value.strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise UsageError(f"{source}: {value!r} is not a boolean; use 1 or 0")
-
-
-def _choice(*choices: str) -> Callable[[str, str], str]:
-    def parse(value: str, source: str) -> str:
-        if value not in choices:
-            raise UsageError(f"{source}: {value!r} is not one of {', '.join(choices)}")
-        return value
-
-    return parse
-
-
-def _line_bytes(value: str, source: str) -> int:
-    size = _size(value, source)
-    if not 1024 <= size <= 1048550:
-        raise UsageError(
-            f"{source}: {size} is out of range; use 1024 to 1048550 "
-            "(CloudWatch's event limit is 1 MiB - 26 bytes)"
-        )
-    return size
-
-
-def _path(value: str, source: str) -> str:
-    """A directory, made absolute at once (smsupervise later moves its own cwd to /)."""
-    return os.path.abspath(_text(value, source))
-
-
-def _gid(value: str, source: str) -> int:
-    import grp  # noqa: PLC0415 - only when the option is given
-
-    if value.strip().isdigit():
-        return int(value)
-    try:
-        return grp.getgrnam(value.strip()).gr_gid
-    except KeyError:
-        raise UsageError(f"{source}: {value!r} is not a group name or number; use e.g. 1000") from None
-
-
-def _port(value: str, source: str) -> int:
-    if not value.strip().isdigit() or not 1 <= int(value) <= 65535:
-        raise UsageError(f"{source}: {value!r} is not a TCP port; use 1 to 65535, e.g. 7778")
-    return int(value)
-
-
-def _ranks(value: str, source: str) -> frozenset[int] | None:
-    text = value.strip().lower()
-    if text in ("", "all"):
-        return None
-    try:
-        return frozenset(int(part) for part in text.split(","))
-    except ValueError:
-        raise UsageError(f"{source}: {value!r} is not a list of ranks; use e.g. 0 or 0,8 or all") from None
-
-
-def _count(value: str, source: str) -> int:
-    try:
-        count = int(value.strip().replace("_", ""))
-    except ValueError:
-        raise UsageError(f"{source}: {value!r} is not a whole number; use e.g. 1000000") from None
-    if count <= 0:
-        raise UsageError(f"{source}: {value!r} must be a positive number")
-    return count
-
-
-def _text(value: str, source: str) -> str:
-    if not value.strip():
-        raise UsageError(f"{source}: must not be empty")
-    return value
 
 
 class Option(NamedTuple):
@@ -193,7 +74,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "base-dir",
         "DIR",
-        _path,
+        parsers.directory,
         "/opt/ml",
         "SageMaker's base directory (config, data, code, model, output)",
         "SAGEMAKER_BASE_DIR",
@@ -201,14 +82,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "forward-to",
         "group|child",
-        _choice("group", "child"),
+        parsers.choice("group", "child"),
         "group",
         "send forwarded signals to the child's whole process group, or to the child only",
     ),
     Option(
         "grace-period",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         100.0,
         "after SIGTERM/SIGINT reaches the child's group, wait this long before SIGKILLing it; "
         "without a value it is lowered as far as the stop must fit --stop-budget",
@@ -217,7 +98,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "checkpoint-hook",
         "CMD",
-        _text,
+        parsers.text,
         None,
         "on a stop, run this command line (no shell; use sh -c '...' for one) while training keeps "
         "running, then go on to SIGTERM; it gets SMSUPERVISE_STOP_REASON and SMSUPERVISE_DEADLINE",
@@ -225,7 +106,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "checkpoint-signal",
         "SIG",
-        _signal,
+        parsers.signal_number,
         None,
         "on a stop, send this signal (e.g. USR1) to the training process group first; it saves and "
         "creates the file named in its SMSUPERVISE_CHECKPOINT_DONE, then smsupervise goes on",
@@ -233,7 +114,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "checkpoint-timeout",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         60.0,
         "the longest the checkpoint step may take; a hook still running then is SIGKILLed",
         by_mode={"serve": 10.0},
@@ -241,7 +122,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "stop-budget",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         120.0,
         "the whole stop must fit this (SageMaker SIGKILLs everything 120 s after SIGTERM; "
         "endpoints 30 s): checkpoint timeout + grace + leftover grace + 5 s must not exceed it",
@@ -250,7 +131,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max-runtime",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         None,
         "stop the job this long after it started, as SIGTERM would, with reason MaxRuntimeExceeded "
         "(0: no limit)",
@@ -258,28 +139,28 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "leftover-grace",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         5.0,
         "after the main child exits, wait this long for the rest to end after SIGTERM, then SIGKILL",
     ),
     Option(
         "log-format",
         "json|text|raw",
-        _choice("json", "text", "raw"),
+        parsers.choice("json", "text", "raw"),
         "json",
         "json: one JSON object per line; text: for people; raw: child output passed through untouched",
     ),
     Option(
         "merge-streams",
         None,
-        _boolean,
+        parsers.boolean,
         False,
         "write the child's stderr records to our stdout too (one stream, in read order)",
     ),
     Option(
         "max-line-bytes",
         "BYTES",
-        _line_bytes,
+        parsers.line_bytes,
         16384,
         "no output line is longer (SageMaker's shipper splits at 16 KiB); longer messages are "
         "split into parts marked `partial` (1024 to 1048550)",
@@ -287,7 +168,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "progress-interval",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         10.0,
         "emit at most one `\\r` progress state (tqdm) per stream per interval; the last one before "
         "a newline is always kept",
@@ -295,21 +176,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "flush-after",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         1.0,
         "emit a line that has no newline yet after this much silence (marked `eol: none`)",
     ),
     Option(
         "drain-timeout",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         2.0,
         "after the main child exits, read its output until EOF for at most this long",
     ),
     Option(
         "pipe-relay",
         None,
-        _boolean,
+        parsers.boolean,
         False,
         "relay Pipe-mode channels through smsupervise's zero-copy splice relay, with read-ahead: "
         "SM_CHANNEL_<CH> then points at the relay's FIFOs",
@@ -317,7 +198,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pipe-buffer",
         "BYTES",
-        _size,
+        parsers.byte_size,
         64 << 20,
         "read-ahead per Pipe channel (a ring of 1 MiB pipes), so the stream keeps flowing while "
         "the trainer computes",
@@ -325,7 +206,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "pipe-relay-dir",
         "DIR",
-        _path,
+        parsers.directory,
         None,
         "where the relay's FIFOs <channel>_<N> go (also SMSUPERVISE_PIPE_DIR in the job)",
         default_text="a new directory under $TMPDIR",
@@ -333,7 +214,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "flush-timeout",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         3.0,
         "after the job has exited and the outcome file is written, how long to keep writing output "
         "that our stdout/stderr reader has not taken yet; what is left is dropped and counted",
@@ -341,7 +222,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "fail-fast",
         "on|off",
-        _boolean,
+        parsers.boolean,
         True,
         "distributed jobs: when the job on one host fails, stop it on every host within seconds "
         "(the supervisors' mesh on --cluster-port) instead of waiting for the NCCL/Gloo timeout",
@@ -350,21 +231,21 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "cluster-port",
         "PORT",
-        _port,
+        parsers.tcp_port,
         7778,
         "distributed jobs: the TCP port of the supervisors' fail-fast mesh, the same on every host",
     ),
     Option(
         "peer-wait",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         900.0,
         "distributed jobs: how long to wait for every host's name to resolve (the toolkit: 15 min)",
     ),
     Option(
         "ranks",
         "LIST|all",
-        _ranks,
+        parsers.rank_list,
         None,
         "distributed jobs: show only these ranks' output on the console (e.g. 0); the failure "
         "reason still sees every rank",
@@ -373,14 +254,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "log-level",
         "debug|info|warning|error",
-        _choice("debug", "info", "warning", "error"),
+        parsers.choice("debug", "info", "warning", "error"),
         "info",
         "the least severe of smsupervise's own events that is written",
     ),
     Option(
         "control-socket",
         "PATH|none",
-        _text,
+        parsers.text,
         None,
         "the Unix socket smsupervise-debug talks to (owner-only); none: no socket",
         default_text="/run/smsupervise/control.sock, else $XDG_RUNTIME_DIR/smsupervise/, "
@@ -389,14 +270,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "control-group",
         "GID",
-        _gid,
+        parsers.group_id,
         None,
         "this group may read status and logs over the control socket (not act); the socket becomes 0660",
     ),
     Option(
         "keep-alive-on-failure",
         "SECONDS",
-        _seconds,
+        parsers.seconds,
         0.0,
         "when the job fails, write the outcome file, then stay up this long (reaping, control socket) "
         "so its leftovers can be inspected; smsupervise-debug release or SIGTERM ends it",
@@ -404,14 +285,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "event-loop",
         "uvloop|asyncio",
-        _choice("uvloop", "asyncio"),
+        parsers.choice("uvloop", "asyncio"),
         "uvloop",
         "the event loop: uvloop, or the standard library's asyncio loop (the test suite runs both)",
     ),
     Option(
         "source-max-bytes",
         "BYTES",
-        _size,
+        parsers.byte_size,
         20 << 30,
         "the most bytes sagemaker_submit_directory may unpack to (counted as written: a zip bomb "
         "stops there, the whole source is refused)",
@@ -420,7 +301,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "source-max-members",
         "COUNT",
-        _count,
+        parsers.count,
         1_000_000,
         "the most files, directories and links the source archive may hold (more: refused whole)",
     ),

@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core",),
     ("streams", "pipemode"),
     ("settings",),
+    ("parsers",),
     ("errors", "linux", "__init__"),
 )
 

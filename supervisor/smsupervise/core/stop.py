@@ -91,7 +91,7 @@ class StopReport(NamedTuple):
     """What the stop did, for the failure file and the ``exiting`` event: facts and the figures."""
 
     reason: str  # "SIGTERM", "SIGINT" or "MaxRuntimeExceeded"
-    after: float  # seconds from the start of the run to the stop request
+    after: float  # seconds from smsupervise's start (its process start time) to the stop request
     checkpoint: CheckpointResult | None
     exit_after_term: float | None  # seconds from the stop signal to the child's exit
     killed: KillCause | None  # why SIGKILL was sent; None: it was not
