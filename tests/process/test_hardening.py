@@ -157,7 +157,9 @@ def test_relative_paths_are_resolved_and_we_leave_the_starting_directory(mode: s
     )
     try:
         sleep_until(lambda: seen.exists() and len(seen.read_text().split()) == 2, what="the job")
-        assert os.readlink(f"/proc/{run.init_pid}/cwd") == "/", run.init_pid
+        # Polled: smsupervise moves to / once the child has its cwd, and the job may write `seen`
+        # before that (a loaded machine runs the child first); on the old code it never happens.
+        sleep_until(lambda: os.readlink(f"/proc/{run.init_pid}/cwd") == "/", what="smsupervise's cwd to be /")
         job_cwd, checkpoints = seen.read_text().split()
         assert job_cwd == str(tmp_path)
         assert checkpoints == str(base / "checkpoints")

@@ -193,12 +193,14 @@ def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Pat
     base = _pipe_tree(tmp_path, {"train": "Pipe"})
     os.mkfifo(base / "input" / "data" / "train_0")  # the platform made it but never writes
     marker = tmp_path / "usr1"
+    opened = tmp_path / "opened"  # written by the trainer itself once open() returned
     script = tmp_path / "blocked.py"
     script.write_text(
         "import os, signal, subprocess, sys\n"
         f"signal.signal(signal.SIGUSR1, lambda *a: open({str(marker)!r}, 'w').close())\n"
         "subprocess.Popen(['sleep', '1000'], start_new_session=True)  # an orphan-to-be\n"
         "fd = os.open(os.environ['SM_CHANNEL_TRAIN'] + '_0', os.O_RDONLY)\n"
+        f"open({str(opened)!r}, 'w').close()\n"
         "while True: signal.pause()\n"
     )
     env = {
@@ -207,7 +209,9 @@ def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Pat
         "SMSUPERVISE_TRAIN": f"{PYTHON} {script}",
     }
     run = Supervised(mode, supervisor_argv(mode, "--pipe-relay", "--grace-period", "5", "train"), env=env)
-    sleep_until(lambda: _opened_fifo(run), timeout=30, what="the trainer to open its FIFO")
+    # The trainer's own word, not /proc: between fork and exec the job's process still holds the
+    # relay's (close-on-exec) fds, and a SIGUSR1 sent then arrives before the handler exists.
+    sleep_until(opened.exists, what="the trainer to open its FIFO")
     run.signal(signal.SIGUSR1)
     sleep_until(marker.exists, what="SIGUSR1 to reach the trainer")
     run.signal(signal.SIGTERM)
@@ -216,19 +220,6 @@ def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Pat
     names = [e["event"] for e in events(err)]
     assert names.index("stop_requested") < names.index("child_exited") < names.index("leftovers_terminated")
     assert "grace_expired" not in names
-
-
-def _opened_fifo(run: Supervised) -> bool:
-    from smsupervise.linux.proctree import descendants
-
-    for pid in descendants(run.init_pid):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                if os.readlink(f"/proc/{pid}/fd/{fd}").endswith("train_0"):
-                    return True
-        except OSError:
-            continue
-    return False
 
 
 def _json(line: bytes) -> dict[str, Any]:
