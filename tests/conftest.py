@@ -36,6 +36,16 @@ def sleep_until(
         time.sleep(interval)
 
 
+def fd_targets(pid: int) -> set[str]:
+    """What ``pid``'s open fds point at (``socket:[N]``, a path, ...). A process's fds come and
+    go while we list them (its own start-up, the listing's fd), so a vanished fd is skipped."""
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(FileNotFoundError):
+            found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    return found
+
+
 def _unshare_problem() -> str | None:
     if os.geteuid() != 0:
         return "needs root for unshare --pid"

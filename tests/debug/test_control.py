@@ -5,7 +5,6 @@ real peer credentials: clients of other uids run under ``setpriv``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import os
 import shutil
@@ -26,7 +25,7 @@ from smsupervise.debug import client
 from smsupervise.debug.control import ControlServer, Handler, HandlerError, Peer, Policy, bind, private_dir
 from smsupervise.debug.protocol import Request
 from smsupervise.errors import UsageError
-from tests.conftest import PYTHON, ROOT, sleep_until
+from tests.conftest import PYTHON, ROOT, fd_targets, sleep_until
 
 OTHER_UID = 1000
 NEEDS_SETPRIV = pytest.mark.skipif(
@@ -233,23 +232,15 @@ def test_a_reader_can_read_but_not_act(serve: Callable[..., Served]) -> None:
     assert served.acted == [{"signal": "USR1"}]
 
 
-def _links(pid: int, fds: list[str]) -> list[str]:
-    found = []
-    for fd in fds:
-        with contextlib.suppress(OSError):  # the fd of the listing itself is gone by now
-            found.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
-    return found
-
-
 def test_the_socket_fd_does_not_reach_a_spawned_child(serve: Callable[..., Served]) -> None:
     """A child spawned while the server listens holds no fd to the control socket."""
     served = serve()
     inode = os.fstat(served.sock.fileno()).st_ino
     child = spawn(LaunchSpec(("sleep", "30"), os.environ))
     try:
-        fds = sleep_until(lambda: os.listdir(f"/proc/{child.pid}/fd"), what="the child's fds")
-        assert f"socket:[{inode}]" not in _links(child.pid, fds)
-        mine = _links(os.getpid(), os.listdir(f"/proc/{os.getpid()}/fd"))
+        sleep_until(lambda: os.listdir(f"/proc/{child.pid}/fd"), what="the child's fds")
+        assert f"socket:[{inode}]" not in fd_targets(child.pid)
+        mine = fd_targets(os.getpid())
         assert f"socket:[{inode}]" in mine  # the negative twin: the fd is there to leak
     finally:
         child.send(9)

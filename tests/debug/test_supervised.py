@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from smsupervise.linux.proctree import descendants
-from tests.conftest import PYTHON, Supervised, events, helper, sleep_until
+from tests.conftest import PYTHON, Supervised, events, fd_targets, helper, sleep_until
 from tests.debug.conftest import CLIENT_ENV
 
 NEEDS_SETPRIV = pytest.mark.skipif(
@@ -268,17 +268,8 @@ def test_the_socket_fd_never_reaches_the_job(
     unix = Path("/proc/net/unix").read_text().splitlines()
     inode = next(line.split()[6] for line in unix if line.endswith(str(sock)))
 
-    def sockets(pid: int) -> set[str]:
-        found = set()
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                found.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
-            except OSError:
-                continue
-        return found
-
-    assert f"socket:[{inode}]" in sockets(run.init_pid)
-    assert f"socket:[{inode}]" not in sockets(_job_pid(run))
+    assert f"socket:[{inode}]" in fd_targets(run.init_pid)
+    assert f"socket:[{inode}]" not in fd_targets(_job_pid(run))
     run.kill()
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import PYTHON, UNSHARE_PROBLEM, helper, sleep_until
+from tests.conftest import PYTHON, UNSHARE_PROBLEM, fd_targets, helper, sleep_until
 from tests.debug.conftest import CLIENT_ENV, Job, debug_cli, debug_json
 
 SHELL_TREE = """
@@ -123,8 +123,7 @@ def test_attach_measures_a_fifo_readers_throughput(tmp_path: Path) -> None:
     )
     writer = subprocess.Popen(["sh", "-c", f"exec cat /dev/zero > {fifo}"])
     try:
-        fds = f"/proc/{reader.pid}/fd"
-        sleep_until(lambda: fifo in [os.readlink(f"{fds}/{fd}") for fd in os.listdir(fds)], what="FIFO open")
+        sleep_until(lambda: fifo in fd_targets(reader.pid), what="FIFO open")
         flowing = debug_json("--pid", str(reader.pid), "--interval", "0.3", "status")["inputs"]
         assert [(i["path"], i["fifo"]) for i in flowing] == [(fifo, True)]
         assert flowing[0]["bytes_per_s"] > 0
