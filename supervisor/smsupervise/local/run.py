@@ -250,12 +250,13 @@ class Runner:
             self.console.event(
                 "uploaded",
                 f"{packed.path}: {packed.files} files, {packed.bytes_in} -> "
-                f"{packed.bytes_out} bytes in {packed.seconds:.2f} s ({packed.compressor})",
+                f"{packed.bytes_out} bytes in {packed.seconds:.2f} s",
                 path=packed.path,
                 files=packed.files,
                 bytes_in=packed.bytes_in,
                 bytes_out=packed.bytes_out,
                 seconds=round(packed.seconds, 3),
+                coded=packed.coded,
             )
         return "file://" + model.path if self.job.output_path.startswith("file://") else model.path
 
