@@ -200,3 +200,25 @@ def start(mode: str) -> Iterator[Callable[..., Supervised]]:
 
 def helper(name: str) -> str:
     return str(HELPERS / name)
+
+
+@pytest.fixture(scope="session")
+def podman_session() -> Iterator[Any]:
+    """Podman with its storage in a scratch directory, for the whole session, removed at its end
+    (one for tests/container and the local runner's ``--image`` tests: the image is built once)."""
+    from tests.container.podman import Podman
+
+    podman = Podman.scratch()
+    yield podman
+    podman.discard()
+
+
+@pytest.fixture(scope="session")
+def image(podman_session: Any) -> str:
+    """Dockerfile.example built on the local base image with smsupervise from this checkout."""
+    from tests.container.podman import Unavailable, ensure_image
+
+    try:
+        return ensure_image(podman_session)
+    except Unavailable as missing:
+        pytest.skip(str(missing))

@@ -1,4 +1,4 @@
-"""Fixtures for the container scenarios: one podman with scratch storage and one image per session."""
+"""Fixtures for the container scenarios (the session's podman and image: tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.podman import ROOT, Podman, Unavailable, ensure_image, problem
+from tests.container.podman import ROOT, Podman, problem
 
 PROBLEM = problem()
 # The test tree (jobs and helpers) inside the container, read-only.
@@ -24,23 +24,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.timeout(900))
             if PROBLEM is not None:
                 item.add_marker(pytest.mark.skip(reason=PROBLEM))
-
-
-@pytest.fixture(scope="session")
-def podman_session() -> Iterator[Podman]:
-    """Podman with its storage in a scratch directory, for the whole session, removed at its end."""
-    podman = Podman.scratch()
-    yield podman
-    podman.discard()
-
-
-@pytest.fixture(scope="session")
-def image(podman_session: Podman) -> str:
-    """Dockerfile.example built on the local base image with smsupervise from this checkout."""
-    try:
-        return ensure_image(podman_session)
-    except Unavailable as missing:
-        pytest.skip(str(missing))
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """``smsupervise-local``: the command line of the local runner.
 
-    smsupervise-local run JOB.json [--work-dir DIR] [--image IMAGE] [--kill-after S] [--quiet] [--json]
+    smsupervise-local run JOB.json [--work-dir DIR] [--image IMAGE [--engine CMD]] [--kill-after S]
+                               [--quiet] [--json]
     smsupervise-local describe DIR
 
 Exit status of ``run``: 0 Completed, 1 Failed, 2 invalid request (nothing ran), 3 Stopped (a stop
@@ -43,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--image", metavar="IMAGE", help="run each host as a container of IMAGE (podman or docker)"
+    )
+    run.add_argument(
+        "--engine",
+        metavar="CMD",
+        default=os.environ.get("SMSUPERVISE_LOCAL_ENGINE"),
+        help="with --image: the engine's command, split as a shell would, e.g. 'podman --root DIR' "
+        "(default: $SMSUPERVISE_LOCAL_ENGINE, else podman, else docker)",
     )
     run.add_argument(
         "--kill-after",
@@ -97,9 +105,14 @@ def _run(args: argparse.Namespace) -> int:
     work = args.work_dir or os.path.join("smsupervise-local", f"{job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     options = Options(work, args.kill_after, args.checkpoint_interval, args.isolation, args.netns_prefix)
     if args.image:
-        from smsupervise.local.containers import ContainerRunner  # noqa: PLC0415 (only with --image)
+        from smsupervise.local.containers import ContainerRunner, engine  # noqa: PLC0415 (only with --image)
 
-        runner: Runner = ContainerRunner(job, options, console, args.image)
+        try:
+            command = engine(args.engine)
+        except OSError as error:
+            console.event("runner_error", f"error: {error}", error=str(error))
+            return INVALID
+        runner: Runner = ContainerRunner(job, options, console, args.image, command)
     else:
         runner = Runner(job, options, console)
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import shutil
 import subprocess
 
@@ -25,15 +26,21 @@ from smsupervise.local.job import TrainingJob
 from smsupervise.local.run import Options, Result, Runner
 
 
-def engine() -> str:
-    """``podman`` if installed, else ``docker``.
+def engine(command: str | None = None) -> tuple[str, ...]:
+    """The engine's command: ``command`` split as a shell would (``--engine``, e.g. ``podman --root
+    /var/tmp/store`` or ``docker --context ci``), else ``podman`` if installed, else ``docker``.
 
     Raises:
-        OSError: neither is installed.
+        OSError: the command's program, or both engines, are not installed.
     """
+    if command:
+        argv = tuple(shlex.split(command))
+        if not argv or shutil.which(argv[0]) is None:
+            raise OSError(f"--engine {command!r}: {argv[0] if argv else 'an empty command'} is not installed")
+        return argv
     for name in ("podman", "docker"):
         if shutil.which(name):
-            return name
+            return (name,)
     raise OSError("--image needs podman or docker: install podman (apt-get install podman)")
 
 
@@ -50,10 +57,16 @@ def submit_directory(job: TrainingJob) -> str | None:
 
 
 def run_argv(
-    job: TrainingJob, image: str, name: str, plan: launch.HostPlan, network: str | None
+    job: TrainingJob,
+    image: str,
+    name: str,
+    plan: launch.HostPlan,
+    network: str | None,
+    *,
+    command: tuple[str, ...] = ("podman",),
 ) -> list[str]:
-    """``podman run`` for one host."""
-    argv = [engine(), "run", "--rm", "--name", name, "--hostname", plan.host.name]
+    """``podman run`` for one host (``command``: the engine's command, see ``engine``)."""
+    argv = [*command, "run", "--rm", "--name", name, "--hostname", plan.host.name]
     if network is not None:
         argv += ["--network", network, "--network-alias", plan.host.name]
     argv += ["-v", f"{plan.tree}:/opt/ml"]
@@ -73,8 +86,8 @@ def run_argv(
 class ContainerHost(launch.HostProcess):
     """A host running as a container; its PID 1 is reached through the engine."""
 
-    def __init__(self, plan: launch.HostPlan, argv: list[str], name: str) -> None:
-        self.name = name
+    def __init__(self, plan: launch.HostPlan, argv: list[str], name: str, command: tuple[str, ...]) -> None:
+        self.name, self.command = name, command
         super().__init__(
             launch.HostPlan(plan.host, plan.tree, plan.base, plan.staged, tuple(argv), plan.env), "basedir"
         )
@@ -82,34 +95,45 @@ class ContainerHost(launch.HostProcess):
     def signal(self, signum: int) -> None:
         """``podman kill --signal N NAME``: the container's PID 1 gets the signal."""
         subprocess.run(
-            [engine(), "kill", "--signal", str(signum), self.name], capture_output=True, check=False
+            [*self.command, "kill", "--signal", str(signum), self.name], capture_output=True, check=False
         )
 
 
 class ContainerRunner(Runner):
     """The runner with containers for hosts."""
 
-    def __init__(self, job: TrainingJob, options: Options, console: Console, image: str) -> None:
+    def __init__(
+        self, job: TrainingJob, options: Options, console: Console, image: str, command: tuple[str, ...]
+    ) -> None:
         super().__init__(job, options, console)
-        self.image = image
+        self.image, self.command = image, command
         self.prefix = f"{hosts.PREFIX}{secrets.token_hex(3)}"
         self.network: str | None = None
 
     def _isolation(self) -> hosts.Isolation:
         return "basedir"  # no namespaces of ours: the engine makes them
 
+    def _isolation_note(self, mode: hosts.Isolation) -> str:
+        return (
+            f"each host is a container of {self.image} ({shlex.join(self.command)}), its tree mounted "
+            "at /opt/ml, channels read-only"
+        )
+
     def _prepare(
         self, host: hosts.Host, mode: hosts.Isolation, root: str, staged: Staged, hosts_file: str
     ) -> launch.HostPlan:
         if self.job.instance_count > 1 and self.network is None:
             self.network = self.prefix
-            subprocess.run([engine(), "network", "create", self.network], capture_output=True, check=True)
+            subprocess.run(
+                [*self.command, "network", "create", self.network], capture_output=True, check=True
+            )
         env = launch.job_env(self.job, "/opt/ml")
         return launch.HostPlan(host, root, "/opt/ml", staged, (), env)
 
     def _start(self, plan: launch.HostPlan, mode: hosts.Isolation) -> launch.HostProcess:
         name = f"{self.prefix}-{plan.host.name}"
-        return ContainerHost(plan, run_argv(self.job, self.image, name, plan, self.network), name)
+        argv = run_argv(self.job, self.image, name, plan, self.network, command=self.command)
+        return ContainerHost(plan, argv, name, self.command)
 
     def run(self) -> Result:
         """Run, then remove the job's network."""
@@ -119,5 +143,5 @@ class ContainerRunner(Runner):
             if self.network is not None:
                 with contextlib.suppress(OSError):
                     subprocess.run(
-                        [engine(), "network", "rm", self.network], capture_output=True, check=False
+                        [*self.command, "network", "rm", self.network], capture_output=True, check=False
                     )

@@ -268,12 +268,15 @@ class Runner:
         _own_tree(self.work)
         return Result("Failed", "Failed", failure, path)
 
+    def _isolation_note(self, mode: hosts.Isolation) -> str:
+        return _ISOLATION_NOTE[mode]
+
     def run(self) -> Result:
         """Run the job to its end and write describe.json; returns how it ended."""
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
         self._enter("Starting")
         mode = self._isolation()
-        self.console.event("isolation", _ISOLATION_NOTE[mode], isolation=mode)
+        self.console.event("isolation", self._isolation_note(mode), isolation=mode)
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)

@@ -373,12 +373,18 @@ def _runner_notes(env: Mapping[str, str], planned: ClusterPlan | None) -> tuple[
 
 
 def _not_in_source(script: Script, names: list[str]) -> ConfigError:
+    held = ", ".join(names[:10]) or "nothing"
+    problem = f"{script.entry!r} is not a file in {script.code_dir} (it holds: {held})"
+    if script.env.get("SAGEMAKER_PROGRAM"):  # the toolkit's rule: the variable wins over the hyperparameter
+        return ConfigError(
+            "the environment",
+            "SAGEMAKER_PROGRAM",
+            problem,
+            "the image's or the job's SAGEMAKER_PROGRAM overrides the sagemaker_program hyperparameter "
+            "(as in sagemaker-training): name a file of the source, or set it to the hyperparameter's value",
+        )
     return ConfigError(
-        script.where,
-        "sagemaker_program",
-        f"{script.entry!r} is not a file in {script.code_dir} "
-        f"(it holds: {', '.join(names[:10]) or 'nothing'})",
-        "check the name and sagemaker_submit_directory",
+        script.where, "sagemaker_program", problem, "check the name and sagemaker_submit_directory"
     )
 
 

@@ -91,6 +91,17 @@ def test_a_missing_entry_point_is_the_same_error_before_and_after_unpacking(tmp_
     assert _snapshot(tmp_path) == before
 
 
+def test_a_missing_entry_point_named_by_sagemaker_program_blames_the_variable(tmp_path: Path) -> None:
+    """SAGEMAKER_PROGRAM (an image's ENV) wins over the hyperparameter, as in the toolkit, so the
+    error names the variable, not hyperparameters.json (whose sagemaker_program names a real file)."""
+    base = build(tmp_path, hyperparameters={}, entry="train.py", source="tar.gz")
+    with pytest.raises(ConfigError) as raised:
+        plan.decide(_invocation(base), {**_env(), "SAGEMAKER_PROGRAM": "image.py"}, Machine(1), run_id="t")
+    assert (raised.value.path, raised.value.field) == ("the environment", "SAGEMAKER_PROGRAM")
+    assert "'image.py' is not a file" in raised.value.message()
+    assert "overrides the sagemaker_program hyperparameter" in raised.value.message()
+
+
 def test_exec_and_serve_plans_have_one_main_step_and_no_outcome_dir(tmp_path: Path) -> None:
     """`--` commands and serve are MAIN steps; they write no outcome files."""
     exec_plan = plan.decide(Invocation("exec", ("true",), Settings.defaults()), _env())
