@@ -5,6 +5,7 @@ real peer credentials: clients of other uids run under ``setpriv``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import os
 import shutil
@@ -22,7 +23,17 @@ import uvloop
 
 from smsupervise.core.spawn import LaunchSpec, spawn
 from smsupervise.debug import client
-from smsupervise.debug.control import ControlServer, Handler, HandlerError, Peer, Policy, bind, private_dir
+from smsupervise.debug.control import (
+    ControlServer,
+    Handler,
+    HandlerError,
+    Peer,
+    Policy,
+    bind,
+    candidate_paths,
+    choose_and_bind,
+    private_dir,
+)
 from smsupervise.debug.protocol import Request
 from smsupervise.errors import UsageError
 from tests.conftest import PYTHON, ROOT, fd_targets, sleep_until
@@ -246,3 +257,44 @@ def test_the_socket_fd_does_not_reach_a_spawned_child(serve: Callable[..., Serve
         child.send(9)
         os.waitpid(child.pid, 0)
         child.close()
+
+
+def _occupy(paths: list[str]) -> list[socket.socket]:
+    """A live listener at each path that nobody serves yet (one already served stays taken)."""
+    held = []
+    for path in paths:
+        with contextlib.suppress(UsageError):
+            held.append(bind(path, os.getuid(), private=True))
+    return held
+
+
+def test_with_every_shared_default_taken_the_socket_gets_a_name_of_its_own(tmp_path: Path) -> None:
+    """Other smsupervise processes sharing /run and /tmp hold every shared name: this one binds
+    control-<pid>.sock instead of running without a socket."""
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    *shared, own = candidate_paths(env, os.getuid(), os.getpid())
+    held = _occupy(shared)
+    sock = choose_and_bind(None, env, os.getuid())
+    try:
+        assert sock is not None
+        assert sock.getsockname() == own
+        assert own.endswith(f"/control-{os.getpid()}.sock")
+    finally:
+        for listener in [*held, *([sock] if sock else [])]:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(listener.getsockname())
+            listener.close()
+
+
+def test_with_a_shared_default_free_the_socket_takes_it(tmp_path: Path) -> None:
+    """The negative twin: $XDG_RUNTIME_DIR's name is free (a directory of this test's), so the
+    socket takes a shared name there or in /run, never the per-process one."""
+    env = {"XDG_RUNTIME_DIR": str(tmp_path)}
+    sock = choose_and_bind(None, env, os.getuid())
+    try:
+        assert sock is not None
+        assert sock.getsockname() in candidate_paths(env, os.getuid(), os.getpid())[:-1]
+    finally:
+        if sock is not None:
+            os.unlink(sock.getsockname())
+            sock.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import os
 import socket
 import sys
@@ -43,13 +44,19 @@ def find_socket(explicit: str | None, env: Mapping[str, str]) -> str:
     for given in (explicit, env.get(SOCKET_VARIABLE), env.get(JOB_SOCKET_VARIABLE)):
         if given:
             return given
-    defaults = candidate_paths(env, os.getuid())
-    for path in defaults:
+    *shared, own = candidate_paths(env, os.getuid(), 0)
+    for path in shared:
         if os.path.exists(path):
             return path
+    pattern = os.path.join(os.path.dirname(own), "control-*.sock")  # when the shared names were taken
+    others = sorted(glob.glob(pattern))
+    if len(others) == 1:
+        return others[0]
+    if others:
+        raise ClientError(f"several smsupervise control sockets: {', '.join(others)}; pass --socket PATH")
     raise ClientError(
-        f"no control socket found (looked at {', '.join(defaults)}): is smsupervise running with its "
-        "control socket on? Pass --socket PATH, or use --pid N to look at any process"
+        f"no control socket found (looked at {', '.join(shared)}, {pattern}): is smsupervise running "
+        "with its control socket on? Pass --socket PATH, or use --pid N to look at any process"
     )
 
 

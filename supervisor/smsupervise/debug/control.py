@@ -86,13 +86,16 @@ def peer_of(sock: Any) -> Peer:
     return Peer(pid, uid, gid)
 
 
-def candidate_paths(env: Mapping[str, str], uid: int) -> tuple[str, ...]:
-    """Where the default socket goes, best first: /run, then $XDG_RUNTIME_DIR, then /tmp."""
+def candidate_paths(env: Mapping[str, str], uid: int, pid: int) -> tuple[str, ...]:
+    """Where the default socket goes, best first: /run, then $XDG_RUNTIME_DIR, then /tmp; last, a
+    name of this process's own in /tmp, for when other smsupervise processes (sharing /run and
+    /tmp: no container of their own) hold all the shared names."""
     paths = [os.path.join("/run/smsupervise", SOCKET_NAME)]
     runtime = env.get("XDG_RUNTIME_DIR")
     if runtime:
         paths.append(os.path.join(runtime, "smsupervise", SOCKET_NAME))
     paths.append(os.path.join(f"/tmp/smsupervise-{uid}", SOCKET_NAME))
+    paths.append(os.path.join(f"/tmp/smsupervise-{uid}", f"control-{pid}.sock"))
     return tuple(paths)
 
 
@@ -159,7 +162,7 @@ def choose_and_bind(
             raise UsageError(
                 f"--control-socket {setting}: {error.strerror or error}; choose a writable path or none"
             ) from None
-    for path in candidate_paths(env, uid):
+    for path in candidate_paths(env, uid, os.getpid()):
         with contextlib.suppress(OSError, UsageError):
             return bind(path, uid, private=True, group=group)
     return None
