@@ -8,7 +8,10 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
   (the target's baseline, N-wide);
 * ``cat``: producer -> FIFO -> cat -> FIFO -> consumer (a copying relay; 1 channel only);
 * ``smsupervise``: producers -> ``<base>/input/data/ch<i>_0`` -> ``smsupervise --pipe-relay train``
-  -> its FIFOs -> consumers, the consumers being the training job smsupervise runs.
+  -> its FIFOs -> consumers, the consumers being the training job smsupervise runs;
+* ``smsupervise (status 10x/s)``: the same with the control socket at a path of the run's and a
+  debug client asking ``status`` (every channel's relay snapshot included) 10 times a second
+  (issue 14: the relay's figures must not move; the round trips are reported under the table).
 
 Producer and consumer are C (``benchmarks/c/pipeprod.c``, ``pipecons.c``): ``write()`` / ``read()``
 of 1 MiB, as the SageMaker agent and a large-buffer reader do. The consumers run together in a session of
@@ -51,9 +54,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, build_c, median, print_table, write_json
+from benchmarks.common import ROOT, StatusPoller, build_c, median, pct, print_table, write_json
 
-CASES = ("none", "c-splice", "cat", "smsupervise")
+POLLED = "smsupervise (status 10x/s)"
+CASES = ("none", "c-splice", "cat", "smsupervise", POLLED)
 TARGET = {1: 0.95}  # vs the C relay; 0.90 for more channels
 SPREAD_TARGET = 0.8
 
@@ -67,7 +71,7 @@ def _cpu(rusage: Any) -> float:
 
 
 def _start_smsupervise(
-    work: Path, tools: dict[str, str], channels: int
+    work: Path, tools: dict[str, str], channels: int, sock: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], list[Path]]:
     """smsupervise --pipe-relay train over an /opt/ml tree with ``channels`` Pipe channels."""
     base = work / "ml"
@@ -89,6 +93,8 @@ def _start_smsupervise(
         "SMSUPERVISE_TRAIN": f"sh -c '{readers} wait'",
     }
     argv = [sys.executable, "-m", "smsupervise", "--pipe-relay", "--pipe-relay-dir", str(work / "relay")]
+    if sock is not None:
+        argv += ["--control-socket", str(sock)]
     relay = subprocess.Popen([*argv, "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return relay, upstream
 
@@ -148,14 +154,21 @@ def _wait_all(procs: list[subprocess.Popen[bytes]]) -> float:
     return total
 
 
-def run_case(case: str, channels: int, nbytes: int, tools: dict[str, str], work: Path) -> dict[str, Any]:
+def run_case(
+    case: str, channels: int, nbytes: int, tools: dict[str, str], work: Path, *, status_ms: list[float]
+) -> dict[str, Any]:
     """One run of one case: every channel moves ``nbytes``; elapsed, per-channel GB/s, relay CPU."""
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     relays: list[subprocess.Popen[bytes]] = []
     others: list[subprocess.Popen[bytes]] = []
     supervised = None
-    if case == "smsupervise":
+    poller = None
+    if case == POLLED:
+        poller = StatusPoller(str(work / "control.sock"))
+        supervised, upstream = _start_smsupervise(work, tools, channels, work / "control.sock")
+        poller.__enter__()
+    elif case == "smsupervise":
         supervised, upstream = _start_smsupervise(work, tools, channels)
     else:
         relays, others, upstream = _start_plain(case, work, tools, channels)
@@ -166,6 +179,9 @@ def run_case(case: str, channels: int, nbytes: int, tools: dict[str, str], work:
     _wait_all(producers)
     if supervised:
         relay_cpu, loop_cpu = _smsupervise_cpu(supervised)
+        if poller is not None:
+            poller.__exit__()
+            status_ms += poller.latencies_ms
     else:  # a C relay's (or cat's) process is its loop: the same figure in both columns
         relay_cpu = loop_cpu = _wait_all(relays) if relays else None
     _wait_all(others)
@@ -212,7 +228,9 @@ def _fmt(value: float, spec: str = ".3f") -> str:
     return "-" if math.isnan(value) else format(value, spec)  # NaN: not measured
 
 
-def report(channels: int, gib: float, runs: int, summary: dict[str, dict[str, float]]) -> dict[str, Any]:
+def report(
+    channels: int, gib: float, runs: int, summary: dict[str, dict[str, float]], status_ms: list[float]
+) -> dict[str, Any]:
     """Print the table for one channel count; returns the target figures."""
     ours = summary["smsupervise"]["gb_per_s"]
     rows = [
@@ -242,21 +260,43 @@ def report(channels: int, gib: float, runs: int, summary: dict[str, dict[str, fl
         f"(>= {SPREAD_TARGET}), loop CPU {_fmt(summary['smsupervise']['relay_loop_cpu_s_per_gb'])} s/GB "
         f"(C {_fmt(c_loop)})"
     )
-    return {"vs_c_splice": vs_c, "vs_no_relay": ours / summary["none"]["gb_per_s"], "spread": spread}
+    polled = (
+        summary[POLLED]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
+        if "c-splice" in summary
+        else float("nan")
+    )
+    print(
+        f"with the socket on and status asked 10x/s: vs C splice {_fmt(polled, '.2f')}x, "
+        f"status round trip median {_fmt(median(status_ms), '.1f')} ms, "
+        f"p99 {_fmt(pct(status_ms, 0.99), '.1f')} ms "
+        f"({len(status_ms)} answers)"
+    )
+    return {
+        "vs_c_splice": vs_c,
+        "vs_no_relay": ours / summary["none"]["gb_per_s"],
+        "spread": spread,
+        "polled_vs_c_splice": polled,
+        "status_ms": {"median": median(status_ms), "p99": pct(status_ms, 0.99), "n": len(status_ms)},
+    }
 
 
 def measure(channels: int, args: argparse.Namespace, tools: dict[str, str], tmp: Path) -> dict[str, Any]:
     """Interleaved rounds of every case at one channel count."""
     cases = [c for c in CASES if (c != "c-splice" or tools.get("csplice")) and (c != "cat" or channels == 1)]
     nbytes = int(args.gib * (1 << 30)) // channels
+    status_ms: list[float] = []
     samples: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
     for round_index in range(args.runs + 1):  # round 0 is the warm-up
         for case in cases:
-            result = run_case(case, channels, nbytes, tools, tmp / case)
+            latencies: list[float] = []
+            result = run_case(
+                case, channels, nbytes, tools, tmp / f"case{CASES.index(case)}", status_ms=latencies
+            )
             if round_index:
                 samples[case].append(result)
+                status_ms += latencies
     summary = {case: _summary(samples[case]) for case in cases}
-    targets = report(channels, args.gib, args.runs, summary)
+    targets = report(channels, args.gib, args.runs, summary, status_ms)
     return {"summary": summary, "targets": targets, "samples": samples}
 
 

@@ -5,7 +5,7 @@ the counts into records, so the loop allocates nothing per turn.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 INPUT_STARVED = "input-starved"  # waiting on the producer: the child's FIFO has room, nothing is held
@@ -42,6 +42,9 @@ class ChannelSnapshot:
     mb_per_s: float  # delivered over the last rate sample (about the last second); 1 MB = 1e6 B
     state: str  # INPUT_STARVED, TRAINER_BOUND, FAILED or STOPPED
     ring_held: int  # bytes read ahead and not yet delivered
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
