@@ -61,7 +61,7 @@ SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
 APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
 EPOCH_OVER = -1.0  # from _Pump.arm: everything has been delivered
-READ_AHEAD_AFTER = 0.002  # the child's FIFO full this long: it is computing, so read ahead
+READ_AHEAD_AFTER = 0.010  # the child's FIFO full this long: it is computing (not descheduled): read ahead
 
 Emit = Callable[[str, dict[str, object]], None]
 
