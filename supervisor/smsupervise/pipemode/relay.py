@@ -584,13 +584,13 @@ class PipeRelay:
     ) -> bool:
         """Hand each channel its events (every channel is called: it accounts the wait); False on stop."""
         owner = self.poller.owner
-        for fd, revents in events:
-            if fd == self._stop_r:
+        for event in events:
+            if event[0] == self._stop_r:
                 self._stop_all(active, now)
                 return False
-            relay_of = owner.get(fd)
+            relay_of = owner.get(event[0])
             if relay_of is not None:
-                relay_of.events.append((fd, revents))
+                relay_of.events.append(event)  # poll's own (fd, revents) tuple
         for relay in active:
             try:
                 relay.on_poll(waited, now)
