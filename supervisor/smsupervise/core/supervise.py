@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
+    from smsupervise.pipemode.channel import ChannelSpec
+    from smsupervise.pipemode.relay import PipeRelay
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox

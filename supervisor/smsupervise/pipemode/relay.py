@@ -24,6 +24,9 @@ GIL to each other after every ``poll`` and splice (a futex wake-up each, two per
 with four channels). The event loop never waits on a channel; events go back to it with
 ``call_soon_threadsafe``. FIFOs are opened non-blocking; a 0-byte splice counts as EOF only after
 ``poll`` said the FIFO was ready (before a writer ever attached, a non-blocking read also says 0).
+
+Here: the relay thread and the splice loop (``_Pump``). A channel's life across epochs, its
+records and its live snapshot are channel.py's and meter.py's.
 """
 
 from __future__ import annotations
@@ -33,226 +36,22 @@ import errno
 import math
 import os
 import select
-import stat
 import threading
 import time
-from collections.abc import Callable
-from typing import NamedTuple
 
 from smsupervise.errors import UsageError
 from smsupervise.linux.pipes import PipeLimits, raise_pipe_size, read_limits
 from smsupervise.pipemode.budget import plan_rings
-from smsupervise.pipemode.fifos import RelayFifos, check_relay_dir
-from smsupervise.pipemode.meter import (
-    FAILED,
-    INPUT_STARVED,
-    SAMPLE_EVERY,
-    STOPPED,
-    TRAINER_BOUND,
-    ChannelSnapshot,
-    EpochStats,
-    first_sample,
-)
+from smsupervise.pipemode.channel import EPOCH_OVER, ChannelRelay, ChannelSpec, Emit, Poller
+from smsupervise.pipemode.fifos import check_relay_dir
+from smsupervise.pipemode.meter import SAMPLE_EVERY, ChannelSnapshot
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
 SPLICE_F_NONBLOCK = 2
 SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
-APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
-EPOCH_OVER = -1.0  # from _Pump.arm: everything has been delivered
 READ_AHEAD_AFTER = 0.010  # the child's FIFO full this long: it is computing (not descheduled): read ahead
-
-Emit = Callable[[str, dict[str, object]], None]
-
-
-class ChannelSpec(NamedTuple):
-    name: str
-    upstream_dir: str  # where the platform's <ch>_<N> FIFOs appear
-    relay_dir: str  # where ours go
-    ring_bytes: int
-
-
-class _Poller:
-    """The relay thread's one ``poll``: which events each fd is registered for, and whose it is."""
-
-    def __init__(self) -> None:
-        self.poll = select.poll()
-        self.events: dict[int, int] = {}
-        self.owner: dict[int, ChannelRelay] = {}
-
-    def want(self, fd: int, events: int, owner: ChannelRelay) -> None:
-        if not events:
-            self.drop(fd)
-        elif self.events.get(fd) != events:
-            (self.poll.modify if fd in self.events else self.poll.register)(fd, events)
-            self.events[fd] = events
-            self.owner[fd] = owner
-
-    def drop(self, fd: int) -> None:
-        if fd in self.events:
-            self.poll.unregister(fd)
-            del self.events[fd], self.owner[fd]
-
-
-class ChannelRelay:
-    """One channel, epoch after epoch: waits for the platform's FIFO, then pumps it. Driven by the
-    relay thread (``arm`` before each ``poll``, ``on_poll`` after, with the poll's return time).
-
-    If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
-    before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
-    """
-
-    def __init__(
-        self, spec: ChannelSpec, emit: Emit, ring_bytes: int, pipe_size: int, poller: _Poller
-    ) -> None:
-        self.spec = spec
-        self.emit = emit
-        self.ring = Ring(ring_bytes, pipe_size)  # this channel's share of the pipe budget
-        self.poller = poller
-        self.fifos = RelayFifos(spec.relay_dir)
-        self.epoch = 0
-        self.current: str | None = None  # our FIFO for the epoch being relayed, once made
-        self.pump: _Pump | None = None
-        self.events: list[tuple[int, int]] = []  # this turn's poll events for this channel's fds
-        self.look_at = 0.0  # when to look for the platform's next FIFO
-        self.cpu_start = 0.0
-        self.delivered = 0  # bytes delivered in the epochs already over
-        self.sample = first_sample(time.monotonic())  # for the snapshot's MB/s
-        self.failed = False
-
-    def _path(self, directory: str, epoch: int) -> str:
-        return os.path.join(directory, f"{self.spec.name}_{epoch}")
-
-    def prepare(self) -> None:
-        """Before the child starts: mirror an epoch 0 that already exists upstream (SageMaker creates
-        it before the container starts), so the training code finds ``<ch>_0`` at once."""
-        if _is_fifo(self._path(self.spec.upstream_dir, 0)):
-            self.fifos.make(self._path(self.spec.relay_dir, 0))
-            self.current = self._path(self.spec.relay_dir, 0)
-
-    def arm(self, now: float) -> float | None:
-        """Register what to wait for; seconds until it must be looked at again (None: no limit)."""
-        pump = self.pump
-        if pump is None:
-            if now < self.look_at:
-                return self.look_at - now
-            if not _is_fifo(self._path(self.spec.upstream_dir, self.epoch)):
-                self.look_at = now + APPEAR_POLL
-                return APPEAR_POLL
-            pump = self._begin(now)
-        wait = pump.arm(now)
-        if wait == EPOCH_OVER:
-            self._end(now)
-            return 0.0  # the next epoch's FIFO may be there already
-        return wait
-
-    def on_poll(self, waited: float, now: float) -> None:
-        """After the poll: hand the pump this turn's events (``self.events``, then cleared)."""
-        pump = self.pump
-        if pump is not None and not pump.on_poll(self.events, waited, now):
-            self._end(now)
-        self.events.clear()
-
-    def take_sample(self, now: float) -> None:
-        pump = self.pump
-        self.sample = self.sample.next(now, self.delivered + (pump.moved if pump is not None else 0))
-
-    def snapshot(self, now: float, running: bool) -> ChannelSnapshot:
-        """This channel right now (read from another thread: each field is one attribute read)."""
-        pump = self.pump
-        moved = pump.moved if pump is not None else 0
-        if self.failed:
-            state = FAILED
-        elif not running:
-            state = STOPPED
-        elif pump is not None and pump.waiting_on_child():
-            state = TRAINER_BOUND
-        else:  # the FIFO has room and nothing is held, or the platform's next FIFO is not there yet
-            state = INPUT_STARVED
-        return ChannelSnapshot(
-            channel=self.spec.name,
-            epoch=self.epoch,
-            epoch_bytes=moved,
-            bytes=self.delivered + moved,
-            mb_per_s=self.sample.mb_per_s(now),
-            state=state,
-            ring_held=self.ring.size,
-        )
-
-    def stop(self, now: float) -> None:
-        if self.pump is not None:
-            self.pump.ended = "stopped"
-            self._end(now)
-
-    def _begin(self, now: float) -> _Pump:
-        ours = self._path(self.spec.relay_dir, self.epoch)
-        self.fifos.make(ours)  # epoch 0 may have been made by prepare()
-        self.current = ours
-        upstream = os.open(
-            self._path(self.spec.upstream_dir, self.epoch), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-        )
-        self.pump = _Pump(upstream, ours, self.ring, self, now)
-        raise_pipe_size(upstream, self.ring.pipe_size)
-        self.cpu_start = time.thread_time()
-        self.ring.peak = 0
-        return self.pump
-
-    def _release(self) -> _Pump | None:
-        """Close the epoch's fds: a producer still writing gets EPIPE (on to its next epoch), and the
-        child gets EOF."""
-        pump, self.pump = self.pump, None
-        if pump is not None:
-            self.delivered += pump.moved
-            if pump.ended in ("child closed", "stopped"):
-                self.ring.discard()
-            for fd in (pump.upstream, pump.downstream):
-                if fd >= 0:
-                    self.poller.drop(fd)
-                    os.close(fd)
-        return pump
-
-    def _end(self, now: float) -> None:
-        pump = self._release()
-        assert pump is not None
-        if self.current is not None:
-            self.fifos.remove(self.current)  # done: the next epoch's FIFO is the one to open
-        self.current = None
-        seconds = now - pump.first if pump.first is not None else 0.0
-        stats = EpochStats(
-            self.spec.name,
-            self.epoch,
-            pump.moved,
-            round(seconds, 6),
-            round(pump.starved, 6),
-            round(pump.bound, 6),
-            round(pump.wait_open, 6),
-            pump.ended,
-            self.ring.allocated,
-            self.ring.peak,
-            round(time.thread_time() - self.cpu_start, 6),
-        )
-        self.emit("pipe_epoch_done", stats._asdict())
-        self.epoch += 1
-        self.look_at = 0.0
-
-    def fail(self, error: Exception) -> None:
-        """The channel is over: EOF for the job's FIFO first, then the facts in the event."""
-        self.failed = True
-        fields: dict[str, object] = {
-            "channel": self.spec.name,
-            "epoch": self.epoch,
-            "error": f"{type(error).__name__}: {error}",
-            "path": getattr(error, "filename", None),
-            "fifo": self.current,
-        }
-        try:
-            self._release()
-            if self.current is not None:
-                self.fifos.give_eof(self.current)
-        except OSError as eof_error:
-            fields["eof_error"] = f"{type(eof_error).__name__}: {eof_error}"
-        self.emit("pipe_relay_failed", fields)
 
 
 class _Pump:
@@ -453,13 +252,6 @@ class _Pump:
         return True
 
 
-def _is_fifo(path: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return False
-
-
 def _splice(src: int, dst: int, count: int) -> int | None:
     """Bytes moved; 0 at EOF of ``src``; None when it would block; -1 when ``dst`` has no reader."""
     try:
@@ -484,9 +276,9 @@ class PipeRelay:
         self.plan = plan_rings(tuple(spec.ring_bytes for spec in channels), limits or read_limits())
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._made_dirs: list[str] = []
-        self.poller = _Poller()
+        self.poller = Poller()
         self.relays = [
-            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller)
+            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller, new_pump=_Pump)
             for spec, ring in zip(channels, self.plan.rings, strict=True)
         ]
         self.thread = threading.Thread(target=self._run, name="pipe-relay", daemon=True)
