@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsupervise.linux.pipes import PIPE_SIZE, PipeLimits
-from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
+from smsupervise.pipemode.channel import ChannelSpec
+from smsupervise.pipemode.relay import PipeRelay
 from tests.conftest import PYTHON, sleep_until
 
 NO_LIMIT = PipeLimits(max_size=PIPE_SIZE, user_soft=0, exempt=True, in_use=0)

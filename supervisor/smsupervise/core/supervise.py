@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
+    from smsupervise.pipemode.channel import ChannelSpec
+    from smsupervise.pipemode.relay import PipeRelay
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
@@ -515,7 +516,11 @@ class Supervisor:
                 name: {"records": self.recent.records[name], "bytes": self.recent.bytes[name]}
                 for name in ("stdout", "stderr")
             },
-            "pipes": [spec.name for spec in self.pipes],
+            # per Pipe channel: the relay's snapshot (epoch, bytes, MB/s, input-starved or
+            # trainer-bound), or only the name when the job reads the platform's FIFOs itself
+            "pipes": [snap.as_dict() for snap in self.relay.snapshot()]
+            if self.relay is not None
+            else [{"channel": spec.name} for spec in self.pipes],
             "keep_alive": keep_alive,
         }
 

@@ -63,10 +63,22 @@ def status(result: Mapping[str, Any]) -> str:
     for name, counts in (result.get("streams") or {}).items():
         lines.append(f"{name}: {counts.get('records')} records, {_size(counts.get('bytes'))}")
     for channel in result.get("pipes") or []:
-        lines.append(f"pipe {channel}")
+        lines.append(pipe_channel(channel))
     for record in result.get("last_lines") or []:
         lines.append(f"  | {log(record)}")
     return "\n".join(lines)
+
+
+def pipe_channel(channel: Mapping[str, Any]) -> str:
+    """One Pipe channel of ``status``: epoch, bytes, MB/s over the last second, and what it waits on."""
+    if "state" not in channel:
+        return f"pipe {channel.get('channel')}: not relayed (the job reads the platform's FIFOs)"
+    ring = f", {_size(channel['ring_held'])} read ahead" if channel.get("ring_held") else ""
+    return (
+        f"pipe {channel['channel']} epoch {channel['epoch']}: {_size(channel['bytes'])} "
+        f"({_size(channel['epoch_bytes'])} this epoch), {channel['mb_per_s']} MB/s, "
+        f"{channel['state']}{ring}"
+    )
 
 
 def attach(result: Mapping[str, Any]) -> str:

@@ -24,6 +24,9 @@ GIL to each other after every ``poll`` and splice (a futex wake-up each, two per
 with four channels). The event loop never waits on a channel; events go back to it with
 ``call_soon_threadsafe``. FIFOs are opened non-blocking; a 0-byte splice counts as EOF only after
 ``poll`` said the FIFO was ready (before a writer ever attached, a non-blocking read also says 0).
+
+Here: the relay thread and the splice loop (``_Pump``). A channel's life across epochs, its
+records and its live snapshot are channel.py's and meter.py's.
 """
 
 from __future__ import annotations
@@ -33,212 +36,44 @@ import errno
 import math
 import os
 import select
-import stat
 import threading
 import time
-from collections.abc import Callable
-from functools import partial
-from typing import NamedTuple
 
 from smsupervise.errors import UsageError
 from smsupervise.linux.pipes import PipeLimits, raise_pipe_size, read_limits
 from smsupervise.pipemode.budget import plan_rings
-from smsupervise.pipemode.fifos import RelayFifos, check_relay_dir
+from smsupervise.pipemode.channel import EPOCH_OVER, ChannelRelay, ChannelSpec, Emit, Poller
+from smsupervise.pipemode.fifos import check_relay_dir
+from smsupervise.pipemode.meter import SAMPLE_EVERY, ChannelSnapshot
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
 SPLICE_F_NONBLOCK = 2
 SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
-APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
-EPOCH_OVER = -1.0  # from _Pump.arm: everything has been delivered
-READ_AHEAD_AFTER = 0.002  # the child's FIFO full this long: it is computing, so read ahead
-
-Emit = Callable[[str, dict[str, object]], None]
-
-
-class ChannelSpec(NamedTuple):
-    name: str
-    upstream_dir: str  # where the platform's <ch>_<N> FIFOs appear
-    relay_dir: str  # where ours go
-    ring_bytes: int
-
-
-class EpochStats(NamedTuple):
-    """Per channel and epoch: what moved and where the time went."""
-
-    channel: str
-    epoch: int
-    bytes: int
-    seconds: float  # from the first byte available upstream to EOF delivered
-    input_starved_s: float  # the child's FIFO had room and the ring was empty: waiting on upstream
-    trainer_bound_s: float  # data was waiting and the child's FIFO was full (or not yet opened)
-    wait_open_s: float  # of which: before the child opened the epoch's FIFO
-    ended: str  # "eof", "child closed", "stopped"
-    ring_bytes: int  # the ring's capacity
-    ring_peak: int  # the most it held
-    cpu_s: float  # this relay thread's CPU time for the epoch
-
-
-class _Poller:
-    """The relay thread's one ``poll``: which events each fd is registered for, and whose it is."""
-
-    def __init__(self) -> None:
-        self.poll = select.poll()
-        self.events: dict[int, int] = {}
-        self.owner: dict[int, ChannelRelay] = {}
-
-    def want(self, fd: int, events: int, owner: ChannelRelay) -> None:
-        if not events:
-            self.drop(fd)
-        elif self.events.get(fd) != events:
-            (self.poll.modify if fd in self.events else self.poll.register)(fd, events)
-            self.events[fd] = events
-            self.owner[fd] = owner
-
-    def drop(self, fd: int) -> None:
-        if fd in self.events:
-            self.poll.unregister(fd)
-            del self.events[fd], self.owner[fd]
-
-
-class ChannelRelay:
-    """One channel, epoch after epoch: waits for the platform's FIFO, then pumps it. Driven by the
-    relay thread (``arm`` before each ``poll``, ``on_poll`` after).
-
-    If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
-    before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
-    """
-
-    def __init__(
-        self, spec: ChannelSpec, emit: Emit, ring_bytes: int, pipe_size: int, poller: _Poller
-    ) -> None:
-        self.spec = spec
-        self.emit = emit
-        self.ring = Ring(ring_bytes, pipe_size)  # this channel's share of the pipe budget
-        self.poller = poller
-        self.fifos = RelayFifos(spec.relay_dir)
-        self.epoch = 0
-        self.current: str | None = None  # our FIFO for the epoch being relayed, once made
-        self.pump: _Pump | None = None
-        self.look_at = 0.0  # when to look for the platform's next FIFO
-        self.cpu_start = 0.0
-
-    def _path(self, directory: str, epoch: int) -> str:
-        return os.path.join(directory, f"{self.spec.name}_{epoch}")
-
-    def prepare(self) -> None:
-        """Before the child starts: mirror an epoch 0 that already exists upstream (SageMaker creates
-        it before the container starts), so the training code finds ``<ch>_0`` at once."""
-        if _is_fifo(self._path(self.spec.upstream_dir, 0)):
-            self.fifos.make(self._path(self.spec.relay_dir, 0))
-            self.current = self._path(self.spec.relay_dir, 0)
-
-    def arm(self, now: float) -> float | None:
-        """Register what to wait for; seconds until it must be looked at again (None: no limit)."""
-        if self.pump is None:
-            if now < self.look_at:
-                return self.look_at - now
-            if not _is_fifo(self._path(self.spec.upstream_dir, self.epoch)):
-                self.look_at = now + APPEAR_POLL
-                return APPEAR_POLL
-            self._begin()
-        assert self.pump is not None
-        wait = self.pump.arm(now)
-        if wait == EPOCH_OVER:
-            self._end()
-            return 0.0  # the next epoch's FIFO may be there already
-        return wait
-
-    def on_poll(self, events: list[tuple[int, int]], waited: float) -> None:
-        if self.pump is not None and not self.pump.on_poll(events, waited):
-            self._end()
-
-    def stop(self) -> None:
-        if self.pump is not None:
-            self.pump.ended = "stopped"
-            self._end()
-
-    def _begin(self) -> None:
-        ours = self._path(self.spec.relay_dir, self.epoch)
-        self.fifos.make(ours)  # epoch 0 may have been made by prepare()
-        self.current = ours
-        upstream = os.open(
-            self._path(self.spec.upstream_dir, self.epoch), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
-        )
-        self.pump = _Pump(upstream, ours, self.ring, self)
-        raise_pipe_size(upstream, self.ring.pipe_size)
-        self.cpu_start = time.thread_time()
-        self.ring.peak = 0
-
-    def _release(self) -> _Pump | None:
-        """Close the epoch's fds: a producer still writing gets EPIPE (on to its next epoch), and the
-        child gets EOF."""
-        pump, self.pump = self.pump, None
-        if pump is not None:
-            if pump.ended in ("child closed", "stopped"):
-                self.ring.discard()
-            for fd in (pump.upstream, pump.downstream):
-                if fd >= 0:
-                    self.poller.drop(fd)
-                    os.close(fd)
-        return pump
-
-    def _end(self) -> None:
-        pump = self._release()
-        assert pump is not None
-        if self.current is not None:
-            self.fifos.remove(self.current)  # done: the next epoch's FIFO is the one to open
-        self.current = None
-        seconds = time.monotonic() - pump.first if pump.first is not None else 0.0
-        stats = EpochStats(
-            self.spec.name,
-            self.epoch,
-            pump.moved,
-            round(seconds, 6),
-            round(pump.starved, 6),
-            round(pump.bound, 6),
-            round(pump.wait_open, 6),
-            pump.ended,
-            self.ring.allocated,
-            self.ring.peak,
-            round(time.thread_time() - self.cpu_start, 6),
-        )
-        self.emit("pipe_epoch_done", stats._asdict())
-        self.epoch += 1
-        self.look_at = 0.0
-
-    def fail(self, error: Exception) -> None:
-        """The channel is over: EOF for the job's FIFO first, then the facts in the event."""
-        fields: dict[str, object] = {
-            "channel": self.spec.name,
-            "epoch": self.epoch,
-            "error": f"{type(error).__name__}: {error}",
-            "path": getattr(error, "filename", None),
-            "fifo": self.current,
-        }
-        try:
-            self._release()
-            if self.current is not None:
-                self.fifos.give_eof(self.current)
-        except OSError as eof_error:
-            fields["eof_error"] = f"{type(eof_error).__name__}: {eof_error}"
-        self.emit("pipe_relay_failed", fields)
+READ_AHEAD_AFTER = 0.010  # the child's FIFO full this long: it is computing (not descheduled): read ahead
 
 
 class _Pump:
     """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
 
     Shaped like the C loop in the common case (the child keeps up, the ring is empty): one ``poll``
-    on upstream, one splice straight into the child's FIFO. When that FIFO is full the pump waits
-    for room, as a blocking splice would, and leaves the data in the platform's FIFO; only when the
-    child has not read for ``READ_AHEAD_AFTER`` (it is computing) does it read ahead into the ring.
+    on upstream, one splice straight into the child's FIFO; the poll's interest is changed only when
+    it changes. A splice that fills the child's FIFO is followed by a wait for room only when it
+    moved a whole pipe's worth (upstream was full: the producer is ahead and will refill it).
+    When upstream has data and the child's FIFO is full, the pump waits for room, as a blocking
+    splice would, and leaves the data in the platform's FIFO; only when the child has not read for
+    ``READ_AHEAD_AFTER`` (it is computing) does it read ahead into the ring.
     While the ring holds data and the child reads, the ring drains first, so it empties again and
     each byte moves once: a ring left standing would make every byte take two hops, and the
     child's reads come from pages written ``ring`` bytes ago, out of the cache.
+
+    No clock is read here: ``now`` is the relay thread's one reading per poll.
     """
 
-    def __init__(self, upstream: int, downstream_path: str, ring: Ring, owner: ChannelRelay) -> None:
+    def __init__(
+        self, upstream: int, downstream_path: str, ring: Ring, owner: ChannelRelay, now: float
+    ) -> None:
         self.upstream = upstream
         self.downstream_path = downstream_path
         self.downstream = -1
@@ -246,6 +81,8 @@ class _Pump:
         self.down_size = 0  # the child's FIFO's capacity
         self.ring = ring
         self.owner = owner
+        self.now = now  # the poll's return time, for the timestamps taken while acting on it
+        self.up_want = self.down_want = 0  # what each fd is registered for now
         self.upstream_open = True
         self.ended = "eof"
         self.moved = 0
@@ -265,33 +102,45 @@ class _Pump:
             return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
         return self._register(now)
 
-    def on_poll(self, events: list[tuple[int, int]], waited: float) -> bool:
+    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
         """After the poll (``events`` are this pump's); False once the epoch is over."""
+        self.now = now
         if self.first is not None:
             self._account(waited)
         return self._handle(events) if events else True
 
+    def waiting_on_child(self) -> bool:
+        """Whether data is held back by the child right now (not opened, FIFO full, ring holding)."""
+        return self.downstream < 0 or self.full_since is not None or self.ring.size > 0
+
     def _register(self, now: float) -> float | None:
         """Say what to wait for; returns how long it may wait, in seconds (None: no limit)."""
         ring = self.ring
-        can_pull = self.upstream_open and ring.has_room()
         if self.downstream < 0:  # the child has not opened its FIFO yet: read ahead
-            self._want(self.upstream, select.POLLIN if can_pull else 0)
+            self._want(select.POLLIN if self.upstream_open and ring.has_room() else 0, self.down_want)
             return self.open_at - now
         if self.full_since is None and ring.size:
             self.full_since = now  # the ring holds data: wait for room in the child's FIFO first
         if self.full_since is None:  # the common case: upstream straight to the child
-            self._want(self.upstream, select.POLLIN if self.upstream_open else 0)
-            # Always registered: with no data to write, POLLERR still says the child closed it.
-            self._want(self.downstream, select.POLLERR)
+            # POLLERR is always reported: with no data to write, it still says the child closed.
+            self._want(select.POLLIN if self.upstream_open else 0, select.POLLERR)
             return None
         if not self.ahead and now - self.full_since >= READ_AHEAD_AFTER:
             self.ahead = True  # the child has not read for a while: it is computing, read ahead
-        self._want(self.upstream, select.POLLIN if self.ahead and can_pull else 0)
-        self._want(self.downstream, select.POLLOUT)
+        can_pull = self.ahead and self.upstream_open and ring.has_room()
+        self._want(select.POLLIN if can_pull else 0, select.POLLOUT)
         if self.ahead or not self.upstream_open:
             return None
         return self.full_since + READ_AHEAD_AFTER - now
+
+    def _want(self, up: int, down: int) -> None:
+        """Change the poll's interest only where it changes (a change rebuilds poll's fd array)."""
+        if up != self.up_want:
+            self.up_want = up
+            self.owner.poller.want(self.upstream, up, self.owner)
+        if down != self.down_want and self.downstream >= 0:
+            self.down_want = down
+            self.owner.poller.want(self.downstream, down, self.owner)
 
     def _handle(self, events: list[tuple[int, int]]) -> bool:
         """Act on what ``poll`` said; False once the epoch is over."""
@@ -316,7 +165,7 @@ class _Pump:
         if not self._drain_ring():
             return False
         if self.ring.size:  # still held: the child's FIFO is full again as of now
-            self.full_since = time.monotonic()
+            self.full_since = self.now
             return True
         self.full_since = None  # room, nothing held: the direct path, at once if data waits
         return not (self.upstream_open and self.up_seen) or self._direct(room=True)
@@ -358,27 +207,28 @@ class _Pump:
     def _direct(self, room: bool) -> bool:
         """Upstream straight into the child's FIFO, as the C loop does. ``room``: poll said the FIFO
         has room, so a splice that would block means upstream is empty (else that the FIFO is full).
-        A whole FIFO's worth moved means it is full now: wait for room, without a call to hear
-        EAGAIN. False once the child has closed its end."""
+        A whole FIFO's worth moved means it is full now, and that upstream was full too (both pipes
+        have the same size): the producer is ahead, so wait for room without a call to hear EAGAIN.
+        False once the child has closed its end."""
         count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
         if count is None:
             if not room:
-                self.full_since = time.monotonic()  # the child's FIFO is full: wait for room
+                self.full_since = self.now  # the child's FIFO is full: wait for room
             return True
         if count < 0:
             self.ended = "child closed"
             return False
         self._moved_upstream(count)
         self.moved += count
-        if count >= self.down_size:
-            self.full_since = time.monotonic()
+        if count >= self.down_size:  # upstream was full too (same size): the producer is ahead
+            self.full_since = self.now
         return True
 
     def _moved_upstream(self, count: int) -> None:
         if count == 0:
             self.upstream_open = False  # a 0-byte splice after readiness: real EOF
         elif self.first is None:
-            self.first = time.monotonic()
+            self.first = self.now
 
     def _drain_ring(self) -> bool:
         """Ring -> child, oldest first, until the child's FIFO is full; False if the child has closed.
@@ -400,16 +250,6 @@ class _Pump:
             budget -= count
             head = self.ring.head()
         return True
-
-    def _want(self, fd: int, events: int) -> None:
-        self.owner.poller.want(fd, events, self.owner)
-
-
-def _is_fifo(path: str) -> bool:
-    try:
-        return stat.S_ISFIFO(os.stat(path).st_mode)
-    except FileNotFoundError:
-        return False
 
 
 def _splice(src: int, dst: int, count: int) -> int | None:
@@ -436,9 +276,9 @@ class PipeRelay:
         self.plan = plan_rings(tuple(spec.ring_bytes for spec in channels), limits or read_limits())
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
         self._made_dirs: list[str] = []
-        self.poller = _Poller()
+        self.poller = Poller()
         self.relays = [
-            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller)
+            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller, new_pump=_Pump)
             for spec, ring in zip(channels, self.plan.rings, strict=True)
         ]
         self.thread = threading.Thread(target=self._run, name="pipe-relay", daemon=True)
@@ -450,6 +290,12 @@ class PipeRelay:
             "rings": {spec.name: ring for spec, ring in zip(self.channels, self.plan.rings, strict=True)},
             "pipe_budget": self.plan.describe(),
         }
+
+    def snapshot(self) -> tuple[ChannelSnapshot, ...]:
+        """Every channel right now; safe to call from any thread (the relay thread is not paused)."""
+        now = time.monotonic()
+        running = self.thread.is_alive()
+        return tuple(relay.snapshot(now, running) for relay in self.relays)
 
     def start(self) -> None:
         """Check and make the relay dirs, mirror epoch 0, start the relay thread. A dir that cannot
@@ -477,47 +323,91 @@ class PipeRelay:
         self.thread.start()
 
     def _run(self) -> None:
-        """The relay thread: arm every channel, one poll, hand each channel its events."""
-        self.poller.poll.register(self._stop_r, select.POLLIN)
+        """The relay thread: arm every channel, one poll, hand each channel its events. One clock
+        reading per turn, nothing allocated per turn but what ``poll`` returns; a channel that
+        fails is reported and dropped (its FIFO gives EOF), the others go on."""
+        poll = self.poller.poll
+        poll.register(self._stop_r, select.POLLIN)
         active = list(self.relays)
+        dead: list[tuple[ChannelRelay, Exception]] = []
+        now = time.monotonic()
+        next_sample = now
         try:
             while active:
-                timeout = self._arm_all(active, time.monotonic())
-                began = time.monotonic()
-                events = self.poller.poll.poll(None if timeout is None else math.ceil(timeout * 1000))
-                waited = time.monotonic() - began
-                mine: dict[ChannelRelay, list[tuple[int, int]]] = {relay: [] for relay in active}
-                for fd, revents in events:
-                    if fd == self._stop_r:
-                        for relay in list(active):
-                            self._safely(relay, active, relay.stop)
-                        return
-                    owner = self.poller.owner.get(fd)
-                    if owner in mine:
-                        mine[owner].append((fd, revents))
-                for relay, its in mine.items():
-                    self._safely(relay, active, partial(relay.on_poll, its, waited))
+                if now >= next_sample:
+                    for relay in active:
+                        relay.take_sample(now)
+                    next_sample = now + SAMPLE_EVERY
+                # wake at least once a sample, for the snapshot's MB/s
+                soonest = self._arm_all(active, dead, now, next_sample - now)
+                events = poll.poll(math.ceil(soonest * 1000) if soonest > 0 else 0)
+                then = time.monotonic()
+                waited, now = then - now, then  # the whole turn, charged to the state before the poll
+                if not self._dispatch(events, active, dead, waited, now):
+                    return
+                if dead:
+                    self._bury(active, dead)
         finally:
             for relay in self.relays:
                 relay.ring.close()
 
-    def _arm_all(self, active: list[ChannelRelay], now: float) -> float | None:
-        """Arm every channel; the poll's timeout is the soonest any of them must be looked at."""
-        waits = [self._safely(relay, active, partial(relay.arm, now)) for relay in list(active)]
-        limits = [max(0.0, wait) for wait in waits if isinstance(wait, float)]
-        return min(limits) if limits else None
+    @staticmethod
+    def _arm_all(
+        active: list[ChannelRelay], dead: list[tuple[ChannelRelay, Exception]], now: float, soonest: float
+    ) -> float:
+        """Arm every channel; the poll's timeout: the soonest any of them must be looked at."""
+        for relay in active:
+            try:
+                wait = relay.arm(now)
+            except Exception as error:  # reported as an event; the job and the others go on
+                dead.append((relay, error))
+                continue
+            if wait is not None and wait < soonest:
+                soonest = wait
+        return soonest
+
+    def _dispatch(
+        self,
+        events: list[tuple[int, int]],
+        active: list[ChannelRelay],
+        dead: list[tuple[ChannelRelay, Exception]],
+        waited: float,
+        now: float,
+    ) -> bool:
+        """Hand each channel its events (every channel is called: it accounts the wait); False on stop."""
+        owner = self.poller.owner
+        for event in events:
+            if event[0] == self._stop_r:
+                self._stop_all(active, now)
+                return False
+            relay_of = owner.get(event[0])
+            if relay_of is not None:
+                relay_of.events.append(event)  # poll's own (fd, revents) tuple
+        for relay in active:
+            try:
+                relay.on_poll(waited, now)
+            except Exception as error:  # as in _arm_all
+                relay.events.clear()
+                dead.append((relay, error))
+        return True
 
     @staticmethod
-    def _safely(relay: ChannelRelay, active: list[ChannelRelay], step: Callable[[], object]) -> object:
-        """Run one channel's step; a failure ends that channel only (reported, its FIFO gives EOF)."""
-        if relay not in active:
-            return None
-        try:
-            return step()
-        except Exception as error:  # reported as an event; the job and the other channels go on
-            active.remove(relay)
-            relay.fail(error)
-            return None
+    def _bury(active: list[ChannelRelay], dead: list[tuple[ChannelRelay, Exception]]) -> None:
+        """End the failed channels only (reported, their FIFOs give EOF)."""
+        for relay, error in dead:
+            if relay in active:
+                active.remove(relay)
+                relay.fail(error)
+        dead.clear()
+
+    def _stop_all(self, active: list[ChannelRelay], now: float) -> None:
+        dead: list[tuple[ChannelRelay, Exception]] = []
+        for relay in active:
+            try:
+                relay.stop(now)
+            except Exception as error:  # as in _run
+                dead.append((relay, error))
+        self._bury(active, dead)
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the relay thread, then remove what it created (FIFOs, EOF files, dirs), nothing else."""

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Literal, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
     from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
-    from smsupervise.pipemode.relay import ChannelSpec
+    from smsupervise.pipemode.channel import ChannelSpec
     from smsupervise.sagemaker import config, environment
 
 from smsupervise.core.spawn import LaunchSpec, Step, StepKind
@@ -263,7 +263,7 @@ def _pipe_relay(
     upstream = cfg.path("input", "data")
     for channel in channels:
         child_env[f"SM_CHANNEL_{channel.upper()}"] = os.path.join(relay_dir, channel)
-    from smsupervise.pipemode.relay import ChannelSpec  # noqa: PLC0415
+    from smsupervise.pipemode.channel import ChannelSpec  # noqa: PLC0415
 
     return tuple(ChannelSpec(ch, upstream, relay_dir, settings.pipe_buffer) for ch in channels)
 
