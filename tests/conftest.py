@@ -200,3 +200,16 @@ def start(mode: str) -> Iterator[Callable[..., Supervised]]:
 
 def helper(name: str) -> str:
     return str(HELPERS / name)
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """A stand-in S3 endpoint (tests/s3server.py) on localhost; skipped without boto3 (the ``s3``
+    extra: ``make s3``), which every ``s3://`` path of smsupervise needs."""
+    pytest.importorskip("boto3", reason="boto3 is not installed: `make s3` (pip install -e '.[s3]')")
+    from tests import s3server
+
+    server = s3server.serve()
+    yield server
+    server.shutdown()
+    server.server_close()

@@ -10,7 +10,7 @@ from typing import Any
 
 def _client() -> Any:
     try:
-        import boto3  # type: ignore[import-not-found]  # noqa: PLC0415 (optional dependency)
+        import boto3  # noqa: PLC0415 (optional dependency)
     except ImportError:
         raise RuntimeError("s3:// URIs need boto3: pip install 'smsupervise[s3]'") from None
     return boto3.client("s3")

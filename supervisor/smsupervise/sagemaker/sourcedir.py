@@ -1,7 +1,9 @@
 """The user's source (``sagemaker_submit_directory``) into ``<base>/code``, safely, all or nothing.
 
 Like the toolkit: only when the code dir is empty; a local directory is copied, a local or
-``file://`` tarball is unpacked, ``s3://`` is downloaded with boto3 (the optional ``s3`` extra).
+``file://`` tarball is unpacked, ``s3://`` is downloaded with boto3 (the optional ``s3`` extra):
+streamed in 1 MiB chunks into a file beside the code dir, a stop checked between chunks, renamed
+only once complete and removed after the unpack (or on a stop or an error).
 
 Unlike ``extractall`` (and whatever the Python version: the CVE-2025-4517 class gets past
 ``os.path.realpath`` checks and the ``data`` filter of CPython < 3.11.13/3.12.11/3.13.4), a
@@ -22,7 +24,7 @@ import os
 import shutil
 import tarfile
 from collections.abc import Callable, Iterator
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from smsupervise.errors import ConfigError
 
@@ -252,7 +254,7 @@ def _read_members(archive: tarfile.TarFile, job: _Job) -> list[tarfile.TarInfo]:
     return infos
 
 
-def _unpack(tarball: str, staging: str, job: _Job) -> None:
+def _unpack(tarball: str, staging: str, job: _Job, source: str) -> None:
     try:
         with tarfile.open(tarball, mode="r:*") as archive:
             members = _check(_read_members(archive, job), job)
@@ -265,14 +267,14 @@ def _unpack(tarball: str, staging: str, job: _Job) -> None:
         raise ConfigError(
             job.where,
             FIELD,
-            f"is not a readable tar archive: {error}",
+            f"{source} is not a readable tar archive: {error}",
             "point it at a .tar.gz of your source directory",
         ) from None
 
 
-def _download_s3(uri: str, where: str, into: str) -> str:
+def _s3_client(uri: str, where: str) -> Any:
     try:
-        import boto3  # type: ignore[import-not-found]  # noqa: PLC0415
+        import boto3  # noqa: PLC0415 - the optional s3 extra
     except ImportError:
         raise ConfigError(
             where,
@@ -280,13 +282,58 @@ def _download_s3(uri: str, where: str, into: str) -> str:
             f"{uri} is on S3 but boto3 is not installed",
             "install smsupervise[s3] in the image, or put the code in <base>/code",
         ) from None
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    target = os.path.join(into, "sourcedir.tar.gz")
-    endpoint = os.environ.get("S3_ENDPOINT_URL")
+    endpoint = os.environ.get("S3_ENDPOINT_URL")  # else boto3 reads AWS_ENDPOINT_URL(_S3) itself
     region = os.environ.get("AWS_REGION") or os.environ.get("SAGEMAKER_REGION")
-    client = boto3.client("s3", endpoint_url=endpoint, region_name=region)
-    client.download_file(bucket, key, target)
-    return target
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+
+
+def _not_downloaded(uri: str, job: _Job, why: str) -> ConfigError:
+    return ConfigError(
+        job.where,
+        FIELD,
+        f"{uri} could not be downloaded ({why}); nothing was unpacked",
+        "check the bucket, the key and the credentials (the SDK uploads <job>/source/sourcedir.tar.gz)",
+    )
+
+
+def _download_s3(uri: str, job: _Job, target: str) -> None:
+    """``uri`` into ``target``, all or nothing: streamed in CHUNK-sized reads into ``target.part``
+    with a stop check between chunks, renamed to ``target`` only once every byte is in."""
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not bucket or not key:
+        raise ConfigError(job.where, FIELD, f"{uri!r} is not s3://bucket/key", "name the source's object")
+    client = _s3_client(uri, job.where)
+    import botocore.exceptions  # noqa: PLC0415 - comes with boto3
+
+    partial = target + ".part"
+    got, size = 0, 0
+    try:
+        try:
+            response = client.get_object(Bucket=bucket, Key=key)
+            body, size = response["Body"], int(response.get("ContentLength") or 0)
+            with open(partial, "xb") as out:
+                while True:
+                    if job.should_stop():
+                        raise Stopped(f"while downloading {uri} at {got} of {size} bytes")
+                    chunk = body.read(CHUNK)
+                    if not chunk:
+                        break
+                    got += len(chunk)
+                    if got > job.limits.max_bytes:
+                        raise _limit(job, f"{job.limits.max_bytes} bytes (--source-max-bytes)")
+                    out.write(chunk)
+            body.close()
+        except botocore.exceptions.ClientError as error:
+            code = error.response.get("Error", {}).get("Code") or "?"
+            raise _not_downloaded(uri, job, f"{code}: {error}") from None
+        except botocore.exceptions.BotoCoreError as error:
+            raise _not_downloaded(uri, job, str(error)) from None
+        except OSError as error:  # e.g. ENOSPC
+            raise _not_downloaded(uri, job, f"{partial}: {error.strerror}") from None
+        os.rename(partial, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
 
 
 class SourceView(NamedTuple):
@@ -338,7 +385,11 @@ def _remove_leftovers(code_dir: str) -> None:
         with contextlib.suppress(OSError):
             for name in os.listdir(holder):
                 if name.startswith(STAGING):
-                    shutil.rmtree(os.path.join(holder, name), ignore_errors=True)
+                    path = os.path.join(holder, name)
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:  # a download of an s3:// source
+                        os.unlink(path)
 
 
 @contextlib.contextmanager
@@ -396,14 +447,17 @@ def fetch(
     os.makedirs(os.path.dirname(code_dir), exist_ok=True)
     job = _Job(where, limits, should_stop)
     if uri.startswith("s3://"):
-        import tempfile  # noqa: PLC0415 - only for s3:// sources: start-up time counts
-
-        with tempfile.TemporaryDirectory() as tmp:
-            tarball = _download_s3(uri, where, tmp)
+        holder = code_dir if os.path.ismount(code_dir) else os.path.dirname(code_dir)
+        tarball = os.path.join(holder, STAGING + os.urandom(6).hex() + ".tar")  # the code dir's filesystem
+        try:
+            _download_s3(uri, job, tarball)
             if should_stop():
                 raise Stopped(f"after downloading {uri}")
             with _staged(code_dir) as staging:
-                _unpack(tarball, staging, job)
+                _unpack(tarball, staging, job, uri)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tarball)
         return f"downloaded and unpacked {uri}"
     path = _local(uri)
     if not os.path.exists(path):
@@ -415,7 +469,7 @@ def fetch(
         return f"copied {path}"
     with _staged(code_dir) as staging:
         if tarfile.is_tarfile(path):
-            _unpack(path, staging, job)
+            _unpack(path, staging, job, uri)
             return f"unpacked {path}"
         shutil.copy2(path, staging)
     return f"copied {path}"
