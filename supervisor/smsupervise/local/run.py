@@ -20,7 +20,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, tree
+from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, s3, tree
 from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
 from smsupervise.local.logs import HostLog, relay
@@ -235,8 +235,10 @@ class Runner:
     def _upload(self, plans: list[launch.HostPlan]) -> str:
         self._enter("Uploading")
         out = self.job.output_path
+        remote = f"{out.rstrip('/')}/{self.job.name}/output" if out.startswith("s3://") else None
         out = out[len("file://") :] if out.startswith("file://") else out
-        target = os.path.join(out, self.job.name, "output")
+        # s3://: packed in the work dir first, then uploaded (boto3 needs a file for a multipart upload)
+        target = os.path.join(self.work, "upload") if remote else os.path.join(out, self.job.name, "output")
         os.makedirs(target, exist_ok=True)
         model = artifacts.pack(
             [os.path.join(p.tree, "model") for p in plans], os.path.join(target, "model.tar.gz")
@@ -247,16 +249,22 @@ class Runner:
         for packed in (model, output):
             self.console.uploaded += packed.bytes_out
             _own(packed.path)
+            where = f"{remote}/{os.path.basename(packed.path)}" if remote else packed.path
+            if remote:
+                s3.upload(packed.path, where)
+                os.unlink(packed.path)
             self.console.event(
                 "uploaded",
-                f"{packed.path}: {packed.files} files, {packed.bytes_in} -> "
+                f"{where}: {packed.files} files, {packed.bytes_in} -> "
                 f"{packed.bytes_out} bytes in {packed.seconds:.2f} s ({packed.compressor})",
-                path=packed.path,
+                path=where,
                 files=packed.files,
                 bytes_in=packed.bytes_in,
                 bytes_out=packed.bytes_out,
                 seconds=round(packed.seconds, 3),
             )
+        if remote:
+            return f"{remote}/model.tar.gz"
         return "file://" + model.path if self.job.output_path.startswith("file://") else model.path
 
     def _client_error(self, error: Exception) -> Result:
@@ -294,7 +302,10 @@ class Runner:
         else:
             status = secondary = "Completed"
         if status != "Failed":
-            model_uri = self._upload(plans)
+            try:
+                model_uri = self._upload(plans)
+            except s3.S3Error as error:  # e.g. the output bucket does not exist
+                return self._client_error(error)
         self.timeline.enter(secondary)
         self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
         path = self._describe(status, failure, model_uri)

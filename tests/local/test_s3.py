@@ -1,0 +1,130 @@
+"""smsupervise-local with s3:// in the request, against the stand-in endpoint (tests/s3server.py):
+File, Pipe and ShardedByS3Key channels, the artifacts uploaded to S3OutputPath, and errors that name
+the URI."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from tests.local.conftest import channel, described, model_file, needs_root, request, run_args
+
+SIBLING = b"in data/training-other/"
+OBJECTS = {"data/train/a.csv": b"1,2\n" * 1000, "data/train/sub/b.bin": os.urandom(300_001)}
+
+
+def _run(tmp: Path, body: dict[str, Any], s3: Any) -> subprocess.CompletedProcess[str]:
+    """The real CLI, its boto3 pointed at the stand-in endpoint."""
+    env = {**os.environ, **s3.env}
+    return subprocess.run(
+        run_args(tmp, body), capture_output=True, text=True, timeout=90, check=False, env=env
+    )
+
+
+def _fill(s3: Any) -> None:
+    for key, data in OBJECTS.items():
+        s3.put(f"s3://bucket/{key}", data)
+    s3.put("s3://bucket/data/training-other/c.txt", SIBLING)  # a sibling prefix
+
+
+@needs_root
+def test_s3_file_and_pipe_channels_are_byte_exact(tmp_path: Path, s3: Any) -> None:
+    """File and Pipe channels from an s3:// prefix reach the job byte for byte, named relative to the
+    prefix's directory; a prefix ending in / excludes a sibling that a bare prefix takes, as on S3."""
+    _fill(s3)
+    body = request(
+        tmp_path,
+        "channels",
+        InputDataConfig=[
+            channel("train", "s3://bucket/data/train/"),
+            channel("piped", "s3://bucket/data/train", InputMode="Pipe"),
+        ],
+    )
+    result = _run(tmp_path, body, s3)
+    assert result.returncode == 0, result.stderr
+    seen = model_file(tmp_path, "channels")
+    assert seen["train"]["files"] == {
+        "a.csv": hashlib.sha256(OBJECTS["data/train/a.csv"]).hexdigest(),
+        "sub/b.bin": hashlib.sha256(OBJECTS["data/train/sub/b.bin"]).hexdigest(),
+    }
+    assert seen["train"]["write_error"] == "Read-only file system"
+    # "data/train" without the slash is a key prefix, as on S3: it takes the sibling too, named from "data/"
+    whole = b"".join(OBJECTS[key] for key in sorted(OBJECTS)) + SIBLING
+    assert seen["piped"]["epochs"][0] == {"sha256": hashlib.sha256(whole).hexdigest(), "bytes": len(whole)}
+
+
+@needs_root
+def test_s3_output_path_gets_both_artifacts(tmp_path: Path, s3: Any) -> None:
+    """S3OutputPath s3://: model.tar.gz and output.tar.gz land at <path>/<job>/output/, the model
+    holding what the job wrote, and ModelArtifacts names the s3:// URI; nothing stays locally."""
+    s3.put("s3://results/.keep", b"")
+    body = request(tmp_path, "hosts", OutputDataConfig={"S3OutputPath": "s3://results/runs/"})
+    result = _run(tmp_path, body, s3)
+    assert result.returncode == 0, result.stderr
+    assert s3.keys("results") == [
+        ".keep",
+        "runs/probe-hosts/output/model.tar.gz",
+        "runs/probe-hosts/output/output.tar.gz",
+    ]
+    with tarfile.open(
+        fileobj=io.BytesIO(s3.get("s3://results/runs/probe-hosts/output/model.tar.gz"))
+    ) as archive:
+        assert "hosts-algo-1.json" in archive.getnames()
+    with tarfile.open(
+        fileobj=io.BytesIO(s3.get("s3://results/runs/probe-hosts/output/output.tar.gz"))
+    ) as archive:
+        assert all(not name.startswith("failure") for name in archive.getnames())
+    body = described(tmp_path)
+    assert body["ModelArtifacts"]["S3ModelArtifacts"] == "s3://results/runs/probe-hosts/output/model.tar.gz"
+    assert not list((tmp_path / "work").glob("upload/*.tar.gz"))
+
+
+@needs_root
+def test_a_missing_output_bucket_fails_the_job_naming_it(tmp_path: Path, s3: Any) -> None:
+    """The negative twin of the upload: a bucket that does not exist fails the job with a ClientError
+    naming the s3:// URI and NoSuchBucket."""
+    body = request(tmp_path, "hosts", OutputDataConfig={"S3OutputPath": "s3://nobucket/runs"})
+    result = _run(tmp_path, body, s3)
+    assert result.returncode == 1, result.stderr
+    failure = described(tmp_path)["FailureReason"]
+    assert failure.startswith(
+        "ClientError: s3://nobucket/runs/probe-hosts/output/model.tar.gz: could not upload"
+    )
+    assert "NoSuchBucket" in failure
+
+
+@needs_root
+def test_s3_sharded_channel_splits_the_objects_over_two_hosts(tmp_path: Path, s3: Any) -> None:
+    """ShardedByS3Key over an s3:// prefix and 2 hosts: each a non-empty share, together every object once."""
+    names = [f"part-{i:02d}.csv" for i in range(5)]
+    for name in names:
+        s3.put(f"s3://bucket/shards/{name}", name.encode())
+    body = request(
+        tmp_path,
+        "hosts",
+        count=2,
+        InputDataConfig=[channel("sharded", "s3://bucket/shards/", distribution="ShardedByS3Key")],
+    )
+    result = _run(tmp_path, body, s3)
+    assert result.returncode == 0, result.stderr
+    shards = [model_file(tmp_path, "hosts", host)["shard"] for host in ("algo-1", "algo-2")]
+    assert sorted(name for shard in shards for name in shard) == names
+    assert all(shards), shards
+
+
+@needs_root
+def test_an_empty_s3_prefix_fails_before_anything_runs(tmp_path: Path, s3: Any) -> None:
+    """A prefix holding no object: the job fails with a ClientError naming the URI; no host starts."""
+    _fill(s3)
+    body = request(tmp_path, "channels", InputDataConfig=[channel("train", "s3://bucket/nothing-here/")])
+    result = _run(tmp_path, body, s3)
+    assert result.returncode == 1
+    failure = described(tmp_path)["FailureReason"]
+    assert failure.startswith("ClientError: s3://bucket/nothing-here/: no objects under this prefix")
+    assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
+    assert not list((tmp_path / "work" / "s3").glob("*"))
