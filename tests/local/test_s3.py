@@ -128,3 +128,45 @@ def test_an_empty_s3_prefix_fails_before_anything_runs(tmp_path: Path, s3: Any) 
     assert failure.startswith("ClientError: s3://bucket/nothing-here/: no objects under this prefix")
     assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
     assert not list((tmp_path / "work" / "s3").glob("*"))
+
+
+def _steps(tmp: Path, steps: int, work: str) -> dict[str, Any]:
+    body = request(
+        tmp,
+        "steps",
+        hyperparameters={"steps": str(steps)},
+        CheckpointConfig={"S3Uri": "s3://ckpt/run-1"},
+        name=f"steps-{work}",
+    )
+    body["OutputDataConfig"] = {"S3OutputPath": f"file://{tmp}/out-{work}"}
+    return body
+
+
+@needs_root
+def test_s3_checkpoints_are_copied_in_and_mirrored_back(tmp_path: Path, s3: Any) -> None:
+    """CheckpointConfig s3://: the prefix's checkpoint is copied in (the job resumes after it), the
+    job's new checkpoints are uploaded and the ones it deleted after uploading are deleted there."""
+    s3.put("s3://ckpt/run-1/step-000004.json", b'{"step": 4}')
+    result = _run(tmp_path, _steps(tmp_path, 9, "work"), s3)
+    assert result.returncode == 0, result.stderr
+    assert model_file(tmp_path, "done") == {"first_step": 5, "last_step": 8}
+    assert s3.keys("ckpt") == [
+        "run-1/step-000004.json",  # copied in: not this host's to delete
+        "run-1/step-000007.json",
+        "run-1/step-000008.json",  # 5 and 6: deleted by the job, so gone here too if ever uploaded
+    ]
+    assert s3.get("s3://ckpt/run-1/step-000008.json") == b'{"step": 8}'
+
+
+@needs_root
+def test_an_empty_s3_checkpoint_prefix_starts_from_scratch(tmp_path: Path, s3: Any) -> None:
+    """The negative twin: nothing under the prefix, so the job starts at step 0 and its checkpoints
+    are uploaded."""
+    s3.put("s3://ckpt/elsewhere/step-000004.json", b'{"step": 4}')
+    result = _run(tmp_path, _steps(tmp_path, 3, "work"), s3)
+    assert result.returncode == 0, result.stderr
+    assert model_file(tmp_path, "done") == {"first_step": 0, "last_step": 2}
+    assert [k for k in s3.keys("ckpt") if k.startswith("run-1/")] == [
+        "run-1/step-000001.json",
+        "run-1/step-000002.json",
+    ]

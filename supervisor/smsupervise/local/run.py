@@ -143,7 +143,7 @@ class Runner:
             remote = checkpoints.location(self.job.checkpoint.uri)
             for plan in plans:
                 local = os.path.join(plan.tree, os.path.relpath(self.job.checkpoint.local_path, "/opt/ml"))
-                copied = checkpoints.copy_in(remote, local)
+                copied = remote.copy_in(local)
                 self.console.event(
                     "checkpoints_copied_in",
                     f"{plan.host.name}: {copied} checkpoint files copied in",
@@ -231,6 +231,11 @@ class Runner:
                 feeder.terminate()
                 feeder.wait()
             mirroring.stop()
+            for mirror in mirroring.mirrors:
+                for name, problem in mirror.problems.items():
+                    self.console.event(
+                        "checkpoint_not_mirrored", f"{name}: {problem}", file=name, error=problem
+                    )
 
     def _upload(self, plans: list[launch.HostPlan]) -> str:
         self._enter("Uploading")
