@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.local.conftest import channel, described, model_file, needs_root, request, run_args
+from tests.local.conftest import JOBS, channel, described, model_file, needs_root, request, run_args
 
 SIBLING = b"in data/training-other/"
 OBJECTS = {"data/train/a.csv": b"1,2\n" * 1000, "data/train/sub/b.bin": os.urandom(300_001)}
@@ -170,3 +170,38 @@ def test_an_empty_s3_checkpoint_prefix_starts_from_scratch(tmp_path: Path, s3: A
         "run-1/step-000001.json",
         "run-1/step-000002.json",
     ]
+
+
+def _source_tarball() -> bytes:
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz") as archive:
+        archive.add(JOBS / "probe.py", arcname="probe.py")
+    return out.getvalue()
+
+
+@needs_root
+def test_an_s3_source_reaches_every_host_even_in_its_own_network(tmp_path: Path, s3: Any) -> None:
+    """sagemaker_submit_directory s3:// with 2 hosts (each in a network namespace that cannot reach
+    the endpoint): the runner stages the source into each host's code dir, and both hosts run it."""
+    s3.put("s3://src/job/source/sourcedir.tar.gz", _source_tarball())
+    hps = {"sagemaker_submit_directory": '"s3://src/job/source/sourcedir.tar.gz"'}
+    result = _run(tmp_path, request(tmp_path, "hosts", count=2, hyperparameters=hps), s3)
+    assert result.returncode == 0, result.stderr
+    for host in ("algo-1", "algo-2"):
+        assert model_file(tmp_path, "hosts", host)["current_host"] == host
+        assert (tmp_path / "work" / "hosts" / host / "opt_ml" / "code" / "probe.py").exists()
+
+
+@needs_root
+def test_a_missing_s3_source_fails_before_anything_runs_naming_it(tmp_path: Path, s3: Any) -> None:
+    """The negative twin: a source key that is not there fails the job with a ClientError naming the
+    URI; no host starts and no host's code dir holds anything."""
+    s3.put("s3://src/job/source/other.tar.gz", _source_tarball())
+    hps = {"sagemaker_submit_directory": '"s3://src/job/source/sourcedir.tar.gz"'}
+    result = _run(tmp_path, request(tmp_path, "hosts", count=2, hyperparameters=hps), s3)
+    assert result.returncode == 1, result.stderr
+    failure = described(tmp_path)["FailureReason"]
+    assert "ClientError: HyperParameters: field 'sagemaker_submit_directory': " in failure
+    assert "s3://src/job/source/sourcedir.tar.gz could not be downloaded (NoSuchKey" in failure
+    assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
+    assert list((tmp_path / "work" / "hosts" / "algo-1" / "opt_ml" / "code").iterdir()) == []

@@ -20,6 +20,9 @@ import subprocess
 import time
 from dataclasses import dataclass
 
+import orjson
+
+from smsupervise.errors import ConfigError
 from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, s3, tree
 from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
@@ -116,6 +119,7 @@ class Runner:
             root = os.path.join(self.work, "hosts", host.name, "opt_ml")
             base = "/opt/ml" if mode != "basedir" else root
             tree.write(self.job, root, host.name, base)
+            self._source(root, host.name)
             staged = channels.stage(self.job.channels, host.index, self.job.instance_count, self.work)
             self.console.staged += staged.bytes
             plan = self._prepare(host, mode, root, staged, hosts_file)
@@ -123,6 +127,18 @@ class Runner:
                 tree.write(self.job, root, host.name, plan.base)
             plans.append(plan)
         return plans
+
+    def _source(self, root: str, host: str) -> None:
+        """An s3:// ``sagemaker_submit_directory`` is put into the host's code dir here (downloaded
+        and unpacked safely, all or nothing): a host in its own network namespace cannot reach S3.
+        The job's smsupervise then keeps it, as the toolkit keeps a code dir that is not empty."""
+        uri = _submit_directory(self.job)
+        if uri is None or not uri.startswith("s3://"):
+            return
+        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - only for an s3:// source
+
+        done = sourcedir.fetch(uri, os.path.join(root, "code"), "HyperParameters")
+        self.console.event("source_staged", f"{host}: {done} into its code dir", host=host, source=uri)
 
     def _prepare(
         self, host: hosts.Host, mode: hosts.Isolation, root: str, staged: channels.Staged, hosts_file: str
@@ -290,7 +306,7 @@ class Runner:
             try:
                 plans = self._stage(net, mode)
                 mirroring = self._mirrors(plans)  # checkpoints are copied in while Downloading
-            except (OSError, ValueError) as error:  # the service fails such a job with a ClientError
+            except (OSError, ValueError, ConfigError) as error:  # the service: a ClientError
                 return self._client_error(error)
             stop, codes = self._train(plans, mode, mirroring)
         failed = {i: c for i, c in codes.items() if c != 0}
@@ -326,6 +342,18 @@ _ISOLATION_NOTE = {
     "basedir": "no namespaces available: hosts are plain processes with SAGEMAKER_BASE_DIR; channels are "
     "symlinks, not read-only",
 }
+
+
+def _submit_directory(job: TrainingJob) -> str | None:
+    """The ``sagemaker_submit_directory`` hyperparameter, decoded as the SDK JSON-encodes it."""
+    value = job.hyperparameters.get("sagemaker_submit_directory")
+    if value is None:
+        return None
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    return decoded if isinstance(decoded, str) else value
 
 
 def _caller() -> tuple[int, int] | None:
