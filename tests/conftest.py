@@ -211,5 +211,6 @@ def s3() -> Iterator[Any]:
 
     server = s3server.serve()
     yield server
+    server.store.released.set()
     server.shutdown()
     server.server_close()

@@ -3,7 +3,8 @@
 It speaks the subset boto3 uses here: HeadBucket, CreateBucket, HeadObject, GetObject (with
 ``Range``), PutObject (plain or ``aws-chunked``), the multipart upload calls, ListObjectsV2
 (prefix, max-keys, continuation), DeleteObject and DeleteObjects. ``throttle`` (bytes per second)
-makes GetObject bodies slow, for the tests that stop a download midway. No authentication is
+makes GetObject bodies slow, for the tests that stop a download midway; ``stall_after`` makes the
+next one stop sending (the connection open) until ``released``. No authentication is
 checked; point boto3 at it with ``env`` (AWS_ENDPOINT_URL and dummy credentials).
 """
 
@@ -31,7 +32,9 @@ class Store:
     buckets: dict[str, dict[str, bytes]] = field(default_factory=dict)
     uploads: dict[str, tuple[str, str, dict[int, bytes]]] = field(default_factory=dict)
     throttle: float = 0.0  # bytes per second of a GetObject body; 0: as fast as possible
-    requests: list[tuple[str, str]] = field(default_factory=list)  # (method, path), in order
+    stall_after: int | None = None  # the next unranged GetObject sends this many bytes, then nothing
+    released: threading.Event = field(default_factory=threading.Event)  # ends every stall (teardown)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, path, Range), in order
     lock: threading.Lock = field(default_factory=threading.Lock)
     ids: Iterator[int] = field(default_factory=itertools.count)
 
@@ -80,7 +83,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         bucket, _, key = urllib.parse.unquote(url.path).lstrip("/").partition("/")
         query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
         with self.server.store.lock:
-            self.server.store.requests.append((self.command, url.path))
+            self.server.store.requests.append((self.command, url.path, self.headers.get("Range") or ""))
         return bucket, key, query
 
     def _body(self) -> bytes:
@@ -160,7 +163,16 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self._write_body(body)
 
     def _write_body(self, body: bytes) -> None:
-        rate = self.server.store.throttle
+        store = self.server.store
+        if store.stall_after is not None and not self.headers.get("Range"):
+            with store.lock:
+                stall, store.stall_after = store.stall_after, None  # once
+            self.wfile.write(body[:stall])
+            self.wfile.flush()
+            store.released.wait()  # a stalled server: the connection stays open, no byte comes
+            self.close_connection = True
+            return
+        rate = store.throttle
         if not rate:
             self.wfile.write(body)
             return

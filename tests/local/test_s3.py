@@ -12,18 +12,27 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from smsupervise.local import checkpoints
 from tests.local.conftest import JOBS, channel, described, model_file, needs_root, request, run_args
 
 SIBLING = b"in data/training-other/"
 OBJECTS = {"data/train/a.csv": b"1,2\n" * 1000, "data/train/sub/b.bin": os.urandom(300_001)}
 
 
-def _run(tmp: Path, body: dict[str, Any], s3: Any) -> subprocess.CompletedProcess[str]:
+def _run(tmp: Path, body: dict[str, Any], s3: Any, *extra: str) -> subprocess.CompletedProcess[str]:
     """The real CLI, its boto3 pointed at the stand-in endpoint."""
     env = {**os.environ, **s3.env}
     return subprocess.run(
-        run_args(tmp, body), capture_output=True, text=True, timeout=90, check=False, env=env
+        run_args(tmp, body, *extra), capture_output=True, text=True, timeout=90, check=False, env=env
     )
+
+
+ONLY_AT_THE_END = (
+    "--checkpoint-interval",
+    "3600",
+)  # one mirror pass, at the end: what is uploaded is certain
 
 
 def _fill(s3: Any) -> None:
@@ -144,16 +153,16 @@ def _steps(tmp: Path, steps: int, work: str) -> dict[str, Any]:
 
 @needs_root
 def test_s3_checkpoints_are_copied_in_and_mirrored_back(tmp_path: Path, s3: Any) -> None:
-    """CheckpointConfig s3://: the prefix's checkpoint is copied in (the job resumes after it), the
-    job's new checkpoints are uploaded and the ones it deleted after uploading are deleted there."""
+    """CheckpointConfig s3://: the prefix's checkpoint is copied in (the job resumes after it) and
+    the job's checkpoints are uploaded at the end, those it deleted first not at all."""
     s3.put("s3://ckpt/run-1/step-000004.json", b'{"step": 4}')
-    result = _run(tmp_path, _steps(tmp_path, 9, "work"), s3)
+    result = _run(tmp_path, _steps(tmp_path, 9, "work"), s3, *ONLY_AT_THE_END)
     assert result.returncode == 0, result.stderr
     assert model_file(tmp_path, "done") == {"first_step": 5, "last_step": 8}
     assert s3.keys("ckpt") == [
         "run-1/step-000004.json",  # copied in: not this host's to delete
         "run-1/step-000007.json",
-        "run-1/step-000008.json",  # 5 and 6: deleted by the job, so gone here too if ever uploaded
+        "run-1/step-000008.json",  # 5 and 6: deleted by the job before the one pass
     ]
     assert s3.get("s3://ckpt/run-1/step-000008.json") == b'{"step": 8}'
 
@@ -163,7 +172,7 @@ def test_an_empty_s3_checkpoint_prefix_starts_from_scratch(tmp_path: Path, s3: A
     """The negative twin: nothing under the prefix, so the job starts at step 0 and its checkpoints
     are uploaded."""
     s3.put("s3://ckpt/elsewhere/step-000004.json", b'{"step": 4}')
-    result = _run(tmp_path, _steps(tmp_path, 3, "work"), s3)
+    result = _run(tmp_path, _steps(tmp_path, 3, "work"), s3, *ONLY_AT_THE_END)
     assert result.returncode == 0, result.stderr
     assert model_file(tmp_path, "done") == {"first_step": 0, "last_step": 2}
     assert [k for k in s3.keys("ckpt") if k.startswith("run-1/")] == [
@@ -205,3 +214,46 @@ def test_a_missing_s3_source_fails_before_anything_runs_naming_it(tmp_path: Path
     assert "s3://src/job/source/sourcedir.tar.gz could not be downloaded (NoSuchKey" in failure
     assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
     assert list((tmp_path / "work" / "hosts" / "algo-1" / "opt_ml" / "code").iterdir()) == []
+
+
+def test_an_s3_mirror_uploads_changes_and_deletes_only_what_it_uploaded(
+    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mirror passes against S3: a new file is uploaded, a file deleted locally after its upload is
+    deleted there, another host's object stays, a save in progress (*.tmp) waits for its rename."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    s3.put("s3://ckpt/run/other-host.ckpt", b"theirs")
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "a.ckpt").write_text("1")
+    (local / "b.ckpt.tmp").write_text("half")
+    mirror = checkpoints.Mirror(str(local), checkpoints.location("s3://ckpt/run"))
+    mirror.sync()
+    assert s3.keys("ckpt") == ["run/a.ckpt", "run/other-host.ckpt"]
+    (local / "a.ckpt").unlink()
+    (local / "b.ckpt.tmp").rename(local / "b.ckpt")
+    mirror.sync()
+    assert s3.keys("ckpt") == ["run/b.ckpt", "run/other-host.ckpt"]
+    assert s3.get("s3://ckpt/run/b.ckpt") == b"half"
+    assert mirror.problems == {}
+
+
+def test_an_s3_mirror_that_cannot_upload_keeps_the_file_for_the_next_pass(
+    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The negative twin: with no bucket the upload fails, the file is named in ``problems`` and not
+    marked synced, so the pass after the bucket appears uploads it."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "a.ckpt").write_text("1")
+    mirror = checkpoints.Mirror(str(local), checkpoints.location("s3://late/run/"))
+    mirror.sync()
+    assert "NoSuchBucket" in mirror.problems["a.ckpt"]
+    assert "s3://late/run/a.ckpt" in mirror.problems["a.ckpt"]
+    s3.put("s3://late/.keep", b"")
+    mirror.sync()
+    assert mirror.problems == {}
+    assert s3.get("s3://late/run/a.ckpt") == b"1"

@@ -121,3 +121,54 @@ def test_a_corrupt_object_names_the_uri(tmp_path: Path, s3: Any) -> None:
     assert f"{URI} is not a readable tar archive" in failure
     assert _leftovers(base) == []
     assert list((base / "code").iterdir()) == []
+
+
+def _gets(s3: Any) -> list[str]:
+    """The Range header of every GetObject of the source, in order ("" for a whole-object GET)."""
+    return [
+        ranged
+        for method, path, ranged in s3.store.requests
+        if method == "GET" and path == "/jobs/my-job/source/sourcedir.tar.gz"
+    ]
+
+
+STALL_AT = 3 << 20  # the server stops sending after 3 one-MiB chunks and keeps the connection open
+
+
+def test_a_sigterm_during_a_stalled_download_ends_the_run(tmp_path: Path, s3: Any) -> None:
+    """SIGTERM while the server sends nothing more (connection open): the stalled read gives up,
+    the stop wins over a resume (one GET only), exit 143, nothing left behind."""
+    s3.put(URI, _archive())
+    s3.store.stall_after = STALL_AT
+    base, env = _job(tmp_path, s3)
+    run = Supervised("subreaper", supervisor_argv("subreaper", "train"), env=env, cwd=tmp_path)
+    try:
+        sleep_until(
+            lambda: [p for p in base.glob(".smsupervise-source-*.part") if p.stat().st_size == STALL_AT],
+            what="the download to stall after 3 MiB",
+        )
+        run.signal(signal.SIGTERM)
+        code, _, err = run.wait(timeout=120)
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    assert code == 143, err.decode()[-2000:]
+    assert _gets(s3) == [""]
+    failure = (base / "output" / "failure").read_text()
+    assert f"source fetch stopped while downloading {URI} at {STALL_AT} of " in failure
+    assert "child_spawned" not in event_names(err)
+    assert _leftovers(base) == []
+    assert list((base / "code").iterdir()) == []
+
+
+def test_a_stalled_download_resumes_where_it_was_and_the_job_runs(tmp_path: Path, s3: Any) -> None:
+    """The negative twin: the same stall without a stop is resumed with a ranged GET from the last
+    whole chunk, the archive is intact and the job's code (7) is ours."""
+    s3.put(URI, _archive())
+    s3.store.stall_after = STALL_AT
+    base, env = _job(tmp_path, s3)
+    code, _, err = Supervised("subreaper", supervisor_argv("subreaper", "train"), env=env).wait(timeout=120)
+    assert code == 7, err.decode()[-2000:]
+    assert _gets(s3) == ["", f"bytes={STALL_AT}-"]
+    assert (base / "code" / "ballast.bin").stat().st_size == PAYLOAD
+    assert _leftovers(base) == []
