@@ -288,6 +288,19 @@ def test_a_clean_archive_with_links_inside_extracts_exactly(tmp_path: Path) -> N
     assert sorted(p.name for p in base.iterdir()) == ["code"]
 
 
+def test_a_partial_download_left_by_a_killed_run_is_removed(tmp_path: Path) -> None:
+    """A run SIGKILLed mid-download leaves its ``.tar.part`` file (and a downloaded ``.tar``): the
+    next fetch removes both; a file of the user's beside the code dir stays."""
+    base, code = _job_tree(tmp_path)
+    (base / ".smsupervise-source-0123456789ab.tar.part").write_bytes(b"half an archive")
+    (base / ".smsupervise-source-ba9876543210.tar").write_bytes(b"a whole one")
+    (base / "mine.txt").write_text("kept")
+    tarball = _raw_tarball(tmp_path / "ok.tar", [_file("ok.py")], {"ok.py": b"print('ok')\n"})
+    sourcedir.fetch(str(tarball), str(code), "hyperparameters.json")
+    assert sorted(p.name for p in base.iterdir()) == ["code", "mine.txt"]
+    assert sorted(p.name for p in code.iterdir()) == ["ok.py"]
+
+
 def test_a_staging_dir_left_by_a_killed_run_is_removed_and_the_source_unpacked_whole(tmp_path: Path) -> None:
     """A run SIGKILLed mid-unpack leaves its staging dir: the next run removes it and unpacks afresh."""
     base, code = _job_tree(tmp_path)
