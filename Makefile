@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+S3_STAMP := $(VENV)/.installed-s3
 
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
@@ -48,8 +49,11 @@ torch: venv
 
 # The `s3` extra (boto3, from pip) for every s3:// path: tests/process/test_source_s3.py and
 # tests/local/test_s3.py run against a stand-in endpoint (tests/s3server.py); skipped without it.
-s3: venv
+s3: $(S3_STAMP)
+
+$(S3_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,s3]'
+	@touch $(S3_STAMP)
 
 # Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
 plot: venv
