@@ -8,6 +8,7 @@ import hashlib
 import io
 import os
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from smsupervise.local import checkpoints
+from smsupervise.local import s3 as s3mod
 from tests.local.conftest import JOBS, channel, described, model_file, needs_root, request, run_args
 
 SIBLING = b"in data/training-other/"
@@ -257,3 +259,15 @@ def test_an_s3_mirror_that_cannot_upload_keeps_the_file_for_the_next_pass(
     mirror.sync()
     assert mirror.problems == {}
     assert s3.get("s3://late/run/a.ckpt") == b"1"
+
+
+def test_s3_without_boto3_is_an_error_naming_the_extra(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """boto3 missing (its import blocked here): an s3:// channel is an S3Error (the job's ClientError)
+    saying which extra to install, and nothing is left in the download dir."""
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` raises ImportError
+    with pytest.raises(s3mod.S3Error) as raised:
+        s3mod.download_prefix("s3://bucket/data/", str(tmp_path / "train"))
+    assert "pip install 'smsupervise[s3]'" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
