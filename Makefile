@@ -3,13 +3,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+S3_STAMP := $(VENV)/.installed-s3
 
 TOOLKIT_VENV ?= .venv-toolkit
 TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 SDK_VENV ?= .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit sdk torch plot mpi clean container-test
+.PHONY: demo test lint bench venv toolkit sdk torch plot mpi s3 clean container-test
 
 venv: $(STAMP)
 
@@ -46,6 +47,14 @@ $(SDK_STAMP):
 torch: venv
 	$(PY) -m pip install -q torch==2.13.0
 
+# The `s3` extra (boto3, from pip) for every s3:// path: tests/process/test_source_s3.py and
+# tests/local/test_s3.py run against a stand-in endpoint (tests/s3server.py); skipped without it.
+s3: $(S3_STAMP)
+
+$(S3_STAMP): $(STAMP)
+	$(PY) -m pip install -q -e '.[test,s3]'
+	@touch $(S3_STAMP)
+
 # Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
 plot: venv
 	$(PY) -m pip install -q -e '.[test,plot]'
@@ -61,7 +70,7 @@ mpi: venv
 demo: venv
 	./examples/run-demo.sh
 
-test: venv toolkit sdk
+test: venv toolkit sdk s3
 	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) SMSUPERVISE_SDK_VENV=$(abspath $(SDK_VENV)) $(PY) -m pytest
 
 # The example image (Dockerfile.example) run under podman, as users run it: tests/container. `make test`

@@ -222,3 +222,17 @@ def image(podman_session: Any) -> str:
         return ensure_image(podman_session)
     except Unavailable as missing:
         pytest.skip(str(missing))
+
+
+@pytest.fixture
+def s3() -> Iterator[Any]:
+    """A stand-in S3 endpoint (tests/s3server.py) on localhost; skipped without boto3 (the ``s3``
+    extra: ``make s3``), which every ``s3://`` path of smsupervise needs."""
+    pytest.importorskip("boto3", reason="boto3 is not installed: `make s3` (pip install -e '.[s3]')")
+    from tests import s3server
+
+    server = s3server.serve()
+    yield server
+    server.store.released.set()
+    server.shutdown()
+    server.server_close()

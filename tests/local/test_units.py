@@ -38,7 +38,7 @@ def test_mirroring_copies_changes_out_and_deletes_only_what_this_host_synced(tmp
     (remote / "other-host.ckpt").write_text("theirs")
     (local / "a.ckpt").write_text("1")
     (local / "b.ckpt.tmp").write_text("half")  # a save in progress is not copied
-    mirror = checkpoints.Mirror(str(local), str(remote))
+    mirror = checkpoints.Mirror(str(local), checkpoints.DirLocation(str(remote)))
     mirror.sync()
     assert sorted(p.name for p in remote.iterdir()) == ["a.ckpt", "other-host.ckpt"]
     (local / "a.ckpt").unlink()

@@ -157,10 +157,10 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("InstanceCount 0", _set("ResourceConfig/InstanceCount", 0), "ResourceConfig.InstanceCount", ">= 1"),
     ("a misspelt field", _set("HyperParameter", {}), "HyperParameter", "is not a CreateTrainingJob field"),
     (
-        "an s3:// checkpoint location (not supported locally)",
-        _set("CheckpointConfig", {"S3Uri": "s3://bucket/ckpt"}),
-        "CheckpointConfig.S3Uri",
-        "not supported by smsupervise-local",
+        "a checkpoint LocalPath outside /opt/ml (not supported locally)",
+        _set("CheckpointConfig", {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/data/ckpt"}),
+        "CheckpointConfig.LocalPath",
+        "outside /opt/ml (not supported by smsupervise-local)",
     ),
     (
         "CheckpointConfig without S3Uri",

@@ -65,6 +65,10 @@ def test_a_sigterm_during_the_unpack_ends_the_run_before_training(mode: str, tmp
     assert list((base / "code").iterdir()) == []
     assert not list(base.glob(".smsupervise-source-*"))
     failure = (base / "output" / "failure").read_text()
-    found = re.match(r"Stopped by SIGTERM after (\d+\.\d) s; training had not started", failure)
+    found = re.match(
+        r"Stopped by SIGTERM after (\d+\.\d) s; training \(source fetch stopped while unpacking big.bin\) "
+        "had not started",
+        failure,
+    )
     assert found, failure
     assert float(found.group(1)) > 0

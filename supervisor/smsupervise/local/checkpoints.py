@@ -1,4 +1,5 @@
-"""CheckpointConfig emulated with a local directory (``file://`` or a path) as the S3 location.
+"""CheckpointConfig with its S3Uri: an ``s3://`` prefix (boto3), or a local directory (``file://``
+or a path) standing in for one.
 
 As the service does (model-checkpoints.md): the location's contents are copied into each host's
 LocalPath at the start; while the job runs, files the job writes are copied out and files it
@@ -16,18 +17,60 @@ import shutil
 import threading
 from dataclasses import dataclass, field
 
+from smsupervise.local import s3
 
-def location(uri: str) -> str:
-    """The directory behind a checkpoint S3Uri.
 
-    Raises:
-        ValueError: an ``s3://`` location (not supported by smsupervise-local's mirror yet).
-    """
+@dataclass(frozen=True, slots=True)
+class DirLocation:
+    """A checkpoint location that is a local directory (``file://`` or a path)."""
+
+    root: str
+
+    def copy_in(self, local: str) -> int:
+        """Copy every file into a host's LocalPath; returns how many."""
+        os.makedirs(self.root, exist_ok=True)
+        names = _files(self.root)
+        for name in names:
+            _copy(os.path.join(self.root, name), os.path.join(local, name))
+        return len(names)
+
+    def put(self, source: str, name: str) -> None:
+        """A host's file out, as ``name`` (atomically)."""
+        _copy(source, os.path.join(self.root, name))
+
+    def remove(self, name: str) -> None:
+        """What the job deleted, deleted here too."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.root, name))
+
+
+@dataclass(frozen=True, slots=True)
+class S3Location:
+    """A checkpoint location on S3 (boto3, the ``s3`` extra): ``prefix`` ends with ``/``."""
+
+    prefix: str
+
+    def copy_in(self, local: str) -> int:
+        """Download every object under the prefix into a host's LocalPath; returns how many."""
+        return s3.download_into(self.prefix, local)
+
+    def put(self, source: str, name: str) -> None:
+        """Upload a host's file as ``prefix + name``."""
+        s3.upload(source, self.prefix + name)
+
+    def remove(self, name: str) -> None:
+        """Delete ``prefix + name``."""
+        s3.delete(self.prefix + name)
+
+
+Location = DirLocation | S3Location
+
+
+def location(uri: str) -> Location:
+    """Where a checkpoint S3Uri points: an S3 prefix (as a directory) or a local directory."""
     if uri.startswith("s3://"):
-        raise ValueError(
-            f"CheckpointConfig.S3Uri {uri}: s3:// checkpoints are not mirrored locally; use file://"
-        )
-    return uri[len("file://") :] if uri.startswith("file://") else uri
+        return S3Location(uri.rstrip("/") + "/")
+    return DirLocation(uri[len("file://") :] if uri.startswith("file://") else uri)
 
 
 def _files(root: str) -> dict[str, tuple[int, int]]:
@@ -52,22 +95,15 @@ def _copy(source: str, target: str) -> None:
     os.replace(partial, target)
 
 
-def copy_in(remote: str, local: str) -> int:
-    """Copy the location's files into a host's LocalPath at the start; returns how many."""
-    os.makedirs(remote, exist_ok=True)
-    names = _files(remote)
-    for name in names:
-        _copy(os.path.join(remote, name), os.path.join(local, name))
-    return len(names)
-
-
 @dataclass
 class Mirror:
-    """Mirrors one host's LocalPath out to the shared location."""
+    """Mirrors one host's LocalPath out to the shared location. A file that could not be copied out
+    (an S3 error) is retried at the next pass; ``problems`` holds the last error per file."""
 
     local: str
-    remote: str
+    remote: Location
     synced: dict[str, tuple[int, int]] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
 
     def sync(self) -> None:
         """Copy new and changed files out; delete there what the job deleted here."""
@@ -75,13 +111,20 @@ class Mirror:
         for name, stamp in now.items():
             if self.synced.get(name) != stamp:
                 try:
-                    _copy(os.path.join(self.local, name), os.path.join(self.remote, name))
+                    self.remote.put(os.path.join(self.local, name), name)
                 except FileNotFoundError:
                     continue  # deleted while we looked: the next pass sees it gone
+                except s3.S3Error as error:
+                    self.problems[name] = str(error)
+                    continue
                 self.synced[name] = stamp
+                self.problems.pop(name, None)
         for name in set(self.synced) - set(now):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.remote, name))
+            try:
+                self.remote.remove(name)
+            except s3.S3Error as error:
+                self.problems[name] = str(error)
+                continue
             del self.synced[name]
 
 

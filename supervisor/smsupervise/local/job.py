@@ -321,12 +321,6 @@ def _checkpoint(c: _Checker, request: dict[str, Any]) -> Checkpoint | None:
             f"{local!r} is outside /opt/ml (not supported by smsupervise-local)",
             "use a path under /opt/ml, e.g. /opt/ml/checkpoints",
         )
-    if uri and uri.startswith("s3://"):
-        c.add(
-            "CheckpointConfig.S3Uri",
-            "s3:// checkpoints are not supported by smsupervise-local yet",
-            "use a file:// URI or a local path",
-        )
     return Checkpoint(uri, local) if uri else None
 
 

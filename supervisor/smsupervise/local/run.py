@@ -20,7 +20,10 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, tree
+import orjson
+
+from smsupervise.errors import ConfigError
+from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, s3, tree
 from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
 from smsupervise.local.logs import HostLog, relay
@@ -116,6 +119,7 @@ class Runner:
             root = os.path.join(self.work, "hosts", host.name, "opt_ml")
             base = "/opt/ml" if mode != "basedir" else root
             tree.write(self.job, root, host.name, base)
+            self._source(root, host.name)
             staged = channels.stage(self.job.channels, host.index, self.job.instance_count, self.work)
             self.console.staged += staged.bytes
             plan = self._prepare(host, mode, root, staged, hosts_file)
@@ -123,6 +127,18 @@ class Runner:
                 tree.write(self.job, root, host.name, plan.base)
             plans.append(plan)
         return plans
+
+    def _source(self, root: str, host: str) -> None:
+        """An s3:// ``sagemaker_submit_directory`` is put into the host's code dir here (downloaded
+        and unpacked safely, all or nothing): a host in its own network namespace cannot reach S3.
+        The job's smsupervise then keeps it, as the toolkit keeps a code dir that is not empty."""
+        uri = _submit_directory(self.job)
+        if uri is None or not uri.startswith("s3://"):
+            return
+        from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - only for an s3:// source
+
+        done = sourcedir.fetch(uri, os.path.join(root, "code"), "HyperParameters")
+        self.console.event("source_staged", f"{host}: {done} into its code dir", host=host, source=uri)
 
     def _prepare(
         self, host: hosts.Host, mode: hosts.Isolation, root: str, staged: channels.Staged, hosts_file: str
@@ -143,7 +159,7 @@ class Runner:
             remote = checkpoints.location(self.job.checkpoint.uri)
             for plan in plans:
                 local = os.path.join(plan.tree, os.path.relpath(self.job.checkpoint.local_path, "/opt/ml"))
-                copied = checkpoints.copy_in(remote, local)
+                copied = remote.copy_in(local)
                 self.console.event(
                     "checkpoints_copied_in",
                     f"{plan.host.name}: {copied} checkpoint files copied in",
@@ -231,12 +247,19 @@ class Runner:
                 feeder.terminate()
                 feeder.wait()
             mirroring.stop()
+            for mirror in mirroring.mirrors:
+                for name, problem in mirror.problems.items():
+                    self.console.event(
+                        "checkpoint_not_mirrored", f"{name}: {problem}", file=name, error=problem
+                    )
 
     def _upload(self, plans: list[launch.HostPlan]) -> str:
         self._enter("Uploading")
         out = self.job.output_path
+        remote = f"{out.rstrip('/')}/{self.job.name}/output" if out.startswith("s3://") else None
         out = out[len("file://") :] if out.startswith("file://") else out
-        target = os.path.join(out, self.job.name, "output")
+        # s3://: packed in the work dir first, then uploaded (boto3 needs a file for a multipart upload)
+        target = os.path.join(self.work, "upload") if remote else os.path.join(out, self.job.name, "output")
         os.makedirs(target, exist_ok=True)
         model = artifacts.pack(
             [os.path.join(p.tree, "model") for p in plans], os.path.join(target, "model.tar.gz")
@@ -247,17 +270,23 @@ class Runner:
         for packed in (model, output):
             self.console.uploaded += packed.bytes_out
             _own(packed.path)
+            where = f"{remote}/{os.path.basename(packed.path)}" if remote else packed.path
+            if remote:
+                s3.upload(packed.path, where)
+                os.unlink(packed.path)
             self.console.event(
                 "uploaded",
-                f"{packed.path}: {packed.files} files, {packed.bytes_in} -> "
+                f"{where}: {packed.files} files, {packed.bytes_in} -> "
                 f"{packed.bytes_out} bytes in {packed.seconds:.2f} s",
-                path=packed.path,
+                path=where,
                 files=packed.files,
                 bytes_in=packed.bytes_in,
                 bytes_out=packed.bytes_out,
                 seconds=round(packed.seconds, 3),
                 coded=packed.coded,
             )
+        if remote:
+            return f"{remote}/model.tar.gz"
         return "file://" + model.path if self.job.output_path.startswith("file://") else model.path
 
     def _client_error(self, error: Exception) -> Result:
@@ -281,7 +310,7 @@ class Runner:
             try:
                 plans = self._stage(net, mode)
                 mirroring = self._mirrors(plans)  # checkpoints are copied in while Downloading
-            except (OSError, ValueError) as error:  # the service fails such a job with a ClientError
+            except (OSError, ValueError, ConfigError) as error:  # the service: a ClientError
                 return self._client_error(error)
             stop, codes = self._train(plans, mode, mirroring)
         failed = {i: c for i, c in codes.items() if c != 0}
@@ -298,7 +327,10 @@ class Runner:
         else:
             status = secondary = "Completed"
         if status != "Failed":
-            model_uri = self._upload(plans)
+            try:
+                model_uri = self._upload(plans)
+            except s3.S3Error as error:  # e.g. the output bucket does not exist
+                return self._client_error(error)
         self.timeline.enter(secondary)
         self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
         path = self._describe(status, failure, model_uri)
@@ -314,6 +346,18 @@ _ISOLATION_NOTE = {
     "basedir": "no namespaces available: hosts are plain processes with SAGEMAKER_BASE_DIR; channels are "
     "symlinks, not read-only",
 }
+
+
+def _submit_directory(job: TrainingJob) -> str | None:
+    """The ``sagemaker_submit_directory`` hyperparameter, decoded as the SDK JSON-encodes it."""
+    value = job.hyperparameters.get("sagemaker_submit_directory")
+    if value is None:
+        return None
+    try:
+        decoded = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return value
+    return decoded if isinstance(decoded, str) else value
 
 
 def _caller() -> tuple[int, int] | None:

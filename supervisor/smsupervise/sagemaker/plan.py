@@ -412,7 +412,8 @@ def prepare(
                 script.source, script.code_dir, script.where, limits, should_stop or (lambda: False)
             )
         except sourcedir.Stopped as stopped:
-            never = Step(StepKind.MAIN, "training", LaunchSpec(("false",), script.env, script.code_dir))
+            label = f"training (source fetch stopped {stopped})"  # the failure file says where it was
+            never = Step(StepKind.MAIN, label, LaunchSpec(("false",), script.env, script.code_dir))
             fields = {"source": script.source, "code_dir": script.code_dir, "when": str(stopped)}
             return plan._replace(steps=(never,)), (Note("warning", "source_stopped", fields),)
         ready = {"source": script.source, "code_dir": script.code_dir, "action": action}

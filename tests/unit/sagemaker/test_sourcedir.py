@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import sys
 import tarfile
 from pathlib import Path
 
@@ -85,18 +86,22 @@ def test_a_non_empty_code_dir_is_kept(tmp_path: Path) -> None:
     assert sorted(p.name for p in code.iterdir()) == ["mine.py"]
 
 
-def test_s3_without_boto3_says_how_to_fix_it(tmp_path: Path) -> None:
-    """An s3:// source without boto3 is a clear configuration error, not an ImportError."""
-    pytest.importorskip("smsupervise")
-    try:
-        import boto3  # type: ignore[import-not-found]  # noqa: F401
-
-        pytest.skip("boto3 is installed here")
-    except ImportError:
-        pass
+def test_s3_without_boto3_says_how_to_fix_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An s3:// source without boto3 (its import blocked here) is a clear configuration error
+    naming the extra, not an ImportError; nothing is left beside the code dir."""
+    monkeypatch.setitem(sys.modules, "boto3", None)  # `import boto3` raises ImportError
     with pytest.raises(ConfigError) as raised:
         sourcedir.fetch("s3://bucket/key.tar.gz", str(tmp_path / "code"), "hyperparameters.json")
+    assert "s3://bucket/key.tar.gz is on S3 but boto3 is not installed" in raised.value.message()
     assert "smsupervise[s3]" in raised.value.message()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_s3_uri_without_a_key_is_refused(tmp_path: Path) -> None:
+    """``s3://bucket`` alone names no object: a configuration error saying so, before any import."""
+    with pytest.raises(ConfigError) as raised:
+        sourcedir.fetch("s3://bucket", str(tmp_path / "code"), "hyperparameters.json")
+    assert "'s3://bucket' is not s3://bucket/key" in raised.value.message()
 
 
 # -- member by member, all or nothing (issue 11) ----------------------------------------------------
@@ -281,6 +286,19 @@ def test_a_clean_archive_with_links_inside_extracts_exactly(tmp_path: Path) -> N
     assert (code / "lib" / "v1" / "tool.py").stat().st_mode & 0o777 == 0o755
     assert (code / "lib" / "v1").stat().st_mode & 0o777 == 0o750
     assert sorted(p.name for p in base.iterdir()) == ["code"]
+
+
+def test_a_partial_download_left_by_a_killed_run_is_removed(tmp_path: Path) -> None:
+    """A run SIGKILLed mid-download leaves its ``.tar.part`` file (and a downloaded ``.tar``): the
+    next fetch removes both; a file of the user's beside the code dir stays."""
+    base, code = _job_tree(tmp_path)
+    (base / ".smsupervise-source-0123456789ab.tar.part").write_bytes(b"half an archive")
+    (base / ".smsupervise-source-ba9876543210.tar").write_bytes(b"a whole one")
+    (base / "mine.txt").write_text("kept")
+    tarball = _raw_tarball(tmp_path / "ok.tar", [_file("ok.py")], {"ok.py": b"print('ok')\n"})
+    sourcedir.fetch(str(tarball), str(code), "hyperparameters.json")
+    assert sorted(p.name for p in base.iterdir()) == ["code", "mine.txt"]
+    assert sorted(p.name for p in code.iterdir()) == ["ok.py"]
 
 
 def test_a_staging_dir_left_by_a_killed_run_is_removed_and_the_source_unpacked_whole(tmp_path: Path) -> None:

@@ -1,0 +1,265 @@
+"""The safe tar extractor for the user's source: a tarball into an empty staging dir, or nothing.
+
+Unlike ``extractall`` (and whatever the Python version: the CVE-2025-4517 class gets past
+``os.path.realpath`` checks and the ``data`` filter of CPython < 3.11.13/3.12.11/3.13.4), a
+tarball is checked whole on names alone before anything is written, then extracted member by
+member relative to directory fds, never following a symlink (``O_NOFOLLOW``, ``dir_fd``). Refused:
+absolute names, ``..``, anything but regular files, directories, symlinks and hard links, a path
+through a symlink, a symlink whose target is absolute, climbs above the code dir or passes through
+another symlink, a hard link to anything but a regular file unpacked before it, duplicate names.
+Modes keep ``0o755`` at most (no setuid, setgid or sticky bit); files belong to whoever unpacks.
+Limits (``--source-max-bytes``, ``--source-max-members``) stop zip bombs; ``Job.should_stop`` is
+asked between members and chunks. The caller (``sourcedir``) owns the staging dir and its removal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tarfile
+from collections.abc import Callable
+from typing import IO, NamedTuple
+
+from smsupervise.errors import ConfigError
+
+FIELD = "sagemaker_submit_directory"
+CHUNK = 1 << 20
+_REBUILD = "rebuild the source archive from a plain directory (tar czf sourcedir.tar.gz -C src .)"
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class Limits(NamedTuple):
+    """Against zip bombs: the most bytes written and members unpacked for one source."""
+
+    max_bytes: int = 20 << 30
+    max_members: int = 1_000_000
+
+
+class Stopped(Exception):
+    """A stop signal arrived while the source was being fetched; nothing was left behind."""
+
+
+class _Member(NamedTuple):
+    """One archive member, checked on its name alone: its path parts and what it is."""
+
+    info: tarfile.TarInfo
+    parts: tuple[str, ...]
+    link: tuple[str, ...] = ()  # a hard link's source path, in parts
+
+
+class Job(NamedTuple):
+    """What one fetch needs to say and check: the config file for errors, the limits, the stop."""
+
+    where: str
+    limits: Limits
+    should_stop: Callable[[], bool]
+
+
+def refuse(job: Job, name: str, problem: str) -> ConfigError:
+    """The error for an archive member that is refused: the member, why, and how to fix it."""
+    return ConfigError(job.where, FIELD, f"archive member {name!r} {problem}; nothing was unpacked", _REBUILD)
+
+
+def limit_error(job: Job, what: str) -> ConfigError:
+    """The error for a source over ``--source-max-bytes`` or ``--source-max-members``."""
+    option = "--source-max-bytes" if "bytes" in what else "--source-max-members"
+    env = option.upper().replace("--", "SMSUPERVISE_").replace("-", "_")
+    return ConfigError(
+        job.where,
+        FIELD,
+        f"the source has more than {what}; nothing was unpacked",
+        f"if the archive is really that big, raise {option} (or {env})",
+    )
+
+
+def _parts(name: str) -> tuple[str, ...] | None:
+    """The path parts of a relative name without ``.``; None if it is absolute or climbs (``..``)."""
+    if name.startswith("/") or "\0" in name:
+        return None
+    parts = tuple(part for part in name.split("/") if part not in ("", "."))
+    return None if ".." in parts else parts
+
+
+def _resolve_link(parent: tuple[str, ...], target: str, links: set[tuple[str, ...]]) -> bool:
+    """Whether a symlink in ``parent`` to ``target`` stays in the tree, resolved on names alone.
+
+    Exact because no part but the last may be a symlink: only then is ``..`` a real parent."""
+    if not target or target.startswith("/") or "\0" in target:
+        return False
+    here = list(parent)
+    pieces = [piece for piece in target.split("/") if piece not in ("", ".")]
+    for index, piece in enumerate(pieces):
+        if piece == "..":
+            if not here:
+                return False
+            here.pop()
+        else:
+            here.append(piece)
+            if index < len(pieces) - 1 and tuple(here) in links:
+                return False
+    return True
+
+
+def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
+    """Every member checked on names alone, before anything is written; raises on the first bad one."""
+    links = {parts for info in infos if info.issym() and (parts := _parts(info.name))}
+    kinds: dict[tuple[str, ...], str] = {}
+    declared = 0
+    members: list[_Member] = []
+    for info in infos:
+        parts = _parts(info.name)
+        problem = _member_problem(info, parts, links, kinds)
+        if problem:
+            raise refuse(job, info.name, problem)
+        assert parts is not None
+        declared += info.size if info.isreg() else 0
+        if declared > job.limits.max_bytes:
+            raise limit_error(job, f"{job.limits.max_bytes} bytes (--source-max-bytes)")
+        if not parts:  # "." itself
+            continue
+        kinds[parts] = "dir" if info.isdir() else "file" if info.isreg() else "other"
+        members.append(_Member(info, parts, _parts(info.linkname) or () if info.islnk() else ()))
+    return members
+
+
+def _member_problem(  # noqa: PLR0911 - one return per refusal
+    info: tarfile.TarInfo,
+    parts: tuple[str, ...] | None,
+    links: set[tuple[str, ...]],
+    kinds: dict[tuple[str, ...], str],
+) -> str:
+    if parts is None:
+        return "has an absolute path or climbs out with '..'"
+    if not parts and not info.isdir():
+        return "names the code dir itself"
+    if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
+        return "is not a regular file, directory, symlink or hard link (a device or FIFO)"
+    if any(parts[:i] in links for i in range(1, len(parts))):
+        return "has a path through a symlink"
+    if parts in kinds and not (info.isdir() and kinds[parts] == "dir"):
+        return "appears twice in the archive"
+    if info.issym() and not _resolve_link(parts[:-1], info.linkname, links):
+        return f"is a symlink pointing outside the code dir or through another symlink ({info.linkname})"
+    if info.islnk():
+        source = _parts(info.linkname)
+        if source is None or kinds.get(source) != "file":
+            return f"is a hard link to something other than a regular file before it ({info.linkname})"
+    return ""
+
+
+def _walk(root: int, parts: tuple[str, ...], create: bool) -> int:
+    """An fd of the directory ``parts`` under ``root``, never following a symlink (ELOOP if one is
+    in the way); with ``create``, missing directories are made. The caller closes the fd."""
+    fd = os.dup(root)
+    try:
+        for part in parts:
+            try:
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            except FileNotFoundError:
+                if not create:
+                    raise
+                os.mkdir(part, 0o755, dir_fd=fd)  # a dir the archive does not list: as mkdir makes it
+                child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, written: list[int]) -> None:
+    """A regular file from the archive, counting the bytes really written against the limit."""
+    fd = os.open(
+        member.parts[-1],
+        os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+        0o600,
+        dir_fd=parent,
+    )
+    try:
+        while data is not None and (chunk := data.read(CHUNK)):
+            written[0] += len(chunk)
+            if written[0] > job.limits.max_bytes:
+                raise limit_error(job, f"{job.limits.max_bytes} bytes (--source-max-bytes)")
+            if job.should_stop():
+                raise Stopped(f"while unpacking {member.info.name}")
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(fd, view) :]
+        os.fchmod(fd, member.info.mode & 0o755 | 0o600)
+        os.utime(fd, (member.info.mtime, member.info.mtime))
+    finally:
+        os.close(fd)
+
+
+def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job, written: list[int]) -> None:
+    """One member, in its parent reached from ``root`` without following a symlink."""
+    info, name = member.info, member.parts[-1]
+    parent = _walk(root, member.parts[:-1], create=True)
+    try:
+        if info.isdir():
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=parent)
+            os.close(os.open(name, _DIR_FLAGS, dir_fd=parent))  # a dir, not a link
+        elif info.issym():
+            os.symlink(info.linkname, name, dir_fd=parent)
+        elif info.islnk():
+            source = _walk(root, member.link[:-1], create=False)
+            try:
+                os.link(member.link[-1], name, src_dir_fd=source, dst_dir_fd=parent, follow_symlinks=False)
+            finally:
+                os.close(source)
+        else:
+            _write_file(parent, member, archive.extractfile(info), job, written)
+    finally:
+        os.close(parent)
+
+
+def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: Job) -> None:
+    """Every member, relative to ``root`` (the staging dir's fd); directory modes last."""
+    written = [0]
+    for member in members:
+        if job.should_stop():
+            raise Stopped(f"before {member.info.name}")
+        try:
+            _extract_one(archive, member, root, job, written)
+        except OSError as error:  # e.g. ELOOP: a symlink in the way; ENOSPC: a full disk
+            raise refuse(job, member.info.name, f"could not be unpacked ({error.strerror})") from None
+    for member in reversed([m for m in members if m.info.isdir()]):  # the owner keeps rwx
+        fd = _walk(root, member.parts, create=False)
+        try:
+            os.fchmod(fd, member.info.mode & 0o755 | 0o700)
+        finally:
+            os.close(fd)
+
+
+def _read_members(archive: tarfile.TarFile, job: Job) -> list[tarfile.TarInfo]:
+    """The headers, counted against the member limit while they are read, with a stop check."""
+    infos: list[tarfile.TarInfo] = []
+    while (info := archive.next()) is not None:
+        infos.append(info)
+        if len(infos) > job.limits.max_members:
+            raise limit_error(job, f"{job.limits.max_members} members (--source-max-members)")
+        if len(infos) % 256 == 0 and job.should_stop():
+            raise Stopped("while reading the archive")
+    return infos
+
+
+def unpack(tarball: str, staging: str, job: Job, source: str) -> None:
+    """Every member of ``tarball`` (``source`` names it in errors) into the empty dir ``staging``,
+    after the whole archive passed the checks; raises ``ConfigError`` or ``Stopped``."""
+    try:
+        with tarfile.open(tarball, mode="r:*") as archive:
+            members = _check(_read_members(archive, job), job)
+            root = os.open(staging, _DIR_FLAGS)
+            try:
+                _extract(archive, members, root, job)
+            finally:
+                os.close(root)
+    except (tarfile.TarError, EOFError) as error:
+        raise ConfigError(
+            job.where,
+            FIELD,
+            f"{source} is not a readable tar archive: {error}",
+            "point it at a .tar.gz of your source directory",
+        ) from None
