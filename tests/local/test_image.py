@@ -15,7 +15,7 @@ import pytest
 from smsupervise.local import hosts, launch
 from smsupervise.local import job as jobs
 from smsupervise.local.channels import Bind, Staged
-from smsupervise.local.containers import run_argv
+from smsupervise.local.containers import JobNetwork, run_argv
 from tests.conftest import sleep_until
 from tests.container.podman import Podman
 from tests.container.podman import problem as podman_problem
@@ -38,11 +38,22 @@ def _plan(tmp: Path) -> launch.HostPlan:
     shutil.which("podman") is None and shutil.which("docker") is None, reason="no podman/docker"
 )
 def test_the_container_command_mounts_the_tree_and_channels_read_only(tmp_path: Path) -> None:
-    """One container per host: lc-* name, hostname algo-K, /opt/ml, channels :ro, the job's env only."""
+    """One container per host: lc-* name, hostname algo-K, its fixed address, the other hosts in its
+    /etc/hosts (not itself: podman adds that), /opt/ml, channels :ro, the job's env only."""
     job = jobs.validate(request(tmp_path, "hosts", count=2, Environment={"A": "1"}))
-    argv = run_argv(job, "img:1", "lc-x-algo-2", _plan(tmp_path), "lc-x")
+    network = JobNetwork("lc-x", {"algo-1": "10.100.0.10", "algo-2": "10.100.0.11"})
+    argv = run_argv(job, "img:1", "lc-x-algo-2", _plan(tmp_path), network)
     assert argv[1:6] == ["run", "--rm", "--name", "lc-x-algo-2", "--hostname"]
-    assert argv[7:11] == ["--network", "lc-x", "--network-alias", "algo-2"]
+    assert argv[7:15] == [
+        "--network",
+        "lc-x",
+        "--network-alias",
+        "algo-2",
+        "--ip",
+        "10.100.0.11",
+        "--add-host",
+        "algo-1:10.100.0.10",
+    ]
     assert f"{tmp_path}/t:/opt/ml" in argv
     assert "/data/train:/opt/ml/input/data/train:ro" in argv
     assert {"TRAINING_JOB_NAME=probe-hosts", "TRAINING_JOB_ARN=arn", "A=1"} <= set(argv)

@@ -3,7 +3,9 @@
 Same trees, channels, stop and artifacts as the namespace runner: the host's tree is mounted at
 ``/opt/ml``, File/FastFile channels read-only over it, Pipe FIFOs come through the tree's mount;
 the container is named ``lc-<id>-algo-K`` with host name ``algo-K``, and for N > 1 all share a
-network ``lc-<id>`` in which every ``algo-K`` resolves (a network alias). The image's ENTRYPOINT
+network ``lc-<id>`` (a subnet of its own) with a fixed address per host, and every ``algo-K`` in
+every container's /etc/hosts from the start to the end (as on the service, where a host that finished
+still resolves; a network alias alone vanishes with its container). The image's ENTRYPOINT
 runs with ``train`` (or ContainerEntrypoint/ContainerArguments), as ``docker run IMAGE train``
 does on the service. The job's environment is the platform's variables plus the request's
 Environment (not this machine's). The stop goes through the engine (``kill --signal``).
@@ -12,10 +14,13 @@ Environment (not this machine's). The stop goes through the engine (``kill --sig
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import secrets
 import shlex
 import shutil
 import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import orjson
 
@@ -56,19 +61,47 @@ def submit_directory(job: TrainingJob) -> str | None:
     return path if path.startswith("/") else None
 
 
+@dataclass(frozen=True)
+class JobNetwork:
+    """The job's network for N > 1 hosts: its name and each host's fixed address."""
+
+    name: str
+    addresses: Mapping[str, str]
+
+
+def create_network(command: tuple[str, ...], name: str, names: list[str]) -> JobNetwork:
+    """``network create`` with a /24 of its own (a few random tries, past subnets in use), and an
+    address for each host name (.10 upwards).
+
+    Raises:
+        OSError: the engine refused every try (its last error).
+    """
+    error = ""
+    for _ in range(8):
+        subnet = ipaddress.ip_network(f"10.{secrets.randbelow(100) + 100}.{secrets.randbelow(256)}.0/24")
+        argv = [*command, "network", "create", "--subnet", str(subnet), name]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode == 0:
+            return JobNetwork(name, {host: str(subnet[10 + i]) for i, host in enumerate(names)})
+        error = done.stderr.strip()
+    raise OSError(f"{shlex.join(command)} network create {name}: {error}")
+
+
 def run_argv(
     job: TrainingJob,
     image: str,
     name: str,
     plan: launch.HostPlan,
-    network: str | None,
+    network: JobNetwork | None,
     *,
     command: tuple[str, ...] = ("podman",),
 ) -> list[str]:
     """``podman run`` for one host (``command``: the engine's command, see ``engine``)."""
     argv = [*command, "run", "--rm", "--name", name, "--hostname", plan.host.name]
     if network is not None:
-        argv += ["--network", network, "--network-alias", plan.host.name]
+        me = plan.host.name
+        argv += ["--network", network.name, "--network-alias", me, "--ip", network.addresses[me]]
+        argv += [arg for h, ip in network.addresses.items() if h != me for arg in ("--add-host", f"{h}:{ip}")]
     argv += ["-v", f"{plan.tree}:/opt/ml"]
     argv += [arg for b in plan.staged.binds for arg in ("-v", f"{b.source}:/opt/ml/{b.target}:ro")]
     source = submit_directory(job)
@@ -108,7 +141,7 @@ class ContainerRunner(Runner):
         super().__init__(job, options, console)
         self.image, self.command = image, command
         self.prefix = f"{hosts.PREFIX}{secrets.token_hex(3)}"
-        self.network: str | None = None
+        self.network: JobNetwork | None = None
 
     def _isolation(self) -> hosts.Isolation:
         return "basedir"  # no namespaces of ours: the engine makes them
@@ -123,10 +156,8 @@ class ContainerRunner(Runner):
         self, host: hosts.Host, mode: hosts.Isolation, root: str, staged: Staged, hosts_file: str
     ) -> launch.HostPlan:
         if self.job.instance_count > 1 and self.network is None:
-            self.network = self.prefix
-            subprocess.run(
-                [*self.command, "network", "create", self.network], capture_output=True, check=True
-            )
+            names = [f"algo-{k}" for k in range(1, self.job.instance_count + 1)]
+            self.network = create_network(self.command, self.prefix, names)
         env = launch.job_env(self.job, "/opt/ml")
         return launch.HostPlan(host, root, "/opt/ml", staged, (), env)
 
@@ -143,5 +174,5 @@ class ContainerRunner(Runner):
             if self.network is not None:
                 with contextlib.suppress(OSError):
                     subprocess.run(
-                        [*self.command, "network", "rm", self.network], capture_output=True, check=False
+                        [*self.command, "network", "rm", self.network.name], capture_output=True, check=False
                     )
