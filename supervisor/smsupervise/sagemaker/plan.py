@@ -290,7 +290,12 @@ def _script_mode(
     settings = invocation.settings
     local_mode = env.get("SM_STUDIO_LOCAL_MODE", "False").lower() == "true"  # the toolkit skips its DNS wait
     options = ClusterOptions(
-        settings.fail_fast, settings.cluster_port, settings.peer_wait, settings.ranks, not local_mode
+        settings.fail_fast,
+        settings.cluster_port,
+        settings.peer_wait,
+        settings.ranks,
+        not local_mode,
+        settings.peer_timeout,
     )
     job_variables = tuple(k for k in tenv.variables if k.startswith("SM_"))
     script = Script(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smsupervise.distributed import launchers, mpi, torchrun
+from smsupervise.distributed import cluster, launchers, mpi, torchrun
 from smsupervise.distributed.topology import Topology, from_variables, processes_per_host
 from smsupervise.errors import ConfigError
 
@@ -168,3 +168,28 @@ def test_the_first_failed_rank_from_the_launchers_summary() -> None:
     assert first_failed(b"MPI_ABORT was invoked on rank 5 in communicator", 4) == FailedRank(5, 1, None)
     assert first_failed(b"Process name: [[1234,1],2]\nExit code: 1", 2) == FailedRank(2, 0, None)
     assert first_failed(b"Traceback: nothing about ranks", 2) is None
+
+
+def _cluster_plan(tmp_path: Path, framework: dict[str, Any], **env: str) -> Any:
+    props = {"hosts": ["algo-1", "algo-2"], "distribution_hosts": ["algo-1", "algo-2"],
+             "current_host": "algo-1", "master_hostname": "algo-1",
+             "additional_framework_parameters": framework}  # fmt: skip
+    child_env = {"SM_TRAINING_ENV": json.dumps(props), **env}
+    on_path = {"torchrun": True, "mpirun": True}
+    return cluster.decide(child_env, {}, job(str(tmp_path)), cluster.ClusterOptions(), on_path, str(tmp_path))
+
+
+def test_torchrun_ranks_are_watched_when_torchrun_does_not_restart_them(tmp_path: Path) -> None:
+    """torchrun as the toolkit runs it (no restarts): a failed rank fails the host, so it is watched."""
+    plan = _cluster_plan(tmp_path, {"sagemaker_torch_distributed_enabled": True})
+    assert plan.watch_ranks is True
+    assert _cluster_plan(
+        tmp_path, {"sagemaker_torch_distributed_enabled": True}, PET_MAX_RESTARTS="0"
+    ).watch_ranks
+
+
+def test_ranks_are_not_watched_when_restarted_or_under_mpi(tmp_path: Path) -> None:
+    """The negative twin: with PET_MAX_RESTARTS a failed rank may come back; MPI's ranks are not ours."""
+    torch = {"sagemaker_torch_distributed_enabled": True}
+    assert _cluster_plan(tmp_path, torch, PET_MAX_RESTARTS="2").watch_ranks is False
+    assert _cluster_plan(tmp_path, {"sagemaker_mpi_enabled": True}).watch_ranks is False
