@@ -55,11 +55,11 @@ def test_a_rank_failing_on_host_2_stops_host_1_with_the_root_cause(cluster: Call
 @needs_torch
 @pytest.mark.slow
 def test_a_failed_rank_is_told_before_its_torchrun_notices(cluster: Callable[..., Cluster]) -> None:
-    """torchrun looks at its ranks every 10 s here: algo-1 hears of rank 3 from its pidfd, before
+    """torchrun looks at its ranks every 20 s here: algo-1 hears of rank 3 from its pidfd, before
     algo-2's torchrun exits; the root cause and the rank's traceback still reach both files."""
     c = cluster(2)
     jobs.write_job(c, {**FAILING, "timeout": 60})
-    codes = jobs.wait_all(jobs.start_all(c, env=jobs.environment(PET_MONITOR_INTERVAL="10")), 55)
+    codes = jobs.wait_all(jobs.start_all(c, env=jobs.environment(PET_MONITOR_INTERVAL="20")), 55)
     assert codes["algo-2"] == 1, jobs.tail(c, "algo-2")
     two = {e["event"]: e for e in jobs.events(c, "algo-2")}
     assert (two["rank_failed"]["rank"], two["rank_failed"]["local_rank"]) == (3, 1)
