@@ -1,9 +1,10 @@
 """Run sagemaker-training 5.1.4's own runner for the job in /opt/ml, as its framework toolkits do.
 
-usage: toolkit_driver.py torchrun|mpi. ``torchrun``: the whole ``entry_point.run`` with the
-TorchDistributed runner (source, install, env, DNS wait, torchrun). ``mpi``: the master's mpirun
-command line as ``MasterRunner`` builds it after ``entry_point.run``'s preparation (its ``run``
-would also start sshd and SSH into the workers), recorded like the torchrun stand-in does.
+usage: toolkit_driver.py torchrun|xla|mpi. ``torchrun`` / ``xla``: the whole ``entry_point.run``
+with the TorchDistributed / PyTorchXLA runner (source, install, env, DNS wait, the launcher).
+``mpi``: the master's mpirun command line as ``MasterRunner`` builds it after
+``entry_point.run``'s preparation (its ``run`` would also start sshd and SSH into the workers),
+recorded like the torchrun stand-in does.
 """
 
 import json
@@ -13,8 +14,8 @@ import sys
 from sagemaker_training import entry_point, environment, runner
 
 env = environment.Environment()
-if sys.argv[1] == "torchrun":
-    kind = runner.RunnerType.TorchDistributed
+if sys.argv[1] in ("torchrun", "xla"):
+    kind = runner.RunnerType.TorchDistributed if sys.argv[1] == "torchrun" else runner.RunnerType.PyTorchXLA
     entry_point.run(
         env.module_dir, env.user_entry_point, env.to_cmd_args(), env.to_env_vars(), runner_type=kind
     )

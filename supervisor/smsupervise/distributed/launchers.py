@@ -11,21 +11,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Literal, NamedTuple
 
-from smsupervise.distributed import mpi, torchrun
+from smsupervise.distributed import mpi, torchrun, xla
 from smsupervise.distributed.topology import Topology, processes_per_host
 from smsupervise.errors import ConfigError
 
-RunnerKind = Literal["torchrun", "mpi-master", "mpi-worker"]
+RunnerKind = Literal["torchrun", "mpi-master", "mpi-worker", "xla"]
 HYPERPARAMETERS = "hyperparameters.json"
 
 # Runners that need SageMaker-only software, with the program that must be on PATH.
 NEEDS_SOFTWARE = {
     "sagemaker_pytorch_ddp_enabled": ("SMDataParallel (smdistributed.dataparallel)", "smddprun"),
     "sagemaker_distributed_dataparallel_enabled": ("SMDataParallel (smdistributed.dataparallel)", "smddprun"),
-    "sagemaker_pytorch_xla_multi_worker_enabled": (
-        "PyTorch/XLA (torch_xla.distributed.xla_spawn)",
-        "xla_spawn",
-    ),
 }
 
 
@@ -66,7 +62,7 @@ def choose(
 ) -> Launch | None:
     """The launch for this host, or None for the plain process runner.
 
-    ``on_path`` says which of ``smddprun``/``xla_spawn``/``smddpmprun`` exist. Raises ``ConfigError``
+    ``on_path`` says which of ``smddprun``/``smddpmprun`` exist. Raises ``ConfigError``
     (exit 2) for a runner whose software is missing or an entry point the toolkit refuses.
     """
     per_host = processes_per_host(topology)
@@ -85,8 +81,11 @@ def choose(
         argv = torchrun.command(topology, job.entry, job.args, job.code_dir, env)
         variables = torchrun.variables(topology)
         return Launch("torchrun", argv, variables, "torchrun", per_host, topology.node_rank, world)
-    for flag in ("sagemaker_distributed_dataparallel_enabled", "sagemaker_pytorch_xla_multi_worker_enabled"):
-        _refuse_missing(topology, flag, on_path)
+    _refuse_missing(topology, "sagemaker_distributed_dataparallel_enabled", on_path)
+    if _enabled(topology, xla.FLAG):
+        argv = xla.command(topology, job.python, job.entry, job.args, job.code_dir)
+        variables = xla.variables(topology)
+        return Launch("xla", argv, variables, "xla_spawn", per_host, topology.node_rank, world)
     return None
 
 

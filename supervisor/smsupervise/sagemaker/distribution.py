@@ -51,7 +51,7 @@ def wire(
         current_group=str(props.get("current_instance_group", "")),
         distribution_groups=tuple(props.get("distribution_instance_groups") or ()),
     )
-    on_path = {name: probe.on_path(name, env) is not None for name in ("smddprun", "smddpmprun", "xla_spawn")}
+    on_path = {name: probe.on_path(name, env) is not None for name in ("smddprun", "smddpmprun")}
     launcher_env: dict[str, str] = {}
     planned = cluster.decide(
         env, launcher_env, job, script.cluster_options, on_path, tmpdir, cluster.gethostname_shim()

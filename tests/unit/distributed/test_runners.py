@@ -193,3 +193,32 @@ def test_ranks_are_not_watched_when_restarted_or_under_mpi(tmp_path: Path) -> No
     torch = {"sagemaker_torch_distributed_enabled": True}
     assert _cluster_plan(tmp_path, torch, PET_MAX_RESTARTS="2").watch_ranks is False
     assert _cluster_plan(tmp_path, {"sagemaker_mpi_enabled": True}).watch_ranks is False
+
+
+def test_xla_spawn_argv_and_variables(tmp_path: Path) -> None:
+    """The toolkit's PT-XLA runner: python -m xla_spawn --num_gpus G, this host's XRT ordinal and the
+    master's mesh service."""
+    t = topo(current=2, num_gpus=4, framework={"sagemaker_pytorch_xla_multi_worker_enabled": True})
+    launch = launchers.choose(t, job(str(tmp_path)), {}, {})
+    assert launch is not None
+    spawn = ("-m", "torch_xla.distributed.xla_spawn", "--num_gpus", "4")
+    assert launch.argv == ("/usr/bin/python3", *spawn, "train.py", "--epochs", "2")
+    assert (launch.runner, launch.processes_per_host, launch.world_size) == ("xla", 4, 8)
+    assert launch.env["XRT_HOST_ORDINAL"] == "1"
+    assert launch.env["XRT_WORKERS"] == "localservice:0;algo-1:43857|localservice:1;algo-2:43857"
+    assert launch.env["XRT_MESH_SERVICE_ADDRESS"] == "algo-1:53957"
+    one = launchers.choose(topo(hosts=1, num_gpus=1, framework=t.framework), job(str(tmp_path)), {}, {})
+    assert one is not None
+    assert "XRT_MESH_SERVICE_ADDRESS" not in one.env
+
+
+def test_xla_refuses_what_the_toolkit_refuses(tmp_path: Path) -> None:
+    """The negative twin: no GPUs, a package or a shell entry point: exit 2 with the toolkit's reason."""
+    flags = {"sagemaker_pytorch_xla_multi_worker_enabled": True}
+    with pytest.raises(ConfigError, match="only supported for GPUs"):
+        launchers.choose(topo(framework=flags), job(str(tmp_path)), {}, {})
+    with pytest.raises(ConfigError, match="only supported for Python scripts"):
+        launchers.choose(topo(num_gpus=1, framework=flags), job(str(tmp_path), "run.sh"), {}, {})
+    (tmp_path / "setup.py").write_text("")
+    with pytest.raises(ConfigError, match="not supported for Python packages"):
+        launchers.choose(topo(num_gpus=1, framework=flags), job(str(tmp_path)), {}, {})
