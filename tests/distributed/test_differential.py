@@ -39,6 +39,8 @@ def _shims(root: Path) -> Path:
     shims.mkdir(exist_ok=True)
     for name in ("torchrun", "mpirun"):
         shutil.copy(HERE / "recorder.py", shims / name)
+    (shims / "smddprun").write_text('#!/bin/sh\nexec "$@"\n')  # installed: `which smddprun` finds it
+    (shims / "smddprun").chmod(0o755)
     return shims
 
 
@@ -141,6 +143,25 @@ def test_mpirun_command_equals_the_toolkits(cluster: Callable[..., Cluster]) -> 
     )
     sm = {k: v for k, v in toolkit["env"].items() if k.startswith("SM_")}
     assert {k: v for k, v in ours["env"].items() if k.startswith("SM_")} == sm
+
+
+def test_smdataparallel_command_equals_the_toolkits(cluster: Callable[..., Cluster]) -> None:
+    """On the master, with smddprun installed: the same mpirun ... smddprun python -m mpi4py argv,
+    but for the toolkit's gethostname shim (as for MPI)."""
+    c = cluster(2)
+    _job(c, "sagemaker_distributed_dataparallel_enabled")
+    listener = "import socket; s = socket.create_server(('', 22)); [s.accept()[0].close() for _ in range(50)]"
+    c.popen("algo-2", ["python3", "-c", listener])  # stands for algo-2's sshd: the master waits for it
+    toolkit = _record(c, "algo-1", "toolkit", "smddp")
+    ours = _record(c, "algo-1", "smsupervise", "smddp")
+    shim = [i for i, a in enumerate(toolkit["argv"]) if a.startswith("LD_PRELOAD=")]
+    assert len(shim) == 1
+    assert ours["argv"] == toolkit["argv"][: shim[0] - 1] + toolkit["argv"][shim[0] + 1 :]
+    assert ours["argv"][:5] == ["mpirun", "--host", "algo-1:2,algo-2:2", "-np", "4"]
+    tail = ["smddprun", str(TOOLKIT / "bin" / "python"), "-m", "mpi4py", "train.py"]
+    at = ours["argv"].index("smddprun")
+    assert ours["argv"][at:] == [*tail, "--epochs", "3", "--lr", "0.5"]
+    assert "SMDATAPARALLEL_SERVER_ADDR=algo-1" in ours["argv"]
 
 
 def test_xla_spawn_command_and_environment_equal_the_toolkits(cluster: Callable[..., Cluster]) -> None:

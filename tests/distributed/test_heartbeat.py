@@ -25,9 +25,6 @@ def _start(c: Cluster, seconds: float) -> dict[str, subprocess.Popen[bytes]]:
     """Both hosts run the quiet job; returns once both meshes are joined and both jobs train."""
     jobs.write_job(c, {"seconds": seconds}, script=HELPERS / "quiet_train.py")
     procs = jobs.start_all(c, *FLAGS)
-    for host in c.names:
-        cmdline = Path(f"/proc/{procs[host].pid}/cmdline").read_bytes()
-        assert b"smsupervise" in cmdline  # ip netns exec, unshare and sh all exec: this is smsupervise
 
     def joined() -> bool:
         return all(
@@ -44,6 +41,8 @@ def test_a_stopped_supervisor_is_failed_after_the_peer_timeout(cluster: Callable
     """algo-2's smsupervise is SIGSTOPped: algo-1 stops its job and names algo-2 as gone silent."""
     c = cluster(2)
     procs = _start(c, 120)
+    cmdline = Path(f"/proc/{procs['algo-2'].pid}/cmdline").read_bytes()
+    assert b"smsupervise" in cmdline  # ip netns exec, unshare and sh all exec: this is smsupervise
     os.kill(procs["algo-2"].pid, signal.SIGSTOP)
     try:
         assert procs["algo-1"].wait(60) == 128 + signal.SIGTERM, jobs.tail(c, "algo-1")

@@ -222,3 +222,21 @@ def test_xla_refuses_what_the_toolkit_refuses(tmp_path: Path) -> None:
     (tmp_path / "setup.py").write_text("")
     with pytest.raises(ConfigError, match="not supported for Python packages"):
         launchers.choose(topo(num_gpus=1, framework=flags), job(str(tmp_path)), {}, {})
+
+
+def test_smdataparallel_master_and_worker(tmp_path: Path) -> None:
+    """smddprun installed: the master's mpirun runs smddprun before python -m mpi4py, one host in
+    SINGLENODE mode without a server address; any other host runs sshd."""
+    flags = {"sagemaker_distributed_dataparallel_enabled": True}
+    one = launchers.choose(topo(hosts=1, framework=flags), job(str(tmp_path)), {}, {"smddprun": True})
+    assert one is not None
+    assert one.runner == "mpi-master"
+    assert one.argv[:5] == ("mpirun", "--host", "algo-1", "-np", "1")
+    assert "SMDATAPARALLEL_USE_SINGLENODE=1" in one.argv
+    assert not any(a.startswith("SMDATAPARALLEL_SERVER_ADDR=") for a in one.argv)
+    assert one.argv[one.argv.index("smddprun") :] == (
+        "smddprun", "/usr/bin/python3", "-m", "mpi4py", "train.py", "--epochs", "2"
+    )  # fmt: skip
+    worker = launchers.choose(topo(current=2, framework=flags), job(str(tmp_path)), {}, {"smddprun": True})
+    assert worker is not None
+    assert (worker.runner, worker.argv) == ("mpi-worker", ("/usr/sbin/sshd", "-D"))
