@@ -1,5 +1,6 @@
 """The distributed part of script mode: the cluster options from the settings, the launcher in the
-entry point's place, and the notes that say which runner was chosen. Pure (``plan`` calls it)."""
+entry point's place, and the notes that say which runner was chosen (pure: ``decide`` calls them);
+and whether a launcher's software is installed (one probe: ``prepare`` calls it)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from smsupervise.errors import ConfigError
 from smsupervise.sagemaker import probe, runners
 from smsupervise.sagemaker.notes import Note
 
 if TYPE_CHECKING:
     from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
+    from smsupervise.distributed.launchers import Launch
     from smsupervise.sagemaker.plan import Script
     from smsupervise.settings import Settings
 
@@ -87,3 +90,23 @@ def runner_notes(env: Mapping[str, str], planned: ClusterPlan | None) -> tuple[N
         "fix": "start your launcher yourself: SMSUPERVISE_TRAIN='<launcher> ... train.py'",
     }
     return (Note("warning", "runner_not_supported", fields),)
+
+
+def require_software(launch: Launch, env: Mapping[str, str], where: str) -> None:
+    """PyTorch/XLA needs the image's torch_xla with SageMaker's xla_spawn (the toolkit's check, made
+    with the job's own Python, one probe, by ``prepare``): exit 2 naming what is missing."""
+    if launch.runner != "xla":
+        return
+    from smsupervise.distributed import xla  # noqa: PLC0415 - XLA jobs only
+
+    python = launch.argv[0]
+    check = f"import importlib.util as u; print(u.find_spec({xla.MODULE!r}) is not None)"
+    if probe.capture([python, "-c", check], env) != b"True\n":
+        raise ConfigError(
+            where,
+            xla.FLAG,
+            f"PyTorch/XLA is requested but {python} cannot import {xla.MODULE} (torch_xla with "
+            "SageMaker's integration is not installed in this image)",
+            "use a SageMaker PyTorch/XLA image (deep-learning-containers), or "
+            "sagemaker_torch_distributed_enabled (torchrun) instead",
+        )

@@ -355,24 +355,8 @@ def prepare(
         plan = _distributed(plan._replace(notes=()), runner)
     if plan.runner == "shell":
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
-    launch = plan.cluster.launch if plan.cluster is not None else None
-    if launch is not None and launch.runner == "xla":
-        _require_xla(launch.argv[0], script)
+    if plan.cluster is not None and plan.cluster.launch is not None:
+        from smsupervise.sagemaker import distribution  # noqa: PLC0415 - distributed jobs only
+
+        distribution.require_software(plan.cluster.launch, script.env, script.where)
     return plan, tuple(notes)
-
-
-def _require_xla(python: str, script: Script) -> None:
-    """PyTorch/XLA needs the image's torch_xla with SageMaker's xla_spawn (the toolkit's check,
-    made with the job's own Python): exit 2 naming what is missing, before anything runs."""
-    from smsupervise.distributed import xla  # noqa: PLC0415 - XLA jobs only
-
-    check = f"import importlib.util as u; print(u.find_spec({xla.MODULE!r}) is not None)"
-    if probe.capture([python, "-c", check], script.env) != b"True\n":
-        raise ConfigError(
-            script.where,
-            xla.FLAG,
-            f"PyTorch/XLA is requested but {python} cannot import {xla.MODULE} (torch_xla with "
-            "SageMaker's integration is not installed in this image)",
-            "use a SageMaker PyTorch/XLA image (deep-learning-containers), or "
-            "sagemaker_torch_distributed_enabled (torchrun) instead",
-        )
