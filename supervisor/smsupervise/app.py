@@ -20,6 +20,7 @@ from smsupervise.linux import libc
 from smsupervise.sagemaker import outcome as outcome_files
 from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
+from smsupervise.sagemaker.notes import Note
 from smsupervise.settings import Invocation
 from smsupervise.streams.events import EventLog
 
@@ -135,7 +136,7 @@ def _clear_stale(output_dir: str, log: EventLog) -> None:
         log.info("stale_outcome_removed", path=path, reason="left over from an earlier run in this tree")
 
 
-def _log_notes(notes: tuple[planning.Note, ...], log: EventLog) -> None:
+def _log_notes(notes: tuple[Note, ...], log: EventLog) -> None:
     for note in notes:
         (log.warning if note.level == "warning" else log.info)(note.event, **note.fields)
 

@@ -243,6 +243,14 @@ OPTIONS: tuple[Option, ...] = (
         "distributed jobs: how long to wait for every host's name to resolve (the toolkit: 15 min)",
     ),
     Option(
+        "peer-timeout",
+        "SECONDS",
+        parsers.seconds,
+        30.0,
+        "distributed jobs: a host whose smsupervise has joined the mesh and then says nothing (no "
+        "heartbeat) for this long is presumed gone (partitioned, stopped) and fails the job; 0: never",
+    ),
+    Option(
         "ranks",
         "LIST|all",
         parsers.rank_list,
@@ -337,6 +345,7 @@ class Settings(NamedTuple):
     fail_fast: bool
     cluster_port: int
     peer_wait: float
+    peer_timeout: float
     ranks: frozenset[int] | None
     log_level: LogLevel
     control_socket: str | None

@@ -54,6 +54,27 @@ def test_a_rank_failing_on_host_2_stops_host_1_with_the_root_cause(cluster: Call
 @needs_hosts
 @needs_torch
 @pytest.mark.slow
+def test_a_failed_rank_is_told_before_its_torchrun_notices(cluster: Callable[..., Cluster]) -> None:
+    """torchrun looks at its ranks every 20 s here: algo-1 hears of rank 3 from its pidfd, before
+    algo-2's torchrun exits; the root cause and the rank's traceback still reach both files."""
+    c = cluster(2)
+    jobs.write_job(c, {**FAILING, "timeout": 60})
+    codes = jobs.wait_all(jobs.start_all(c, env=jobs.environment(PET_MONITOR_INTERVAL="20")), 55)
+    assert codes["algo-2"] == 1, jobs.tail(c, "algo-2")
+    two = {e["event"]: e for e in jobs.events(c, "algo-2")}
+    assert (two["rank_failed"]["rank"], two["rank_failed"]["local_rank"]) == (3, 1)
+    assert two["rank_failed"]["status"] == "exit code 1"
+    heard = {e["event"]: e for e in jobs.events(c, "algo-1")}["peer_failed"]
+    assert heard["rank"] == 3
+    assert heard["ts"] < two["child_exited"]["ts"]  # while algo-2's torchrun had not noticed yet
+    for host in c.names:
+        assert "ValueError: rank 3 fails at step 0 on purpose" in jobs.failure(c, host)
+        assert not list((c.root / host).glob("**/smsupervise-ranks-*"))  # torchrun's files: removed
+
+
+@needs_hosts
+@needs_torch
+@pytest.mark.slow
 def test_without_fail_fast_host_1_waits_for_the_gloo_timeout(cluster: Callable[..., Cluster]) -> None:
     """The negative twin: --fail-fast off, algo-1 learns nothing and fails only when gloo times out."""
     c = cluster(2)

@@ -71,8 +71,12 @@ def test_rank_records_carry_rank_local_rank_and_host(cluster: Callable[..., Clus
             "steps": 3,
         },
     )
-    codes = jobs.wait_all(jobs.start_all(c), 90)
+    tmp = c.root / "tmp"
+    tmp.mkdir()
+    codes = jobs.wait_all(jobs.start_all(c, env=jobs.environment(TMPDIR=str(tmp))), 90)
     assert codes == {"algo-1": 0, "algo-2": 0}, jobs.tail(c, "algo-2")
+    assert not list(tmp.glob("smsupervise-ranks-*"))  # the rank files (PET_LOG_DIR) were ours: removed
+    assert not list(tmp.glob("torchelastic_*"))
     mine = [r for r in jobs.records(c, "algo-2") if r.get("msg", "").startswith("rank ")]
     assert sorted((r["rank"], r["local_rank"], r["host"]) for r in mine) == [
         (2, 0, "algo-2"),
@@ -92,3 +96,14 @@ def test_rank_records_carry_rank_local_rank_and_host(cluster: Callable[..., Clus
     assert codes == {"algo-1": 0, "algo-2": 0}
     shown = {r.get("rank") for h in c2.names for r in jobs.records(c2, h) if "rank" in r}
     assert shown == {0}
+
+
+def test_a_pet_log_dir_of_your_own_is_kept(cluster: Callable[..., Cluster]) -> None:
+    """The negative twin of the removal: a PET_LOG_DIR set for the job is the user's, left as it is."""
+    c = cluster(2)
+    jobs.write_job(c, {"sagemaker_torch_distributed_enabled": True, "steps": 1})
+    mine = c.root / "mine"
+    env = jobs.environment(PET_LOG_DIR=str(mine), PET_REDIRECTS="3")
+    codes = jobs.wait_all(jobs.start_all(c, env=env), 90)
+    assert codes == {"algo-1": 0, "algo-2": 0}, jobs.tail(c, "algo-2")
+    assert len(list(mine.glob("*/attempt_0/0/stdout.log"))) == 2  # one run directory per host

@@ -228,3 +228,12 @@ def _spawn_error(program: str, error: OSError) -> SpawnError:
             ExitCode.NOT_EXECUTABLE,
         )
     return SpawnError(program, reason, ExitCode.NOT_EXECUTABLE)
+
+
+def watch_pidfd(pid: int) -> int | None:
+    """A pidfd for a process we did not start (a launcher's rank), readable once it exits; the
+    caller closes it. None when it is gone already (or the kernel has no pidfds)."""
+    try:
+        return os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None

@@ -93,6 +93,9 @@ class ClusterHooks(Protocol):
     def ranks(self) -> list[int] | None:
         """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
 
+    def stop_begun(self) -> None:
+        """A stop of the launcher began: the ranks' exits from now on are its doing."""
+
 
 class Supervisor:
     """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
@@ -188,6 +191,8 @@ class Supervisor:
         assert self.child is not None
         step = self.steps[self.step_index]
         main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
+        if self.cluster is not None and main:
+            self.cluster.stop_begun()
         ranks = self.cluster.ranks if self.cluster is not None and main else None
         if ranks is not None and ranks() is None:
             ranks = None

@@ -23,6 +23,7 @@ class ClusterOptions(NamedTuple):
     peer_wait: float = 900.0
     ranks: frozenset[int] | None = None  # ranks shown on the console; None: all
     wait_for_peers: bool = True  # False with SM_STUDIO_LOCAL_MODE=true, as the toolkit
+    peer_timeout: float = 30.0  # a joined peer silent this long is presumed gone; 0: never
 
 
 class ClusterPlan(NamedTuple):
@@ -32,6 +33,7 @@ class ClusterPlan(NamedTuple):
     launch: launchers.Launch | None  # None: the plain process runner (still one job per host)
     options: ClusterOptions
     rank_log_dir: str | None  # torchrun's per-rank files (PET_LOG_DIR), read by ranklogs
+    watch_ranks: bool = False  # torchrun without restarts: a failed rank fails the host (rankwatch)
 
     @property
     def multi_host(self) -> bool:
@@ -68,4 +70,13 @@ def decide(  # noqa: PLR0917 - the plan's parts
             rank_log_dir = os.path.join(tmpdir, f"smsupervise-ranks-{os.getpid()}-{os.urandom(4).hex()}")
             extra_env["PET_LOG_DIR"] = rank_log_dir
             extra_env["PET_REDIRECTS"] = "3"
-    return ClusterPlan(topology, launch, options, rank_log_dir)
+    # A failed rank is told at once when it fails the host (no restarts) and its stderr is in a
+    # file of ours (its tail goes with the report).
+    watch_ranks = rank_log_dir is not None and not _restarts(child_env)
+    return ClusterPlan(topology, launch, options, rank_log_dir, watch_ranks)
+
+
+def _restarts(child_env: Mapping[str, str]) -> bool:
+    """Whether torchrun restarts failed ranks (``PET_MAX_RESTARTS``; the toolkit's argv has none)."""
+    value = child_env.get("PET_MAX_RESTARTS", "0").strip() or "0"
+    return value != "0"

@@ -8,6 +8,8 @@ ended; the mesh calls back into ``request_stop`` when another host failed or van
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 import time
 from collections.abc import Callable
 from typing import NamedTuple
@@ -17,6 +19,7 @@ from smsupervise.distributed import attribution, peers
 from smsupervise.distributed.cluster import ClusterPlan
 from smsupervise.distributed.failfast import Mesh, Report
 from smsupervise.distributed.ranklogs import RankLogs
+from smsupervise.distributed.rankwatch import RankExit, RankWatch
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
@@ -60,9 +63,12 @@ class Coordinator:
         self.request_stop: Callable[[str], None] = lambda reason: None
         self.stopped_for: Report | None = None
         self.lost: str | None = None
+        self.silent: str | None = None
         self.rank_logs: RankLogs | None = None
         self.launcher_pid: int | None = None
-        self.announced: Report | None = None  # our failure, told as soon as the launcher exited
+        self.announced: Report | None = None  # our failure, told as soon as a rank or the launcher failed
+        self.rank_watch: RankWatch | None = None
+        self.early: asyncio.Task[None] | None = None  # telling a rank's failure (its tail read first)
 
     @property
     def runner(self) -> str:
@@ -81,7 +87,8 @@ class Coordinator:
             addresses = await self._resolve_once()
         if self.plan.options.fail_fast and addresses is not None:
             self.mesh = Mesh(addresses, topology.current_host, self.plan.options.port, self.job, self.log,
-                             self._on_report, self._on_lost)  # fmt: skip
+                             self._on_report, self._on_lost, self.plan.options.peer_timeout,
+                             self._on_silent)  # fmt: skip
             await self.mesh.start()
             self.log.info("mesh_started", port=self.plan.options.port, peers=list(topology.peers))
         if self.runner == "mpi-master":
@@ -94,6 +101,9 @@ class Coordinator:
         """Start reading the ranks' own log files (torchrun with PET_LOG_DIR)."""
         self.launcher_pid = pid
         plan, launch = self.plan, self.plan.launch
+        if launch is not None and plan.watch_ranks and self.mesh is not None:
+            self.rank_watch = RankWatch(pid, launch.node_rank, launch.processes_per_host, self._rank_failed)
+            self.rank_watch.start()
         if plan.rank_log_dir is None or launch is None:
             return
         host = plan.topology.current_host
@@ -110,6 +120,31 @@ class Coordinator:
         hosts = self.plan.topology.distribution_hosts
         return RankTags(launch.processes_per_host, hosts, self.plan.options.ranks)
 
+    def stop_begun(self) -> None:
+        """A stop began: from now on the ranks' exits are its doing, not failures to tell."""
+        if self.rank_watch is not None:
+            self.rank_watch.stop_begun()
+
+    def _rank_failed(self, ended: RankExit) -> None:
+        """A rank failed before torchrun noticed: tell the other hosts now (its stderr tail first)."""
+        if self.announced is None and self.early is None and self.mesh is not None:
+            self.log.warning("rank_failed", rank=ended.rank, local_rank=ended.local_rank,
+                             status=ended.status.describe(), action="telling the other hosts")  # fmt: skip
+            self.early = asyncio.ensure_future(self._announce_rank(ended))
+
+    async def _announce_rank(self, ended: RankExit) -> None:
+        tail = b""
+        if self.rank_logs is not None:
+            tail = await self.rank_logs.final_tail(ended.rank)
+        text = tail.decode("utf-8", "replace").strip()[-TAIL_CHARS:]
+        code = ended.status.shell_code()
+        me = self.plan.topology.current_host
+        words = headline(ended.status)
+        report = Report("failed", me, code, words, ended.at, ended.rank, ended.local_rank, text)
+        if self.announced is None and self.mesh is not None:
+            self.announced = report
+            self.mesh.announce(report)
+
     def ranks(self) -> list[int] | None:
         """torchrun's ranks (its children, each in a session of its own); None for other launchers."""
         if self.launcher_pid is None or self.plan.launch is None or self.plan.launch.agent != "torchrun":
@@ -118,17 +153,18 @@ class Coordinator:
 
     async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
         """The ranks' files to their end; a failure of our own goes to the other hosts right away."""
+        if self.rank_watch is not None:
+            self.rank_watch.close()
+        if self.early is not None:
+            await self.early
         if self.rank_logs is not None:
             await self.rank_logs.stop()
         if status.ok or stopping or self.mesh is None:
             return
-        if status.signal is not None:
-            words = f"Training was killed by {signal_name(status.signal)} (exit {status.shell_code()})"
-        else:
-            words = f"Training exited with code {status.code}"
-        ending = Ending(False, status.shell_code(), words, False, stderr_tail, time.time())
-        self.announced = self._report(ending, self.plan.topology.current_host, failed_here=True)
-        self.mesh.announce(self.announced)
+        if self.announced is None:
+            ending = Ending(False, status.shell_code(), headline(status), False, stderr_tail, time.time())
+            self.announced = self._report(ending, self.plan.topology.current_host, failed_here=True)
+            self.mesh.announce(self.announced)
         await self.mesh.flush(FLUSH_TIMEOUT)
 
     async def _resolve_once(self) -> dict[str, str] | None:
@@ -159,13 +195,21 @@ class Coordinator:
         self.lost = self.lost or host
         self.request_stop(f"fail-fast: {host}'s smsupervise disappeared")
 
+    def _on_silent(self, host: str) -> None:
+        timeout = self.plan.options.peer_timeout
+        impact = "presumed gone (partitioned or stopped): stopping this host's job too"
+        self.log.warning("peer_silent", host=host, timeout_s=timeout, impact=impact)
+        self.silent = self.silent or host
+        self.request_stop(f"fail-fast: {host} went silent")
+
     async def finish(self, ending: Ending) -> Verdict:
         """Announce this host's outcome; returns what the failure file should lead with."""
         me = self.plan.topology.current_host
         failed_here = not ending.ok and not ending.stopped
         report = self.announced or self._report(ending, me, failed_here)
         if failed_here and self.mesh is not None and not self.reports:
-            await asyncio.sleep(SETTLE)  # an earlier failure elsewhere may be on its way
+            # an earlier failure elsewhere may be on its way (counted from when ours was told)
+            await asyncio.sleep(max(0.0, SETTLE - (time.time() - report.at)))
         if self.mesh is not None:
             if self.announced is None:
                 self.mesh.announce(report)
@@ -175,9 +219,23 @@ class Coordinator:
         first = min(earlier, key=lambda r: r.at) if earlier else (report if failed_here else None)
         adopted = self.stopped_for if self.runner == "mpi-worker" else None
         tail = self._local_tail(report)
+        await self._remove_rank_logs()
         if first is None and self.lost is not None:
             return Verdict(f"{self.lost}'s smsupervise disappeared while the job ran.", adopted, tail)
+        if first is None and self.silent is not None:
+            timeout = f"{self.plan.options.peer_timeout:g}"
+            words = (
+                f"{self.silent} went silent: its smsupervise sent nothing for {timeout} s "
+                "(--peer-timeout: a network partition, or the host stopped) while the job ran."
+            )
+            return Verdict(words, adopted, tail)
         return Verdict(root_cause(first, me) if first is not None else None, adopted, tail)
+
+    async def _remove_rank_logs(self) -> None:
+        """torchrun's per-rank files were ours (PET_LOG_DIR): read, so removed (off the loop)."""
+        if self.plan.rank_log_dir is not None:
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(shutil.rmtree, self.plan.rank_log_dir, ignore_errors=True)
 
     def _local_tail(self, report: Report) -> bytes | None:
         """With rank files, the failure file's stderr is the failing rank's (else the first with any)."""
@@ -206,6 +264,13 @@ class Coordinator:
             failed.local_rank if failed else None,
             tail,
         )
+
+
+def headline(status: ExitStatus) -> str:
+    """How the training process (the launcher, or the rank that failed first) ended, in words."""
+    if status.signal is not None:
+        return f"Training was killed by {signal_name(status.signal)} (exit {status.shell_code()})"
+    return f"Training exited with code {status.code}"
 
 
 def root_cause(report: Report, me: str) -> str:

@@ -6,6 +6,7 @@ smsupervise listens on ``--cluster-port`` (default 7778) at its own address and 
 other host of resourceconfig.json. Each host writes on its outgoing connections only:
 
 * ``{"kind": "hello", "host", "job"}`` once connected;
+* ``{"kind": "beat"}`` every ``--peer-timeout`` / 6 (at most every 5 s), while connected;
 * ``{"kind": "failed", ...}`` when its job failed (host, first failing rank, headline, stderr tail,
   when), or ``{"kind": "done", ...}`` when it ended otherwise (MPI workers take the master's
   ``done`` as their own outcome).
@@ -13,7 +14,11 @@ other host of resourceconfig.json. Each host writes on its outgoing connections 
 An incoming connection is accepted only from the address a job host resolves to, saying that host
 and this job; anything else is closed at once (``mesh_refused``). A clean EOF without a report
 means that host's smsupervise is gone (``on_lost``); a reset or a mesh that never connects is only
-logged: losing the mesh never fails a healthy job. One line of JSON per message, orjson.
+logged. A host that has said hello and then says nothing at all (no heartbeat, on any connection)
+for ``--peer-timeout`` is presumed gone too (``on_silent``): its smsupervise is stopped (SIGSTOP, a
+frozen container) or the network between the hosts is cut, and its ranks will never answer a
+collective again. A busy or slow host still beats: its supervisor's loop does not wait on the job.
+One line of JSON per message, orjson.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ HELLO_TIMEOUT = 5.0
 RETRY_FIRST = 0.05
 RETRY_LONGEST = 2.0
 LINE_LIMIT = 1 << 16
+BEAT = b'{"kind":"beat"}\n'
+BEAT_LONGEST = 5.0  # seconds between heartbeats at most
 
 Kind = Literal["failed", "done"]
 
@@ -75,6 +82,8 @@ class Mesh:
         log: EventLog,
         on_report: Callable[[Report], None],
         on_lost: Callable[[str], None],
+        silence: float = 0.0,
+        on_silent: Callable[[str], None] | None = None,
     ) -> None:
         self.addresses = dict(addresses)  # every host of the job (this one too) -> its address
         self.me = me
@@ -83,6 +92,9 @@ class Mesh:
         self.log = log
         self.on_report = on_report
         self.on_lost = on_lost
+        self.silence = silence  # seconds without a word from a joined peer: presumed gone; 0: never
+        self.on_silent = on_silent
+        self.heard: dict[str, float] = {}  # joined peer -> when it last said anything (monotonic)
         self.server: asyncio.AbstractServer | None = None
         self.writers: dict[str, asyncio.StreamWriter] = {}
         self.finished: set[str] = set()  # peers that reported or were lost: no reconnecting
@@ -108,6 +120,30 @@ class Mesh:
         for host in self.addresses:
             if host != self.me:
                 self._spawn_task(self._connect(host))
+        if self.silence > 0 and self.on_silent is not None:
+            self._spawn_task(self._watch_silence())
+
+    @property
+    def beat_interval(self) -> float:
+        return min(self.silence / 6, BEAT_LONGEST) if self.silence > 0 else BEAT_LONGEST
+
+    async def _watch_silence(self) -> None:
+        """Every joined, unfinished peer must have said something within ``silence`` seconds."""
+        assert self.on_silent is not None
+        last = time.monotonic()
+        while not self.closing:
+            await asyncio.sleep(self.beat_interval)
+            now, late = time.monotonic(), time.monotonic() - last - self.beat_interval
+            last = now
+            if late > self.silence / 2:
+                # This host was stopped itself (SIGSTOP, a frozen container): its peers' words wait
+                # unread in the sockets. They get a fresh bound instead of the blame.
+                self.heard = dict.fromkeys(self.heard, now)
+                continue
+            for host, heard in list(self.heard.items()):
+                if host not in self.finished and now - heard > self.silence and not self.closing:
+                    self.finished.add(host)
+                    self.on_silent(host)
 
     def _spawn_task(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -161,10 +197,19 @@ class Mesh:
             writer.write(orjson.dumps(hello) + b"\n" + (self.final or b""))
             self.writers[host] = writer
             self.log.debug("mesh_connected", host=host, address=self.addresses[host], port=self.port)
+            beating = asyncio.ensure_future(self._beat(writer))
             with contextlib.suppress(OSError):
                 await reader.read()  # the peer never writes here: this returns when it closes
+            beating.cancel()
             self.writers.pop(host, None)
             writer.close()
+
+    async def _beat(self, writer: asyncio.StreamWriter) -> None:
+        """Say "still here" on one connection until it closes (writes never wait on the peer)."""
+        while not writer.is_closing():
+            await asyncio.sleep(self.beat_interval)
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.write(BEAT)
 
     # -- incoming: the peers' reports ---------------------------------------------------------------
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -192,12 +237,14 @@ class Mesh:
             why = f"says it is {host!r} of job {job!r}, which is not a peer of this job at that address"
             self.log.warning("mesh_refused", address=address, why=why)
             return None
+        self.heard[host] = time.monotonic()
         return host
 
     async def _listen(self, reader: asyncio.StreamReader, host: str) -> None:
         reported = False
         try:
             while line := await reader.readline():
+                self.heard[host] = time.monotonic()
                 report = Report.decode(line)
                 if report is not None and report.host == host:
                     reported = True

@@ -8,24 +8,20 @@ MPI applies only when this host's instance group is a distribution group (``trai
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal, NamedTuple
 
-from smsupervise.distributed import mpi, torchrun
+from smsupervise.distributed import mpi, smddp, torchrun, xla
 from smsupervise.distributed.topology import Topology, processes_per_host
 from smsupervise.errors import ConfigError
 
-RunnerKind = Literal["torchrun", "mpi-master", "mpi-worker"]
+RunnerKind = Literal["torchrun", "mpi-master", "mpi-worker", "xla"]
 HYPERPARAMETERS = "hyperparameters.json"
 
 # Runners that need SageMaker-only software, with the program that must be on PATH.
 NEEDS_SOFTWARE = {
     "sagemaker_pytorch_ddp_enabled": ("SMDataParallel (smdistributed.dataparallel)", "smddprun"),
     "sagemaker_distributed_dataparallel_enabled": ("SMDataParallel (smdistributed.dataparallel)", "smddprun"),
-    "sagemaker_pytorch_xla_multi_worker_enabled": (
-        "PyTorch/XLA (torch_xla.distributed.xla_spawn)",
-        "xla_spawn",
-    ),
 }
 
 
@@ -66,32 +62,45 @@ def choose(
 ) -> Launch | None:
     """The launch for this host, or None for the plain process runner.
 
-    ``on_path`` says which of ``smddprun``/``xla_spawn``/``smddpmprun`` exist. Raises ``ConfigError``
+    ``on_path`` says which of ``smddprun``/``smddpmprun`` exist. Raises ``ConfigError``
     (exit 2) for a runner whose software is missing or an entry point the toolkit refuses.
     """
     per_host = processes_per_host(topology)
     world = per_host * len(topology.distribution_hosts)
     if _enabled(topology, "sagemaker_mpi_enabled") and job.current_group in job.distribution_groups:
-        if not topology.is_master:
-            argv: tuple[str, ...] = (mpi.SSHD, "-D")
-            return Launch("mpi-worker", argv, {}, "sshd", per_host, topology.node_rank, world)
-        program = mpi.program(job.python, job.entry, job.args, job.code_dir)
         smddpmprun = bool(on_path.get("smddpmprun"))
-        argv = mpi.command(topology, job.job_variables, env, program, ld_preload, smddpmprun)
-        return Launch("mpi-master", argv, {}, "mpirun", per_host, topology.node_rank, world)
+        return _mpi(topology, job, lambda program: mpi.command(
+            topology, job.job_variables, env, program, ld_preload, smddpmprun))  # fmt: skip
     for flag in ("sagemaker_pytorch_ddp_enabled",):
         _refuse_missing(topology, flag, on_path)
     if _enabled(topology, "sagemaker_torch_distributed_enabled"):
         argv = torchrun.command(topology, job.entry, job.args, job.code_dir, env)
         variables = torchrun.variables(topology)
         return Launch("torchrun", argv, variables, "torchrun", per_host, topology.node_rank, world)
-    for flag in ("sagemaker_distributed_dataparallel_enabled", "sagemaker_pytorch_xla_multi_worker_enabled"):
-        _refuse_missing(topology, flag, on_path)
+    if _enabled(topology, smddp.FLAG):
+        _refuse_missing(topology, smddp.FLAG, on_path)
+        return _mpi(topology, job, lambda program: smddp.command(topology, program, ld_preload))
+    if _enabled(topology, xla.FLAG):
+        argv = xla.command(topology, job.python, job.entry, job.args, job.code_dir)
+        variables = xla.variables(topology)
+        return Launch("xla", argv, variables, "xla_spawn", per_host, topology.node_rank, world)
     return None
 
 
+def _mpi(topology: Topology, job: JobFacts, master: Callable[[list[str]], tuple[str, ...]]) -> Launch:
+    """An mpirun launch: the master runs ``master(program)``, every other host sshd (its ranks come
+    from the master's mpirun)."""
+    per_host = processes_per_host(topology)
+    world = per_host * len(topology.distribution_hosts)
+    if not topology.is_master:
+        return Launch("mpi-worker", (mpi.SSHD, "-D"), {}, "sshd", per_host, topology.node_rank, world)
+    argv = master(mpi.program(job.python, job.entry, job.args, job.code_dir))
+    return Launch("mpi-master", argv, {}, "mpirun", per_host, topology.node_rank, world)
+
+
 def _refuse_missing(topology: Topology, flag: str, on_path: Mapping[str, bool]) -> None:
-    """Exit 2 naming the missing launcher; when it is installed, say that smsupervise does not run it."""
+    """Exit 2 naming the missing launcher; when it is installed, say that smsupervise does not run
+    it (``sagemaker_pytorch_ddp_enabled``) or return (SMDataParallel: it is started)."""
     if not _enabled(topology, flag):
         return
     what, program = NEEDS_SOFTWARE[flag]
@@ -103,6 +112,8 @@ def _refuse_missing(topology: Topology, flag: str, on_path: Mapping[str, bool]) 
             "use a SageMaker framework image that has it, or sagemaker_torch_distributed_enabled "
             "(torchrun) instead",
         )
+    if flag == smddp.FLAG:
+        return
     raise ConfigError(
         HYPERPARAMETERS,
         flag,

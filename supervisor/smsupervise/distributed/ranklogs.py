@@ -61,6 +61,7 @@ class RankLogs:
         self.console = console
         self.tails: dict[int, deque[bytes]] = {}
         self.seen: set[str] = set()
+        self.stderr_paths: dict[int, str] = {}  # rank -> its stderr file
         self.readers: list[asyncio.Task[None]] = []
         self.watcher: asyncio.Task[None] | None = None
         self.stopping = asyncio.Event()
@@ -78,6 +79,22 @@ class RankLogs:
                 await self.watcher
         await asyncio.gather(*self.readers, return_exceptions=True)
 
+    async def final_tail(self, rank: int) -> bytes:
+        """The last stderr bytes of ``rank``, which has exited: read from its file's end now (the
+        reader may not have got there yet)."""
+        if rank not in self.stderr_paths:
+            await self._discover()
+        path = self.stderr_paths.get(rank)
+        if path is None:
+            return self.tail(rank)
+        try:
+            async with aiofiles.open(path, "rb") as handle:
+                size = (await aiofiles.os.stat(path)).st_size
+                await handle.seek(max(0, size - TAIL_BYTES))
+                return bytes(await handle.read(TAIL_BYTES))
+        except OSError:
+            return self.tail(rank)
+
     def tail(self, rank: int) -> bytes:
         """The last stderr bytes of ``rank`` on this host."""
         return b"".join(self.tails.get(rank, ()))[-TAIL_BYTES:]
@@ -91,6 +108,8 @@ class RankLogs:
         for found in await self._files():
             if found.path not in self.seen:
                 self.seen.add(found.path)
+                if found.stream == "stderr":
+                    self.stderr_paths[found.rank] = found.path
                 self.readers.append(asyncio.ensure_future(self._read(found)))
 
     async def _files(self) -> list[RankFile]:

@@ -66,3 +66,29 @@ def pipe_holders(inode: int) -> list[int]:
             except OSError:
                 continue
     return sorted(holders)
+
+
+def zombie_status(pid: int) -> int | None:
+    """The raw wait status of ``pid`` while it is a zombie (its parent has not reaped it yet), from
+    ``/proc/<pid>/stat``'s last field (Linux >= 3.5); None while it runs or once it is reaped."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            raw = stat.read()
+    except OSError:
+        return None
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    if len(rest) < 50 or rest[0] != b"Z":  # exit_code is field 52: the 50th after the name
+        return None
+    return int(rest[-1])
+
+
+def environment_value(pid: int, name: str) -> str | None:
+    """One variable of ``pid``'s environment as it was exec'd with (None: unset or gone)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = name.encode() + b"="
+    found = next((e[len(prefix) :] for e in entries if e.startswith(prefix)), None)
+    return None if found is None else found.decode(errors="replace")

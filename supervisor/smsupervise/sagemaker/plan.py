@@ -14,14 +14,13 @@ that lists what was looked for.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
 import signal
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Literal, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
     from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
@@ -31,18 +30,11 @@ if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: ex
 from smsupervise.core.spawn import LaunchSpec, Step, StepKind
 from smsupervise.core.status import ExitCode
 from smsupervise.errors import ConfigError, SpawnError
-from smsupervise.sagemaker import probe, runners
+from smsupervise.sagemaker import limits, probe, runners
+from smsupervise.sagemaker.notes import Note
 from smsupervise.settings import Invocation, Settings
 
 _SAFE_ENTRY = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$")
-
-
-class Note(NamedTuple):
-    """Something the plan wants said once the event log runs: a typed event, not a sentence."""
-
-    level: Literal["info", "warning"]
-    event: str
-    fields: Mapping[str, object]
 
 
 class Script(NamedTuple):
@@ -57,7 +49,7 @@ class Script(NamedTuple):
     args: tuple[str, ...]
     env: Mapping[str, str]
     job_variables: tuple[str, ...] = ()  # the toolkit's SM_* names, in its order (mpirun's -x)
-    cluster_options: ClusterOptions | None = None  # --fail-fast, --cluster-port, --peer-wait, --ranks
+    cluster_options: ClusterOptions | None = None  # --fail-fast, --cluster-port, --peer-wait, ...
 
 
 class Plan(NamedTuple):
@@ -203,7 +195,7 @@ def _train(
     child_env["PYTHONPATH"] = tenv.code_dir + (os.pathsep + existing if existing else "")
     child_env.setdefault("SMSUPERVISE_CHECKPOINT_DIR", cfg.checkpoint_dir)
     pipes = _pipe_relay(invocation.settings, cfg, child_env, env, run_id)
-    _check_exec_limits(child_env, cfg)
+    limits.check_exec_limits(child_env, cfg)
     output_dir = cfg.path("output")
     if env.get("SMSUPERVISE_TRAIN"):
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
@@ -223,28 +215,6 @@ def _train(
         f"PATH={env.get('PATH', '')} other than smsupervise itself",
         f"set one of them (script mode: sagemaker_program=train.py with your code in {cfg.path('code')})",
     )
-
-
-MAX_ARG_STRLEN = 32 * 4096  # the kernel's limit on one argv or environment string (execve(2))
-
-
-def _check_exec_limits(child_env: Mapping[str, str], cfg: config.TrainingConfig) -> None:
-    """execve refuses (E2BIG) an environment variable longer than MAX_ARG_STRLEN: say which one,
-    and which hyperparameter made it so, before anything runs (the toolkit fails with a bare
-    "Argument list too long")."""
-    for name, value in child_env.items():
-        size = len(name) + len(value.encode()) + 2
-        if size <= MAX_ARG_STRLEN:
-            continue
-        hps = cfg.hyperparameters
-        biggest = max(hps, key=lambda key: len(str(hps[key])), default="") if name.startswith("SM_") else ""
-        raise ConfigError(
-            cfg.path("input", "config", "hyperparameters.json"),
-            biggest or name,
-            f"makes the environment variable {name} {size} bytes long, over the kernel's limit of "
-            f"{MAX_ARG_STRLEN} bytes for one variable (MAX_ARG_STRLEN): no program could be started",
-            "pass large values in a file (a channel, or the source directory) and give its path instead",
-        )
 
 
 def _pipe_relay(
@@ -285,20 +255,18 @@ def _script_mode(
         names = frozenset(os.listdir(tenv.code_dir)) if os.path.isdir(tenv.code_dir) else frozenset()
         action, files, root = "keep", None, tenv.code_dir
     args = (*tenv.user_args, *invocation.args)
-    from smsupervise.distributed.cluster import ClusterOptions  # noqa: PLC0415 - train mode only
+    from smsupervise.sagemaker import distribution  # noqa: PLC0415 - train mode only
 
-    settings = invocation.settings
-    local_mode = env.get("SM_STUDIO_LOCAL_MODE", "False").lower() == "true"  # the toolkit skips its DNS wait
-    options = ClusterOptions(
-        settings.fail_fast, settings.cluster_port, settings.peer_wait, settings.ranks, not local_mode
-    )
+    options = distribution.cluster_options(invocation.settings, env)
     job_variables = tuple(k for k in tenv.variables if k.startswith("SM_"))
     script = Script(
         entry, tenv.code_dir, hp_file, tenv.submit_dir, action, None, args, env, job_variables, options
     )
     if names is None:  # on S3: the runner is chosen once the source is downloaded
         plan = Plan((), output_dir, script=script._replace(python=_python_if(env)))
-        return plan._replace(notes=_runner_notes(env, None))
+        from smsupervise.sagemaker import distribution  # noqa: PLC0415 - train mode only
+
+        return plan._replace(notes=distribution.runner_notes(env, None))
     present = (
         entry in files if files is not None else root is None or os.path.isfile(os.path.join(root, entry))
     )
@@ -311,65 +279,21 @@ def _script_mode(
     return _distributed(plan, runner)
 
 
-def _distributed(plan: Plan, runner: runners.Runner) -> Plan:
-    """torchrun or mpirun in place of the entry point, when the job asks for it (the toolkit's rule)."""
-    from smsupervise.distributed import cluster, launchers  # noqa: PLC0415 - train mode only
-
-    script = plan.script
-    assert script is not None
-    assert script.cluster_options is not None
-    env = script.env
-    props = json.loads(env.get("SM_TRAINING_ENV") or "{}")
-    job = launchers.JobFacts(
-        entry=script.entry,
-        args=script.args,
-        code_dir=script.code_dir,
-        python=script.python or _python_if(env) or "python3",
-        job_variables=(*script.job_variables, "PYTHONPATH"),
-        current_group=str(props.get("current_instance_group", "")),
-        distribution_groups=tuple(props.get("distribution_instance_groups") or ()),
-    )
-    on_path = {name: probe.on_path(name, env) is not None for name in ("smddprun", "smddpmprun", "xla_spawn")}
-    launcher_env: dict[str, str] = {}
-    planned = cluster.decide(
-        env, launcher_env, job, script.cluster_options, on_path, _tmpdir(env), cluster.gethostname_shim()
-    )
-    if planned is not None and planned.launch is not None:
-        runner = runners.with_launcher(runner, planned.launch.argv, launcher_env)
-        plan = plan._replace(steps=runner.steps)
-    return plan._replace(cluster=planned, notes=plan.notes + _runner_notes(env, planned))
-
-
 def _python_if(env: Mapping[str, str]) -> str | None:
     return env.get("SMSUPERVISE_PYTHON") or probe.on_path("python3", env)
 
 
-def _runner_notes(env: Mapping[str, str], planned: ClusterPlan | None) -> tuple[Note, ...]:
-    """``runner_chosen`` for a distributed launcher; ``runner_not_supported`` for flags we do not act on."""
-    launch = planned.launch if planned is not None else None
-    if launch is not None:
-        chosen = {
-            "runner": launch.runner,
-            "agent": launch.agent,
-            "argv": list(launch.argv),
-            "processes_per_host": launch.processes_per_host,
-            "node_rank": launch.node_rank,
-            "world_size": launch.world_size,
-        }
-        return (Note("info", "runner_chosen", chosen),)
-    framework = json.loads(env.get("SM_FRAMEWORK_PARAMS") or "{}")
-    from smsupervise.sagemaker.environment import DISTRIBUTED_FLAGS  # noqa: PLC0415
+def _distributed(plan: Plan, runner: runners.Runner) -> Plan:
+    """torchrun or mpirun in place of the entry point, when the job asks for it (the toolkit's rule)."""
+    from smsupervise.sagemaker import distribution  # noqa: PLC0415 - train mode only
 
-    wanted = [flag for flag in DISTRIBUTED_FLAGS if framework.get(flag) is True]
-    if not wanted:
-        return ()
-    fields = {
-        "flags": wanted,
-        "impact": "the entry point runs once per host, as the toolkit's plain process runner "
-        "does; smsupervise starts no launcher for these",
-        "fix": "start your launcher yourself: SMSUPERVISE_TRAIN='<launcher> ... train.py'",
-    }
-    return (Note("warning", "runner_not_supported", fields),)
+    script = plan.script
+    assert script is not None
+    python = script.python or _python_if(script.env) or "python3"
+    runner, planned, notes = distribution.wire(script, runner, python, _tmpdir(script.env))
+    if planned is not None and planned.launch is not None:
+        plan = plan._replace(steps=runner.steps)
+    return plan._replace(cluster=planned, notes=plan.notes + notes)
 
 
 def _not_in_source(script: Script, names: list[str]) -> ConfigError:
@@ -438,4 +362,8 @@ def prepare(
         plan = _distributed(plan._replace(notes=()), runner)
     if plan.runner == "shell":
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
+    if plan.cluster is not None and plan.cluster.launch is not None:
+        from smsupervise.sagemaker import distribution  # noqa: PLC0415 - distributed jobs only
+
+        distribution.require_software(plan.cluster.launch, script.env, script.where)
     return plan, tuple(notes)

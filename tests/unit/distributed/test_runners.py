@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from smsupervise.distributed import launchers, mpi, torchrun
+from smsupervise.distributed import cluster, launchers, mpi, torchrun
 from smsupervise.distributed.topology import Topology, from_variables, processes_per_host
 from smsupervise.errors import ConfigError
 
@@ -168,3 +168,75 @@ def test_the_first_failed_rank_from_the_launchers_summary() -> None:
     assert first_failed(b"MPI_ABORT was invoked on rank 5 in communicator", 4) == FailedRank(5, 1, None)
     assert first_failed(b"Process name: [[1234,1],2]\nExit code: 1", 2) == FailedRank(2, 0, None)
     assert first_failed(b"Traceback: nothing about ranks", 2) is None
+
+
+def _cluster_plan(tmp_path: Path, framework: dict[str, Any], **env: str) -> Any:
+    props = {"hosts": ["algo-1", "algo-2"], "distribution_hosts": ["algo-1", "algo-2"],
+             "current_host": "algo-1", "master_hostname": "algo-1",
+             "additional_framework_parameters": framework}  # fmt: skip
+    child_env = {"SM_TRAINING_ENV": json.dumps(props), **env}
+    on_path = {"torchrun": True, "mpirun": True}
+    return cluster.decide(child_env, {}, job(str(tmp_path)), cluster.ClusterOptions(), on_path, str(tmp_path))
+
+
+def test_torchrun_ranks_are_watched_when_torchrun_does_not_restart_them(tmp_path: Path) -> None:
+    """torchrun as the toolkit runs it (no restarts): a failed rank fails the host, so it is watched."""
+    plan = _cluster_plan(tmp_path, {"sagemaker_torch_distributed_enabled": True})
+    assert plan.watch_ranks is True
+    assert _cluster_plan(
+        tmp_path, {"sagemaker_torch_distributed_enabled": True}, PET_MAX_RESTARTS="0"
+    ).watch_ranks
+
+
+def test_ranks_are_not_watched_when_restarted_or_under_mpi(tmp_path: Path) -> None:
+    """The negative twin: with PET_MAX_RESTARTS a failed rank may come back; MPI's ranks are not ours."""
+    torch = {"sagemaker_torch_distributed_enabled": True}
+    assert _cluster_plan(tmp_path, torch, PET_MAX_RESTARTS="2").watch_ranks is False
+    assert _cluster_plan(tmp_path, {"sagemaker_mpi_enabled": True}).watch_ranks is False
+
+
+def test_xla_spawn_argv_and_variables(tmp_path: Path) -> None:
+    """The toolkit's PT-XLA runner: python -m xla_spawn --num_gpus G, this host's XRT ordinal and the
+    master's mesh service."""
+    t = topo(current=2, num_gpus=4, framework={"sagemaker_pytorch_xla_multi_worker_enabled": True})
+    launch = launchers.choose(t, job(str(tmp_path)), {}, {})
+    assert launch is not None
+    spawn = ("-m", "torch_xla.distributed.xla_spawn", "--num_gpus", "4")
+    assert launch.argv == ("/usr/bin/python3", *spawn, "train.py", "--epochs", "2")
+    assert (launch.runner, launch.processes_per_host, launch.world_size) == ("xla", 4, 8)
+    assert launch.env["XRT_HOST_ORDINAL"] == "1"
+    assert launch.env["XRT_WORKERS"] == "localservice:0;algo-1:43857|localservice:1;algo-2:43857"
+    assert launch.env["XRT_MESH_SERVICE_ADDRESS"] == "algo-1:53957"
+    one = launchers.choose(topo(hosts=1, num_gpus=1, framework=t.framework), job(str(tmp_path)), {}, {})
+    assert one is not None
+    assert "XRT_MESH_SERVICE_ADDRESS" not in one.env
+
+
+def test_xla_refuses_what_the_toolkit_refuses(tmp_path: Path) -> None:
+    """The negative twin: no GPUs, a package or a shell entry point: exit 2 with the toolkit's reason."""
+    flags = {"sagemaker_pytorch_xla_multi_worker_enabled": True}
+    with pytest.raises(ConfigError, match="only supported for GPUs"):
+        launchers.choose(topo(framework=flags), job(str(tmp_path)), {}, {})
+    with pytest.raises(ConfigError, match="only supported for Python scripts"):
+        launchers.choose(topo(num_gpus=1, framework=flags), job(str(tmp_path), "run.sh"), {}, {})
+    (tmp_path / "setup.py").write_text("")
+    with pytest.raises(ConfigError, match="not supported for Python packages"):
+        launchers.choose(topo(num_gpus=1, framework=flags), job(str(tmp_path)), {}, {})
+
+
+def test_smdataparallel_master_and_worker(tmp_path: Path) -> None:
+    """smddprun installed: the master's mpirun runs smddprun before python -m mpi4py, one host in
+    SINGLENODE mode without a server address; any other host runs sshd."""
+    flags = {"sagemaker_distributed_dataparallel_enabled": True}
+    one = launchers.choose(topo(hosts=1, framework=flags), job(str(tmp_path)), {}, {"smddprun": True})
+    assert one is not None
+    assert one.runner == "mpi-master"
+    assert one.argv[:5] == ("mpirun", "--host", "algo-1", "-np", "1")
+    assert "SMDATAPARALLEL_USE_SINGLENODE=1" in one.argv
+    assert not any(a.startswith("SMDATAPARALLEL_SERVER_ADDR=") for a in one.argv)
+    assert one.argv[one.argv.index("smddprun") :] == (
+        "smddprun", "/usr/bin/python3", "-m", "mpi4py", "train.py", "--epochs", "2"
+    )  # fmt: skip
+    worker = launchers.choose(topo(current=2, framework=flags), job(str(tmp_path)), {}, {"smddprun": True})
+    assert worker is not None
+    assert (worker.runner, worker.argv) == ("mpi-worker", ("/usr/sbin/sshd", "-D"))
