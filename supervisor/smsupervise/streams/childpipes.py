@@ -130,7 +130,7 @@ class ChildOutput:
         return True
 
     def _emit(self, stream: _Stream, data: bytes) -> None:
-        stream.output.write(data)
+        stream.output.write(data, stream.name)
         if self.recent is not None:
             self.recent.add(stream.name, data)
 
