@@ -8,7 +8,9 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
   (the target's baseline, N-wide);
 * ``cat``: producer -> FIFO -> cat -> FIFO -> consumer (a copying relay; 1 channel only);
 * ``smsupervise``: producers -> ``<base>/input/data/ch<i>_0`` -> ``smsupervise --pipe-relay train``
-  -> its FIFOs -> consumers, the consumers being the training job smsupervise runs.
+  -> its FIFOs -> consumers, the consumers being the training job smsupervise runs (control socket on,
+  at its default path, nobody asking);
+* ``smsupervise, status 10x/s``: the same with a debug client asking for ``status`` 10 times a second.
 
 Producer and consumer are C (``benchmarks/c/pipeprod.c``, ``pipecons.c``): ``write()`` / ``read()``
 of 1 MiB, as the SageMaker agent and a large-buffer reader do. The consumers run together in a session of
@@ -33,6 +35,7 @@ Targets (issue 16): smsupervise >= 0.95x the C relay at 1 channel and >= 0.90x N
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -43,9 +46,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import ROOT, build_c, median, print_table, write_json
+from benchmarks.common import ROOT, StatusPoller, build_c, median, print_table, write_json
 
-CASES = ("none", "c-splice", "cat", "smsupervise")
+POLLED = "smsupervise, status 10x/s"
+CASES = ("none", "c-splice", "cat", "smsupervise", POLLED)
 TARGET = {1: 0.95}  # vs the C relay; 0.90 for more channels
 SPREAD_TARGET = 0.8
 
@@ -59,7 +63,7 @@ def _cpu(rusage: Any) -> float:
 
 
 def _start_smsupervise(
-    work: Path, tools: dict[str, str], channels: int
+    work: Path, tools: dict[str, str], channels: int, sock: Path | None = None
 ) -> tuple[subprocess.Popen[bytes], list[Path]]:
     """smsupervise --pipe-relay train over an /opt/ml tree with ``channels`` Pipe channels."""
     base = work / "ml"
@@ -81,6 +85,8 @@ def _start_smsupervise(
         "SMSUPERVISE_TRAIN": f"sh -c '{readers} wait'",
     }
     argv = [sys.executable, "-m", "smsupervise", "--pipe-relay", "--pipe-relay-dir", str(work / "relay")]
+    if sock is not None:
+        argv += ["--control-socket", str(sock)]
     relay = subprocess.Popen([*argv, "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     return relay, upstream
 
@@ -147,16 +153,21 @@ def run_case(case: str, channels: int, nbytes: int, tools: dict[str, str], work:
     relays: list[subprocess.Popen[bytes]] = []
     others: list[subprocess.Popen[bytes]] = []
     supervised = None
-    if case == "smsupervise":
-        supervised, upstream = _start_smsupervise(work, tools, channels)
+    polling = contextlib.ExitStack()
+    if case.startswith("smsupervise"):
+        sock = work / "c.sock" if case == POLLED else None
+        supervised, upstream = _start_smsupervise(work, tools, channels, sock)
+        if sock is not None:
+            polling.enter_context(StatusPoller(str(sock)))
     else:
         relays, others, upstream = _start_plain(case, work, tools, channels)
-    producers = [
-        subprocess.Popen([tools["pipeprod"], str(path), str(nbytes), str(work / f"prod{i}.stamp")])
-        for i, path in enumerate(upstream)
-    ]
-    _wait_all(producers)
-    relay_cpu, loop_cpu = _smsupervise_cpu(supervised) if supervised else (_wait_all(relays), None)
+    with polling:
+        producers = [
+            subprocess.Popen([tools["pipeprod"], str(path), str(nbytes), str(work / f"prod{i}.stamp")])
+            for i, path in enumerate(upstream)
+        ]
+        _wait_all(producers)
+        relay_cpu, loop_cpu = _smsupervise_cpu(supervised) if supervised else (_wait_all(relays), None)
     _wait_all(others)
     starts, ends, per_channel = [], [], []
     for i in range(channels):
@@ -227,9 +238,15 @@ def report(channels: int, gib: float, runs: int, summary: dict[str, dict[str, fl
     print(
         f"\ntargets ({channels} ch): vs C splice {_fmt(vs_c, '.2f')}x (>= {want}), vs no relay "
         f"{ours / summary['none']['gb_per_s']:.2f}x (>= 1.0), slowest/fastest channel {spread:.2f} "
-        f"(>= {SPREAD_TARGET}), CPU {_fmt(summary['smsupervise']['relay_cpu_s_per_gb'])} s/GB"
+        f"(>= {SPREAD_TARGET}), CPU {_fmt(summary['smsupervise']['relay_cpu_s_per_gb'])} s/GB, "
+        f"status polled 10x/s {summary[POLLED]['gb_per_s'] / ours:.2f}x socket on, unpolled (>= 0.95)"
     )
-    return {"vs_c_splice": vs_c, "vs_no_relay": ours / summary["none"]["gb_per_s"], "spread": spread}
+    return {
+        "vs_c_splice": vs_c,
+        "vs_no_relay": ours / summary["none"]["gb_per_s"],
+        "spread": spread,
+        "polled_vs_unpolled": summary[POLLED]["gb_per_s"] / ours,
+    }
 
 
 def measure(channels: int, args: argparse.Namespace, tools: dict[str, str], tmp: Path) -> dict[str, Any]:
@@ -239,7 +256,7 @@ def measure(channels: int, args: argparse.Namespace, tools: dict[str, str], tmp:
     samples: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
     for round_index in range(args.runs + 1):  # round 0 is the warm-up
         for case in cases:
-            result = run_case(case, channels, nbytes, tools, tmp / case)
+            result = run_case(case, channels, nbytes, tools, tmp / f"case{cases.index(case)}")
             if round_index:
                 samples[case].append(result)
     summary = {case: _summary(samples[case]) for case in cases}
