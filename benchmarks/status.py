@@ -2,7 +2,10 @@
 asks smsupervise for `status` 10 times a second; beside it, in the same interleaved runs, the same
 child with the socket off and with the socket on but nobody asking.
 
-    python -m benchmarks.status [--seconds S] [--runs R] [--sizes 100,20]
+    python -m benchmarks.status [--seconds S] [--runs R] [--sizes 100,20] [--baseline DIR]
+
+``--baseline DIR``: also the polled case with the smsupervise package found in DIR (e.g. the
+``supervisor`` folder of a git worktree of an older commit), in the same interleaved runs.
 
 Reports, per line size, lines/s and the relay's CPU seconds per million lines of each case, and the
 `status` round trip (p50/p99/max over every answer of every run) of the polled case, in one table,
@@ -25,13 +28,18 @@ from benchmarks.common import StatusPoller, build_c, median, pct, print_table, w
 
 PY = sys.executable
 SMS = [PY, "-m", "smsupervise", "--log-level", "info"]
-CASES = ("socket off", "socket on, no client", "socket on, status 10x/s")
+POLLED = "socket on, status 10x/s"
+BASELINE = "baseline: socket on, status 10x/s"
+CASES = ("socket off", "socket on, no client", POLLED)
 FLOOD = re.compile(r"flood lines=(\d+) seconds=([\d.]+)")
 CPU = re.compile(r'"cpu_s":([\d.]+)')
 
 
-def run_once(flood: str, seconds: float, size: int, case: str) -> tuple[float, float, list[float]]:
+def run_once(
+    flood: str, seconds: float, size: int, case: str, baseline: str | None = None
+) -> tuple[float, float, list[float]]:
     """One flood under smsupervise: (lines/s, relay CPU s per million lines, status round trips ms)."""
+    env = {**os.environ, "PYTHONPATH": baseline} if case == BASELINE and baseline else None
     sock = os.path.join(tempfile.mkdtemp(prefix="smsupervise-bench-"), "control.sock")
     argv = [
         *SMS,
@@ -41,9 +49,9 @@ def run_once(flood: str, seconds: float, size: int, case: str) -> tuple[float, f
         str(seconds),
         str(size),
     ]
-    poller = StatusPoller(sock) if case == "socket on, status 10x/s" else None
+    poller = StatusPoller(sock) if case in (POLLED, BASELINE) else None
     with open(os.devnull, "wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.PIPE, env=env)
         if poller is not None:
             with poller:
                 _, err = proc.communicate()
@@ -77,31 +85,33 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--sizes", default="100,20", help="line sizes in bytes, newline included")
+    parser.add_argument("--baseline", help="a directory holding another smsupervise package to compare")
     args = parser.parse_args()
+    cases = (*CASES, BASELINE) if args.baseline else CASES
     flood = build_c("flood")
     if flood is None:
         sys.exit("needs a C compiler for the flooding child")
     sizes = [int(size) for size in args.sizes.split(",")]
     load_before = os.getloadavg()
-    samples: dict[tuple[int, str], list[tuple[float, float]]] = {(s, c): [] for s in sizes for c in CASES}
-    latencies: dict[int, list[float]] = {size: [] for size in sizes}
+    samples: dict[tuple[int, str], list[tuple[float, float]]] = {(s, c): [] for s in sizes for c in cases}
+    latencies: dict[tuple[int, str], list[float]] = {(s, c): [] for s in sizes for c in cases}
     idle: list[float] = []
     for _ in range(args.runs):  # interleaved, so a slow spell of the VM hits every case alike
         idle += idle_once(args.seconds)
         for size in sizes:
-            for case in CASES:
-                rate, cpu, ms = run_once(flood, args.seconds, size, case)
+            for case in cases:
+                rate, cpu, ms = run_once(flood, args.seconds, size, case, args.baseline)
                 samples[size, case].append((rate, cpu))
-                latencies[size] += ms
+                latencies[size, case] += ms
     load_after = os.getloadavg()
     rows = [["-", "idle (child sleeps), status 10x/s", "", "", "", *_latency_cells(idle)]]
     results: list[dict[str, Any]] = []
     for size in sizes:
         off = median([rate for rate, _ in samples[size, "socket off"]])
-        for case in CASES:
+        for case in cases:
             rate = median([r for r, _ in samples[size, case]])
             cpu = median([c for _, c in samples[size, case]])
-            ms = latencies[size] if case == "socket on, status 10x/s" else []
+            ms = latencies[size, case]
             results.append(
                 {
                     "line_bytes": size,
@@ -146,7 +156,7 @@ def main() -> None:
         ],
         rows,
     )
-    polled = [r for r in results if r["status_ms"]]
+    polled = [r for r in results if r["case"] == POLLED]
     checks = {
         f"status answered in < 10 ms (p99), {r['line_bytes']} B lines": r["status_ms"]["p99"] < 10
         for r in polled
@@ -163,6 +173,7 @@ def main() -> None:
         {
             "seconds": args.seconds,
             "runs": args.runs,
+            "baseline": args.baseline,
             "load_average": {"before": load_before, "after": load_after},
             "idle_status_ms": {
                 "n": len(idle),
