@@ -161,16 +161,30 @@ def test_a_request_already_there_is_answered_in_the_accept_callback(serve: Calla
     assert served.server.answered_at_once == 1
 
 
-def test_a_request_sent_after_the_accept_is_served_by_the_connection_task(
-    serve: Callable[..., Served],
-) -> None:
-    """The twin: a client that sends only once the connection was accepted gets the same answer,
-    from the connection's task."""
+def test_a_request_sent_after_the_accept_is_answered_when_it_arrives(serve: Callable[..., Served]) -> None:
+    """A client that sends only once its connection was accepted is answered in the callback that
+    sees its request arrive, still without a task."""
     served = serve()
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(served.path)
-        sleep_until(lambda: served.server._tasks, what="the connection's task")
+        sleep_until(lambda: served.server._waiting, what="the accepted connection")
         sock.sendall(Request("status", {}).encode())
+        answer = sock.makefile("rb").readline()
+    assert b'"peer":' in answer
+    assert served.server.answered_at_once == 1
+
+
+def test_a_request_cut_in_two_is_served_by_the_connection_task(serve: Callable[..., Served]) -> None:
+    """The twin: a request whose first bytes come without its end is read by the connection's
+    task, which answers it the same."""
+    served = serve()
+    line = Request("status", {}).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sleep_until(lambda: served.server._waiting, what="the accepted connection")
+        sock.sendall(line[:5])
+        sleep_until(lambda: served.server._tasks, what="the connection's task")
+        sock.sendall(line[5:])
         answer = sock.makefile("rb").readline()
     assert b'"peer":' in answer
     assert served.server.answered_at_once == 0

@@ -191,6 +191,7 @@ class ControlServer:
         self.handlers = handlers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, socket.socket] = {}  # accepted, their request not there yet
         self.refused = ""  # the last accept error, if any
         self.answered_at_once = 0  # requests answered in the accept callback itself
 
@@ -205,6 +206,11 @@ class ControlServer:
             self._loop.remove_reader(self.sock.fileno())
         for task in self._tasks:
             task.cancel()
+        for fd, conn in self._waiting.items():
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            conn.close()
+        self._waiting.clear()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         self.sock.close()
@@ -227,8 +233,17 @@ class ControlServer:
                 self.refused = str(error)
                 return
             conn.setblocking(False)
-            if not self._serve_at_once(conn):
-                self._track(conn, self._serve(conn))
+            if not self._serve_at_once(conn):  # not there yet: look again when it arrives
+                self._waiting[conn.fileno()] = conn
+                self._loop.add_reader(conn.fileno(), self._on_request, conn)
+
+    def _on_request(self, conn: socket.socket) -> None:
+        """The first bytes of a request arrived: answer at once, or hand over to a task."""
+        assert self._loop is not None
+        self._loop.remove_reader(conn.fileno())
+        del self._waiting[conn.fileno()]
+        if not self._serve_at_once(conn):  # a stream, an async handler, or a line cut in two
+            self._track(conn, self._serve(conn))
 
     def _track(self, conn: socket.socket, work: Coroutine[Any, Any, None]) -> None:
         """Run ``work`` for ``conn`` as a task; the connection is closed when it ends."""
