@@ -222,7 +222,8 @@ class ControlServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _accept(self) -> None:
-        """Accept what is pending; each connection is a task tracked from the moment it exists."""
+        """Accept what is pending; each connection is answered at once, or waits for its request in
+        a reader callback (``_waiting``), or is a task: tracked from the moment it exists."""
         assert self._loop is not None
         while True:
             try:
@@ -269,8 +270,11 @@ class ControlServer:
             return False
         self.answered_at_once += 1
         try:
-            conn.recv(len(line))  # taken off the queue: closing with unread data would reset the client
             data = response.encode()
+        except TypeError as error:  # a result JSON cannot hold: a bug, said to the client
+            data = Response(False, error=f"internal error: {error}").encode()
+        try:
+            conn.recv(len(line))  # taken off the queue: closing with unread data would reset the client
             sent = conn.send(data)
         except OSError:
             conn.close()
@@ -301,11 +305,9 @@ class ControlServer:
         if handler.answer is None or inspect.iscoroutinefunction(handler.answer):
             return None
         try:
-            result = handler.answer(request.args, peer)
+            result = handler.answer(request.args, peer)  # handlers that wait are ``async def``
         except HandlerError as error:
             return Response(False, error=str(error))
-        if inspect.isawaitable(result):
-            raise TypeError(f"the handler of {request.op!r} returned an awaitable: declare it async def")
         return Response(True, result=result)
 
     def _ended(self, task: asyncio.Task[None], conn: socket.socket) -> None:
