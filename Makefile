@@ -88,6 +88,7 @@ lint: venv
 bench: venv
 	$(PY) -m benchmarks.pid1
 	$(PY) -m benchmarks.logs
+	$(PY) -m benchmarks.status
 	$(PY) -m benchmarks.pipe
 	$(PY) -m benchmarks.cluster  # root, torch and the toolkit venv; says so and skips without them
 

@@ -114,6 +114,9 @@ class StatusPoller:
             try:
                 call(self.path, "status")
             except (ClientError, OSError):
-                return
+                if self.latencies_ms:
+                    return  # the supervisor has gone
+                self._stop.wait(0.005)  # bound but not listening yet: ask again
+                continue
             self.latencies_ms.append((time.perf_counter() - begun) * 1000)
             self._stop.wait(self.interval)

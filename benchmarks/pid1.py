@@ -235,6 +235,10 @@ def main() -> None:
     for mode, rows in latency.items():
         if rows.get("tini"):
             checks[f"TERM latency ({mode}) <= 3x tini"] = median(rows[ours]) <= 3 * median(rows["tini"])
+        if rows.get(POLLED) and rows.get("smsupervise (socket off)"):
+            checks[f"TERM latency ({mode}), status polled 10x/s <= 1.5x socket off"] = median(
+                rows[POLLED]
+            ) <= 1.5 * median(rows["smsupervise (socket off)"])
     if exits.get(ours):
         checks["exit <= 10 ms after the child"] = median(exits[ours]) <= 10
     print_table("targets", ["target", "met"], [[k, "yes" if v else "NO"] for k, v in checks.items()])

@@ -71,6 +71,56 @@ def test_a_reader_that_went_away_turns_writes_into_counted_drops() -> None:
     assert output.dropped_bytes == 150
 
 
+def test_what_a_vanished_reader_cost_is_counted_per_source() -> None:
+    """A reader that stalls, then goes: what was buffered and what came after are dropped, and
+    counted in records and bytes against the stream each came from."""
+
+    async def vanished() -> Output:
+        read_end, write_end = os.pipe()
+        output = Output(asyncio.get_running_loop(), write_end)
+        out_line, err_line = b"o" * 999 + b"\n", b"e" * 499 + b"\n"
+        while not output._buffer:  # fill the pipe until the rest waits in our buffer
+            output.write(out_line, "stdout")
+        output.write(err_line * 3, "stderr")
+        output.write(out_line, "stdout")
+        os.close(read_end)
+        output._on_writable()  # EPIPE: what was buffered is dropped
+        output.write(err_line, "stderr")  # after: dropped at once
+        os.close(write_end)
+        return output
+
+    output = _run(vanished(), "asyncio")
+    stdout, stderr = output.lost["stdout"], output.lost["stderr"]
+    assert stderr == [4, 2000]
+    assert stdout[1] % 1000 == 0  # writes below PIPE_BUF are atomic: whole lines were buffered
+    assert stdout[0] == stdout[1] // 1000 >= 2
+    assert output.dropped_bytes == stdout[1] + stderr[1]
+
+
+def test_a_reader_that_keeps_reading_loses_nothing() -> None:
+    """The twin: the same writes to a reader that drains the pipe leave ``lost`` empty."""
+
+    async def drained() -> tuple[Output, int]:
+        read_end, write_end = os.pipe()
+        output = Output(asyncio.get_running_loop(), write_end)
+        out_line = b"o" * 999 + b"\n"
+        while not output._buffer:
+            output.write(out_line, "stdout")
+        output.write(b"e" * 499 + b"\n", "stderr")
+        taken = 0
+        while output._buffer:
+            taken += len(os.read(read_end, 1 << 20))
+            output._on_writable()
+        taken += len(os.read(read_end, 1 << 20))
+        os.close(read_end)
+        os.close(write_end)
+        return output, taken
+
+    output, taken = _run(drained(), "asyncio")
+    assert output.lost == {}
+    assert taken % 1000 == 500  # every stdout line and the stderr one arrived
+
+
 def _run(coroutine, loop_name: str):  # type: ignore[no-untyped-def]
     if loop_name == "uvloop":
         import uvloop

@@ -56,7 +56,7 @@ def _refuse(args: Mapping[str, Any], peer: Peer) -> Any:
 def _handlers(acted: list[Mapping[str, Any]]) -> dict[str, Handler]:
     def act(args: Mapping[str, Any], peer: Peer) -> Any:
         acted.append(dict(args))
-        return {"message": "sent"}
+        return {"message": "sent", **({"blob": "x" * int(args["blob"])} if "blob" in args else {})}
 
     return {
         "status": Handler(answer=lambda args, peer: {"supervisor": {"pid": os.getpid()}, "peer": peer.uid}),
@@ -144,6 +144,75 @@ def test_status_answers_with_the_peer_seen_by_the_kernel(serve: Callable[..., Se
     served = serve()
     result = client.call(served.path, "status")
     assert result == {"supervisor": {"pid": os.getpid()}, "peer": os.getuid()}
+
+
+def _hold_loop(served: Served) -> threading.Event:
+    """Keep the server's loop busy in one callback until the returned event is set."""
+    release, holding = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        holding.set()
+        release.wait(10)
+
+    served.loop.call_soon_threadsafe(hold)
+    assert holding.wait(10)
+    return release
+
+
+def test_a_request_already_there_is_answered_in_the_accept_callback(serve: Callable[..., Served]) -> None:
+    """A request that is waiting when the connection is accepted is answered at once, no task."""
+    served = serve()
+    release = _hold_loop(served)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sock.sendall(Request("status", {}).encode())
+        release.set()
+        answer = sock.makefile("rb").readline()
+    assert b'"peer":' in answer
+    assert served.server.answered_at_once == 1
+
+
+def test_a_request_sent_after_the_accept_is_answered_when_it_arrives(serve: Callable[..., Served]) -> None:
+    """A client that sends only once its connection was accepted is answered in the callback that
+    sees its request arrive, still without a task."""
+    served = serve()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sleep_until(lambda: served.server._waiting, what="the accepted connection")
+        sock.sendall(Request("status", {}).encode())
+        answer = sock.makefile("rb").readline()
+    assert b'"peer":' in answer
+    assert served.server.answered_at_once == 1
+
+
+def test_a_request_cut_in_two_is_served_by_the_connection_task(serve: Callable[..., Served]) -> None:
+    """The twin: a request whose first bytes come without its end is read by the connection's
+    task, which answers it the same."""
+    served = serve()
+    line = Request("status", {}).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sleep_until(lambda: served.server._waiting, what="the accepted connection")
+        sock.sendall(line[:5])
+        sleep_until(lambda: served.server._tasks, what="the connection's task")
+        sock.sendall(line[5:])
+        answer = sock.makefile("rb").readline()
+    assert b'"peer":' in answer
+    assert served.server.answered_at_once == 0
+
+
+def test_an_answer_larger_than_the_socket_buffer_arrives_whole(serve: Callable[..., Served]) -> None:
+    """An answer given at once but too big for one send is sent on as the client reads it."""
+    served = serve()
+    release = _hold_loop(served)
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sock.sendall(Request("signal", {"blob": 8 << 20}).encode())
+        release.set()
+        answer = sock.makefile("rb").readline()
+    assert answer.count(b"x") == 8 << 20
+    assert answer.endswith(b"}\n")
+    assert served.server.answered_at_once == 1
 
 
 def test_a_stream_ends_with_end(serve: Callable[..., Served]) -> None:

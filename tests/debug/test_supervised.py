@@ -350,6 +350,94 @@ def test_sigterm_ends_a_keep_alive_at_once(
     assert "stop_requested" not in [e["event"] for e in events(err)]
 
 
+def test_status_shows_what_a_failed_job_left_behind(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """During the keep-alive, status lists the background sleep the failed job left running."""
+    sock = sock_dir / "c.sock"
+    run = _keep_alive_run(start, sock, tmp_path)
+    status = sleep_until(
+        lambda: (s := _json(mode, run, sock, "status"))["keep_alive"] and s, what="keep-alive"
+    )
+    assert status["running"] is False
+    (row,) = status["leftovers"]
+    assert row["argv"] == ["sleep", "300"]
+    assert row["state"] == "S"
+    human = _client(mode, run, "--socket", str(sock), "status").stdout
+    assert f"pid {row['pid']} pgid {row['pgid']} S: sleep 300" in human
+    assert _client(mode, run, "--socket", str(sock), "release").returncode == 0
+    assert run.wait()[0] == 3
+
+
+def test_status_shows_no_leftovers_when_the_failed_job_left_none(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """The twin: a failed job that started nothing in the background leaves no leftovers."""
+    sock = sock_dir / "c.sock"
+    env = {**os.environ, **_train(tmp_path, "sh -c 'echo failing; exit 3'")}
+    run = start("--control-socket", str(sock), "--keep-alive-on-failure", "60", "train", env=env)
+    _wait_for_output(run, "failing")
+    status = sleep_until(
+        lambda: (s := _json(mode, run, sock, "status"))["keep_alive"] and s, what="keep-alive"
+    )
+    assert status["leftovers"] == []
+    assert "leftovers: none" in _client(mode, run, "--socket", str(sock), "status").stdout
+    assert _client(mode, run, "--socket", str(sock), "release").returncode == 0
+    assert run.wait()[0] == 3
+
+
+_PRINT_ON_CUE = (
+    "import os, sys, time\n"
+    "print('ready', flush=True)\n"
+    "while not os.path.exists(sys.argv[1]): time.sleep(0.01)\n"
+    "for n in range(100): print(f'line {n}', flush=True)\n"
+    "print('printed', file=sys.stderr, flush=True)\n"
+    "time.sleep(300)\n"
+)
+
+
+def _print_on_cue(start: Callable[..., Supervised], sock: Path, cue: Path, close_stdout: bool) -> Supervised:
+    """A job that prints 100 lines once ``cue`` exists, our stdout's reader gone or not by then."""
+    run = start("--control-socket", str(sock), PYTHON, "-c", _PRINT_ON_CUE, str(cue))
+    _wait_for_output(run, "ready")
+    if close_stdout:
+        assert run.proc.stdout is not None
+        run.proc.stdout.close()
+    cue.touch()
+    return run
+
+
+def test_status_counts_the_records_dropped_when_our_stdout_reader_is_gone(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """Our stdout's reader went away: the 100 lines after that are counted as dropped records of
+    stdout (stderr lost none)."""
+    sock = sock_dir / "c.sock"
+    run = _print_on_cue(start, sock, tmp_path / "cue", close_stdout=True)
+    streams = sleep_until(
+        lambda: (s := _json(mode, run, sock, "status")["streams"])["stdout"]["records"] == 101 and s,
+        what="the 100 lines relayed",
+    )
+    assert streams["stdout"]["dropped_records"] == 100
+    assert streams["stdout"]["dropped_bytes"] > 100 * len("line 99")
+    assert streams["stderr"]["dropped_records"] == streams["stderr"]["dropped_bytes"] == 0
+    assert "dropped 100 records" in _client(mode, run, "--socket", str(sock), "status").stdout
+    run.kill()
+
+
+def test_status_counts_no_drops_while_our_stdout_is_read(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
+) -> None:
+    """The twin: with our stdout still read, the same 100 lines are relayed and none dropped."""
+    sock = sock_dir / "c.sock"
+    run = _print_on_cue(start, sock, tmp_path / "cue", close_stdout=False)
+    _wait_for_output(run, "line 99")
+    streams = _json(mode, run, sock, "status")["streams"]
+    assert streams["stdout"]["records"] == 101
+    assert streams["stdout"]["dropped_records"] == streams["stdout"]["dropped_bytes"] == 0
+    run.kill()
+
+
 def test_keep_alive_never_outlasts_max_runtime(
     start: Callable[..., Supervised], mode: str, sock_dir: Path, tmp_path: Path
 ) -> None:

@@ -203,6 +203,16 @@ def test_backpressure_blocks_the_child_and_loses_nothing(mode: str, tmp_path: Pa
     assert [r["seq"] for r in records] == sorted(r["seq"] for r in records)
 
 
+def test_a_flood_of_short_lines_arrives_whole_and_in_order(mode: str) -> None:
+    """200,000 lines of a few bytes (relayed in reads of ~2048 lines): every one once, in order."""
+    lines = 200_000
+    result = _run(mode, f"import sys\nsys.stdout.write(''.join(f'{{i}}\\n' for i in range({lines})))")
+    assert result.returncode == 0
+    records = _records(result.stdout)
+    assert [r["msg"] for r in records] == [str(i) for i in range(lines)]
+    assert [r["seq"] for r in records] == list(range(1, lines + 1))
+
+
 def test_raw_format_passes_bytes_through_untouched(mode: str) -> None:
     """--log-format raw: the child's bytes arrive exactly (MetricDefinitions regexes anchored at ^)."""
     payload = b"loss=0.5\r\n\xff\x00 no newline"

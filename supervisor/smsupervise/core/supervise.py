@@ -142,6 +142,7 @@ class Supervisor:
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
         self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
+        self._siblings: set[int] = set()  # spawn_sibling's processes while they run (not leftovers)
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -517,10 +518,7 @@ class Supervisor:
             },
             "grace_period": settings.grace_period,
             "stop_budget": settings.stop_budget,
-            "streams": {
-                name: {"records": self.recent.records[name], "bytes": self.recent.bytes[name]}
-                for name in ("stdout", "stderr")
-            },
+            "streams": {name: self._stream_counts(name) for name in ("stdout", "stderr")},
             # per Pipe channel: the relay's snapshot (epoch, bytes, MB/s, input-starved or
             # trainer-bound), or only the name when the job reads the platform's FIFOs itself
             "pipes": [snap.as_dict() for snap in self.relay.snapshot()]
@@ -528,6 +526,24 @@ class Supervisor:
             else [{"channel": spec.name} for spec in self.pipes],
             "keep_alive": keep_alive,
         }
+
+    def _stream_counts(self, name: str) -> dict[str, int]:
+        """Records and bytes relayed for one of the child's streams, and what of them our output
+        dropped (its reader went away: EPIPE)."""
+        lost = [output.lost.get(name, (0, 0)) for output in self._outputs.values()]
+        return {
+            "records": self.recent.records[name],
+            "bytes": self.recent.bytes[name],
+            "dropped_records": sum(records for records, _ in lost),
+            "dropped_bytes": sum(size for _, size in lost),
+        }
+
+    def leftover_pids(self) -> list[int]:
+        """After the job's main process exited: the processes still alive below us (its group and
+        its orphans; zombies not yet reaped included), but not the debug service's siblings."""
+        if self.child is None or self.job_running():
+            return []
+        return proctree.descendants(os.getpid(), skip=self._siblings)
 
     @property
     def job_spec(self) -> LaunchSpec:
@@ -566,7 +582,7 @@ class Supervisor:
                 os.close(out_w)
                 os.close(err_w)
             child.close()  # reaped through SIGCHLD; the pidfd is not watched
-            return Sibling(child, self.reaper.register(child.pid), out_r, err_r)  # same callback
+            return Sibling(child, self._sibling_exit(child.pid), out_r, err_r)  # same callback
         output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
         stdout_w, stderr_w = output.open()
         try:
@@ -574,10 +590,17 @@ class Supervisor:
         except BaseException:
             output.close_write_ends()
             raise
-        exit_future = self.reaper.register(child.pid)  # same callback as the spawn
+        exit_future = self._sibling_exit(child.pid)  # same callback as the spawn
         child.close()
         output.start(child.pid, host=spec.env.get("SM_CURRENT_HOST"), job=spec.env.get("TRAINING_JOB_NAME"))
         return Sibling(child, exit_future, None, None)
+
+    def _sibling_exit(self, pid: int) -> asyncio.Future[ExitStatus]:
+        """Register a sibling with the reaper; it is not a leftover while it runs."""
+        self._siblings.add(pid)
+        exit_future = self.reaper.register(pid)
+        exit_future.add_done_callback(lambda _: self._siblings.discard(pid))
+        return exit_future
 
 
 def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:

@@ -17,7 +17,7 @@ import os
 import socket
 import stat
 import struct
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
 
 from smsupervise.debug.protocol import (
@@ -31,6 +31,7 @@ from smsupervise.debug.protocol import (
 from smsupervise.errors import UsageError
 
 SOCKET_NAME = "control.sock"
+AT_ONCE_PEEK = 65536  # a request line longer than this is served by the connection's task
 
 
 class Peer(NamedTuple):
@@ -193,7 +194,9 @@ class ControlServer:
         self.handlers = handlers
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._waiting: dict[int, socket.socket] = {}  # accepted, their request not there yet
         self.refused = ""  # the last accept error, if any
+        self.answered_at_once = 0  # requests answered in the accept callback itself
 
     def start(self) -> None:
         """Begin accepting on the running loop: a reader callback on the listening fd."""
@@ -206,6 +209,11 @@ class ControlServer:
             self._loop.remove_reader(self.sock.fileno())
         for task in self._tasks:
             task.cancel()
+        for fd, conn in self._waiting.items():
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            conn.close()
+        self._waiting.clear()
         with contextlib.suppress(OSError):
             os.unlink(self.path)
         self.sock.close()
@@ -217,7 +225,8 @@ class ControlServer:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     def _accept(self) -> None:
-        """Accept what is pending; each connection is a task tracked from the moment it exists."""
+        """Accept what is pending; each connection is answered at once, or waits for its request in
+        a reader callback (``_waiting``), or is a task: tracked from the moment it exists."""
         assert self._loop is not None
         while True:
             try:
@@ -228,9 +237,81 @@ class ControlServer:
                 self.refused = str(error)
                 return
             conn.setblocking(False)
-            task = self._loop.create_task(self._serve(conn))
-            task.add_done_callback(lambda done, conn=conn: self._ended(done, conn))  # type: ignore[misc]
-            self._tasks.add(task)
+            if not self._serve_at_once(conn):  # not there yet: look again when it arrives
+                self._waiting[conn.fileno()] = conn
+                self._loop.add_reader(conn.fileno(), self._on_request, conn)
+
+    def _on_request(self, conn: socket.socket) -> None:
+        """The first bytes of a request arrived: answer at once, or hand over to a task."""
+        assert self._loop is not None
+        self._loop.remove_reader(conn.fileno())
+        del self._waiting[conn.fileno()]
+        if not self._serve_at_once(conn):  # a stream, an async handler, or a line cut in two
+            self._track(conn, self._serve(conn))
+
+    def _track(self, conn: socket.socket, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` for ``conn`` as a task; the connection is closed when it ends."""
+        assert self._loop is not None
+        task = self._loop.create_task(work)
+        task.add_done_callback(lambda done, conn=conn: self._ended(done, conn))  # type: ignore[misc]
+        self._tasks.add(task)
+
+    def _serve_at_once(self, conn: socket.socket) -> bool:
+        """Answer in this very callback when the request is already there and needs no waiting
+        (``status`` while the relay is busy then costs one loop iteration, not five); False: the
+        connection's task serves it. Closes ``conn`` (or hands it to a task sending the rest)."""
+        try:
+            peek = conn.recv(AT_ONCE_PEEK, socket.MSG_PEEK)
+        except OSError:  # nothing yet (EAGAIN), or the client is gone: the task finds out
+            return False
+        end = peek.find(b"\n")
+        if end < 0:
+            return False
+        line = peek[: end + 1]
+        response = self._answer_now(peer_of(conn), line)
+        if response is None:
+            return False
+        self.answered_at_once += 1
+        try:
+            data = response.encode()
+        except TypeError as error:  # a result JSON cannot hold: a bug, said to the client
+            data = Response(False, error=f"internal error: {error}").encode()
+        try:
+            conn.recv(len(line))  # taken off the queue: closing with unread data would reset the client
+            sent = conn.send(data)
+        except OSError:
+            conn.close()
+            return True
+        if sent < len(data):  # a large answer: the rest as the socket takes it
+            assert self._loop is not None
+            self._track(conn, self._loop.sock_sendall(conn, data[sent:]))
+        else:
+            conn.close()
+        return True
+
+    def _answer_now(self, peer: Peer, line: bytes) -> Response | None:
+        """The response to ``line`` when it needs no waiting: a refusal, a bad request, or a
+        synchronous handler's answer; None for streams and asynchronous handlers."""
+        refused = self.policy.refusal(peer, Access.READ)
+        if refused is not None and self.policy.refusal(peer, Access.ACT) is not None:
+            return Response(False, error=refused)
+        try:
+            request = decode_request(line)
+        except ProtocolError as error:
+            return Response(False, error=str(error))
+        handler = self.handlers.get(request.op)
+        refused = self.policy.refusal(peer, OPERATIONS[request.op])
+        if refused is None and handler is None:
+            refused = f"'{request.op}' is not available in this run"
+        if refused is not None or handler is None:
+            return Response(False, error=refused)
+        if handler.answer is None or inspect.iscoroutinefunction(handler.answer):
+            return None
+        try:
+            result = handler.answer(request.args, peer)  # handlers that wait are ``async def``
+        except HandlerError as error:
+            return Response(False, error=str(error))
+        return Response(True, result=result)
 
     def _ended(self, task: asyncio.Task[None], conn: socket.socket) -> None:
         self._tasks.discard(task)
@@ -254,31 +335,21 @@ class ControlServer:
         except asyncio.LimitOverrunError:
             await _send(writer, Response(False, error=f"request longer than {MAX_LINE} bytes"))
             return
-        if self.policy.refusal(peer, Access.READ) and self.policy.refusal(peer, Access.ACT):
-            await _send(writer, Response(False, error=self.policy.refusal(peer, Access.READ)))
+        response = self._answer_now(peer, line)
+        if response is not None:
+            await _send(writer, response)
             return
-        try:
-            request = decode_request(line)
-        except ProtocolError as error:
-            await _send(writer, Response(False, error=str(error)))
-            return
-        refusal = self.policy.refusal(peer, OPERATIONS[request.op])
-        handler = self.handlers.get(request.op)
-        if refusal is not None:
-            await _send(writer, Response(False, error=refusal))
-        elif handler is None:
-            await _send(writer, Response(False, error=f"'{request.op}' is not available in this run"))
-        elif handler.stream is not None:
+        request = decode_request(line)  # it decoded in _answer_now
+        handler = self.handlers[request.op]
+        if handler.stream is not None:
             await self._stream(handler.stream, request.args, peer, writer)
-        else:
-            assert handler.answer is not None
-            try:
-                result = handler.answer(request.args, peer)
-                if inspect.isawaitable(result):
-                    result = await result
-                await _send(writer, Response(True, result=result))
-            except HandlerError as error:
-                await _send(writer, Response(False, error=str(error)))
+            return
+        assert handler.answer is not None
+        try:
+            result = await handler.answer(request.args, peer)
+            await _send(writer, Response(True, result=result))
+        except HandlerError as error:
+            await _send(writer, Response(False, error=str(error)))
 
     async def _stream(
         self, stream: Stream, args: Mapping[str, Any], peer: Peer, writer: asyncio.StreamWriter

@@ -61,9 +61,21 @@ def status(result: Mapping[str, Any]) -> str:
     if result.get("keep_alive"):
         lines.append(f"keep-alive after failure: {result['keep_alive'].get('seconds_left')} s left")
     for name, counts in (result.get("streams") or {}).items():
-        lines.append(f"{name}: {counts.get('records')} records, {_size(counts.get('bytes'))}")
+        lines.append(
+            f"{name}: {counts.get('records')} records, {_size(counts.get('bytes'))}; "
+            f"dropped {counts.get('dropped_records', 0)} records, {_size(counts.get('dropped_bytes', 0))}"
+        )
     for channel in result.get("pipes") or []:
         lines.append(pipe_channel(channel))
+    leftovers = result.get("leftovers") or []
+    if leftovers:
+        lines.append(f"leftovers: {len(leftovers)} processes still alive after the job's main process exited")
+        lines.extend(
+            f"  pid {row['pid']} pgid {row['pgid']} {row['state']}: {' '.join(row['argv'])}"
+            for row in leftovers
+        )
+    elif result.get("running") is False:
+        lines.append("leftovers: none")
     for record in result.get("last_lines") or []:
         lines.append(f"  | {log(record)}")
     return "\n".join(lines)

@@ -28,6 +28,7 @@ from smsupervise.debug.control import (
     choose_and_bind,
 )
 from smsupervise.debug.protocol import JOB_SOCKET_VARIABLE
+from smsupervise.debug.tree import leftover
 from smsupervise.errors import SpawnError
 from smsupervise.streams.events import EventLog
 
@@ -96,6 +97,7 @@ class DebugService:
             "mode": self.mode,
             "control_socket": self.server.path,
             "last_lines": [_record("", line) for line in lines],
+            "leftovers": [row for row in map(leftover, self.supervisor.leftover_pids()) if row is not None],
         }
 
     async def logs(self, args: Mapping[str, Any], peer: Peer) -> AsyncIterator[Any]:

@@ -168,6 +168,24 @@ def read_proc(pid: int) -> Proc | None:
     )
 
 
+def leftover(pid: int) -> dict[str, object] | None:
+    """What ``status`` shows of a process left behind: pid, parent, group, state and argv (the
+    command name in brackets when it has none, as for a zombie); None if it is gone."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    comm, rest = parse_stat(raw)
+    cmdline = _read(f"/proc/{pid}/cmdline") or b""
+    argv = [a.decode(errors="replace") for a in cmdline.split(b"\0") if a]
+    return {
+        "pid": pid,
+        "ppid": int(rest[1]),
+        "pgid": int(rest[2]),
+        "state": rest[0].decode(),
+        "argv": argv or [f"[{comm}]"],
+    }
+
+
 def _parents() -> dict[int, int]:
     parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 
 
 def _parent_map() -> dict[int, int]:
@@ -32,8 +33,9 @@ def alive(pid: int) -> bool:
     return os.path.exists(f"/proc/{pid}")
 
 
-def descendants(root: int) -> list[int]:
-    """Every live process below ``root`` (children, grandchildren, ...), zombies included."""
+def descendants(root: int, skip: Collection[int] = ()) -> list[int]:
+    """Every live process below ``root`` (children, grandchildren, ...), zombies included; the
+    processes in ``skip`` and what is below them are left out."""
     children: dict[int, list[int]] = {}
     for pid, ppid in _parent_map().items():
         children.setdefault(ppid, []).append(pid)
@@ -41,6 +43,8 @@ def descendants(root: int) -> list[int]:
     stack = list(children.get(root, ()))
     while stack:
         pid = stack.pop()
+        if pid in skip:
+            continue
         found.append(pid)
         stack.extend(children.get(pid, ()))
     return sorted(found)

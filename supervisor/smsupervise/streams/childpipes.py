@@ -23,6 +23,11 @@ from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
+# One read is framed in one loop iteration, so a read is sized to hold about this many lines
+# (~1 ms of framing): a flood of short lines cannot keep signals or the control socket waiting
+# for longer than that. Lines of 32 bytes and more fill a whole CHUNK.
+LINES_PER_READ = 2048
+MIN_READ = 4096
 TAIL_BYTES = 16384  # stderr kept for the failure reason
 
 
@@ -41,6 +46,7 @@ class _Stream:
         self.paused = False
         self.last_data = 0.0
         self.bytes = 0
+        self.read_size = CHUNK
         self.timer: asyncio.TimerHandle | None = None
 
 
@@ -115,12 +121,14 @@ class ChildOutput:
     def _read_once(self, stream: _Stream) -> bool:
         """Read one chunk and write its records; False when there was nothing (or EOF)."""
         try:
-            data = os.read(stream.read_fd, CHUNK)
+            data = os.read(stream.read_fd, stream.read_size)
         except (BlockingIOError, InterruptedError):
             return False
         if not data:
             self._finish(stream)
             return False
+        if stream.framer is not None:
+            stream.read_size = read_size_for(len(data), data.count(b"\n"))
         now = time.time()
         stream.last_data = now
         stream.bytes += len(data)
@@ -130,7 +138,7 @@ class ChildOutput:
         return True
 
     def _emit(self, stream: _Stream, data: bytes) -> None:
-        stream.output.write(data)
+        stream.output.write(data, stream.name)
         if self.recent is not None:
             self.recent.add(stream.name, data)
 
@@ -218,3 +226,11 @@ class ChildOutput:
         for _ in range(1024):
             if stream.eof.is_set() or not self._read_once(stream):
                 return
+
+
+def read_size_for(size: int, lines: int) -> int:
+    """The next read's size after ``size`` bytes held ``lines`` lines: about ``LINES_PER_READ``
+    lines of that length, between ``MIN_READ`` and ``CHUNK``."""
+    if lines == 0:
+        return CHUNK
+    return max(MIN_READ, min(CHUNK, size * LINES_PER_READ // lines))
