@@ -137,10 +137,8 @@ def test_mpirun_command_equals_the_toolkits(cluster: Callable[..., Cluster]) -> 
     expected = toolkit["argv"][: shim[0] - 1] + toolkit["argv"][shim[0] + 1 :]
     assert ours["argv"] == expected
     assert ours["argv"][:5] == ["mpirun", "--host", "algo-1:2,algo-2:2", "-np", "4"]
-    assert (
-        ours["argv"][-5:] == [str(TOOLKIT / "bin" / "python"), "-m", "mpi4py", "train.py", "--epochs"][:5]
-        or True
-    )
+    at = ours["argv"].index("mpi4py")
+    assert ours["argv"][at - 1 : at + 2] == ["-m", "mpi4py", "train.py"]  # the script under mpi4py
     sm = {k: v for k, v in toolkit["env"].items() if k.startswith("SM_")}
     assert {k: v for k, v in ours["env"].items() if k.startswith("SM_")} == sm
 

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import tarfile
-import time
 from pathlib import Path
 
 from tests.conftest import PYTHON, Supervised, events, sleep_until, supervisor_argv
@@ -49,16 +48,15 @@ def test_a_sigterm_during_the_unpack_ends_the_run_before_training(mode: str, tmp
             what="the unpack to reach big.bin",
         )
         run.signal(signal.SIGTERM)
-        signalled = time.monotonic()
         code, _, err = run.wait(timeout=120)
-        took = time.monotonic() - signalled
     finally:
         if run.proc.poll() is None:
             run.kill()
     assert code == 143, err.decode()[-2000:]
-    assert took < 10, f"the stop took {took:.1f} s"
     names = [e["event"] for e in events(err)]
     assert "source_stopped" in names
+    # promptly: inside the 4 GiB member, not after writing it (which is what would take long)
+    assert next(e for e in events(err) if e["event"] == "source_stopped")["when"] == "while unpacking big.bin"
     assert "child_spawned" not in names
     assert not (tmp_path / "TRAINED").exists()
     assert not (base / "code" / "TRAINED").exists()

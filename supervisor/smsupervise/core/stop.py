@@ -40,8 +40,6 @@ from smsupervise.streams.events import EventLog
 AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
 RANKS_POLL = 0.05  # how often the launcher's ranks are looked for after the stop signal (not our children)
 ACK_POLL = 0.02  # how often the acknowledgement file is looked for
-AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
-RANKS_POLL = 0.05  # how often a launcher's ranks are looked for after the stop signal (not our children)
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"
 
 
