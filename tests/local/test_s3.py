@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -17,6 +18,7 @@ import pytest
 
 from smsupervise.local import checkpoints
 from smsupervise.local import s3 as s3mod
+from tests.conftest import sleep_until
 from tests.local.conftest import JOBS, channel, described, model_file, needs_root, request, run_args
 
 SIBLING = b"in data/training-other/"
@@ -139,6 +141,46 @@ def test_an_empty_s3_prefix_fails_before_anything_runs(tmp_path: Path, s3: Any) 
     assert failure.startswith("ClientError: s3://bucket/nothing-here/: no objects under this prefix")
     assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
     assert not list((tmp_path / "work" / "s3").glob("*"))
+
+
+@needs_root
+def test_a_stop_request_while_downloading_stops_the_job_before_any_host_starts(
+    tmp_path: Path, s3: Any
+) -> None:
+    """SIGTERM to the runner while a slow s3:// channel downloads: exit 3, Stopped straight from
+    Downloading (no Training), no host started, nothing of the download left (its twin, the same
+    channel not stopped, is the byte-exact test above)."""
+    for i in range(8):
+        s3.put(f"s3://bucket/slow/part-{i}.bin", os.urandom(128 << 10))
+    s3.store.throttle = 128 << 10  # a second per object
+    body = request(tmp_path, "channels", InputDataConfig=[channel("train", "s3://bucket/slow/")])
+    process = subprocess.Popen(
+        run_args(tmp_path, body),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **s3.env},
+    )
+    try:
+        sleep_until(
+            lambda: any(m == "GET" and "part-" in p for m, p, _ in list(s3.store.requests)),
+            what="the first object's download",
+        )
+        process.send_signal(signal.SIGTERM)
+        _out, err = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 3, err
+    body = described(tmp_path)
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Stopped", "Stopped")
+    assert [t["Status"] for t in body["SecondaryStatusTransitions"]] == ["Starting", "Downloading", "Stopped"]
+    assert "while downloading s3://bucket/slow/" in err
+    assert not (tmp_path / "work" / "logs" / "algo-1.jsonl").exists()
+    assert not list((tmp_path / "work" / "s3").glob("*"))
+    gets = [p for m, p, _ in s3.store.requests if m == "GET" and "part-" in p]
+    assert len(gets) < 8  # it did not download the rest first
 
 
 def _steps(tmp: Path, steps: int, work: str) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from smsupervise.local import s3
@@ -54,12 +55,12 @@ class Staged:
     bytes: int
 
 
-def resolve(uri: str, download_dir: str) -> str:
+def resolve(uri: str, download_dir: str, should_stop: Callable[[], bool]) -> str:
     """The local path behind a channel's S3Uri (``file://``, a path, or ``s3://`` downloaded)."""
     if uri.startswith("file://"):
         return uri[len("file://") :]
     if uri.startswith("s3://"):
-        return s3.download_prefix(uri, download_dir)
+        return s3.download_prefix(uri, download_dir, should_stop)
     return uri
 
 
@@ -82,15 +83,19 @@ def _size(items: list[str]) -> int:
     return sum(os.path.getsize(item) for item in items)
 
 
-def stage(channels: tuple[Channel, ...], index: int, count: int, work: str) -> Staged:
-    """Plan host ``index``'s channels; shard directories go under ``work``.
+def stage(
+    channels: tuple[Channel, ...], index: int, count: int, work: str, should_stop: Callable[[], bool]
+) -> Staged:
+    """Plan host ``index``'s channels; shard directories go under ``work``; ``should_stop`` is asked
+    between the objects of an ``s3://`` channel.
 
     Raises:
         FileNotFoundError: a channel's source does not exist (named with the channel).
+        s3.Stopped: a stop request came during a download.
     """
     binds, feeds, total = [], [], 0
     for ch in channels:
-        source = resolve(ch.uri, os.path.join(work, "s3", ch.name))
+        source = resolve(ch.uri, os.path.join(work, "s3", ch.name), should_stop)
         if not os.path.exists(source):
             raise FileNotFoundError(f"channel {ch.name!r}: {ch.uri} does not exist; fix its S3Uri")
         items = objects(source)

@@ -88,10 +88,16 @@ class Runner:
         self.timeline = describe.Timeline()
         self.extractor = Extractor(job.metrics)
         self.work = os.path.abspath(options.work_dir)
+        self.stop_signal: int | None = None  # read while Downloading (no host to tell yet)
 
     def request_stop(self, signum: int) -> None:
-        """StopTrainingJob (safe in a signal handler: SimpleQueue.put is reentrant)."""
+        """StopTrainingJob (safe in a signal handler: SimpleQueue.put is reentrant, and the
+        attribute is one store)."""
+        self.stop_signal = signum
         self.events.put(("stop", signum, 0))
+
+    def _stopping(self) -> bool:
+        return self.stop_signal is not None
 
     def _enter(self, status: str) -> None:
         self.timeline.enter(status)
@@ -119,8 +125,12 @@ class Runner:
             root = os.path.join(self.work, "hosts", host.name, "opt_ml")
             base = "/opt/ml" if mode != "basedir" else root
             tree.write(self.job, root, host.name, base)
+            if self._stopping():
+                raise s3.Stopped(f"before {host.name}'s channels")
             self._source(root, host.name)
-            staged = channels.stage(self.job.channels, host.index, self.job.instance_count, self.work)
+            staged = channels.stage(
+                self.job.channels, host.index, self.job.instance_count, self.work, self._stopping
+            )
             self.console.staged += staged.bytes
             plan = self._prepare(host, mode, root, staged, hosts_file)
             if plan.base != base:  # userns without /opt/ml: the job sees the tree's own path
@@ -137,7 +147,12 @@ class Runner:
             return
         from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - only for an s3:// source
 
-        done = sourcedir.fetch(uri, os.path.join(root, "code"), "HyperParameters")
+        try:
+            done = sourcedir.fetch(
+                uri, os.path.join(root, "code"), "HyperParameters", should_stop=self._stopping
+            )
+        except sourcedir.Stopped as stopped:
+            raise s3.Stopped(str(stopped)) from None
         self.console.event("source_staged", f"{host}: {done} into its code dir", host=host, source=uri)
 
     def _prepare(
@@ -297,6 +312,16 @@ class Runner:
         _own_tree(self.work)
         return Result("Failed", "Failed", failure, path)
 
+    def _stopped_before_training(self, where: str) -> Result:
+        """A stop request while Downloading: no host ever starts, nothing is uploaded (there is no
+        model), the job is Stopped; what was downloaded so far is gone (all or nothing)."""
+        self.console.event("stop", f"StopRequested {where}: no host was started", reason="StopRequested")
+        self.timeline.enter("Stopped")
+        self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
+        path = self._describe("Stopped", None, None)
+        _own_tree(self.work)
+        return Result("Stopped", "Stopped", None, path)
+
     def _isolation_note(self, mode: hosts.Isolation) -> str:
         return _ISOLATION_NOTE[mode]
 
@@ -310,6 +335,8 @@ class Runner:
             try:
                 plans = self._stage(net, mode)
                 mirroring = self._mirrors(plans)  # checkpoints are copied in while Downloading
+            except s3.Stopped as stopped:
+                return self._stopped_before_training(str(stopped))
             except (OSError, ValueError, ConfigError) as error:  # the service: a ClientError
                 return self._client_error(error)
             stop, codes = self._train(plans, mode, mirroring)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from typing import Any
 
 
@@ -71,12 +72,22 @@ def list_keys(uri: str) -> list[tuple[str, int]]:
     return found
 
 
-def download_into(uri: str, dest: str) -> int:
+class Stopped(Exception):
+    """A stop request came while objects were being downloaded (the message says where)."""
+
+
+def _never() -> bool:
+    return False
+
+
+def download_into(uri: str, dest: str, should_stop: Callable[[], bool] = _never) -> int:
     """Every object under the prefix into ``dest`` (made if missing), merged with what is there;
-    returns how many. Raises ``S3Error``."""
+    returns how many. ``should_stop`` is asked before each object. Raises ``S3Error``, ``Stopped``."""
     client, (bucket, prefix) = _client(), split(uri)
     count = 0
     for key, _size in list_keys(uri):
+        if should_stop():
+            raise Stopped(f"while downloading {uri} ({count} objects in)")
         name = relative_name(key, prefix)
         if name is None or key.endswith("/"):
             continue  # a "folder" marker, or a key that would land outside the channel
@@ -88,19 +99,20 @@ def download_into(uri: str, dest: str) -> int:
     return count
 
 
-def download_prefix(uri: str, dest: str) -> str:
+def download_prefix(uri: str, dest: str, should_stop: Callable[[], bool] = _never) -> str:
     """Download every object under the prefix into ``dest`` once per job, all or nothing (into
     ``dest.part``, renamed when complete); returns ``dest``.
 
     Raises:
         S3Error: boto3 missing, a request refused, or no object under the prefix (as the service).
+        Stopped: ``should_stop`` said so between two objects (nothing is left behind).
     """
     if os.path.isdir(dest):
         return dest
     partial = dest + ".part"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        if download_into(uri, partial) == 0:
+        if download_into(uri, partial, should_stop) == 0:
             raise S3Error(f"{uri}: no objects under this prefix; fix the S3Uri or upload the data")
         os.rename(partial, dest)
     finally:
