@@ -149,6 +149,19 @@ class Supervised:
         out, err = self.proc.communicate(timeout=timeout)
         return self.proc.returncode, out, self._err + (err or b"")
 
+    def signal_when(
+        self, ready: Callable[[], object], what: str, signum: int = 15, timeout: float = 120
+    ) -> tuple[int, bytes, bytes]:
+        """Send ``signum`` once ``ready()`` is truthy (polled with a deadline), then wait for the
+        end; a run that does not end (or a test that fails first) is killed, never left behind."""
+        try:
+            sleep_until(ready, what=what)
+            self.signal(signum)
+            return self.wait(timeout=timeout)
+        finally:
+            if self.proc.poll() is None:
+                self.kill()
+
     def kill(self) -> None:
         """SIGKILL the init and everything below it, then collect it."""
         from smsupervise.linux.proctree import descendants

@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
 import tarfile
 from pathlib import Path
 
-from tests.conftest import PYTHON, Supervised, events, sleep_until, supervisor_argv
+from tests.conftest import PYTHON, Supervised, events, supervisor_argv
 from tests.sagemaker import fixtures
 
 BIG = 4 << 30  # bytes of zeros: seconds to write, so the stop surely lands during the unpack
@@ -42,16 +41,10 @@ def test_a_sigterm_during_the_unpack_ends_the_run_before_training(mode: str, tmp
     hps_file.write_text(json.dumps(hps))
     env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_PYTHON": PYTHON}
     run = Supervised(mode, supervisor_argv(mode, "train"), env=env, cwd=tmp_path)
-    try:
-        sleep_until(
-            lambda: [*base.glob(".smsupervise-source-*/big.bin"), *base.glob("code/big.bin")],
-            what="the unpack to reach big.bin",
-        )
-        run.signal(signal.SIGTERM)
-        code, _, err = run.wait(timeout=120)
-    finally:
-        if run.proc.poll() is None:
-            run.kill()
+    code, _, err = run.signal_when(
+        lambda: [*base.glob(".smsupervise-source-*/big.bin"), *base.glob("code/big.bin")],
+        what="the unpack to reach big.bin",
+    )
     assert code == 143, err.decode()[-2000:]
     names = [e["event"] for e in events(err)]
     assert "source_stopped" in names

@@ -7,12 +7,11 @@ import io
 import json
 import os
 import re
-import signal
 import tarfile
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PYTHON, Supervised, event_names, sleep_until, supervisor_argv
+from tests.conftest import PYTHON, Supervised, event_names, supervisor_argv
 from tests.sagemaker import fixtures
 
 URI = "s3://jobs/my-job/source/sourcedir.tar.gz"
@@ -57,16 +56,10 @@ def test_a_sigterm_during_an_s3_download_stops_it_and_leaves_nothing(
     s3.store.throttle = 2 << 20  # bytes/s: about 12 s for the whole object
     base, env = _job(tmp_path, s3)
     run = Supervised(mode, supervisor_argv(mode, "train"), env=env, cwd=tmp_path)
-    try:
-        sleep_until(
-            lambda: [p for p in base.glob(".smsupervise-source-*.part") if p.stat().st_size > 0],
-            what="the first chunk of the download on disk",
-        )
-        run.signal(signal.SIGTERM)
-        code, _, err = run.wait(timeout=120)
-    finally:
-        if run.proc.poll() is None:
-            run.kill()
+    code, _, err = run.signal_when(
+        lambda: [p for p in base.glob(".smsupervise-source-*.part") if p.stat().st_size > 0],
+        what="the first chunk of the download on disk",
+    )
     assert code == 143, err.decode()[-2000:]
     names = event_names(err)
     assert "source_stopped" in names, names
@@ -142,16 +135,10 @@ def test_a_sigterm_during_a_stalled_download_ends_the_run(tmp_path: Path, s3: An
     s3.store.stall_after = STALL_AT
     base, env = _job(tmp_path, s3)
     run = Supervised("subreaper", supervisor_argv("subreaper", "train"), env=env, cwd=tmp_path)
-    try:
-        sleep_until(
-            lambda: [p for p in base.glob(".smsupervise-source-*.part") if p.stat().st_size == STALL_AT],
-            what="the download to stall after 3 MiB",
-        )
-        run.signal(signal.SIGTERM)
-        code, _, err = run.wait(timeout=120)
-    finally:
-        if run.proc.poll() is None:
-            run.kill()
+    code, _, err = run.signal_when(
+        lambda: [p for p in base.glob(".smsupervise-source-*.part") if p.stat().st_size == STALL_AT],
+        what="the download to stall after 3 MiB",
+    )
     assert code == 143, err.decode()[-2000:]
     assert _gets(s3) == [""]
     failure = (base / "output" / "failure").read_text()

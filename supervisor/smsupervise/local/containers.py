@@ -28,7 +28,7 @@ from smsupervise.local import hosts, launch
 from smsupervise.local.channels import Staged
 from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
-from smsupervise.local.run import Options, Result, Runner
+from smsupervise.local.run import Options, Result, Runner, submit_directory_uri
 
 
 def engine(command: str | None = None) -> tuple[str, ...]:
@@ -51,12 +51,9 @@ def engine(command: str | None = None) -> tuple[str, ...]:
 
 def submit_directory(job: TrainingJob) -> str | None:
     """The local path in the ``sagemaker_submit_directory`` hyperparameter (JSON-encoded or not), if any."""
-    value = job.hyperparameters.get("sagemaker_submit_directory")
+    value = submit_directory_uri(job)
     if value is None:
         return None
-    with contextlib.suppress(orjson.JSONDecodeError):
-        decoded = orjson.loads(value)
-        value = decoded if isinstance(decoded, str) else value
     path = value[len("file://") :] if value.startswith("file://") else value
     return path if path.startswith("/") else None
 

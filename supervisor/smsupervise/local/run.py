@@ -142,7 +142,7 @@ class Runner:
         """An s3:// ``sagemaker_submit_directory`` is put into the host's code dir here (downloaded
         and unpacked safely, all or nothing): a host in its own network namespace cannot reach S3.
         The job's smsupervise then keeps it, as the toolkit keeps a code dir that is not empty."""
-        uri = _submit_directory(self.job)
+        uri = submit_directory_uri(self.job)
         if uri is None or not uri.startswith("s3://"):
             return
         from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - only for an s3:// source
@@ -375,7 +375,7 @@ _ISOLATION_NOTE = {
 }
 
 
-def _submit_directory(job: TrainingJob) -> str | None:
+def submit_directory_uri(job: TrainingJob) -> str | None:
     """The ``sagemaker_submit_directory`` hyperparameter, decoded as the SDK JSON-encodes it."""
     value = job.hyperparameters.get("sagemaker_submit_directory")
     if value is None:
