@@ -25,38 +25,14 @@ from smsupervise.debug.control import (
     HandlerError,
     Peer,
     Policy,
-    choose_and_bind,
 )
-from smsupervise.debug.protocol import JOB_SOCKET_VARIABLE
 from smsupervise.errors import SpawnError
-from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
     from smsupervise.core.supervise import Supervisor
 
 PAUSE_AT = 16  # captured chunks queued for a slow client before we stop reading the sibling
 LAST_LINES = 5
-
-
-def bind_for(settings_socket: str | None, group: int | None, env: Mapping[str, str], log: EventLog) -> Any:
-    """Bind the control socket before the loop starts (a bad explicit path is a UsageError)."""
-    sock = choose_and_bind(settings_socket, env, os.getuid(), group)
-    if sock is None and settings_socket != "none":
-        log.warning(
-            "control_socket_unavailable",
-            impact="smsupervise-debug cannot reach this run (--pid N still works)",
-            fix="give a writable path with --control-socket PATH",
-        )
-    return sock
-
-
-def job_env(socket_path: str) -> dict[str, str]:
-    """What the job learns about the socket: its path (for smsupervise-debug run inside the job),
-    and where opted-in stacks go."""
-    return {
-        JOB_SOCKET_VARIABLE: socket_path,
-        "SMSUPERVISE_STACKS_DIR": os.path.join(os.path.dirname(socket_path), "stacks"),
-    }
 
 
 class DebugService:
@@ -71,7 +47,6 @@ class DebugService:
 
     def start(self) -> None:
         self.server.start()
-        self.log.info("control_socket_ready", path=self.server.path, uid=os.getuid())
 
     def close(self) -> None:
         self.server.close()
