@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import enum
 import os
-import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -328,6 +327,8 @@ class StopSequence:
 
     def _start_hook(self, env: Mapping[str, str]) -> str | None:
         """Start the checkpoint hook; returns why it could not start, or None."""
+        import shlex  # noqa: PLC0415 - only a stop with a hook needs it (start-up time counts)
+
         command = self.settings.checkpoint_hook or ""
         hook_env = dict(env)
         hook_env["SMSUPERVISE_STOP_REASON"] = self.reason
