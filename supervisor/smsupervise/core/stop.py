@@ -37,7 +37,6 @@ from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
 
 AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
-RANKS_POLL = 0.05  # how often the launcher's ranks are looked for after the stop signal (not our children)
 ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
 RANKS_POLL = 0.05  # how often a launcher's ranks are looked for after the stop signal (not our children)
@@ -327,13 +326,10 @@ class StopSequence:
 
     def _start_hook(self, env: Mapping[str, str]) -> str | None:
         """Start the checkpoint hook; returns why it could not start, or None."""
-        import shlex  # noqa: PLC0415 - only a stop with a hook needs it (start-up time counts)
+        from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
 
-        command = self.settings.checkpoint_hook or ""
-        hook_env = dict(env)
-        hook_env["SMSUPERVISE_STOP_REASON"] = self.reason
-        hook_env["SMSUPERVISE_DEADLINE"] = str(int(self.deadline))
-        spec = LaunchSpec(tuple(shlex.split(command)), hook_env, self.checkpoint_cwd)
+        argv = hook_argv(self.settings.checkpoint_hook or "")
+        spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
         output = self.hook_output
         stdout_w, stderr_w = output.open() if output is not None else (1, 2)
         try:

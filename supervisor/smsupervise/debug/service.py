@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from smsupervise.core.hook import hook_argv, hook_env
 from smsupervise.core.status import signal_name
 from smsupervise.debug.control import (
     ControlServer,
@@ -141,9 +141,10 @@ class DebugService:
 
     async def _run_hook(self, hook: str, timeout: float, peer: Peer) -> Any:
         deadline = time.time() + timeout
-        extra = {"SMSUPERVISE_STOP_REASON": "CheckpointRequested", "SMSUPERVISE_DEADLINE": str(int(deadline))}
         try:
-            sibling = self.supervisor.spawn_sibling(tuple(shlex.split(hook)), extra, capture=False)
+            sibling = self.supervisor.spawn_sibling(
+                hook_argv(hook), hook_env("CheckpointRequested", deadline), capture=False
+            )
         except SpawnError as error:
             raise HandlerError(f"checkpoint hook could not start: {error.message()}") from None
         started = time.monotonic()
