@@ -106,3 +106,31 @@ def test_train_mode_imports_the_unpacking_it_needs(tmp_path: Path) -> None:
     assert dump.exists()  # the unpacked entry point ran
     needed = {"sourcedir", "config", "runners"}
     assert {*(f"smsupervise.sagemaker.{name}" for name in needed), "tarfile"} <= set(unwanted(names))
+
+
+# The real entry point, watched: the collector's state while the command line is parsed (start-up)
+# and when the run begins (app.run, which then runs the job for real).
+WATCHED_ENTRY = """
+import gc, os, sys
+from smsupervise import app, cli
+seen = []
+parse, run = cli.parse, app.run
+cli.parse = lambda argv, env: seen.append(("start-up", gc.isenabled())) or parse(argv, env)
+def watched_run(invocation, inbox):
+    seen.append(("run", gc.isenabled(), gc.get_freeze_count() > 0))
+    os.write(1, repr(seen).encode())
+    return run(invocation, inbox)
+app.run = watched_run
+sys.argv = ["smsupervise", "--control-socket", "none", "--", "/bin/true"]
+cli.entry()
+"""
+
+
+def test_the_collector_is_off_during_start_up_and_on_for_the_run() -> None:
+    """No garbage collection while start-up imports (the twin: it is off then), and the collector
+    is back on, with start-up's objects frozen, when the run begins; the run exits 0."""
+    done = subprocess.run(
+        [PYTHON, "-c", WATCHED_ENTRY], capture_output=True, text=True, env=ENV, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == repr([("start-up", False), ("run", True, True)])
