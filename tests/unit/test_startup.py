@@ -14,11 +14,10 @@ from tests.sagemaker import fixtures
 
 ENV = {"PATH": os.environ["PATH"], "PYTHONPATH": str(ROOT / "supervisor")}
 
-# Modules exec mode must not import: the stop sequence before a stop, train-only planning and
-# unpacking, distributed jobs, the control server before anyone connects, shlex (a hook's or
-# SMSUPERVISE_TRAIN's command line), and structlog (only --log-format text needs it).
+# Modules exec mode must not import: train-only planning and unpacking, distributed jobs, the
+# control server before anyone connects, shlex (a hook's or SMSUPERVISE_TRAIN's command line), and
+# structlog (only --log-format text needs it).
 NOT_IN_EXEC_MODE = (
-    "smsupervise.core.stop",
     "smsupervise.debug.service",
     "smsupervise.debug.control",
     "smsupervise.debug.protocol",
@@ -84,15 +83,6 @@ def test_the_first_connection_imports_the_control_server(tmp_path: Path) -> None
     assert code == 0
     server = {"smsupervise.debug.control", "smsupervise.debug.protocol", "smsupervise.debug.service"}
     assert server <= set(unwanted(names))
-
-
-def test_a_stop_imports_the_stop_sequence() -> None:
-    """The twin: a job that has smsupervise sent SIGTERM is stopped (143), so the stop sequence was
-    imported, once the signal had gone out."""
-    job = ["sh", "-c", "kill -TERM $PPID; exec sleep 60"]
-    names, code = imported(["-m", "smsupervise", "--control-socket", "none", "--", *job], ENV)
-    assert code == 143
-    assert "smsupervise.core.stop" in unwanted(names)
 
 
 def test_train_mode_imports_the_unpacking_it_needs(tmp_path: Path) -> None:

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
-    from smsupervise.core.stop import StopReport, StopSequence
     from smsupervise.pipemode.relay import ChannelSpec, PipeRelay
 
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
+from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
@@ -179,8 +179,6 @@ class Supervisor:
             self.stop.advance_now(signum)
 
     def _max_runtime(self) -> None:
-        from smsupervise.core.stop import MAX_RUNTIME_REASON  # noqa: PLC0415 - see _begin_stop
-
         if self.stop_signal is None:
             self.log.warning("max_runtime_exceeded", max_runtime=self.settings.max_runtime)
             self._request_stop(signal.SIGTERM, MAX_RUNTIME_REASON)
@@ -197,10 +195,6 @@ class Supervisor:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
-        # The stop sequence is imported now, after the signal went out: a run that is never stopped
-        # does not pay for it at start-up (benchmarks/pid1.py), and a stop's latency does not either.
-        from smsupervise.core.stop import StopSequence  # noqa: PLC0415
-
         self.stop_reason = reason or signal_name(signum)
         hook_output = None
         if main and self.settings.checkpoint_hook is not None:
@@ -273,8 +267,6 @@ class Supervisor:
                 elapsed = time.monotonic() - started
                 settings = self.settings
                 reason = self.stop_reason or name
-                from smsupervise.core.stop import StopReport  # noqa: PLC0415 - see _begin_stop
-
                 report = StopReport(
                     reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
                 )

@@ -13,14 +13,12 @@ import contextlib
 import os
 import re
 import signal
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 from smsupervise.core.spawn import StepKind
 from smsupervise.core.status import ExitStatus, signal_name
+from smsupervise.core.stop import MAX_RUNTIME_REASON, CheckpointHow, CheckpointResult, KillCause, StopReport
 from smsupervise.core.supervise import Outcome
-
-if TYPE_CHECKING:
-    from smsupervise.core.stop import CheckpointResult, StopReport
 
 LIMIT = 1024
 # The exception line: a (dotted) class name alone or followed by ": message", not indented
@@ -68,8 +66,6 @@ def duration(seconds: float) -> str:
 
 def describe_checkpoint(result: CheckpointResult) -> str:
     """E.g. "checkpoint hook finished in 4.2 s (exit 0)"."""
-    from smsupervise.core.stop import CheckpointHow  # noqa: PLC0415 - a stopped run only (start-up time)
-
     how, seconds = result.how, result.seconds
     if how is CheckpointHow.HOOK_EXITED and result.hook_status is not None:
         text = f"checkpoint hook finished in {seconds:.1f} s ({_status_words(result.hook_status)})"
@@ -102,8 +98,6 @@ def _status_words(status: ExitStatus) -> str:
 def describe_stop(stop: StopReport, status: ExitStatus | None, what: str) -> str:
     """E.g. "Stopped by SIGTERM after 3h12m; checkpoint hook finished in 4.2 s (exit 0); training
     exited on SIGTERM after 1.1 s"."""
-    from smsupervise.core.stop import MAX_RUNTIME_REASON, KillCause  # noqa: PLC0415 - a stopped run only
-
     if stop.reason == MAX_RUNTIME_REASON:
         limit = stop.max_runtime or 0
         parts = [f"Stopped: {stop.reason} (--max-runtime {limit:g} s) after {duration(stop.after)}"]
