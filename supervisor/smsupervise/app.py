@@ -179,21 +179,22 @@ def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
 
 
 def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
-    """The control socket (debug/): bound now, served on the loop; the job learns its path."""
+    """The control socket (debug/): bound now, served on the loop; the job learns its path. The
+    server itself is imported at the first connection (``debug.listener``)."""
     settings = invocation.settings
     if settings.control_socket == "none":
         return
-    from smsupervise.debug import service  # noqa: PLC0415 - not imported when the socket is off
+    from smsupervise.debug import listener  # noqa: PLC0415 - not imported when the socket is off
 
-    sock = service.bind_for(settings.control_socket, settings.control_group, os.environ, log)
+    sock = listener.bind_for(settings.control_socket, settings.control_group, os.environ, log)
     if sock is None:
         return
-    extra = service.job_env(str(sock.getsockname()))
+    extra = listener.job_env(str(sock.getsockname()))
     supervisor.steps = tuple(
         step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps
     )
     supervisor.services.append(
-        service.DebugService(sock, supervisor, invocation.mode, settings.control_group)
+        listener.ControlSocket(sock, supervisor, invocation.mode, settings.control_group)
     )
 
 

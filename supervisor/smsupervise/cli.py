@@ -8,6 +8,7 @@ next word a command even if it is ``train``.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -110,6 +111,10 @@ def main(argv: Sequence[str]) -> int:
         return error.exit_code
     from smsupervise import app  # noqa: PLC0415
 
+    # Start-up is over (entry() turned the collector off): what it made lives as long as we do, so
+    # it goes to the permanent generation, out of every later collection's way.
+    gc.freeze()
+    gc.enable()
     return app.run(invocation, inbox)
 
 
@@ -135,6 +140,10 @@ def open_standard_fds() -> None:
 
 def entry() -> None:
     """Console-script entry point: run, flush, and leave at once (no slow interpreter teardown)."""
+    # No cyclic-garbage collection while the imports (asyncio's included) build modules and classes
+    # that all live to the end: each pass would only scan them again, ~1 ms for a young-generation
+    # one (benchmarks/pid1.py, start-up). main() turns it back on once the imports are done.
+    gc.disable()
     open_standard_fds()
     code = 70
     try:

@@ -4,8 +4,6 @@
 environment variables over defaults, and checks what spans several fields.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, NamedTuple
 
@@ -356,7 +354,7 @@ class Settings(NamedTuple):
     source_max_members: int
 
     @classmethod
-    def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> Settings:
+    def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> "Settings":
         """Flags win over ``SMSUPERVISE_*`` variables, which win over the defaults for ``mode``."""
         values: dict[str, Any] = {}
         given: set[str] = set()
@@ -380,7 +378,7 @@ class Settings(NamedTuple):
         return settings
 
     @classmethod
-    def defaults(cls, mode: Mode = "exec") -> Settings:
+    def defaults(cls, mode: Mode = "exec") -> "Settings":
         """Every option at its default for ``mode``."""
         return cls.from_sources({}, {}, mode)
 

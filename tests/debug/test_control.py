@@ -23,17 +23,8 @@ import uvloop
 
 from smsupervise.core.spawn import LaunchSpec, spawn
 from smsupervise.debug import client
-from smsupervise.debug.control import (
-    ControlServer,
-    Handler,
-    HandlerError,
-    Peer,
-    Policy,
-    bind,
-    candidate_paths,
-    choose_and_bind,
-    private_dir,
-)
+from smsupervise.debug.control import ControlServer, Handler, HandlerError, Peer, Policy
+from smsupervise.debug.listener import bind, candidate_paths, choose_and_bind, private_dir
 from smsupervise.debug.protocol import Request
 from smsupervise.errors import UsageError
 from tests.conftest import PYTHON, ROOT, fd_targets, sleep_until

@@ -496,3 +496,21 @@ def test_a_smsupervise_nested_in_the_job_runs(start: Callable[..., Supervised], 
     run = start("--control-socket", str(sock), PYTHON, "-m", "smsupervise", "--log-level", "error", "true")
     code, _, err = run.wait()
     assert code == 0, err
+
+
+@pytest.mark.parametrize("connected", [False, True])
+def test_the_socket_file_is_there_while_the_run_is_and_goes_with_it(
+    start: Callable[..., Supervised], mode: str, sock_dir: Path, connected: bool
+) -> None:
+    """The socket file exists from ``control_socket_ready`` and is removed when the run ends after
+    SIGTERM, whether nobody connected (the server was never imported) or a client did."""
+    sock = sock_dir / "c.sock"
+    run = start("--control-socket", str(sock), PYTHON, helper("debug_job.py"))
+    run.wait_event("control_socket_ready")
+    assert sock.is_socket()
+    if connected:
+        assert _json(mode, run, sock, "status")["mode"] == "exec"
+    run.signal(signal.SIGTERM)
+    code, _, _ = run.wait()
+    assert code == 143
+    assert not sock.exists()

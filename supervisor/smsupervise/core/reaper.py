@@ -27,16 +27,17 @@ class Reaper:
         self._waiters[pid] = future
         return future
 
-    def reap(self) -> None:
-        """Collect every child that has ended, without blocking."""
+    def reap(self) -> bool:
+        """Collect every child that has ended, without blocking; True when no child is left at all
+        (then nothing descends from us: no /proc walk is needed to find leftovers)."""
         while True:
             try:
                 pid, status = os.waitpid(-1, os.WNOHANG)
             except ChildProcessError:
                 self._resolve_childless()
-                return
+                return True
             if pid == 0:
-                return
+                return False
             future = self._waiters.pop(pid, None)  # None: an orphan, reaped and forgotten
             if future is not None and not future.done():
                 future.set_result(ExitStatus.from_wait_status(status))

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import enum
 import os
-import shlex
 import signal
 import time
 from collections.abc import Callable, Mapping
@@ -326,11 +325,10 @@ class StopSequence:
 
     def _start_hook(self, env: Mapping[str, str]) -> str | None:
         """Start the checkpoint hook; returns why it could not start, or None."""
-        command = self.settings.checkpoint_hook or ""
-        hook_env = dict(env)
-        hook_env["SMSUPERVISE_STOP_REASON"] = self.reason
-        hook_env["SMSUPERVISE_DEADLINE"] = str(int(self.deadline))
-        spec = LaunchSpec(tuple(shlex.split(command)), hook_env, self.checkpoint_cwd)
+        from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
+
+        argv = hook_argv(self.settings.checkpoint_hook or "")
+        spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
         output = self.hook_output
         stdout_w, stderr_w = output.open() if output is not None else (1, 2)
         try:

@@ -410,8 +410,8 @@ class Supervisor:
     async def _end_leftovers(self) -> None:
         """TERM what is left of the child's group and every other descendant, wait, then KILL."""
         assert self.child is not None
-        self.reaper.reap()
-        pids = proctree.descendants(os.getpid())
+        no_children = self.reaper.reap()
+        pids = [] if no_children else proctree.descendants(os.getpid())
         group_alive = self.child.group_alive()
         if not pids and not group_alive:
             return

@@ -20,9 +20,8 @@ from typing import Any
 import orjson
 
 from smsupervise.debug import attach, render, stacks, tree
-from smsupervise.debug.control import candidate_paths
+from smsupervise.debug.listener import JOB_SOCKET_VARIABLE, candidate_paths
 from smsupervise.debug.protocol import (
-    JOB_SOCKET_VARIABLE,
     ProtocolError,
     Request,
     Response,

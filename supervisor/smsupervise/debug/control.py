@@ -15,7 +15,6 @@ import contextlib
 import inspect
 import os
 import socket
-import stat
 import struct
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping
 from typing import Any, NamedTuple
@@ -28,9 +27,7 @@ from smsupervise.debug.protocol import (
     Response,
     decode_request,
 )
-from smsupervise.errors import UsageError
 
-SOCKET_NAME = "control.sock"
 AT_ONCE_PEEK = 65536  # a request line longer than this is served by the connection's task
 
 
@@ -85,99 +82,6 @@ def peer_of(sock: Any) -> Peer:
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
     pid, uid, gid = struct.unpack("3i", raw)
     return Peer(pid, uid, gid)
-
-
-def candidate_paths(env: Mapping[str, str], uid: int, pid: int) -> tuple[str, ...]:
-    """Where the default socket goes, best first: /run, then $XDG_RUNTIME_DIR, then /tmp; last, a
-    name of this process's own in /tmp, for when other smsupervise processes (sharing /run and
-    /tmp: no container of their own) hold all the shared names."""
-    paths = [os.path.join("/run/smsupervise", SOCKET_NAME)]
-    runtime = env.get("XDG_RUNTIME_DIR")
-    if runtime:
-        paths.append(os.path.join(runtime, "smsupervise", SOCKET_NAME))
-    paths.append(os.path.join(f"/tmp/smsupervise-{uid}", SOCKET_NAME))
-    paths.append(os.path.join(f"/tmp/smsupervise-{uid}", f"control-{pid}.sock"))
-    return tuple(paths)
-
-
-def private_dir(directory: str, uid: int, group: int | None = None) -> None:
-    """Create ``directory`` mode 0700 (0710 for a reader group), or check that an existing one is
-    ours and that nobody else may write into it."""
-    with contextlib.suppress(FileExistsError):
-        os.makedirs(directory, mode=0o700)
-        if group is not None:
-            os.chown(directory, -1, group)
-            os.chmod(directory, 0o710)  # noqa: S103 - the reader group may reach the socket, not list
-    info = os.lstat(directory)
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or info.st_mode & 0o022:
-        raise UsageError(
-            f"control socket directory {directory} is not a private directory of uid {uid} "
-            f"(owner {info.st_uid}, mode {stat.filemode(info.st_mode)}): remove it, or choose another "
-            "path with --control-socket PATH"
-        )
-
-
-def bind(path: str, uid: int, private: bool = False, group: int | None = None) -> socket.socket:
-    """A listening socket at ``path``, mode 0600 (0660 with ``group``); ``private``: in a directory
-    made for it. A stale socket (nobody listening) is replaced; a live one is refused."""
-    if private:
-        private_dir(os.path.dirname(path), uid, group)
-    if _alive(path):
-        raise UsageError(
-            f"control socket {path} is in use by another running smsupervise: "
-            "give this one its own with --control-socket PATH (or none)"
-        )
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # close-on-exec: PEP 446
-    try:
-        old = os.umask(0o177)
-        try:
-            sock.bind(path)
-        finally:
-            os.umask(old)
-        if group is not None:
-            os.chown(path, -1, group)
-        os.chmod(path, 0o600 if group is None else 0o660)
-        sock.listen(16)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def choose_and_bind(
-    setting: str | None, env: Mapping[str, str], uid: int, group: int | None = None
-) -> socket.socket | None:
-    """``--control-socket``: ``none`` turns it off, a path is used as is, no value tries the defaults.
-
-    Raises ``UsageError`` (for an explicit path) or returns None after every default failed.
-    """
-    if setting == "none":
-        return None
-    if setting:
-        try:
-            return bind(setting, uid, group=group)
-        except OSError as error:
-            raise UsageError(
-                f"--control-socket {setting}: {error.strerror or error}; choose a writable path or none"
-            ) from None
-    for path in candidate_paths(env, uid, os.getpid()):
-        with contextlib.suppress(OSError, UsageError):
-            return bind(path, uid, private=True, group=group)
-    return None
-
-
-def _alive(path: str) -> bool:
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(path)
-    except OSError:
-        return False
-    finally:
-        probe.close()
-    return True
 
 
 class ControlServer:

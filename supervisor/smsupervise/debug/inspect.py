@@ -12,7 +12,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from smsupervise.debug.service import job_env
+from smsupervise.debug.listener import job_env
 from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
 from smsupervise.settings import STOP_MARGIN, Invocation, Settings

@@ -14,9 +14,6 @@ from typing import Any, NamedTuple
 import orjson
 
 VERSION = 1
-# The socket's path in the job's environment. Not SMSUPERVISE_CONTROL_SOCKET: a smsupervise nested
-# in the job would read that as its own --control-socket and find it taken.
-JOB_SOCKET_VARIABLE = "SMSUPERVISE_DEBUG_SOCKET"
 MAX_LINE = 1 << 20  # no request is longer; a longer line is refused, not buffered
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shlex
 import signal
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from smsupervise.core.hook import hook_argv, hook_env
 from smsupervise.core.status import signal_name
 from smsupervise.debug.control import (
     ControlServer,
@@ -25,39 +25,15 @@ from smsupervise.debug.control import (
     HandlerError,
     Peer,
     Policy,
-    choose_and_bind,
 )
-from smsupervise.debug.protocol import JOB_SOCKET_VARIABLE
 from smsupervise.debug.tree import leftover
 from smsupervise.errors import SpawnError
-from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
     from smsupervise.core.supervise import Supervisor
 
 PAUSE_AT = 16  # captured chunks queued for a slow client before we stop reading the sibling
 LAST_LINES = 5
-
-
-def bind_for(settings_socket: str | None, group: int | None, env: Mapping[str, str], log: EventLog) -> Any:
-    """Bind the control socket before the loop starts (a bad explicit path is a UsageError)."""
-    sock = choose_and_bind(settings_socket, env, os.getuid(), group)
-    if sock is None and settings_socket != "none":
-        log.warning(
-            "control_socket_unavailable",
-            impact="smsupervise-debug cannot reach this run (--pid N still works)",
-            fix="give a writable path with --control-socket PATH",
-        )
-    return sock
-
-
-def job_env(socket_path: str) -> dict[str, str]:
-    """What the job learns about the socket: its path (for smsupervise-debug run inside the job),
-    and where opted-in stacks go."""
-    return {
-        JOB_SOCKET_VARIABLE: socket_path,
-        "SMSUPERVISE_STACKS_DIR": os.path.join(os.path.dirname(socket_path), "stacks"),
-    }
 
 
 class DebugService:
@@ -72,7 +48,6 @@ class DebugService:
 
     def start(self) -> None:
         self.server.start()
-        self.log.info("control_socket_ready", path=self.server.path, uid=os.getuid())
 
     def close(self) -> None:
         self.server.close()
@@ -168,9 +143,10 @@ class DebugService:
 
     async def _run_hook(self, hook: str, timeout: float, peer: Peer) -> Any:
         deadline = time.time() + timeout
-        extra = {"SMSUPERVISE_STOP_REASON": "CheckpointRequested", "SMSUPERVISE_DEADLINE": str(int(deadline))}
         try:
-            sibling = self.supervisor.spawn_sibling(tuple(shlex.split(hook)), extra, capture=False)
+            sibling = self.supervisor.spawn_sibling(
+                hook_argv(hook), hook_env("CheckpointRequested", deadline), capture=False
+            )
         except SpawnError as error:
             raise HandlerError(f"checkpoint hook could not start: {error.message()}") from None
         started = time.monotonic()

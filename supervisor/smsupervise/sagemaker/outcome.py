@@ -23,7 +23,7 @@ from smsupervise.core.supervise import Outcome
 LIMIT = 1024
 # The exception line: a (dotted) class name alone or followed by ": message", not indented
 # (``Exception: boom``, ``StopIteration``, ``torch.cuda.OutOfMemoryError: ...``).
-_EXCEPTION = re.compile(r"^[A-Za-z_][\w.]*(?::\s.*|:)?$")
+_EXCEPTION = r"^[A-Za-z_][\w.]*(?::\s.*|:)?$"  # compiled at use: a failure's tail only
 HINTS = {
     int(signal.SIGKILL): "often the out-of-memory killer: check the instance's memory, or the job was "
     "SIGKILLed at the end of a stop",
@@ -41,7 +41,7 @@ def exception_line(tail: str) -> str | None:
     if not starts:
         return None
     for line in lines[starts[-1] + 1 :]:
-        if line and not line[0].isspace() and _EXCEPTION.match(line):
+        if line and not line[0].isspace() and re.match(_EXCEPTION, line):
             return line.strip()
     return None
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import signal
 import sys
 from collections.abc import Callable, Mapping
@@ -25,16 +24,16 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
     from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
     from smsupervise.pipemode.channel import ChannelSpec
-    from smsupervise.sagemaker import config, environment
+    from smsupervise.sagemaker import config, environment, runners
 
 from smsupervise.core.spawn import LaunchSpec, Step, StepKind
 from smsupervise.core.status import ExitCode
 from smsupervise.errors import ConfigError, SpawnError
-from smsupervise.sagemaker import limits, probe, runners
+from smsupervise.sagemaker import limits, probe
 from smsupervise.sagemaker.notes import Note
 from smsupervise.settings import Invocation, Settings
 
-_SAFE_ENTRY = re.compile(r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$")
+_SAFE_ENTRY = r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$"  # compiled at use: train only
 
 
 class Script(NamedTuple):
@@ -129,6 +128,8 @@ def _with_env(step: Step, extra: Mapping[str, str]) -> Step:
 
 def _serve(invocation: Invocation, env: Mapping[str, str]) -> Plan:
     if env.get("SMSUPERVISE_SERVE"):
+        import shlex  # noqa: PLC0415 - serve and train only (exec mode's start-up time counts)
+
         argv = tuple(shlex.split(env["SMSUPERVISE_SERVE"]))
     else:
         program = probe.on_path("serve", env, _ourselves())
@@ -167,7 +168,7 @@ def validate_entry_point(name: str, where: str) -> str:
             "the training entry point is empty",
             "set it to your script's path relative to the source directory, e.g. train.py",
         )
-    if not _SAFE_ENTRY.match(name) or ".." in name.split("/") or "." in name.split("/")[:-1]:
+    if not re.match(_SAFE_ENTRY, name) or ".." in name.split("/") or "." in name.split("/")[:-1]:
         raise ConfigError(
             where,
             field,
@@ -198,6 +199,8 @@ def _train(
     limits.check_exec_limits(child_env, cfg)
     output_dir = cfg.path("output")
     if env.get("SMSUPERVISE_TRAIN"):
+        import shlex  # noqa: PLC0415 - serve and train only (exec mode's start-up time counts)
+
         argv = (*shlex.split(env["SMSUPERVISE_TRAIN"]), *invocation.args)
         main = Step(StepKind.MAIN, "training", LaunchSpec(argv, child_env))
         return Plan((main,), output_dir, pipes=pipes)
@@ -255,7 +258,7 @@ def _script_mode(
         names = frozenset(os.listdir(tenv.code_dir)) if os.path.isdir(tenv.code_dir) else frozenset()
         action, files, root = "keep", None, tenv.code_dir
     args = (*tenv.user_args, *invocation.args)
-    from smsupervise.sagemaker import distribution  # noqa: PLC0415 - train mode only
+    from smsupervise.sagemaker import distribution, runners  # noqa: PLC0415 - train mode only
 
     options = distribution.cluster_options(invocation.settings, env)
     job_variables = tuple(k for k in tenv.variables if k.startswith("SM_"))
@@ -355,6 +358,8 @@ def prepare(
     if not os.path.isfile(entry_path):
         raise _not_in_source(script, listing)
     if plan.runner is None:
+        from smsupervise.sagemaker import runners  # noqa: PLC0415 - train mode only
+
         names = frozenset(listing)
         python = user_python(script.env) if runners.needs_python(script.entry, names) else None
         runner = runners.choose(script.entry, names, python, script.args, script.env, script.code_dir)

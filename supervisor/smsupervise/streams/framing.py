@@ -21,6 +21,7 @@ assembled from pre-rendered byte templates (benchmarks/logs.py).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -33,7 +34,7 @@ from smsupervise.streams.events import rfc3339_ms
 # Python logging's default "WARNING:root:...", the toolkit's "<asctime> <name> LEVEL ...",
 # "[2026-...] LEVEL", glog/absl "W1122 15:00:00.1 ...", and Python tracebacks.
 _LEVEL_WORDS = "DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL"
-_LEVEL_RE = re.compile(
+_LEVEL_PATTERN = (
     rf"(?:(?P<plain>{_LEVEL_WORDS})[:\s\]]"
     rf"|\[?\d{{4}}-\d\d-\d\d[ T][0-9:,.]+\]?\s+(?:\S+\s+)?(?P<dated>{_LEVEL_WORDS})\b"
     r"|(?P<glog>[IWEF])\d{4} \d\d:\d\d:\d\d"
@@ -44,11 +45,17 @@ _NORMAL = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 _LEVEL_CHARS = frozenset("DIWECF[0123456789T")
 
 
+@functools.cache
+def _regex(pattern: str) -> re.Pattern[str]:
+    """``pattern`` compiled at its first use, not at import (start-up time: benchmarks/pid1.py)."""
+    return re.compile(pattern)
+
+
 def detect_level(line: str) -> str | None:
     """The level a line announces at its start, if any."""
     if not line or line[0] not in _LEVEL_CHARS:
         return None
-    match = _LEVEL_RE.match(line[:120])
+    match = _regex(_LEVEL_PATTERN).match(line[:120])
     if match is None:
         return None
     if match.group("tb"):
@@ -69,7 +76,7 @@ class RankTags(NamedTuple):
     console: frozenset[int] | None = None  # ranks shown (--ranks); None: all
 
 
-_MPI_TAG = re.compile(r"^\[\d+,(\d+)\]<(?:stdout|stderr|stddiag)>:")
+_MPI_TAG = r"^\[\d+,(\d+)\]<(?:stdout|stderr|stddiag)>:"
 
 
 class RecordFormat(NamedTuple):
@@ -104,7 +111,7 @@ _TERMINATOR_FIELDS = {
     terminator: b"," + orjson.dumps(keys)[1:-1] if keys else b""
     for terminator, keys in _TERMINATOR_KEYS.items()
 }
-_SPLIT_RE = re.compile(r"(\r\n|\r|\n)")
+_SPLIT = r"(\r\n|\r|\n)"
 
 
 class StreamFramer:
@@ -154,7 +161,7 @@ class StreamFramer:
     def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
         """Append the record(s) for one complete line (slow path: everything but plain lines)."""
         if self.fmt.tags is not None and self._partial is None:
-            tagged = _MPI_TAG.match(line)
+            tagged = _regex(_MPI_TAG).match(line)
             if tagged is not None and self._render_tagged(out, ts, tagged, line, terminator):
                 return
         if self._partial is None and line[:1] == "{" and line[-1:] == "}":
@@ -287,7 +294,7 @@ class StreamFramer:
         if "\r" not in text and self._partial is None and self._held is None:
             self._frame_plain(out, ts, text)
             return
-        pieces = _SPLIT_RE.split(text)
+        pieces = _regex(_SPLIT).split(text)
         for index in range(0, len(pieces) - 1, 2):
             line, terminator = pieces[index], pieces[index + 1]
             if terminator == "\r":
