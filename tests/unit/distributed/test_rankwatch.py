@@ -14,17 +14,22 @@ from smsupervise.distributed.rankwatch import RankExit, RankWatch
 from smsupervise.linux import proctree
 from tests.conftest import sleep_until
 
-# Spawns one rank per argument (exit code; "hold" waits for stdin to close), prints their pids,
-# then reaps only when a line arrives on its stdin.
+# Spawns one rank per argument (each waits for its stdin to close; then "hold" ends, the others
+# raise SystemExit(code)), prints their pids; on a first line on its stdin it lets the ranks with a
+# code end (and does not reap them), on a second it ends the rest and reaps them all.
 LAUNCHER = textwrap.dedent(
     """
     import os, subprocess, sys
     ranks = []
     for local, code in enumerate(sys.argv[1:]):
-        body = "import sys; sys.stdin.read()" if code == "hold" else f"raise SystemExit({code})"
+        body = "import sys; sys.stdin.read()" + ("" if code == "hold" else f"; raise SystemExit({code})")
         env = {**os.environ, "LOCAL_RANK": str(local)}
         ranks.append(subprocess.Popen([sys.executable, "-c", body], env=env, stdin=subprocess.PIPE))
     print(" ".join(str(r.pid) for r in ranks), flush=True)
+    sys.stdin.readline()
+    for r, code in zip(ranks, sys.argv[1:]):
+        if code != "hold":
+            r.stdin.close()
     sys.stdin.readline()
     for r in ranks:
         r.stdin.close()
@@ -52,20 +57,21 @@ def _watch(codes: list[str], *, stop_first: bool = False) -> tuple[list[RankExit
         watch.start()
         loop = asyncio.get_running_loop()
         end = loop.time() + 30
-        # every rank found, then every rank that ends by itself seen ending (its reader ran)
-        while loop.time() < end and not (
-            watch.task is not None and watch.task.done() and not set(ending) & set(watch.watched)
-        ):
-            await asyncio.sleep(0.01)
+        while loop.time() < end and not (watch.task is not None and watch.task.done()):
+            await asyncio.sleep(0.01)  # every rank found (while all of them still run)
         assert watch.task is not None
         assert watch.task.done(), "the ranks were never all found"
+        launcher.stdin.write(b"end\n")  # the ranks with a code end now, unreaped
+        launcher.stdin.flush()
+        while loop.time() < end and set(ending) & set(watch.watched):
+            await asyncio.sleep(0.01)  # every rank that ended seen ending (its reader ran)
         assert not set(ending) & set(watch.watched), "a rank's exit was never seen"
         watch.close()
 
     try:
         asyncio.run(main())
     finally:
-        launcher.stdin.write(b"\n")
+        launcher.stdin.write(b"end\nreap\n")  # (an extra line is harmless: nobody reads it)
         launcher.stdin.close()
         launcher.wait(30)
     return failed, pids
