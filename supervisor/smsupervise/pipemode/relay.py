@@ -111,6 +111,7 @@ class _Pump:
         self.up = self.down = self.stuck = False  # readiness as known (class docstring)
         self.hup = False  # an event has said the producer closed (no more events from upstream)
         self.stuck_at = 0.0  # when ``stuck`` was set
+        self.pending = 0  # a lower bound of upstream's bytes (``_settle``'s FIONREAD): 0 when unknown
         self.upstream_open = True
         self.ended = "eof"
         self.moved = 0
@@ -129,8 +130,8 @@ class _Pump:
             self._open_downstream()
         if not self.upstream_open and not self.ring.size and self.downstream >= 0:
             return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
-        if self.stuck and self.full_since is None and now - self.stuck_at >= READ_AHEAD_AFTER:
-            self._settle(now)
+        if self.stuck and now - self.stuck_at >= READ_AHEAD_AFTER:
+            self._settle()
         if self.full_since is not None and not self.ahead and now - self.full_since >= READ_AHEAD_AFTER:
             self.ahead = True  # the child has not read for a while: it is computing, read ahead
         if self._next() is not None:
@@ -138,7 +139,7 @@ class _Pump:
         wait = None
         if self.downstream < 0:
             wait = self.open_at - now
-        elif self.stuck and self.full_since is None:
+        elif self.stuck:
             wait = self.stuck_at + READ_AHEAD_AFTER - now
         elif self.full_since is not None and not self.ahead and self.upstream_open:
             wait = self.full_since + READ_AHEAD_AFTER - now
@@ -197,15 +198,14 @@ class _Pump:
                 break
         return True
 
-    def _settle(self, now: float) -> None:
+    def _settle(self) -> None:
         """The direct path has been stuck for ``READ_AHEAD_AFTER`` with no event: find out which
         side holds it. Upstream empty: say so (an event comes with its next write). Upstream
-        holding data: the child's FIFO is the one that is full (or a write raced the splice, and
-        its event is on its way): treat the child as computing, so the ring reads ahead."""
-        if _pending(self.upstream):
-            self.full_since = self.stuck_at
-        else:
-            self.stuck = False
+        holding data: splice again, knowing it does (only this thread reads it, so it cannot
+        empty meanwhile): if that would block, the child's FIFO is full, proven (``_direct``)."""
+        self.stuck = False
+        self.pending = _pending(self.upstream)
+        if not self.pending:
             self.up = self.hup  # no writer left: the next splice says 0 (EOF)
 
     def _account(self, waited: float) -> None:
@@ -232,8 +232,13 @@ class _Pump:
         means it is full now (``down`` cleared); less, or EAGAIN, means upstream is empty or the
         child's FIFO full (``stuck``). -1 once the child has closed its end."""
         count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
+        pending, self.pending = self.pending, 0
         if count is None:
-            self._stick()
+            if pending:  # upstream held data: the child's FIFO is full
+                self.down = False
+                self.full_since = self.now
+            else:
+                self._stick()
             return 0
         if count < 0:
             self.ended = "child closed"
@@ -243,7 +248,9 @@ class _Pump:
             return 0
         self._moved_upstream()
         self.moved += count
-        if count >= self.down_size:  # as many pages as it has slots: the child's FIFO is full
+        self.ahead = False  # the child had room: it reads (a read-ahead guessed from FIONREAD ends)
+        if count >= self.down_size or count < pending:
+            # as many pages as it has slots, or upstream still holds data: the child's FIFO is full
             self.down = False
             self.full_since = self.now
         else:  # less than asked: splice stopped at an empty upstream or a full child's FIFO
@@ -292,6 +299,7 @@ class _Pump:
             return 0
         space = tail.space()
         count = _splice(self.upstream, tail.write_fd, space)
+        self.pending = 0  # no longer a lower bound of what upstream holds
         if count is None:
             if not tail.held or not _pending(self.upstream):
                 self.up = False
