@@ -518,3 +518,90 @@ def test_a_pump_that_forgets_the_hang_up_leaves_the_child_without_eof(tmp_path: 
         assert reader.is_alive()  # still waiting for EOF
     reader.join(30)  # stop() ended the epoch: the reader gets EOF now
     assert reader.got == [data]  # type: ignore[attr-defined]
+
+
+class _Pausing:
+    """A child that reads its first MiB, then stops until ``resume`` is set, then reads to EOF."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.got = bytearray()
+        self.resume = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sleep_until(self.path.exists, what=f"{self.path} to appear")
+        with open(self.path, "rb", buffering=0) as handle:
+            while len(self.got) < 1 << 20:
+                self.got += handle.read((1 << 20) - len(self.got))
+            assert self.resume.wait(30)
+            while piece := handle.read(1 << 20):
+                self.got += piece
+
+
+class _DeafToRoom(_Pump):
+    """A pump that, once it has sent the child anything, never hears its FIFO get room again (its
+    EPOLLOUT edges are dropped)."""
+
+    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
+        if self.moved:
+            events = [event for event in events if event[0] != self.downstream]
+        return super().on_poll(events, waited, now)
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    """Create the FIFO and write ``data`` into it in 1 MiB writes; a relay stopped early (EPIPE)
+    ends it."""
+    os.mkfifo(path)
+    with contextlib.suppress(BrokenPipeError), open(path, "wb", buffering=0) as handle:
+        for start in range(0, len(data), 1 << 20):
+            handle.write(data[start : start + (1 << 20)])
+
+
+def _pause_then_resume(tmp_path: Path, pump: type[_Pump]) -> tuple[Relay, _Pausing, bytes, threading.Thread]:
+    """8 MiB through a 4 MiB ring to a child that stops after 1 MiB until the ring has read ahead."""
+    data = random.Random(11).randbytes(8 << 20)
+    relay = Relay(tmp_path, ["train"], ring=4 << 20)
+    relay.relay.relays[0].new_pump = pump
+    relay.__enter__()
+    producer = threading.Thread(target=_write_all, args=(relay.up / "train_0", data), daemon=True)
+    producer.start()
+    child = _Pausing(relay.down / "train_0")
+    sleep_until(lambda: relay.relay.snapshot()[0].ring_held > 0, what="read-ahead into the ring")
+    child.resume.set()
+    return relay, child, data, producer
+
+
+def test_a_child_that_stops_and_resumes_gets_the_ring_and_the_rest(tmp_path: Path) -> None:
+    """The child stops with its FIFO full until the ring has read ahead, then reads on: the ring
+    drains into it on the FIFO's room edges, and every byte and EOF arrives in order."""
+    relay, child, data, producer = _pause_then_resume(tmp_path, _Pump)
+    try:
+        child.thread.join(30)
+        producer.join(10)
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
+    finally:
+        relay.__exit__()
+    assert _sha(bytes(child.got)) == _sha(data)
+    assert relay.epochs("train")[0]["ring_peak"] > 0
+
+
+def test_a_pump_deaf_to_room_leaves_the_resumed_child_waiting(tmp_path: Path) -> None:
+    """The negative twin: with the room edges dropped, the resumed child reads what its FIFO held
+    and then waits in the kernel while the ring still holds data for it."""
+    relay, child, data, _ = _pause_then_resume(tmp_path, _DeafToRoom)
+    try:
+        sleep_until(
+            lambda: "pipe_read" in _wchan(child.thread) and len(child.got) >= 1 << 20,
+            what="the child to read what its FIFO held, then wait",
+        )
+        pump = relay.relay.relays[0].pump
+        assert pump is not None
+        sleep_until(lambda: not pump.down, what="the pump to know the child's FIFO full")
+        assert relay.relay.snapshot()[0].ring_held > 0
+        assert len(child.got) < len(data)
+        assert child.thread.is_alive()
+    finally:
+        relay.__exit__()
+    child.thread.join(30)  # stop() closed the child's FIFO: it gets EOF
