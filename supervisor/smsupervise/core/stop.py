@@ -36,7 +36,10 @@ from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
 
-AGENT_SETTLE = 5.0  # after its ranks are gone, how long a launcher may take to end by itself
+# After its ranks are gone, how long a launcher may take to end by itself: torchrun then waits in an
+# exit barrier for the other hosts' launchers, whose ranks may still be saving on a loaded machine;
+# signalling the master's launcher closes the store under them and fails their clean ends.
+AGENT_SETTLE = 30.0
 RANKS_POLL = 0.05  # how often the launcher's ranks are looked for after the stop signal (not our children)
 ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 MAX_RUNTIME_REASON = "MaxRuntimeExceeded"

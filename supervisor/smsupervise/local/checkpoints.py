@@ -91,8 +91,13 @@ def _files(root: str) -> dict[str, tuple[int, int]]:
 def _copy(source: str, target: str) -> None:
     os.makedirs(os.path.dirname(target), exist_ok=True)
     partial = f"{target}.smsupervise-local.part"
-    shutil.copy2(source, partial)
-    os.replace(partial, target)
+    try:
+        shutil.copy2(source, partial)
+        os.replace(partial, target)
+    except BaseException:  # e.g. the job deleted the file while it was copied: no half copy stays
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(partial)
+        raise
 
 
 @dataclass
