@@ -540,16 +540,6 @@ class _Pausing:
                 self.got += piece
 
 
-class _DeafToRoom(_Pump):
-    """A pump that, once it has sent the child anything, never hears its FIFO get room again (its
-    EPOLLOUT edges are dropped)."""
-
-    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
-        if self.moved:
-            events = [event for event in events if event[0] != self.downstream]
-        return super().on_poll(events, waited, now)
-
-
 def _write_all(path: Path, data: bytes) -> None:
     """Create the FIFO and write ``data`` into it in 1 MiB writes; a relay stopped early (EPIPE)
     ends it."""
@@ -585,23 +575,3 @@ def test_a_child_that_stops_and_resumes_gets_the_ring_and_the_rest(tmp_path: Pat
         relay.__exit__()
     assert _sha(bytes(child.got)) == _sha(data)
     assert relay.epochs("train")[0]["ring_peak"] > 0
-
-
-def test_a_pump_deaf_to_room_leaves_the_resumed_child_waiting(tmp_path: Path) -> None:
-    """The negative twin: with the room edges dropped, the resumed child reads what its FIFO held
-    and then waits in the kernel while the ring still holds data for it."""
-    relay, child, data, _ = _pause_then_resume(tmp_path, _DeafToRoom)
-    try:
-        sleep_until(
-            lambda: "pipe_read" in _wchan(child.thread) and len(child.got) >= 1 << 20,
-            what="the child to read what its FIFO held, then wait",
-        )
-        pump = relay.relay.relays[0].pump
-        assert pump is not None
-        sleep_until(lambda: not pump.down, what="the pump to know the child's FIFO full")
-        assert relay.relay.snapshot()[0].ring_held > 0
-        assert len(child.got) < len(data)
-        assert child.thread.is_alive()
-    finally:
-        relay.__exit__()
-    child.thread.join(30)  # stop() closed the child's FIFO: it gets EOF
