@@ -333,10 +333,10 @@ def prepare(
         from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile+shutil: start-up time
 
         settings = settings or Settings.defaults("train")
-        limits = sourcedir.Limits(settings.source_max_bytes, settings.source_max_members)
+        bounds = sourcedir.Limits(settings.source_max_bytes, settings.source_max_members)
         try:
             action = sourcedir.fetch(
-                script.source, script.code_dir, script.where, limits, should_stop or (lambda: False)
+                script.source, script.code_dir, script.where, bounds, should_stop or (lambda: False)
             )
         except sourcedir.Stopped as stopped:
             label = f"training (source fetch stopped {stopped})"  # the failure file says where it was
