@@ -93,6 +93,7 @@ class StatusPoller:
         self.path = socket_path
         self.interval = interval
         self.latencies_ms: list[float] = []
+        self.records: list[int] = []  # the job's stdout records each answer reported (-1: not said)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -112,11 +113,14 @@ class StatusPoller:
         while not self._stop.is_set():
             begun = time.perf_counter()
             try:
-                call(self.path, "status")
+                answer = call(self.path, "status")
             except (ClientError, OSError):
                 if self.latencies_ms:
                     return  # the supervisor has gone
                 self._stop.wait(0.005)  # bound but not listening yet: ask again
                 continue
             self.latencies_ms.append((time.perf_counter() - begun) * 1000)
+            streams = answer.get("streams") if isinstance(answer, dict) else None
+            stdout = streams.get("stdout") if isinstance(streams, dict) else None
+            self.records.append(int(stdout["records"]) if isinstance(stdout, dict) else -1)
             self._stop.wait(self.interval)

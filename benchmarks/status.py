@@ -8,9 +8,13 @@ child with the socket off and with the socket on but nobody asking.
 ``supervisor`` folder of a git worktree of an older commit), in the same interleaved runs.
 
 Reports, per line size, lines/s and the relay's CPU seconds per million lines of each case, and the
-`status` round trip (p50/p99/max over every answer of every run) of the polled case, in one table,
+`status` round trip of the polled case (p50/p99/max over every question asked while the output
+flowed, i.e. after an answer that counted stdout records: the target's condition), in one table,
 with the round trip of the same client to an idle smsupervise (child `sleep`) in the same runs: the
-floor this machine's scheduler gives right now. Writes benchmarks/results/status.json; the load
+floor this machine's scheduler gives right now. The questions asked before the output flowed are
+shown apart (how many, the slowest): the client connects as soon as the socket exists, which is
+before the job is spawned, so its first answer waits for the rest of smsupervise's start-up and
+the server's import at the first connection. Writes benchmarks/results/status.json; the load
 average is printed with the figures.
 """
 
@@ -35,10 +39,24 @@ FLOOD = re.compile(r"flood lines=(\d+) seconds=([\d.]+)")
 CPU = re.compile(r'"cpu_s":([\d.]+)')
 
 
+def while_flowing(poller: StatusPoller) -> tuple[list[float], list[float]]:
+    """The round trips (ms) of the questions asked while the job's output was flowing (the answer
+    before said stdout records > 0), and the others: those asked during smsupervise's start-up (the
+    socket is bound before the job is spawned, so the first question waits for the spawn and the
+    server's import at the first connection) or before the child's first line."""
+    flowing, before = [], []
+    previous = 0
+    for ms, records in zip(poller.latencies_ms, poller.records, strict=True):
+        (flowing if previous > 0 else before).append(ms)
+        previous = records
+    return flowing, before
+
+
 def run_once(
     flood: str, seconds: float, size: int, case: str, baseline: str | None = None
-) -> tuple[float, float, list[float]]:
-    """One flood under smsupervise: (lines/s, relay CPU s per million lines, status round trips ms)."""
+) -> tuple[float, float, list[float], list[float]]:
+    """One flood under smsupervise: (lines/s, relay CPU s per million lines, status round trips ms
+    while the output flowed, round trips ms of the questions asked before)."""
     env = {**os.environ, "PYTHONPATH": baseline} if case == BASELINE and baseline else None
     sock = os.path.join(tempfile.mkdtemp(prefix="smsupervise-bench-"), "control.sock")
     argv = [
@@ -62,7 +80,8 @@ def run_once(
     if proc.returncode != 0 or written is None or cpu is None:
         raise RuntimeError(f"flood under smsupervise failed ({proc.returncode}): {text[-500:]!r}")
     lines, took = int(written.group(1)), float(written.group(2))
-    return lines / took, float(cpu.group(1)) / (lines / 1e6), poller.latencies_ms if poller else []
+    flowing, before = while_flowing(poller) if poller else ([], [])
+    return lines / took, float(cpu.group(1)) / (lines / 1e6), flowing, before
 
 
 def idle_once(seconds: float) -> list[float]:
@@ -95,16 +114,18 @@ def main() -> None:
     load_before = os.getloadavg()
     samples: dict[tuple[int, str], list[tuple[float, float]]] = {(s, c): [] for s in sizes for c in cases}
     latencies: dict[tuple[int, str], list[float]] = {(s, c): [] for s in sizes for c in cases}
+    startup: dict[tuple[int, str], list[float]] = {(s, c): [] for s in sizes for c in cases}
     idle: list[float] = []
     for _ in range(args.runs):  # interleaved, so a slow spell of the VM hits every case alike
         idle += idle_once(args.seconds)
         for size in sizes:
             for case in cases:
-                rate, cpu, ms = run_once(flood, args.seconds, size, case, args.baseline)
+                rate, cpu, ms, early = run_once(flood, args.seconds, size, case, args.baseline)
                 samples[size, case].append((rate, cpu))
                 latencies[size, case] += ms
+                startup[size, case] += early
     load_after = os.getloadavg()
-    rows = [["-", "idle (child sleeps), status 10x/s", "", "", "", *_latency_cells(idle)]]
+    rows = [["-", "idle (child sleeps), status 10x/s", "", "", "", *_latency_cells(idle), ""]]
     results: list[dict[str, Any]] = []
     for size in sizes:
         off = median([rate for rate, _ in samples[size, "socket off"]])
@@ -112,6 +133,7 @@ def main() -> None:
             rate = median([r for r, _ in samples[size, case]])
             cpu = median([c for _, c in samples[size, case]])
             ms = latencies[size, case]
+            early = startup[size, case]
             results.append(
                 {
                     "line_bytes": size,
@@ -127,6 +149,7 @@ def main() -> None:
                     }
                     if ms
                     else None,
+                    "status_before_output_ms": {"n": len(early), "max": max(early)} if early else None,
                 }
             )
             rows.append(
@@ -137,6 +160,7 @@ def main() -> None:
                     f"{rate / off:.2f}",
                     f"{cpu:.2f}",
                     *(_latency_cells(ms) if ms else ["", "", "", ""]),
+                    f"{len(early)}, {max(early):.2f}" if early else "",
                 ]
             )
     load = f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} CPUs"
@@ -153,6 +177,7 @@ def main() -> None:
             "p50 ms",
             "p99 ms",
             "max ms",
+            "asked before output: n, max ms",
         ],
         rows,
     )
