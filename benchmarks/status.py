@@ -44,7 +44,8 @@ def while_flowing(poller: StatusPoller) -> tuple[list[float], list[float]]:
     before said stdout records > 0), and the others: those asked during smsupervise's start-up (the
     socket is bound before the job is spawned, so the first question waits for the spawn and the
     server's import at the first connection) or before the child's first line."""
-    flowing, before = [], []
+    flowing: list[float] = []
+    before: list[float] = []
     previous = 0
     for ms, records in zip(poller.latencies_ms, poller.records, strict=True):
         (flowing if previous > 0 else before).append(ms)
