@@ -38,13 +38,15 @@ LOOPS = ["asyncio", "uvloop"]
 class Relay:
     """A PipeRelay over real FIFOs, with its events collected (from its threads, in order)."""
 
-    def __init__(self, tmp: Path, channels: list[str], ring: int = 8 << 20) -> None:
+    def __init__(
+        self, tmp: Path, channels: list[str], ring: int = 8 << 20, limits: PipeLimits = NO_LIMIT
+    ) -> None:
         self.up = tmp / "data"
         self.down = tmp / "relay"
         self.up.mkdir(exist_ok=True)
         self.events: list[tuple[str, dict[str, Any]]] = []
         specs = tuple(ChannelSpec(ch, str(self.up), str(self.down), ring) for ch in channels)
-        self.relay = PipeRelay(specs, lambda event, fields: self.events.append((event, fields)), NO_LIMIT)
+        self.relay = PipeRelay(specs, lambda event, fields: self.events.append((event, fields)), limits)
 
     def __enter__(self) -> Relay:
         self.relay.start()
@@ -518,6 +520,29 @@ def test_a_pump_that_forgets_the_hang_up_leaves_the_child_without_eof(tmp_path: 
         assert reader.is_alive()  # still waiting for EOF
     reader.join(30)  # stop() ended the epoch: the reader gets EOF now
     assert reader.got == [data]  # type: ignore[attr-defined]
+
+
+def test_a_close_while_the_rings_tail_is_full_still_gives_eof(tmp_path: Path) -> None:
+    """The producer closes while the ring's tail pipe has no free slot (one-page pipes, one byte in):
+    the kernel then answers the splice with EAGAIN although upstream is at EOF, and that must not be
+    taken for 'upstream empty, wait for a write' (no event comes after the hang-up): the child gets
+    the byte and EOF, and the epoch ends with ``eof`` after a second ring pipe proved the EOF."""
+    one_page = PipeLimits(max_size=4096, user_soft=0, exempt=True, in_use=0)
+    with Relay(tmp_path, ["train"], ring=1 << 20, limits=one_page) as relay:
+        os.mkfifo(relay.up / "train_0")
+        fd = os.open(relay.up / "train_0", os.O_WRONLY)  # returns once the relay has opened it
+        os.write(fd, b"x")
+        sleep_until(lambda: relay.relay.relays[0].ring.size == 1, what="the byte in the ring")
+        os.close(fd)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(_consume(relay.down / "train_0")), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert got == [b"x"], "the child did not get EOF"
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
+    stats = relay.epochs("train")[0]
+    assert stats["ended"] == "eof"
+    assert stats["ring_bytes"] == 2 * 4096  # the full tail was left for a second pipe: the path ran
 
 
 class _Pausing:

@@ -289,9 +289,11 @@ class _Pump:
 
     def _fill(self) -> int:
         """Upstream -> the ring's tail (the child has not opened its FIFO, or is computing).
-        EAGAIN means a writer is there and upstream is empty, or the tail's slots are used up;
-        an empty tail has room, else upstream is asked (``FIONREAD``): empty clears ``up``, holding
-        data means the tail is full, and the next pipe is tried at once (returns 1 then). Stopping
+        EAGAIN means a writer is there and upstream is empty, or the tail's slots are used up
+        (the kernel checks upstream first: at EOF it passes, and the full tail then says EAGAIN,
+        so with no writer left EAGAIN always means a full tail). An empty tail has room, else
+        upstream is asked (``FIONREAD``): empty clears ``up``, holding data (or no writer left)
+        means the tail is full, and the next pipe is tried at once (returns 1 then). Stopping
         short says the same, except that with no writer left upstream is spliced again (to EOF)."""
         ring = self.ring
         tail = ring.tail_room()
@@ -301,11 +303,12 @@ class _Pump:
         count = _splice(self.upstream, tail.write_fd, space)
         self.pending = 0  # no longer a lower bound of what upstream holds
         if count is None:
-            if not tail.held or not _pending(self.upstream):
+            if tail.held and (self.hup or _pending(self.upstream)):
+                ring.full(tail)
+                return 1
+            if not self.hup:  # a writer is there and upstream is empty: its next write is an event
                 self.up = False
-                return 0
-            ring.full(tail)
-            return 1
+            return 0
         if count == 0:
             self._upstream_empty()
             return 0
