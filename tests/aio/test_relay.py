@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import os
 import random
+import select
 import subprocess
 import tempfile
 import threading
@@ -25,8 +26,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsupervise.linux.pipes import PIPE_SIZE, PipeLimits
-from smsupervise.pipemode.channel import ChannelSpec
-from smsupervise.pipemode.relay import PipeRelay
+from smsupervise.pipemode.channel import ChannelRelay, ChannelSpec
+from smsupervise.pipemode.relay import PipeRelay, _Pump
+from smsupervise.pipemode.ring import Ring
 from tests.conftest import PYTHON, sleep_until
 
 NO_LIMIT = PipeLimits(max_size=PIPE_SIZE, user_soft=0, exempt=True, in_use=0)
@@ -36,13 +38,15 @@ LOOPS = ["asyncio", "uvloop"]
 class Relay:
     """A PipeRelay over real FIFOs, with its events collected (from its threads, in order)."""
 
-    def __init__(self, tmp: Path, channels: list[str], ring: int = 8 << 20) -> None:
+    def __init__(
+        self, tmp: Path, channels: list[str], ring: int = 8 << 20, limits: PipeLimits = NO_LIMIT
+    ) -> None:
         self.up = tmp / "data"
         self.down = tmp / "relay"
         self.up.mkdir(exist_ok=True)
         self.events: list[tuple[str, dict[str, Any]]] = []
         specs = tuple(ChannelSpec(ch, str(self.up), str(self.down), ring) for ch in channels)
-        self.relay = PipeRelay(specs, lambda event, fields: self.events.append((event, fields)), NO_LIMIT)
+        self.relay = PipeRelay(specs, lambda event, fields: self.events.append((event, fields)), limits)
 
     def __enter__(self) -> Relay:
         self.relay.start()
@@ -375,3 +379,224 @@ def test_stop_ends_every_thread_and_removes_only_what_the_relay_made(tmp_path: P
     assert not relay.relay.thread.is_alive()
     assert not relay.down.exists()
     assert (relay.up / "idle_0").exists()
+
+
+class _Paced:
+    """One channel's producer and consumer in lock-step bursts: the producer sends a burst, then
+    waits (on a condition, no poll, no sleep) until the consumer has read every byte sent so far,
+    so before each burst the relay has found upstream empty and waits for an edge."""
+
+    def __init__(self, up: Path, down: Path, seed: int, bursts: int = 40) -> None:
+        rng = random.Random(seed)
+        self.sizes = [rng.choice([1, 4095, 4097, 65536, 300_000, 1 << 20]) for _ in range(bursts)]
+        self.data = rng.randbytes(sum(self.sizes))
+        self.up, self.down = up, down
+        self.got = bytearray()
+        self.eof = False
+        self.lag = ""  # what the producer waited for in vain, if it did
+        self.cond = threading.Condition()
+        self.threads = [threading.Thread(target=t, daemon=True) for t in (self._produce, self._consume)]
+        for thread in self.threads:
+            thread.start()
+
+    def _produce(self) -> None:
+        os.mkfifo(self.up)
+        fd = os.open(self.up, os.O_WRONLY)
+        sent = 0
+        for size in self.sizes:
+            view = memoryview(self.data)[sent : sent + size]
+            while view:
+                view = view[os.write(fd, view) :]
+            sent += size
+            with self.cond:
+                if not self.cond.wait_for(lambda sent=sent: len(self.got) >= sent, timeout=30):  # type: ignore[misc]
+                    self.lag = f"{len(self.got)} of {sent} bytes after 30 s"
+                    break
+        os.close(fd)
+
+    def _consume(self) -> None:
+        sleep_until(self.down.exists, what=f"{self.down} to appear")
+        with open(self.down, "rb", buffering=0) as handle:
+            while piece := handle.read(1 << 20):
+                with self.cond:
+                    self.got += piece
+                    self.cond.notify_all()
+        self.eof = True
+
+    def join(self) -> None:
+        for thread in self.threads:
+            thread.join(60)
+
+
+def test_bursts_with_pauses_on_many_channels_never_lose_a_wake_up(tmp_path: Path) -> None:
+    """Eight channels, each fed in bursts that wait for the child to have read everything first, so
+    every burst must be noticed from an empty FIFO: every byte and every EOF arrives."""
+    names = [f"ch{i}" for i in range(8)]
+    with Relay(tmp_path, names, ring=2 << 20) as relay:
+        paced = {
+            ch: _Paced(relay.up / f"{ch}_0", relay.down / f"{ch}_0", seed=i) for i, ch in enumerate(names)
+        }
+        for run in paced.values():
+            run.join()
+        sleep_until(lambda: all(relay.epochs(ch) for ch in names), what="every epoch event")
+    for ch, run in paced.items():
+        assert run.lag == ""
+        assert run.eof
+        assert _sha(bytes(run.got)) == _sha(run.data)
+        assert relay.epochs(ch)[0]["ended"] == "eof"
+
+
+class _RegistersAfterTheClose(_Pump):
+    """A real pump whose upstream is registered only once the producer has written and closed (the
+    test sets ``closed``), so its first event says 'data' and 'hang-up' at once: the race a fast
+    producer wins, made certain."""
+
+    closed = threading.Event()
+
+    def __init__(self, upstream: int, path: str, ring: Ring, owner: ChannelRelay, now: float) -> None:
+        assert self.closed.wait(30)
+        super().__init__(upstream, path, ring, owner, now)
+
+
+class _ForgetsTheHangUp(_RegistersAfterTheClose):
+    """The same with the lost wake-up this relay is built against: EPOLLHUP is ignored, so the
+    short splice of the last bytes ends in 'wait for an edge', and none will come."""
+
+    closed = threading.Event()
+
+    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
+        self.hup = False
+        alive = super().on_poll([(fd, flags & ~select.EPOLLHUP) for fd, flags in events], waited, now)
+        self.hup = False
+        return alive
+
+
+def _write_and_close(relay: Relay, data: bytes, pump: type[_RegistersAfterTheClose]) -> threading.Thread:
+    """Make the pump ``pump``; a producer writes ``data`` (less than a default pipe) and closes,
+    then lets the pump register; a reader thread reads the child's FIFO into the returned list."""
+    for channel in relay.relay.relays:
+        channel.new_pump = pump
+
+    def produce() -> None:
+        os.mkfifo(relay.up / "train_0")
+        fd = os.open(relay.up / "train_0", os.O_WRONLY)  # returns once the relay has opened it
+        os.write(fd, data)
+        os.close(fd)
+        pump.closed.set()
+
+    threading.Thread(target=produce, daemon=True).start()
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(_consume(relay.down / "train_0")), daemon=True)
+    reader.start()
+    reader.got = got  # type: ignore[attr-defined]
+    return reader
+
+
+def test_a_last_write_and_close_seen_in_one_event_end_the_epoch(tmp_path: Path) -> None:
+    """The producer wrote its last bytes and closed before the relay looked: the bytes and EOF
+    both reach the child, and the epoch ends with ``eof``."""
+    data = random.Random(6).randbytes(60_000)
+    with Relay(tmp_path, ["train"]) as relay:
+        reader = _write_and_close(relay, data, _RegistersAfterTheClose)
+        reader.join(30)
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
+    assert reader.got == [data]  # type: ignore[attr-defined]
+    assert relay.epochs("train")[0]["ended"] == "eof"
+
+
+def test_a_pump_that_forgets_the_hang_up_leaves_the_child_without_eof(tmp_path: Path) -> None:
+    """The negative twin: with EPOLLHUP ignored, the bytes arrive but EOF never does; the pump has
+    settled (nothing known ready, nothing held) with the epoch not over."""
+    data = random.Random(6).randbytes(60_000)
+    with Relay(tmp_path, ["train"]) as relay:
+        reader = _write_and_close(relay, data, _ForgetsTheHangUp)
+        channel = relay.relay.relays[0]
+        sleep_until(lambda: channel.pump is not None and channel.pump.moved == len(data), what="the bytes")
+        pump = channel.pump
+        assert isinstance(pump, _ForgetsTheHangUp)
+        sleep_until(lambda: not (pump.up or pump.stuck or pump.ring.size), what="the pump to settle")
+        assert pump.upstream_open
+        assert not relay.epochs("train")
+        assert reader.is_alive()  # still waiting for EOF
+    reader.join(30)  # stop() ended the epoch: the reader gets EOF now
+    assert reader.got == [data]  # type: ignore[attr-defined]
+
+
+def test_a_close_while_the_rings_tail_is_full_still_gives_eof(tmp_path: Path) -> None:
+    """The producer closes while the ring's tail pipe has no free slot (one-page pipes, one byte in):
+    the kernel then answers the splice with EAGAIN although upstream is at EOF, and that must not be
+    taken for 'upstream empty, wait for a write' (no event comes after the hang-up): the child gets
+    the byte and EOF, and the epoch ends with ``eof`` after a second ring pipe proved the EOF."""
+    one_page = PipeLimits(max_size=4096, user_soft=0, exempt=True, in_use=0)
+    with Relay(tmp_path, ["train"], ring=1 << 20, limits=one_page) as relay:
+        os.mkfifo(relay.up / "train_0")
+        fd = os.open(relay.up / "train_0", os.O_WRONLY)  # returns once the relay has opened it
+        os.write(fd, b"x")
+        sleep_until(lambda: relay.relay.relays[0].ring.size == 1, what="the byte in the ring")
+        os.close(fd)
+        got: list[bytes] = []
+        reader = threading.Thread(target=lambda: got.append(_consume(relay.down / "train_0")), daemon=True)
+        reader.start()
+        reader.join(30)
+        assert got == [b"x"], "the child did not get EOF"
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
+    stats = relay.epochs("train")[0]
+    assert stats["ended"] == "eof"
+    assert stats["ring_bytes"] == 2 * 4096  # the full tail was left for a second pipe: the path ran
+
+
+class _Pausing:
+    """A child that reads its first MiB, then stops until ``resume`` is set, then reads to EOF."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.got = bytearray()
+        self.resume = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        sleep_until(self.path.exists, what=f"{self.path} to appear")
+        with open(self.path, "rb", buffering=0) as handle:
+            while len(self.got) < 1 << 20:
+                self.got += handle.read((1 << 20) - len(self.got))
+            assert self.resume.wait(30)
+            while piece := handle.read(1 << 20):
+                self.got += piece
+
+
+def _write_all(path: Path, data: bytes) -> None:
+    """Create the FIFO and write ``data`` into it in 1 MiB writes; a relay stopped early (EPIPE)
+    ends it."""
+    os.mkfifo(path)
+    with contextlib.suppress(BrokenPipeError), open(path, "wb", buffering=0) as handle:
+        for start in range(0, len(data), 1 << 20):
+            handle.write(data[start : start + (1 << 20)])
+
+
+def _pause_then_resume(tmp_path: Path, pump: type[_Pump]) -> tuple[Relay, _Pausing, bytes, threading.Thread]:
+    """8 MiB through a 4 MiB ring to a child that stops after 1 MiB until the ring has read ahead."""
+    data = random.Random(11).randbytes(8 << 20)
+    relay = Relay(tmp_path, ["train"], ring=4 << 20)
+    relay.relay.relays[0].new_pump = pump
+    relay.__enter__()
+    producer = threading.Thread(target=_write_all, args=(relay.up / "train_0", data), daemon=True)
+    producer.start()
+    child = _Pausing(relay.down / "train_0")
+    sleep_until(lambda: relay.relay.snapshot()[0].ring_held > 0, what="read-ahead into the ring")
+    child.resume.set()
+    return relay, child, data, producer
+
+
+def test_a_child_that_stops_and_resumes_gets_the_ring_and_the_rest(tmp_path: Path) -> None:
+    """The child stops with its FIFO full until the ring has read ahead, then reads on: the ring
+    drains into it on the FIFO's room edges, and every byte and EOF arrives in order."""
+    relay, child, data, producer = _pause_then_resume(tmp_path, _Pump)
+    try:
+        child.thread.join(30)
+        producer.join(10)
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
+    finally:
+        relay.__exit__()
+    assert _sha(bytes(child.got)) == _sha(data)
+    assert relay.epochs("train")[0]["ring_peak"] > 0

@@ -40,25 +40,21 @@ class ChannelSpec(NamedTuple):
 
 
 class Poller:
-    """The relay thread's one ``poll``: which events each fd is registered for, and whose it is."""
+    """The relay thread's one ``epoll``, edge-triggered: each FIFO is registered once, for the
+    epoch's life, so no change of interest can drop an edge; whose each fd is."""
 
     def __init__(self) -> None:
-        self.poll = select.poll()
-        self.events: dict[int, int] = {}
+        self.epoll = select.epoll()
         self.owner: dict[int, ChannelRelay] = {}
 
-    def want(self, fd: int, events: int, owner: ChannelRelay) -> None:
-        if not events:
-            self.drop(fd)
-        elif self.events.get(fd) != events:
-            (self.poll.modify if fd in self.events else self.poll.register)(fd, events)
-            self.events[fd] = events
-            self.owner[fd] = owner
+    def add(self, fd: int, events: int, owner: ChannelRelay) -> None:
+        """Register ``fd``; if it is ready already, the next wait reports it (the kernel polls it)."""
+        self.epoll.register(fd, events | select.EPOLLET)
+        self.owner[fd] = owner
 
     def drop(self, fd: int) -> None:
-        if fd in self.events:
-            self.poll.unregister(fd)
-            del self.events[fd], self.owner[fd]
+        if self.owner.pop(fd, None) is not None:
+            self.epoll.unregister(fd)
 
 
 class Pump(Protocol):
@@ -85,7 +81,7 @@ PumpFactory = Callable[[int, str, Ring, "ChannelRelay", float], Pump]
 
 class ChannelRelay:
     """One channel, epoch after epoch: waits for the platform's FIFO, then pumps it. Driven by the
-    relay thread (``arm`` before each ``poll``, ``on_poll`` after, with the poll's return time).
+    relay thread (``arm`` before each wait, ``on_poll`` after, with the wait's return time).
 
     If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
     before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
@@ -110,7 +106,7 @@ class ChannelRelay:
         self.epoch = 0
         self.current: str | None = None  # our FIFO for the epoch being relayed, once made
         self.pump: Pump | None = None
-        self.events: list[tuple[int, int]] = []  # this turn's poll events for this channel's fds
+        self.events: list[tuple[int, int]] = []  # this turn's epoll events for this channel's fds
         self.look_at = 0.0  # when to look for the platform's next FIFO
         self.cpu_start = 0.0
         self.delivered = 0  # bytes delivered in the epochs already over
@@ -144,7 +140,7 @@ class ChannelRelay:
         return wait
 
     def on_poll(self, waited: float, now: float) -> None:
-        """After the poll: hand the pump this turn's events (``self.events``, then cleared)."""
+        """After the wait: hand the pump this turn's events (``self.events``, then cleared)."""
         pump = self.pump
         if pump is not None and not pump.on_poll(self.events, waited, now):
             self._end(now)
