@@ -27,7 +27,8 @@ from hypothesis import strategies as st
 
 from smsupervise.linux.pipes import PIPE_SIZE, PipeLimits
 from smsupervise.pipemode.channel import ChannelRelay, ChannelSpec
-from smsupervise.pipemode.relay import PipeRelay, _Pump
+from smsupervise.pipemode.pump import SplicePump
+from smsupervise.pipemode.relay import PipeRelay
 from smsupervise.pipemode.ring import Ring
 from tests.conftest import PYTHON, sleep_until
 
@@ -446,7 +447,7 @@ def test_bursts_with_pauses_on_many_channels_never_lose_a_wake_up(tmp_path: Path
         assert relay.epochs(ch)[0]["ended"] == "eof"
 
 
-class _RegistersAfterTheClose(_Pump):
+class _RegistersAfterTheClose(SplicePump):
     """A real pump whose upstream is registered only once the producer has written and closed (the
     test sets ``closed``), so its first event says 'data' and 'hang-up' at once: the race a fast
     producer wins, made certain."""
@@ -574,7 +575,9 @@ def _write_all(path: Path, data: bytes) -> None:
             handle.write(data[start : start + (1 << 20)])
 
 
-def _pause_then_resume(tmp_path: Path, pump: type[_Pump]) -> tuple[Relay, _Pausing, bytes, threading.Thread]:
+def _pause_then_resume(
+    tmp_path: Path, pump: type[SplicePump]
+) -> tuple[Relay, _Pausing, bytes, threading.Thread]:
     """8 MiB through a 4 MiB ring to a child that stops after 1 MiB until the ring has read ahead."""
     data = random.Random(11).randbytes(8 << 20)
     relay = Relay(tmp_path, ["train"], ring=4 << 20)
@@ -591,7 +594,7 @@ def _pause_then_resume(tmp_path: Path, pump: type[_Pump]) -> tuple[Relay, _Pausi
 def test_a_child_that_stops_and_resumes_gets_the_ring_and_the_rest(tmp_path: Path) -> None:
     """The child stops with its FIFO full until the ring has read ahead, then reads on: the ring
     drains into it on the FIFO's room edges, and every byte and EOF arrives in order."""
-    relay, child, data, producer = _pause_then_resume(tmp_path, _Pump)
+    relay, child, data, producer = _pause_then_resume(tmp_path, SplicePump)
     try:
         child.thread.join(30)
         producer.join(10)

@@ -18,7 +18,7 @@ OWNERS = {
     "kill": "core/spawn.py",
     "killpg": "core/spawn.py",
     "pidfd_open": "core/spawn.py",
-    "splice": "pipemode/relay.py",
+    "splice": "pipemode/pump.py",
 }
 
 # Each layer may import from the layers below it (later in this list) and from itself; never up.

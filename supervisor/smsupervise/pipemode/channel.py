@@ -1,7 +1,7 @@
-"""One Pipe channel's life, epoch after epoch, apart from the splice loop (relay.py): waiting for the
+"""One Pipe channel's life, epoch after epoch, apart from the splice loop (pump.py): waiting for the
 platform's FIFO of each epoch, making and removing ours, the epoch's record (``pipe_epoch_done``),
 the live snapshot (``smsupervise-debug status``), and failing alone. Which fd the relay thread
-waits on for which channel is ``Poller``'s; moving bytes is the pump's, made by relay.py.
+(relay.py) waits on for which channel is ``Poller``'s; moving bytes is the pump's (pump.py).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Poller:
 
 
 class Pump(Protocol):
-    """One epoch of one channel, as the channel sees it (relay.py's ``_Pump`` moves the bytes)."""
+    """One epoch of one channel, as the channel sees it (pump.py's ``SplicePump`` moves the bytes)."""
 
     upstream: int
     downstream: int
@@ -98,7 +98,7 @@ class ChannelRelay:
         new_pump: PumpFactory,
     ) -> None:
         self.spec = spec
-        self.new_pump = new_pump  # the splice loop's per-epoch pump (relay.py: the only splice owner)
+        self.new_pump = new_pump  # the splice loop's per-epoch pump (pump.py: the only splice owner)
         self.emit = emit
         self.ring = Ring(ring_bytes, pipe_size)  # this channel's share of the pipe budget
         self.poller = poller

@@ -1,5 +1,5 @@
 """What the relay reports about each channel: the per-epoch record (``pipe_epoch_done``) and the live
-snapshot (``smsupervise-debug status``). The splice loop (relay.py) only counts; this module turns
+snapshot (``smsupervise-debug status``). The splice loop (pump.py) only counts; this module turns
 the counts into records, so the loop allocates nothing per turn.
 """
 

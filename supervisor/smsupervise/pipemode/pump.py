@@ -1,0 +1,313 @@
+"""The splice loop of one channel's epoch (``SplicePump``): the only module that calls ``os.splice``.
+
+What it moves and why (the data path, the ring, the edge-triggered waits): relay.py's docstring;
+the relay thread drives each pump (``arm`` before its wait, ``on_poll`` after).
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import select
+import sys
+import termios
+from collections.abc import Callable
+
+from smsupervise.linux.pipes import raise_pipe_size
+from smsupervise.pipemode.channel import EPOCH_OVER, ChannelRelay
+from smsupervise.pipemode.ring import Ring
+
+SPLICE_F_MOVE = 1
+SPLICE_F_NONBLOCK = 2
+SPLICE_FLAGS = SPLICE_F_MOVE | SPLICE_F_NONBLOCK
+OPEN_RETRY = 0.005  # how often to retry opening the child's FIFO for writing (ENXIO: no reader yet)
+READ_AHEAD_AFTER = 0.010  # the child's FIFO full this long: it is computing (not descheduled): read ahead
+TURN_BYTES = 2 << 20  # what one channel may move per turn before the others are served (fairness)
+TURN_MOVES = 8  # and in at most this many splices
+
+
+class SplicePump:
+    """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
+
+    **Readiness** comes from the relay thread's edge-triggered epoll: each FIFO is registered once
+    and an event only says that something changed (the producer's write ended, the child read from
+    a full FIFO), never that a writer is merely mid-write, so no splice is made into the middle of a
+    1 MiB ``write`` and spins on the pipe's lock. The pump keeps what it knows in flags, set by
+    events and cleared only by a splice that proved the opposite:
+
+    * ``up``: upstream may have data; cleared when a splice found it empty.
+    * ``down``: the child's FIFO may have room; cleared when a splice found it full.
+    * ``stuck``: a direct splice (upstream -> child) stopped short or would block: upstream was
+      empty *or* the child's FIFO full, which one is not known; any event on either clears it.
+
+    **No lost wake-up**: each clear happens after a splice that saw, under the pipe locks, the
+    state that makes the kernel wake epoll on its change (a write into an empty pipe, a read from
+    a full one, a close); so a cleared flag is set again by an event if the fd ever becomes ready.
+    A splice that stopped short proves the same as one that would block (``splice`` moves until
+    the source is empty or the destination full), so it is not followed by a call just to hear
+    EAGAIN. The ring's pipes are ours: their state is bookkept, not waited on, and looked at
+    before every wait (``arm``): a channel that can still move is served again before the thread
+    sleeps (a turn moves at most ``TURN_BYTES``, for fairness between channels).
+
+    Shaped like the C loop in the common case (the child keeps up, the ring is empty): upstream
+    straight into the child's FIFO. When the child's FIFO is full the data stays in the platform's
+    FIFO, as a blocking splice would leave it; only when the child has not read for
+    ``READ_AHEAD_AFTER`` (it is computing) does the pump read ahead into the ring. While the ring
+    holds data and the child reads, the ring drains first, so it empties again and each byte moves
+    once.
+
+    No clock is read here: ``now`` is the relay thread's one reading per wait.
+    """
+
+    def __init__(
+        self, upstream: int, downstream_path: str, ring: Ring, owner: ChannelRelay, now: float
+    ) -> None:
+        self.upstream = upstream
+        self.downstream_path = downstream_path
+        self.downstream = -1
+        self.open_at = 0.0  # when to try opening the child's FIFO next (ENXIO: no reader yet)
+        self.down_size = 0  # the child's FIFO's capacity
+        self.ring = ring
+        self.owner = owner
+        self.now = now  # the wait's return time, for the timestamps taken while acting on it
+        self.up = self.down = self.stuck = False  # readiness as known (class docstring)
+        self.hup = False  # an event has said the producer closed (no more events from upstream)
+        self.stuck_at = 0.0  # when ``stuck`` was set
+        self.pending = 0  # a lower bound of upstream's bytes (``_settle``'s FIONREAD): 0 when unknown
+        self.upstream_open = True
+        self.ended = "eof"
+        self.moved = 0
+        self.first: float | None = None
+        self.starved = self.bound = self.wait_open = 0.0
+        self.full_since: float | None = None  # the child's FIFO is full (or the ring holds data)
+        self.ahead = False  # the child has not read for READ_AHEAD_AFTER: read ahead into the ring
+        self.up_seen = False  # an event has said upstream is ready (before that, 0 bytes is not EOF)
+        owner.poller.add(upstream, select.EPOLLIN, owner)  # an event at once if it is ready now
+
+    def arm(self, now: float) -> float | None:
+        """Before the wait: seconds until it must be looked at again (None: no limit; 0: it can
+        move now), or ``EPOCH_OVER`` when everything has been delivered."""
+        if self.downstream < 0 and now >= self.open_at:
+            self.open_at = now + OPEN_RETRY  # at most every OPEN_RETRY: other channels may be busy
+            self._open_downstream()
+        if not self.upstream_open and not self.ring.size and self.downstream >= 0:
+            return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
+        if self.stuck and now - self.stuck_at >= READ_AHEAD_AFTER:
+            self._settle()
+        if self.full_since is not None and not self.ahead and now - self.full_since >= READ_AHEAD_AFTER:
+            self.ahead = True  # the child has not read for a while: it is computing, read ahead
+        if self._next() is not None:
+            return 0.0
+        wait = None
+        if self.downstream < 0:
+            wait = self.open_at - now
+        elif self.stuck:
+            wait = self.stuck_at + READ_AHEAD_AFTER - now
+        elif self.full_since is not None and not self.ahead and self.upstream_open:
+            wait = self.full_since + READ_AHEAD_AFTER - now
+        return wait
+
+    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
+        """After the wait (``events`` are this pump's); False once the epoch is over."""
+        self.now = now
+        if self.first is not None:
+            self._account(waited)
+        for fd, flags in events:
+            self.stuck = False  # whichever side held the direct path back may have moved
+            if fd == self.upstream:
+                self.up = self.up_seen = True  # a writer is or was there: a 0-byte splice is EOF
+                if flags & select.EPOLLHUP:
+                    self.hup = True  # no writer left: no event will come, splice until it says 0
+            else:
+                if flags & select.EPOLLERR and not self.ring.size:
+                    self.ended = "child closed"  # nothing was in flight: nothing else to tell
+                    return False
+                self.down = True
+                self.ahead = False  # the child reads again: drain the ring before reading ahead
+                self.full_since = now if self.ring.size else None
+        return self._turn()
+
+    def waiting_on_child(self) -> bool:
+        """Whether data is held back by the child right now (not opened, FIFO full, ring holding)."""
+        return self.downstream < 0 or self.full_since is not None or self.ring.size > 0
+
+    def _next(self) -> Callable[[], int] | None:
+        """The move to make now, from what is known (no syscall), or None: wait for an event."""
+        if self.downstream >= 0 and self.down:
+            if self.ring.size:
+                return self._drain
+            if self.up and not self.stuck and self.upstream_open:
+                return self._direct
+        if self.up and self.upstream_open and (self.downstream < 0 or self.ahead) and self.ring.has_room():
+            return self._fill
+        return None
+
+    def _turn(self) -> bool:
+        """Make moves until none is possible or the turn's share is used; False once the child
+        has closed its end."""
+        budget = TURN_BYTES
+        for _ in range(TURN_MOVES):
+            move = self._next()
+            if move is None:
+                break
+            count = move()
+            if count < 0:
+                return False
+            if count == 0:
+                break
+            budget -= count
+            if budget <= 0:
+                break
+        return True
+
+    def _settle(self) -> None:
+        """The direct path has been stuck for ``READ_AHEAD_AFTER`` with no event: find out which
+        side holds it. Upstream empty: say so (an event comes with its next write). Upstream
+        holding data: splice again, knowing it does (only this thread reads it, so it cannot
+        empty meanwhile): if that would block, the child's FIFO is full, proven (``_direct``)."""
+        self.stuck = False
+        self.pending = _pending(self.upstream)
+        if not self.pending:
+            self.up = self.hup  # no writer left: the next splice says 0 (EOF)
+
+    def _account(self, waited: float) -> None:
+        if self.downstream < 0:
+            self.wait_open += waited
+            self.bound += waited
+        elif self.ring.size == 0 and self.full_since is None:
+            self.starved += waited
+        else:
+            self.bound += waited
+
+    def _open_downstream(self) -> None:
+        try:
+            self.downstream = os.open(self.downstream_path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as error:
+            if error.errno != errno.ENXIO:  # ENXIO: the child has not opened its FIFO yet
+                raise
+            return
+        self.down_size = raise_pipe_size(self.downstream, self.ring.pipe_size)
+        self.owner.poller.add(self.downstream, select.EPOLLOUT, self.owner)  # EPOLLOUT at once
+
+    def _direct(self) -> int:
+        """Upstream straight into the child's FIFO, as the C loop does. A whole FIFO's worth moved
+        means it is full now (``down`` cleared); less, or EAGAIN, means upstream is empty or the
+        child's FIFO full (``stuck``). -1 once the child has closed its end."""
+        count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
+        pending, self.pending = self.pending, 0
+        if count is None:
+            if pending:  # upstream held data: the child's FIFO is full
+                self.down = False
+                self.full_since = self.now
+            else:
+                self._stick()
+            return 0
+        if count < 0:
+            self.ended = "child closed"
+            return -1
+        if count == 0:
+            self._upstream_empty()
+            return 0
+        self._moved_upstream()
+        self.moved += count
+        self.ahead = False  # the child had room: it reads (a read-ahead guessed from FIONREAD ends)
+        if count >= self.down_size or count < pending:
+            # as many pages as it has slots, or upstream still holds data: the child's FIFO is full
+            self.down = False
+            self.full_since = self.now
+        else:  # less than asked: splice stopped at an empty upstream or a full child's FIFO
+            self.full_since = None
+            if not self.hup:  # with no writer left, an empty upstream is EOF: splice again for the 0
+                self._stick()
+        return count
+
+    def _stick(self) -> None:
+        if not self.stuck:
+            self.stuck = True
+            self.stuck_at = self.now
+
+    def _drain(self) -> int:
+        """Ring -> child, oldest pipe first. It holds ``held`` bytes and all are asked for, so
+        moving less, or EAGAIN, means the child's FIFO is full (``down`` cleared). -1 once the child
+        has closed its end."""
+        head = self.ring.head()
+        assert head is not None  # _next: the ring holds data
+        asked = head.held
+        count = _splice(head.read_fd, self.downstream, asked)
+        if count is None:
+            count = 0
+        elif count < 0:
+            self.ended = "child closed"
+            return -1
+        else:
+            self.ring.consumed(head, count)
+            self.moved += count
+        if count < asked:
+            self.down = False
+            self.full_since = self.now
+        elif not self.ring.size:
+            self.full_since = None
+        return count
+
+    def _fill(self) -> int:
+        """Upstream -> the ring's tail (the child has not opened its FIFO, or is computing).
+        EAGAIN means a writer is there and upstream is empty, or the tail's slots are used up
+        (the kernel checks upstream first: at EOF it passes, and the full tail then says EAGAIN,
+        so with no writer left EAGAIN always means a full tail). An empty tail has room, else
+        upstream is asked (``FIONREAD``): empty clears ``up``, holding data (or no writer left)
+        means the tail is full, and the next pipe is tried at once (returns 1 then). Stopping
+        short says the same, except that with no writer left upstream is spliced again (to EOF)."""
+        ring = self.ring
+        tail = ring.tail_room()
+        if tail is None:
+            return 0
+        space = tail.space()
+        count = _splice(self.upstream, tail.write_fd, space)
+        self.pending = 0  # no longer a lower bound of what upstream holds
+        if count is None:
+            if tail.held and (self.hup or _pending(self.upstream)):
+                ring.full(tail)
+                return 1
+            if not self.hup:  # a writer is there and upstream is empty: its next write is an event
+                self.up = False
+            return 0
+        if count == 0:
+            self._upstream_empty()
+            return 0
+        self._moved_upstream()
+        ring.added(tail, count)
+        if count == space or self.hup:
+            return count
+        if _pending(self.upstream):
+            ring.full(tail)
+        else:
+            self.up = False
+        return count
+
+    def _upstream_empty(self) -> None:
+        """A 0-byte splice: EOF once an event has said a writer was there; before, no writer yet
+        (its open and its first write each bring an event)."""
+        if self.up_seen:
+            self.upstream_open = False
+        else:
+            self.up = False
+
+    def _moved_upstream(self) -> None:
+        if self.first is None:
+            self.first = self.now
+
+
+def _pending(fd: int) -> int:
+    """Bytes in a pipe now (``FIONREAD``)."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+
+
+def _splice(src: int, dst: int, count: int) -> int | None:
+    """Bytes moved; 0 at EOF of ``src``; None when it would block; -1 when ``dst`` has no reader."""
+    try:
+        return os.splice(src, dst, count, flags=SPLICE_FLAGS)
+    except BlockingIOError:
+        return None
+    except BrokenPipeError:
+        return -1
