@@ -465,9 +465,9 @@ class _ForgetsTheHangUp(_RegistersAfterTheClose):
 
     closed = threading.Event()
 
-    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
+    def on_poll(self, events: list[tuple[int, int]], now: float) -> bool:
         self.hup = False
-        alive = super().on_poll([(fd, flags & ~select.EPOLLHUP) for fd, flags in events], waited, now)
+        alive = super().on_poll([(fd, flags & ~select.EPOLLHUP) for fd, flags in events], now)
         self.hup = False
         return alive
 

@@ -6,6 +6,7 @@ the live snapshot (``smsupervise-debug status``), and failing alone. Which fd th
 
 from __future__ import annotations
 
+import math
 import os
 import select
 import stat
@@ -71,7 +72,9 @@ class Pump(Protocol):
 
     def arm(self, now: float) -> float | None: ...
 
-    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool: ...
+    def on_poll(self, events: list[tuple[int, int]], now: float) -> bool: ...
+
+    def account(self, now: float) -> None: ...
 
     def waiting_on_child(self) -> bool: ...
 
@@ -81,7 +84,7 @@ PumpFactory = Callable[[int, str, Ring, "ChannelRelay", float], Pump]
 
 class ChannelRelay:
     """One channel, epoch after epoch: waits for the platform's FIFO, then pumps it. Driven by the
-    relay thread (``arm`` before each wait, ``on_poll`` after, with the wait's return time).
+    relay thread: ``visit`` when one of its fds has an event or at ``due``, the time it asked for.
 
     If it fails, for any reason, the FIFO it serves the job becomes an immediate EOF (``give_eof``)
     before ``pipe_relay_failed`` is reported: the job never waits on a FIFO nobody will write to.
@@ -107,6 +110,7 @@ class ChannelRelay:
         self.current: str | None = None  # our FIFO for the epoch being relayed, once made
         self.pump: Pump | None = None
         self.events: list[tuple[int, int]] = []  # this turn's epoll events for this channel's fds
+        self.due = 0.0  # when to be visited without an event (monotonic; inf: only for an event)
         self.look_at = 0.0  # when to look for the platform's next FIFO
         self.cpu_start = 0.0
         self.delivered = 0  # bytes delivered in the epochs already over
@@ -123,8 +127,20 @@ class ChannelRelay:
             self.fifos.make(self._path(self.spec.relay_dir, 0))
             self.current = self._path(self.spec.relay_dir, 0)
 
+    def visit(self, now: float) -> None:
+        """Hand the pump this turn's events (``self.events``, then cleared), then ``arm`` again:
+        ``due`` becomes the time it asks to be looked at without an event."""
+        pump = self.pump
+        try:
+            if pump is not None and not pump.on_poll(self.events, now):
+                self._end(now)
+        finally:
+            self.events.clear()
+        wait = self.arm(now)
+        self.due = math.inf if wait is None else now + wait
+
     def arm(self, now: float) -> float | None:
-        """Register what to wait for; seconds until it must be looked at again (None: no limit)."""
+        """Seconds until it must be looked at again without an event (None: no limit)."""
         pump = self.pump
         if pump is None:
             if now < self.look_at:
@@ -138,13 +154,6 @@ class ChannelRelay:
             self._end(now)
             return 0.0  # the next epoch's FIFO may be there already
         return wait
-
-    def on_poll(self, waited: float, now: float) -> None:
-        """After the wait: hand the pump this turn's events (``self.events``, then cleared)."""
-        pump = self.pump
-        if pump is not None and not pump.on_poll(self.events, waited, now):
-            self._end(now)
-        self.events.clear()
 
     def take_sample(self, now: float) -> None:
         pump = self.pump
@@ -205,6 +214,8 @@ class ChannelRelay:
         return pump
 
     def _end(self, now: float) -> None:
+        assert self.pump is not None
+        self.pump.account(now)
         pump = self._release()
         assert pump is not None
         if self.current is not None:

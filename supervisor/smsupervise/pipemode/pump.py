@@ -1,7 +1,8 @@
 """The splice loop of one channel's epoch (``SplicePump``): the only module that calls ``os.splice``.
 
 What it moves and why (the data path, the ring, the edge-triggered waits): relay.py's docstring;
-the relay thread drives each pump (``arm`` before its wait, ``on_poll`` after).
+the relay thread drives each pump (``on_poll`` when it has events or its time has come, then
+``arm``, which says when that time is).
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ class SplicePump:
         self.ended = "eof"
         self.moved = 0
         self.first: float | None = None
+        self.seen = now  # accounted up to here (``account``), from the first byte on
         self.starved = self.bound = self.wait_open = 0.0
         self.full_since: float | None = None  # the child's FIFO is full (or the ring holds data)
         self.ahead = False  # the child has not read for READ_AHEAD_AFTER: read ahead into the ring
@@ -108,11 +110,11 @@ class SplicePump:
             wait = self.full_since + READ_AHEAD_AFTER - now
         return wait
 
-    def on_poll(self, events: list[tuple[int, int]], waited: float, now: float) -> bool:
-        """After the wait (``events`` are this pump's); False once the epoch is over."""
+    def on_poll(self, events: list[tuple[int, int]], now: float) -> bool:
+        """After a wait that brought this pump events, or reached the time ``arm`` asked for
+        (``events`` are this pump's); False once the epoch is over."""
         self.now = now
-        if self.first is not None:
-            self._account(waited)
+        self.account(now)
         for fd, flags in events:
             self.stuck = False  # whichever side held the direct path back may have moved
             if fd == self.upstream:
@@ -171,7 +173,12 @@ class SplicePump:
         if not self.pending:
             self.up = self.hup  # no writer left: the next splice says 0 (EOF)
 
-    def _account(self, waited: float) -> None:
+    def account(self, now: float) -> None:
+        """Charge the time since the last look to the state the pump has been in since (nothing
+        changes it between looks: the relay thread looks at a pump only for an event or a time)."""
+        if self.first is None:
+            return
+        waited, self.seen = now - self.seen, now
         if self.downstream < 0:
             self.wait_open += waited
             self.bound += waited
@@ -295,7 +302,7 @@ class SplicePump:
 
     def _moved_upstream(self) -> None:
         if self.first is None:
-            self.first = self.now
+            self.first = self.seen = self.now
 
 
 def _pending(fd: int) -> int:
@@ -306,7 +313,7 @@ def _pending(fd: int) -> int:
 def _splice(src: int, dst: int, count: int) -> int | None:
     """Bytes moved; 0 at EOF of ``src``; None when it would block; -1 when ``dst`` has no reader."""
     try:
-        return os.splice(src, dst, count, flags=SPLICE_FLAGS)
+        return os.splice(src, dst, count, None, None, SPLICE_FLAGS)  # positional: no keyword parsing
     except BlockingIOError:
         return None
     except BrokenPipeError:

@@ -37,6 +37,7 @@ records and its live snapshot are channel.py's and meter.py's.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import select
 import threading
@@ -112,15 +113,19 @@ class PipeRelay:
         self.thread.start()
 
     def _run(self) -> None:
-        """The relay thread: arm every channel, one wait, hand each channel its events. One clock
+        """The relay thread: one wait, then a look at each channel that has events or whose time
+        has come, and only those (a channel that is waiting costs nothing per turn). One clock
         reading per turn, nothing allocated per turn but what ``epoll`` returns; a channel that
         fails is reported and dropped (its FIFO gives EOF), the others go on."""
         epoll = self.poller.epoll
         epoll.register(self._stop_r, select.EPOLLIN)  # level-triggered: it stays readable
         active = list(self.relays)
+        most = 2 * len(active) + 1  # each channel's two FIFOs and the stop pipe: epoll's buffer, sized
         dead: list[tuple[ChannelRelay, Exception]] = []
         now = time.monotonic()
-        next_sample = now
+        next_sample = soonest = now
+        for relay in active:
+            relay.due = now
         try:
             while active:
                 if now >= next_sample:
@@ -128,12 +133,19 @@ class PipeRelay:
                         relay.take_sample(now)
                     next_sample = now + SAMPLE_EVERY
                 # wake at least once a sample, for the snapshot's MB/s
-                soonest = self._arm_all(active, dead, now, next_sample - now)
-                events = epoll.poll(soonest if soonest > 0 else 0)
-                then = time.monotonic()
-                waited, now = then - now, then  # the whole turn, charged to the state before the wait
-                if not self._dispatch(events, active, dead, waited, now):
+                soonest = min(soonest, next_sample)
+                events = epoll.poll(soonest - now if soonest > now else 0, most)
+                now = time.monotonic()
+                if not self._hand_out(events, active, now):
                     return
+                soonest = math.inf
+                for relay in active:
+                    if relay.events or relay.due <= now:
+                        try:
+                            relay.visit(now)
+                        except Exception as error:  # reported as an event; the job and the others go on
+                            dead.append((relay, error))
+                    soonest = min(soonest, relay.due)
                 if dead:
                     self._bury(active, dead)
         finally:
@@ -141,44 +153,16 @@ class PipeRelay:
                 relay.ring.close()
             epoll.close()
 
-    @staticmethod
-    def _arm_all(
-        active: list[ChannelRelay], dead: list[tuple[ChannelRelay, Exception]], now: float, soonest: float
-    ) -> float:
-        """Arm every channel; the wait's timeout: the soonest any of them must be looked at."""
-        for relay in active:
-            try:
-                wait = relay.arm(now)
-            except Exception as error:  # reported as an event; the job and the others go on
-                dead.append((relay, error))
-                continue
-            if wait is not None and wait < soonest:
-                soonest = wait
-        return soonest
-
-    def _dispatch(
-        self,
-        events: list[tuple[int, int]],
-        active: list[ChannelRelay],
-        dead: list[tuple[ChannelRelay, Exception]],
-        waited: float,
-        now: float,
-    ) -> bool:
-        """Hand each channel its events (every channel is called: it accounts the wait); False on stop."""
+    def _hand_out(self, events: list[tuple[int, int]], active: list[ChannelRelay], now: float) -> bool:
+        """Give each channel its events; False on the stop (every channel stopped)."""
         owner = self.poller.owner
         for event in events:
-            if event[0] == self._stop_r:
-                self._stop_all(active, now)
-                return False
             relay_of = owner.get(event[0])
             if relay_of is not None:
                 relay_of.events.append(event)  # epoll's own (fd, events) tuple
-        for relay in active:
-            try:
-                relay.on_poll(waited, now)
-            except Exception as error:  # as in _arm_all
-                relay.events.clear()
-                dead.append((relay, error))
+            elif event[0] == self._stop_r:
+                self._stop_all(active, now)
+                return False
         return True
 
     @staticmethod
