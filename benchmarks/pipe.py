@@ -6,6 +6,10 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
 * ``none``: producer -> FIFO -> consumer (no relay);
 * ``c-splice``: producer -> FIFO -> C blocking splice relay -> FIFO -> consumer, one C relay per channel
   (the target's baseline, N-wide);
+* ``c-epoll``: the same through one C process with one thread for every channel, waiting in an
+  edge-triggered ``epoll`` and splicing without blocking (``benchmarks/c/cepoll.c``): smsupervise's
+  relay thread's shape without Python, so a run tells the cost of the shape (one thread woken for
+  every channel, waiting in epoll rather than in splice) from the cost of the language;
 * ``cat``: producer -> FIFO -> cat -> FIFO -> consumer (a copying relay; 1 channel only);
 * ``smsupervise``: producers -> ``<base>/input/data/ch<i>_0`` -> ``smsupervise --pipe-relay train``
   -> its FIFOs -> consumers, the consumers being the training job smsupervise runs;
@@ -61,7 +65,7 @@ from typing import Any
 from benchmarks.common import ROOT, StatusPoller, build_c, median, pct, print_table, write_json
 
 POLLED = "smsupervise (status 10x/s)"
-CASES = ("none", "c-splice", "cat", "smsupervise", POLLED)
+CASES = ("none", "c-splice", "c-epoll", "cat", "smsupervise", POLLED)
 TARGET = {1: 0.95}  # vs the C relay; 0.90 for more channels
 SPREAD_TARGET = 0.8
 
@@ -113,7 +117,8 @@ def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subproc
 def _start_plain(
     case: str, work: Path, tools: dict[str, str], channels: int
 ) -> tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]], list[Path]]:
-    """Consumers and (unless ``none``) one C or cat relay per channel; returns relays, others, FIFOs."""
+    """Consumers and (unless ``none``) one C or cat relay per channel, or one ``cepoll`` for all;
+    returns relays, others, FIFOs."""
     relays, pairs, upstream = [], [], []
     for i in range(channels):
         up = work / f"up{i}"
@@ -128,8 +133,13 @@ def _start_plain(
         pairs.append((down, stamp))
         if case == "c-splice":
             relays.append(subprocess.Popen([tools["csplice"], str(up), str(down)]))
-        else:
+        elif case == "cat":
             relays.append(subprocess.Popen(["sh", "-c", f"exec cat {up} > {down}"]))
+    if case == "c-epoll":  # one process for every channel
+        argv = [tools["cepoll"]]
+        for up, (down, _) in zip(upstream, pairs, strict=True):
+            argv += [str(up), str(down)]
+        relays.append(subprocess.Popen(argv))
     return relays, [_consumers(tools, pairs)], upstream
 
 
@@ -280,6 +290,16 @@ def report(
             f"round by round (smsupervise over the C relays of the same round): median "
             f"{median(paired):.2f}, min {min(paired):.2f}, max {max(paired):.2f}"
         )
+    shape = (
+        summary["c-epoll"]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
+        if {"c-epoll", "c-splice"} <= summary.keys()
+        else float("nan")
+    )
+    language = ours / summary["c-epoll"]["gb_per_s"] if "c-epoll" in summary else float("nan")
+    print(
+        f"the shape: one C thread in epoll for every channel over N C relays in blocking splice "
+        f"{_fmt(shape, '.2f')}x; the language: smsupervise over that one C thread {_fmt(language, '.2f')}x"
+    )
     print(
         f"with the socket on and status asked 10x/s: vs C splice {_fmt(polled, '.2f')}x, "
         f"status round trip median {_fmt(median(status_ms), '.1f')} ms, "
@@ -288,6 +308,8 @@ def report(
     )
     return {
         "vs_c_splice": vs_c,
+        "c_epoll_vs_c_splice": shape,
+        "vs_c_epoll": language,
         "vs_c_splice_by_round": paired,
         "vs_no_relay": ours / summary["none"]["gb_per_s"],
         "spread": spread,
@@ -298,7 +320,8 @@ def report(
 
 def measure(channels: int, args: argparse.Namespace, tools: dict[str, str], tmp: Path) -> dict[str, Any]:
     """Interleaved rounds of every case at one channel count."""
-    cases = [c for c in CASES if (c != "c-splice" or tools.get("csplice")) and (c != "cat" or channels == 1)]
+    cases = [c for c in CASES if c not in ("c-splice", "c-epoll") or tools.get(c.replace("-", ""))]
+    cases = [c for c in cases if c != "cat" or channels == 1]
     nbytes = int(args.gib * (1 << 30)) // channels
     status_ms: list[float] = []
     samples: dict[str, list[dict[str, Any]]] = {case: [] for case in cases}
@@ -325,7 +348,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=9, help="interleaved rounds (after one warm-up round)")
     parser.add_argument("--gib", type=float, default=4.0, help="GiB a run moves, across all channels")
     args = parser.parse_args()
-    built = {name: build_c(name) for name in ("pipeprod", "pipecons", "csplice")}
+    built = {name: build_c(name) for name in ("pipeprod", "pipecons", "csplice", "cepoll")}
     if built["pipeprod"] is None or built["pipecons"] is None:
         print("note: no C compiler: the producer and consumer are C; nothing to measure", file=sys.stderr)
         return 0
