@@ -16,6 +16,7 @@ import select
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -292,19 +293,28 @@ def test_fifos_that_appear_after_the_start_on_several_channels(tmp_path: Path) -
 @pytest.mark.parametrize("loop", LOOPS)
 def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_path: Path, loop: str) -> None:
     """Four channels stream at once; one reader stops after its first MiB until the other three are
-    done: they finish without it (each channel has its own thread), every byte arrives exactly, and
-    the events reach the event loop through call_soon_threadsafe, as in the supervisor."""
+    done: they finish without it, every byte arrives exactly, the slow channel's epoch charges the
+    time it was held back to the trainer (it was not looked at while it waited: the time is charged
+    when it is), and the events reach the event loop through call_soon_threadsafe, as in the
+    supervisor."""
     names = ["train", "validation", "test", "slow"]
     payload = {ch: random.Random(ch).randbytes(24 << 20) for ch in names}
     others_done = threading.Event()
     results: dict[str, bytes] = {}
+    held: list[float] = []  # when the slow reader stopped reading, and when it went on
+    hold = 0.5  # seconds
+    slow_epoch: list[dict[str, Any]] = []
 
     def slow_reader() -> None:
         path = tmp_path / "relay" / "slow_0"
         sleep_until(path.exists, what=f"{path} to appear")
         with open(path, "rb", buffering=0) as handle:
             got = bytearray(handle.read(1 << 20))
+            held.append(time.monotonic())
             others_done.wait(60)  # the slow trainer: it does not read until the others are done
+            # and holds back for at least ``hold`` in all: long beside a loaded machine's scheduling delays
+            threading.Event().wait(max(0.0, held[0] + hold - time.monotonic()))
+            held.append(time.monotonic())
             while piece := handle.read(1 << 20):
                 got += piece
         results["slow"] = bytes(got)
@@ -336,7 +346,8 @@ def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_pat
             assert slow.is_alive()
             others_done.set()
             await asyncio.to_thread(slow.join, 60)
-            assert (await asyncio.wait_for(done.get(), 30))["channel"] == "slow"
+            slow_epoch.append(await asyncio.wait_for(done.get(), 30))
+            assert slow_epoch[0]["channel"] == "slow"
             for thread in producers:
                 thread.join(10)
         finally:
@@ -346,6 +357,9 @@ def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_pat
     assert {ch: _sha(data) for ch, data in results.items()} == {
         ch: _sha(data) for ch, data in payload.items()
     }
+    stopped = held[1] - held[0]
+    assert slow_epoch[0]["trainer_bound_s"] >= stopped / 2  # the relay filled its FIFO at once
+    assert slow_epoch[0]["input_starved_s"] < stopped / 2  # the twin: not charged to the producer
 
 
 def test_a_producer_that_dies_mid_epoch_gives_eof_and_an_event(tmp_path: Path) -> None:
