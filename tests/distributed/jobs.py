@@ -93,4 +93,11 @@ def wait_all(started: dict[str, subprocess.Popen[bytes]], timeout: float) -> dic
 
 
 def tail(c: Cluster, host: str) -> str:
+    """For a failed assertion's message (evaluated only then): ``host``'s last 3000 characters, and
+    every host's whole log printed, which pytest shows uncut under "Captured stdout call" (a host
+    often fails because of another, and pytest shortens long messages)."""
+    for name in c.names:
+        path = c.root / f"{name}.err"
+        whole = os.fsdecode(path.read_bytes()) if path.exists() else "(no log)"
+        print(f"===== {name}: {path}\n{whole}")
     return os.fsdecode((c.root / f"{host}.err").read_bytes()[-3000:])
