@@ -12,6 +12,7 @@ import datetime
 import json
 import os
 import socket
+import sys
 import time
 
 import torch
@@ -61,6 +62,22 @@ if os.path.exists(ckpt):
     optimizer.load_state_dict(state["optimizer"])
     start = state["step"]
     print(f"resumed at step {start}", flush=True)
+
+
+def leave() -> None:
+    """End as a DDP job should: every rank done communicating, the process group destroyed, then
+    out without interpreter finalization. Leaving with the group alive, or tearing it down while a
+    peer still sends, can kill a rank with SIGABRT at exit ("terminate called without an active
+    exception": gloo's threads outlive the interpreter; seen in loaded runs of tests/distributed,
+    after "saved at step N" and after the last step)."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 stopping = []
 signal_module = __import__("signal")
 signal_module.signal(signal_module.SIGTERM, lambda *_: stopping.append(1))
@@ -74,7 +91,7 @@ for step in range(start, args.steps):
         torch.save(state, ckpt + ".tmp")
         os.replace(ckpt + ".tmp", ckpt)
         print(f"saved at step {step}", flush=True)
-        raise SystemExit(0)
+        leave()
     if step == start:
         print(f"first step {step} at {time.time():.3f}", flush=True)
     maybe_fail(step)
@@ -87,5 +104,4 @@ if rank == 0:
     module = model.module if world > 1 else model
     torch.save(module.state_dict(), os.path.join(args.out, "weights.pt"))
     print(f"done: loss {loss.item():.6f}", flush=True)
-if world > 1:
-    dist.destroy_process_group()
+leave()
