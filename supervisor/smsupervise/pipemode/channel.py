@@ -214,10 +214,10 @@ class ChannelRelay:
         return pump
 
     def _end(self, now: float) -> None:
-        assert self.pump is not None
-        self.pump.account(now)
-        pump = self._release()
+        pump = self.pump
         assert pump is not None
+        pump.account(now)  # before _release: a discarded ring would read as starved
+        self._release()
         if self.current is not None:
             self.fifos.remove(self.current)  # done: the next epoch's FIFO is the one to open
         self.current = None
