@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from smsupervise import __version__
 from smsupervise.errors import SupervisorError, UsageError
-from smsupervise.settings import OPTIONS, OPTIONS_BY_NAME, Invocation, Mode, Settings
+from smsupervise.options import OPTIONS, OPTIONS_BY_NAME, Mode
+from smsupervise.settings import Invocation, Settings
 
 USAGE = "usage: smsupervise [OPTIONS] train | serve | [--] CMD [ARGS...]"
 

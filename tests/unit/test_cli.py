@@ -9,7 +9,8 @@ import pytest
 
 from smsupervise import cli
 from smsupervise.errors import UsageError
-from smsupervise.settings import OPTIONS, OPTIONS_BY_NAME, Option, Settings
+from smsupervise.options import OPTIONS, OPTIONS_BY_NAME, Option
+from smsupervise.settings import Settings
 
 
 def test_option_parsing_stops_at_the_first_non_option() -> None:

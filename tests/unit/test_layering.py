@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("distributed",),  # below sagemaker: plan.decide() chooses torchrun/mpirun through it
     ("core",),
     ("streams", "pipemode"),
-    ("settings",),
+    ("settings", "options"),
     ("parsers",),
     ("errors", "linux", "__init__"),
 )
