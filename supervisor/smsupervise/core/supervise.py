@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
     from smsupervise.pipemode.relay import PipeRelay
 
+from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
@@ -33,7 +34,6 @@ from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
 KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
-COUNTDOWN = 10.0  # a keep_alive event this often while kept alive after a failure
 
 
 class Outcome(NamedTuple):
@@ -137,8 +137,7 @@ class Supervisor:
         self.recent = Recent()  # recent output for the debug socket
         self.services: list[Service] = []
         self.on_outcome: Callable[[Outcome], None] | None = None  # the outcome files, before keep-alive
-        self.keep_alive_until: float | None = None  # monotonic, while kept alive after a failure
-        self._release: asyncio.Event | None = None
+        self.keep_alive = KeepAlive(log)  # after a failure, with --keep-alive-on-failure
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
         self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
@@ -167,9 +166,9 @@ class Supervisor:
         self.log.info("signal_forwarded", signal=signal_name(signum), target=target)
 
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
-        if self._release is not None:  # kept alive after a failure: a stop ends that at once
+        if self.keep_alive.started:  # kept alive after a failure: a stop ends that at once
             self.log.info("signal_received", signal=signal_name(signum), action="keep-alive ended")
-            self._end_keep_alive(reason or signal_name(signum))
+            self.keep_alive.end(reason or signal_name(signum))
             return
         if self.stop_signal is None:
             self.stop_signal = signum
@@ -251,7 +250,7 @@ class Supervisor:
             if self.on_outcome is not None:
                 self.on_outcome(outcome)
             if self._holding:
-                await self._keep_alive()
+                await self.keep_alive.hold(self._keep_alive_left())
                 await self._end_leftovers()
             return outcome
         finally:
@@ -453,39 +452,9 @@ class Supervisor:
             seconds = min(seconds, self.settings.max_runtime - (time.monotonic() - self.started))
         return max(0.0, seconds)
 
-    async def _keep_alive(self) -> None:
-        """Stay up (reaping, services) until the time is over, ``release``, or a stop signal."""
-        seconds = self._keep_alive_left()
-        release = self._release = asyncio.Event()
-        until = self.keep_alive_until = time.monotonic() + seconds
-        self.log.warning(
-            "keep_alive_started",
-            seconds=round(seconds, 3),
-            until=round(time.time() + seconds, 3),
-            hint="the job failed; inspect it with smsupervise-debug, end this with "
-            "smsupervise-debug release or SIGTERM",
-        )
-        while not release.is_set():
-            left = until - time.monotonic()
-            if left <= 0:
-                self._end_keep_alive("expired")
-                break
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(release.wait(), min(COUNTDOWN, left))
-            if not release.is_set() and until - time.monotonic() > 0:
-                self.log.info("keep_alive", seconds_left=round(until - time.monotonic(), 1))
-
-    def _end_keep_alive(self, how: str) -> None:
-        if self._release is not None and not self._release.is_set():
-            self._release.set()
-            self.log.info("keep_alive_ended", how=how)
-
     def release(self) -> bool:
         """End a keep-alive now (``smsupervise-debug release``); False when there is none."""
-        if self._release is None or self._release.is_set():
-            return False
-        self._end_keep_alive("released")
-        return True
+        return self.keep_alive.end("released")
 
     # -- for the debug socket ------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
@@ -495,9 +464,8 @@ class Supervisor:
         stop: dict[str, object] | None = self.stop.snapshot() if self.stop is not None else None
         if stop is None and self.stop_signal is not None:
             stop = {"reason": self.stop_reason, "phase": "before start"}
-        keep_alive = None
-        if self.keep_alive_until is not None and self._release is not None and not self._release.is_set():
-            keep_alive = {"seconds_left": round(max(0.0, self.keep_alive_until - now), 1)}
+        left = self.keep_alive.seconds_left(now)
+        keep_alive = None if left is None else {"seconds_left": round(left, 1)}
         settings = self.settings
         child = self.child
         return {
