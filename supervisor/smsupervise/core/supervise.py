@@ -23,7 +23,8 @@ from smsupervise.core.reaper import Reaper
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
-from smsupervise.core.stop import MAX_RUNTIME_REASON, StopReport, StopSequence
+from smsupervise.core.stop import StopSequence
+from smsupervise.core.stopfacts import MAX_RUNTIME_REASON, StopReport
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 import orjson
 
 from smsupervise.errors import ConfigError
-from smsupervise.local import artifacts, channels, checkpoints, describe, hosts, launch, s3, tree
+from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree
 from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
 from smsupervise.local.logs import HostLog, relay
 from smsupervise.local.metrics import Extractor
+from smsupervise.local.upload import give_back_tree, upload
 
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
 
@@ -268,48 +269,12 @@ class Runner:
                         "checkpoint_not_mirrored", f"{name}: {problem}", file=name, error=problem
                     )
 
-    def _upload(self, plans: list[launch.HostPlan]) -> str:
-        self._enter("Uploading")
-        out = self.job.output_path
-        remote = f"{out.rstrip('/')}/{self.job.name}/output" if out.startswith("s3://") else None
-        out = out[len("file://") :] if out.startswith("file://") else out
-        # s3://: packed in the work dir first, then uploaded (boto3 needs a file for a multipart upload)
-        target = os.path.join(self.work, "upload") if remote else os.path.join(out, self.job.name, "output")
-        os.makedirs(target, exist_ok=True)
-        model = artifacts.pack(
-            [os.path.join(p.tree, "model") for p in plans], os.path.join(target, "model.tar.gz")
-        )
-        output = artifacts.pack(
-            [os.path.join(p.tree, "output", "data") for p in plans], os.path.join(target, "output.tar.gz")
-        )
-        for packed in (model, output):
-            self.console.uploaded += packed.bytes_out
-            _own(packed.path)
-            where = f"{remote}/{os.path.basename(packed.path)}" if remote else packed.path
-            if remote:
-                s3.upload(packed.path, where)
-                os.unlink(packed.path)
-            self.console.event(
-                "uploaded",
-                f"{where}: {packed.files} files, {packed.bytes_in} -> "
-                f"{packed.bytes_out} bytes in {packed.seconds:.2f} s",
-                path=where,
-                files=packed.files,
-                bytes_in=packed.bytes_in,
-                bytes_out=packed.bytes_out,
-                seconds=round(packed.seconds, 3),
-                coded=packed.coded,
-            )
-        if remote:
-            return f"{remote}/model.tar.gz"
-        return "file://" + model.path if self.job.output_path.startswith("file://") else model.path
-
     def _client_error(self, error: Exception) -> Result:
         failure = f"ClientError: {error}"
         self.console.event("client_error", failure, error=str(error))
         self.timeline.enter("Failed")
         path = self._describe("Failed", failure, None)
-        _own_tree(self.work)
+        give_back_tree(self.work)
         return Result("Failed", "Failed", failure, path)
 
     def _stopped_before_training(self, where: str) -> Result:
@@ -319,7 +284,7 @@ class Runner:
         self.timeline.enter("Stopped")
         self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
         path = self._describe("Stopped", None, None)
-        _own_tree(self.work)
+        give_back_tree(self.work)
         return Result("Stopped", "Stopped", None, path)
 
     def _isolation_note(self, mode: hosts.Isolation) -> str:
@@ -355,13 +320,14 @@ class Runner:
             status = secondary = "Completed"
         if status != "Failed":
             try:
-                model_uri = self._upload(plans)
+                self._enter("Uploading")
+                model_uri = upload(self.job, [p.tree for p in plans], self.work, self.console)
             except s3.S3Error as error:  # e.g. the output bucket does not exist
                 return self._client_error(error)
         self.timeline.enter(secondary)
         self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
         path = self._describe(status, failure, model_uri)
-        _own_tree(self.work)
+        give_back_tree(self.work)
         return Result(status, secondary, failure, path)
 
 
@@ -385,27 +351,3 @@ def submit_directory_uri(job: TrainingJob) -> str | None:
     except orjson.JSONDecodeError:
         return value
     return decoded if isinstance(decoded, str) else value
-
-
-def _caller() -> tuple[int, int] | None:
-    """The user who ran us through sudo (SUDO_UID/SUDO_GID), whose files the results must be."""
-    try:
-        return int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
-    except (KeyError, ValueError):
-        return None
-
-
-def _own(path: str) -> None:
-    caller = _caller()
-    if caller is not None:
-        os.chown(path, *caller)
-
-
-def _own_tree(root: str) -> None:
-    caller = _caller()
-    if caller is None:
-        return
-    for parent, dirs, names in os.walk(root):
-        for name in [*dirs, *names]:
-            os.lchown(os.path.join(parent, name), *caller)
-    os.chown(root, *caller)

@@ -17,7 +17,13 @@ from typing import NamedTuple
 
 from smsupervise.core.spawn import StepKind
 from smsupervise.core.status import ExitStatus, signal_name
-from smsupervise.core.stop import MAX_RUNTIME_REASON, CheckpointHow, CheckpointResult, KillCause, StopReport
+from smsupervise.core.stopfacts import (
+    MAX_RUNTIME_REASON,
+    CheckpointHow,
+    CheckpointResult,
+    KillCause,
+    StopReport,
+)
 from smsupervise.core.supervise import Outcome
 
 LIMIT = 1024

@@ -10,7 +10,7 @@ import pytest
 
 from smsupervise.core.spawn import LaunchSpec, Step, StepKind
 from smsupervise.core.status import ExitStatus
-from smsupervise.core.stop import CheckpointHow, CheckpointResult, KillCause, StopReport
+from smsupervise.core.stopfacts import CheckpointHow, CheckpointResult, KillCause, StopReport
 from smsupervise.core.supervise import Outcome
 from smsupervise.sagemaker import outcome
 
