@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.reaper import Reaper
+from smsupervise.core.siblings import Sibling, Siblings
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
@@ -62,15 +63,6 @@ class Service(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
-
-
-class Sibling(NamedTuple):
-    """A process started beside the job (``exec``, an on-demand checkpoint hook)."""
-
-    child: Child
-    exit: asyncio.Future[ExitStatus]
-    stdout: int | None  # read ends when the output is captured for the caller, else None
-    stderr: int | None
 
 
 class ClusterHooks(Protocol):
@@ -142,7 +134,10 @@ class Supervisor:
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
         self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
-        self._siblings: set[int] = set()  # spawn_sibling's processes while they run (not leftovers)
+        self.siblings = Siblings(  # spawn_sibling's processes (not leftovers while they run)
+            self.reaper,
+            lambda: ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent),
+        )
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -512,7 +507,7 @@ class Supervisor:
         its orphans; zombies not yet reaped included), but not the debug service's siblings."""
         if self.child is None or self.job_running():
             return []
-        return proctree.descendants(os.getpid(), skip=self._siblings)
+        return proctree.descendants(os.getpid(), skip=self.siblings.pids)
 
     @property
     def job_spec(self) -> LaunchSpec:
@@ -531,45 +526,10 @@ class Supervisor:
         return True
 
     def spawn_sibling(self, argv: tuple[str, ...], extra_env: Mapping[str, str], capture: bool) -> Sibling:
-        """Start ``argv`` beside the job with its environment (plus ``extra_env``) and cwd.
-
-        ``capture``: its output comes back as two read ends for the caller; otherwise it is logged
-        like the job's. Raises ``SpawnError``.
-        """
+        """Start ``argv`` beside the job with its environment (plus ``extra_env``) and cwd
+        (``Siblings.spawn``). Raises ``SpawnError``."""
         spec = self.job_spec
-        launch = LaunchSpec(argv, {**spec.env, **extra_env}, spec.cwd)
-        if capture:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            err_r, err_w = os.pipe2(os.O_CLOEXEC)
-            try:
-                child = spawn(launch, out_w, err_w)
-            except BaseException:
-                os.close(out_r)
-                os.close(err_r)
-                raise
-            finally:
-                os.close(out_w)
-                os.close(err_w)
-            child.close()  # reaped through SIGCHLD; the pidfd is not watched
-            return Sibling(child, self._sibling_exit(child.pid), out_r, err_r)  # same callback
-        output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
-        stdout_w, stderr_w = output.open()
-        try:
-            child = spawn(launch, stdout_w, stderr_w)
-        except BaseException:
-            output.close_write_ends()
-            raise
-        exit_future = self._sibling_exit(child.pid)  # same callback as the spawn
-        child.close()
-        output.start(child.pid, host=spec.env.get("SM_CURRENT_HOST"), job=spec.env.get("TRAINING_JOB_NAME"))
-        return Sibling(child, exit_future, None, None)
-
-    def _sibling_exit(self, pid: int) -> asyncio.Future[ExitStatus]:
-        """Register a sibling with the reaper; it is not a leftover while it runs."""
-        self._siblings.add(pid)
-        exit_future = self.reaper.register(pid)
-        exit_future.add_done_callback(lambda _: self._siblings.discard(pid))
-        return exit_future
+        return self.siblings.spawn(LaunchSpec(argv, {**spec.env, **extra_env}, spec.cwd), capture)
 
 
 def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
