@@ -13,6 +13,7 @@ import hashlib
 import os
 import random
 import select
+import signal
 import subprocess
 import tempfile
 import threading
@@ -26,6 +27,7 @@ import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smsupervise.core.signals import thread_wake
 from smsupervise.linux.pipes import PIPE_SIZE, PipeLimits
 from smsupervise.pipemode.channel import ChannelRelay, ChannelSpec
 from smsupervise.pipemode.pump import SplicePump
@@ -41,14 +43,24 @@ class Relay:
     """A PipeRelay over real FIFOs, with its events collected (from its threads, in order)."""
 
     def __init__(
-        self, tmp: Path, channels: list[str], ring: int = 8 << 20, limits: PipeLimits = NO_LIMIT
+        self,
+        tmp: Path,
+        channels: list[str],
+        ring: int = 8 << 20,
+        limits: PipeLimits = NO_LIMIT,
+        wake: int | None = None,
     ) -> None:
         self.up = tmp / "data"
         self.down = tmp / "relay"
         self.up.mkdir(exist_ok=True)
         self.events: list[tuple[str, dict[str, Any]]] = []
         specs = tuple(ChannelSpec(ch, str(self.up), str(self.down), ring) for ch in channels)
-        self.relay = PipeRelay(specs, lambda event, fields: self.events.append((event, fields)), limits)
+        self.relay = PipeRelay(
+            specs,
+            lambda event, fields: self.events.append((event, fields)),
+            limits,
+            wake=thread_wake() if wake is None else wake,
+        )
 
     def __enter__(self) -> Relay:
         self.relay.start()
@@ -101,6 +113,14 @@ def _wchan(thread: threading.Thread) -> str:
         return Path(f"/proc/self/task/{thread.native_id}/wchan").read_text()
     except OSError:
         return ""
+
+
+def _status_field(name: str) -> str:
+    """A field of /proc/self/status (the kernel's view of this process's signal dispositions)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split()[1]
+    raise AssertionError(f"no {name} in /proc/self/status")
 
 
 def _run_on(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -248,6 +268,7 @@ def test_an_early_close_is_noticed_while_the_producer_is_idle(tmp_path: Path) ->
     """The platform holds the FIFO open but sends nothing for now; the child closes its end: the
     epoch ends at once (not at the platform's next write), so the platform's next write gets EPIPE."""
     release = threading.Event()
+    late: list[str] = []
     with Relay(tmp_path, ["train"]) as relay:
         path = relay.up / "train_0"
 
@@ -256,8 +277,11 @@ def test_an_early_close_is_noticed_while_the_producer_is_idle(tmp_path: Path) ->
             fd = os.open(path, os.O_WRONLY)
             os.write(fd, b"z" * 100)
             release.wait(30)
-            with contextlib.suppress(BrokenPipeError):
+            try:
                 os.write(fd, b"late")
+                late.append("written")
+            except BrokenPipeError:
+                late.append("EPIPE")
             os.close(fd)
 
         producer = threading.Thread(target=produce, daemon=True)
@@ -267,6 +291,102 @@ def test_an_early_close_is_noticed_while_the_producer_is_idle(tmp_path: Path) ->
         assert relay.epochs("train")[0]["ended"] == "child closed"
         release.set()
         producer.join(10)
+    assert late == ["EPIPE"]  # the relay had closed the platform's FIFO
+
+
+class _Idle:
+    """The platform sends ``data`` into ``train_0`` in two halves, the second once the child has the
+    first (so it finds the child's FIFO open and the ring empty: the direct path), holds the FIFO
+    open until ``release``, then writes once more (``late``: whether that write got EPIPE). The
+    child reads to EOF."""
+
+    def __init__(self, relay: Relay, data: bytes) -> None:
+        self.data = data
+        self.path = relay.up / "train_0"
+        self.release = threading.Event()
+        self.half = threading.Event()
+        self.late: list[str] = []
+        self.got = bytearray()
+        self.producer = threading.Thread(target=self._produce, daemon=True)
+        self.child = threading.Thread(target=self._consume, args=(relay.down / "train_0",), daemon=True)
+        self.producer.start()
+        self.child.start()
+
+    def _produce(self) -> None:
+        os.mkfifo(self.path)
+        fd = os.open(self.path, os.O_WRONLY)
+        half = len(self.data) // 2
+        os.write(fd, self.data[:half])
+        assert self.half.wait(30)
+        os.write(fd, self.data[half:])
+        self.release.wait(30)
+        try:
+            os.write(fd, b"late")
+            self.late.append("written")
+        except BrokenPipeError:
+            self.late.append("EPIPE")
+        os.close(fd)
+
+    def _consume(self, path: Path) -> None:
+        sleep_until(path.exists, what=f"{path} to appear")
+        with open(path, "rb", buffering=0) as handle:
+            while piece := handle.read(1 << 20):
+                self.got += piece
+                if len(self.got) >= len(self.data) // 2:
+                    self.half.set()
+
+
+def _asleep_in_its_splice(relay: Relay, data: bytes) -> tuple[_Idle, threading.Thread]:
+    """The child has every byte the platform sent, the platform holds its FIFO open: the
+    channel's feeder sleeps in its splice, waiting on the platform's FIFO."""
+    idle = _Idle(relay, data)
+    feeder = relay.relay.relays[0].feeder
+    sleep_until(lambda: len(idle.got) == len(data), what="every byte at the child")
+    sleep_until(
+        lambda: feeder.why is None and _wchan(feeder.thread) == "pipe_wait_readable",
+        what="the feeder asleep on the platform's FIFO",
+    )
+    return idle, feeder.thread
+
+
+def test_a_stop_wakes_a_feeder_asleep_on_an_idle_producer(tmp_path: Path) -> None:
+    """The relay stops while the feeder sleeps in a splice on the platform's idle FIFO: the signal
+    wakes it, every thread of the relay ends, the child gets EOF, and the platform's next write
+    gets EPIPE (its FIFO was closed)."""
+    data = random.Random(8).randbytes(300_000)
+    relay = Relay(tmp_path, ["train"])
+    with relay:
+        idle, feeder = _asleep_in_its_splice(relay, data)
+    assert not relay.relay.thread.is_alive()
+    assert not feeder.is_alive()
+    idle.child.join(30)
+    assert bytes(idle.got) == data  # and EOF: the reader returned
+    idle.release.set()
+    idle.producer.join(30)
+    assert idle.late == ["EPIPE"]
+    assert relay.epochs("train")[0]["ended"] == "stopped"
+
+
+def test_without_the_signal_a_feeder_asleep_in_its_splice_cannot_be_recalled(tmp_path: Path) -> None:
+    """The negative twin: with a wake-up signal that nothing catches (SIGURG, ignored by default),
+    the recall cannot reach the feeder: after the stop it still sleeps in its splice, holding the
+    platform's FIFO open, so the platform's next write is taken, and delivered when it wakes."""
+    caught = int(_status_field("SigCgt"), 16)
+    assert not caught & (1 << (signal.SIGURG - 1))  # no handler at all (readline catches SIGWINCH)
+    data = random.Random(9).randbytes(100_000)
+    relay = Relay(tmp_path, ["train"], wake=signal.SIGURG)
+    with relay:
+        idle, feeder = _asleep_in_its_splice(relay, data)
+    assert not relay.relay.thread.is_alive()
+    assert feeder.is_alive()
+    assert _wchan(feeder) == "pipe_wait_readable"
+    idle.release.set()
+    idle.producer.join(30)
+    assert idle.late == ["written"]
+    idle.child.join(30)  # the feeder woke with the late bytes, moved them, and closed the fds
+    assert bytes(idle.got) == data + b"late"
+    feeder.join(30)
+    assert not feeder.is_alive()
 
 
 def test_fifos_that_appear_after_the_start_on_several_channels(tmp_path: Path) -> None:
@@ -331,7 +451,7 @@ def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_pat
             ChannelSpec(ch, str(tmp_path / "data"), str(tmp_path / "relay"), 4 << 20) for ch in names
         )
         (tmp_path / "data").mkdir()
-        relay = PipeRelay(specs, emit, NO_LIMIT)
+        relay = PipeRelay(specs, emit, NO_LIMIT, wake=thread_wake())
         relay.start()
         try:
             producers = [
@@ -486,9 +606,10 @@ class _ForgetsTheHangUp(_RegistersAfterTheClose):
         return alive
 
 
-def _write_and_close(relay: Relay, data: bytes, pump: type[_RegistersAfterTheClose]) -> threading.Thread:
+def _write_and_close(relay: Relay, data: bytes, pump: type[_RegistersAfterTheClose]) -> None:
     """Make the pump ``pump``; a producer writes ``data`` (less than a default pipe) and closes,
-    then lets the pump register; a reader thread reads the child's FIFO into the returned list."""
+    then lets the pump register. The child has not opened its FIFO: the pump reads into the ring
+    (a direct splice would see EOF by itself: the feeder's blocking splice returns 0)."""
     for channel in relay.relay.relays:
         channel.new_pump = pump
 
@@ -500,10 +621,15 @@ def _write_and_close(relay: Relay, data: bytes, pump: type[_RegistersAfterTheClo
         pump.closed.set()
 
     threading.Thread(target=produce, daemon=True).start()
+    sleep_until(lambda: relay.relay.relays[0].ring.size == len(data), what="the bytes in the ring")
+
+
+def _reader(relay: Relay) -> threading.Thread:
+    """The child: reads its FIFO to EOF into the thread's ``got`` list."""
     got: list[bytes] = []
     reader = threading.Thread(target=lambda: got.append(_consume(relay.down / "train_0")), daemon=True)
-    reader.start()
     reader.got = got  # type: ignore[attr-defined]
+    reader.start()
     return reader
 
 
@@ -512,7 +638,8 @@ def test_a_last_write_and_close_seen_in_one_event_end_the_epoch(tmp_path: Path) 
     both reach the child, and the epoch ends with ``eof``."""
     data = random.Random(6).randbytes(60_000)
     with Relay(tmp_path, ["train"]) as relay:
-        reader = _write_and_close(relay, data, _RegistersAfterTheClose)
+        _write_and_close(relay, data, _RegistersAfterTheClose)
+        reader = _reader(relay)
         reader.join(30)
         sleep_until(lambda: relay.epochs("train"), what="the epoch event")
     assert reader.got == [data]  # type: ignore[attr-defined]
@@ -520,17 +647,17 @@ def test_a_last_write_and_close_seen_in_one_event_end_the_epoch(tmp_path: Path) 
 
 
 def test_a_pump_that_forgets_the_hang_up_leaves_the_child_without_eof(tmp_path: Path) -> None:
-    """The negative twin: with EPOLLHUP ignored, the bytes arrive but EOF never does; the pump has
-    settled (nothing known ready, nothing held) with the epoch not over."""
+    """The negative twin: with EPOLLHUP ignored, the pump settles (nothing known ready) with the
+    epoch not over; the child gets the bytes but never EOF until the relay stops."""
     data = random.Random(6).randbytes(60_000)
     with Relay(tmp_path, ["train"]) as relay:
-        reader = _write_and_close(relay, data, _ForgetsTheHangUp)
-        channel = relay.relay.relays[0]
-        sleep_until(lambda: channel.pump is not None and channel.pump.moved == len(data), what="the bytes")
-        pump = channel.pump
+        _write_and_close(relay, data, _ForgetsTheHangUp)
+        pump = relay.relay.relays[0].pump
         assert isinstance(pump, _ForgetsTheHangUp)
-        sleep_until(lambda: not (pump.up or pump.stuck or pump.ring.size), what="the pump to settle")
+        sleep_until(lambda: not pump.up, what="the pump to settle")
         assert pump.upstream_open
+        reader = _reader(relay)
+        sleep_until(lambda: pump.moved == len(data) and not pump.ring.size, what="the bytes to the child")
         assert not relay.epochs("train")
         assert reader.is_alive()  # still waiting for EOF
     reader.join(30)  # stop() ended the epoch: the reader gets EOF now

@@ -18,7 +18,8 @@ OWNERS = {
     "kill": "core/spawn.py",
     "killpg": "core/spawn.py",
     "pidfd_open": "core/spawn.py",
-    "splice": "pipemode/pump.py",
+    "splice": "pipemode/pump.py",  # os.splice; the feeder's blocking one is libc's (linux/libc.py)
+    "pthread_kill": "pipemode/feeder.py",  # the only thread signalled: a feeder, recalled
 }
 
 # Each layer may import from the layers below it (later in this list) and from itself; never up.
@@ -160,6 +161,7 @@ def test_the_checkpoint_helper_imports_nothing_but_the_stdlib() -> None:
         "os.kill",
         "os.killpg",
         "os.pidfd_open",
+        "signal.pthread_kill",
     ],
 )
 def test_each_kernel_resource_has_one_owner(call: str) -> None:

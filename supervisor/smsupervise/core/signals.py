@@ -35,7 +35,8 @@ NOT_HANDLED = frozenset(
 # background read/write on a terminal, as tini does) and not forwarded: the kernel sends them to
 # the process group that touched the terminal, which is where they belong. SIGPIPE is about our own
 # writes (whoever read our stdout went away): ignored, never forwarded, so the job runs on; the
-# write fails with EPIPE and what it held is dropped and counted (streams/writer.py).
+# write fails with EPIPE and what it held is dropped and counted (streams/writer.py). With the Pipe
+# relay, SIGPIPE gets a handler that does nothing instead (``thread_wake``): the same for our writes.
 IGNORED = frozenset({signal.SIGTTIN, signal.SIGTTOU, signal.SIGPIPE})
 STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
@@ -95,6 +96,21 @@ class SignalInbox:
         """True once per burst of SIGCHLD."""
         event, self.child_event = self.child_event, False
         return event
+
+
+def _nothing(_signum: int, _frame: FrameType | None) -> None:
+    """A handler only so that the signal interrupts a blocking system call (EINTR)."""
+
+
+def thread_wake() -> int:
+    """The signal that wakes a thread of ours blocked in a system call (``signal.pthread_kill``):
+    SIGPIPE, given a handler that does nothing. A signal that is ignored interrupts nothing, and
+    every other one is the job's to receive (each is forwarded); SIGPIPE is never forwarded and a
+    handler that does nothing leaves our own writes as they were (EPIPE). For the Pipe relay's
+    feeders (pipemode/feeder.py). On the main thread (``signal.signal``); again is harmless."""
+    if signal.getsignal(signal.SIGPIPE) is not _nothing:
+        signal.signal(signal.SIGPIPE, _nothing)
+    return int(signal.SIGPIPE)
 
 
 def install() -> SignalInbox:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.siblings import Sibling, Siblings
-from smsupervise.core.signals import STOP_SIGNALS, SignalInbox
+from smsupervise.core.signals import STOP_SIGNALS, SignalInbox, thread_wake
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import StopSequence
@@ -330,7 +330,7 @@ class Supervisor:
 
         from smsupervise.pipemode.relay import PipeRelay  # noqa: PLC0415 - only with --pipe-relay
 
-        self.relay = PipeRelay(self.pipes, emit)
+        self.relay = PipeRelay(self.pipes, emit, wake=thread_wake())
         self.relay.start()
         self.log.info(
             "pipe_relay_started",

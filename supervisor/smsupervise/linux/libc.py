@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 M_TRIM_THRESHOLD = -1  # <malloc.h>
@@ -35,3 +36,24 @@ def keep_heap() -> bool:
         return bool(libc.mallopt(M_TRIM_THRESHOLD, 32 << 20) == 1 and mmap_ok)
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
+
+
+def splice_call() -> tuple[Callable[[int, None, int, None, int, int], int], Callable[[], int]]:
+    """libc's ``splice(2)`` as it is, ``(fd_in, None, fd_out, None, len, flags)``: the bytes moved,
+    or -1 with the error in the second function's ``errno``, EINTR included. ``os.splice`` retries
+    EINTR in every thread but the main one, so a thread blocked in it cannot be woken by a signal;
+    ctypes releases the GIL for the call."""
+    import ctypes  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    call = libc.splice
+    call.argtypes = (
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_int,
+        ctypes.c_void_p,
+        ctypes.c_size_t,
+        ctypes.c_uint,
+    )
+    call.restype = ctypes.c_ssize_t
+    return call, ctypes.get_errno

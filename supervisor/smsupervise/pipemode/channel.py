@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from smsupervise.linux.pipes import raise_pipe_size
+from smsupervise.pipemode.feeder import Feeder
 from smsupervise.pipemode.fifos import RelayFifos
 from smsupervise.pipemode.meter import (
     FAILED,
@@ -47,14 +48,25 @@ class Poller:
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.owner: dict[int, ChannelRelay] = {}
+        self.interest: dict[int, int] = {}
 
     def add(self, fd: int, events: int, owner: ChannelRelay) -> None:
         """Register ``fd``; if it is ready already, the next wait reports it (the kernel polls it)."""
         self.epoll.register(fd, events | select.EPOLLET)
         self.owner[fd] = owner
+        self.interest[fd] = events
+
+    def mute(self, fd: int) -> None:
+        """Hear only EPOLLERR and EPOLLHUP of ``fd`` (epoll always reports those): a feeder has it."""
+        self.epoll.modify(fd, select.EPOLLET)
+
+    def unmute(self, fd: int) -> None:
+        """Hear ``fd`` again as registered; if it is ready now, the next wait reports it."""
+        self.epoll.modify(fd, self.interest[fd] | select.EPOLLET)
 
     def drop(self, fd: int) -> None:
         if self.owner.pop(fd, None) is not None:
+            del self.interest[fd]
             self.epoll.unregister(fd)
 
 
@@ -78,6 +90,8 @@ class Pump(Protocol):
 
     def waiting_on_child(self) -> bool: ...
 
+    def reclaim(self) -> bool: ...
+
 
 PumpFactory = Callable[[int, str, Ring, "ChannelRelay", float], Pump]
 
@@ -99,8 +113,12 @@ class ChannelRelay:
         poller: Poller,
         *,
         new_pump: PumpFactory,
+        back: Callable[[ChannelRelay], None],
+        wake: int,
     ) -> None:
         self.spec = spec
+        # the direct path's thread (feeder.py); ``back`` wakes the relay thread when it returns
+        self.feeder = Feeder(spec.name, pipe_size, lambda: back(self), wake)
         self.new_pump = new_pump  # the splice loop's per-epoch pump (pump.py: the only splice owner)
         self.emit = emit
         self.ring = Ring(ring_bytes, pipe_size)  # this channel's share of the pipe budget
@@ -112,7 +130,7 @@ class ChannelRelay:
         self.events: list[tuple[int, int]] = []  # this turn's epoll events for this channel's fds
         self.due = 0.0  # when to be visited without an event (monotonic; inf: only for an event)
         self.look_at = 0.0  # when to look for the platform's next FIFO
-        self.cpu_start = 0.0
+        self.cpu_start = self.feeder_cpu_start = 0.0
         self.delivered = 0  # bytes delivered in the epochs already over
         self.sample = first_sample(time.monotonic())  # for the snapshot's MB/s
         self.failed = False
@@ -194,8 +212,10 @@ class ChannelRelay:
             self._path(self.spec.upstream_dir, self.epoch), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
         )
         self.pump = self.new_pump(upstream, ours, self.ring, self, now)
+        os.set_blocking(upstream, True)  # for the feeder's splice (opened without: no writer yet)
         raise_pipe_size(upstream, self.ring.pipe_size)
         self.cpu_start = time.thread_time()
+        self.feeder_cpu_start = self.feeder.cpu()
         self.ring.peak = 0
         return self.pump
 
@@ -204,13 +224,15 @@ class ChannelRelay:
         child gets EOF."""
         pump, self.pump = self.pump, None
         if pump is not None:
+            ours = pump.reclaim()  # False only if the feeder did not return: it closes them
             self.delivered += pump.moved
             if pump.ended in ("child closed", "stopped"):
                 self.ring.discard()
             for fd in (pump.upstream, pump.downstream):
                 if fd >= 0:
                     self.poller.drop(fd)
-                    os.close(fd)
+                    if ours:
+                        os.close(fd)
         return pump
 
     def _end(self, now: float) -> None:
@@ -234,6 +256,7 @@ class ChannelRelay:
             self.ring.allocated,
             self.ring.peak,
             round(time.thread_time() - self.cpu_start, 6),
+            round(self.feeder.cpu() - self.feeder_cpu_start, 6),
         )
         self.emit("pipe_epoch_done", stats._asdict())
         self.epoch += 1

@@ -28,7 +28,8 @@ class EpochStats(NamedTuple):
     ended: str  # "eof", "child closed", "stopped"
     ring_bytes: int  # the ring's capacity
     ring_peak: int  # the most it held
-    cpu_s: float  # this relay thread's CPU time for the epoch
+    cpu_s: float  # the relay thread's CPU time for the epoch (it serves every channel)
+    feeder_cpu_s: float  # this channel's feeder thread's (the direct path, feeder.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The splice loop of one channel's epoch (``SplicePump``): the only module that calls ``os.splice``.
+"""The splice loop of one channel's epoch (``SplicePump``): the only module that calls ``os.splice``
+(the feeder, feeder.py, calls libc's: a signal must interrupt it).
 
 What it moves and why (the data path, the ring, the edge-triggered waits): relay.py's docstring;
 the relay thread drives each pump (``on_poll`` when it has events or its time has come, then
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from smsupervise.linux.pipes import raise_pipe_size
 from smsupervise.pipemode.channel import EPOCH_OVER, ChannelRelay
+from smsupervise.pipemode.feeder import CHILD_CLOSED, EOF, FAILED, REPOKE
 from smsupervise.pipemode.ring import Ring
 
 SPLICE_F_MOVE = 1
@@ -31,6 +33,19 @@ TURN_MOVES = 8  # and in at most this many splices
 class SplicePump:
     """One epoch of one channel: move bytes until EOF is delivered, the child closes, or a stop.
 
+    **The direct path** (the ring is empty and the child's FIFO has room: the common case) is the
+    feeder's (feeder.py): a thread of the channel's, asleep in a blocking splice straight from the
+    platform's FIFO into the child's, as the C loop is. The pump hands it over (``_feed``) and
+    takes it back when the feeder returns. While the feeder has it, the pump's epoll hears only
+    EPOLLERR and EPOLLHUP of the two FIFOs (``Poller.mute``), and every ``READ_AHEAD_AFTER`` it
+    looks whether the child has stalled: no byte moved, the child's FIFO full, data waiting
+    upstream. Then the child is computing, and the feeder is recalled so that the pump reads ahead.
+
+    **The ring** is the pump's: before the child opens its FIFO and while it computes, the pump
+    splices upstream into the ring (``_fill``); when the child reads again, the ring drains first
+    (``_drain``), so it empties again and the direct path is handed back. Each byte moves once
+    when the child keeps up.
+
     **Readiness** comes from the relay thread's edge-triggered epoll: each FIFO is registered once
     and an event only says that something changed (the producer's write ended, the child read from
     a full FIFO), never that a writer is merely mid-write, so no splice is made into the middle of a
@@ -39,24 +54,15 @@ class SplicePump:
 
     * ``up``: upstream may have data; cleared when a splice found it empty.
     * ``down``: the child's FIFO may have room; cleared when a splice found it full.
-    * ``stuck``: a direct splice (upstream -> child) stopped short or would block: upstream was
-      empty *or* the child's FIFO full, which one is not known; any event on either clears it.
 
     **No lost wake-up**: each clear happens after a splice that saw, under the pipe locks, the
     state that makes the kernel wake epoll on its change (a write into an empty pipe, a read from
     a full one, a close); so a cleared flag is set again by an event if the fd ever becomes ready.
-    A splice that stopped short proves the same as one that would block (``splice`` moves until
-    the source is empty or the destination full), so it is not followed by a call just to hear
-    EAGAIN. The ring's pipes are ours: their state is bookkept, not waited on, and looked at
-    before every wait (``arm``): a channel that can still move is served again before the thread
-    sleeps (a turn moves at most ``TURN_BYTES``, for fairness between channels).
-
-    Shaped like the C loop in the common case (the child keeps up, the ring is empty): upstream
-    straight into the child's FIFO. When the child's FIFO is full the data stays in the platform's
-    FIFO, as a blocking splice would leave it; only when the child has not read for
-    ``READ_AHEAD_AFTER`` (it is computing) does the pump read ahead into the ring. While the ring
-    holds data and the child reads, the ring drains first, so it empties again and each byte moves
-    once.
+    When the feeder returns, both flags are set (not known: the next splice finds out) and the
+    FIFOs are heard again (``Poller.unmute`` reports whichever is ready at once). The ring's pipes
+    are ours: their state is bookkept, not waited on, and looked at before every wait (``arm``): a
+    channel that can still move is served again before the thread sleeps (a turn moves at most
+    ``TURN_BYTES``, for fairness between channels).
 
     No clock is read here: ``now`` is the relay thread's one reading per wait.
     """
@@ -68,14 +74,12 @@ class SplicePump:
         self.downstream_path = downstream_path
         self.downstream = -1
         self.open_at = 0.0  # when to try opening the child's FIFO next (ENXIO: no reader yet)
-        self.down_size = 0  # the child's FIFO's capacity
         self.ring = ring
         self.owner = owner
+        self.feeder = owner.feeder
         self.now = now  # the wait's return time, for the timestamps taken while acting on it
-        self.up = self.down = self.stuck = False  # readiness as known (class docstring)
+        self.up = self.down = False  # readiness as known (class docstring)
         self.hup = False  # an event has said the producer closed (no more events from upstream)
-        self.stuck_at = 0.0  # when ``stuck`` was set
-        self.pending = 0  # a lower bound of upstream's bytes (``_settle``'s FIONREAD): 0 when unknown
         self.upstream_open = True
         self.ended = "eof"
         self.moved = 0
@@ -85,18 +89,24 @@ class SplicePump:
         self.full_since: float | None = None  # the child's FIFO is full (or the ring holds data)
         self.ahead = False  # the child has not read for READ_AHEAD_AFTER: read ahead into the ring
         self.up_seen = False  # an event has said upstream is ready (before that, 0 bytes is not EOF)
+        self.fed = False  # the feeder has the direct path
+        self.check_at = 0.0  # while fed: when to look for a stalled child (or poke a recall again)
+        self.checked = 0  # while fed: ``moved`` at the last look
+        self.full = False  # while fed: the child's FIFO was full at the last look
+        self.closing = False  # while fed: an event said the child closed its FIFO
+        self.room = select.poll()  # while fed: whether the child's FIFO has room (POLLOUT)
         owner.poller.add(upstream, select.EPOLLIN, owner)  # an event at once if it is ready now
 
     def arm(self, now: float) -> float | None:
         """Before the wait: seconds until it must be looked at again (None: no limit; 0: it can
         move now), or ``EPOCH_OVER`` when everything has been delivered."""
+        if self.fed:
+            return max(0.0, self.check_at - now)
         if self.downstream < 0 and now >= self.open_at:
             self.open_at = now + OPEN_RETRY  # at most every OPEN_RETRY: other channels may be busy
             self._open_downstream()
         if not self.upstream_open and not self.ring.size and self.downstream >= 0:
             return EPOCH_OVER  # all out, and the child's FIFO is open: closing it is the child's EOF
-        if self.stuck and now - self.stuck_at >= READ_AHEAD_AFTER:
-            self._settle()
         if self.full_since is not None and not self.ahead and now - self.full_since >= READ_AHEAD_AFTER:
             self.ahead = True  # the child has not read for a while: it is computing, read ahead
         if self._next() is not None:
@@ -104,8 +114,6 @@ class SplicePump:
         wait = None
         if self.downstream < 0:
             wait = self.open_at - now
-        elif self.stuck:
-            wait = self.stuck_at + READ_AHEAD_AFTER - now
         elif self.full_since is not None and not self.ahead and self.upstream_open:
             wait = self.full_since + READ_AHEAD_AFTER - now
         return wait
@@ -115,8 +123,9 @@ class SplicePump:
         (``events`` are this pump's); False once the epoch is over."""
         self.now = now
         self.account(now)
+        if self.fed:
+            return self._while_fed(events, now)
         for fd, flags in events:
-            self.stuck = False  # whichever side held the direct path back may have moved
             if fd == self.upstream:
                 self.up = self.up_seen = True  # a writer is or was there: a 0-byte splice is EOF
                 if flags & select.EPOLLHUP:
@@ -132,15 +141,28 @@ class SplicePump:
 
     def waiting_on_child(self) -> bool:
         """Whether data is held back by the child right now (not opened, FIFO full, ring holding)."""
+        if self.fed:
+            return self.full
         return self.downstream < 0 or self.full_since is not None or self.ring.size > 0
+
+    def reclaim(self) -> bool:
+        """Take the direct path back from the feeder, waiting for it (a stop, a failure): True when
+        the fds are the pump's to close; False when the feeder did not return in time and will close
+        them itself when it does (no fd is closed under a thread that is using it)."""
+        if self.fed:
+            fds = (self.upstream, self.downstream)
+            if not self.feeder.reclaim() and self.feeder.leave(fds):
+                return False
+            self.fed = False
+        return True
 
     def _next(self) -> Callable[[], int] | None:
         """The move to make now, from what is known (no syscall), or None: wait for an event."""
         if self.downstream >= 0 and self.down:
             if self.ring.size:
                 return self._drain
-            if self.up and not self.stuck and self.upstream_open:
-                return self._direct
+            if self.up and self.upstream_open:
+                return self._feed
         if self.up and self.upstream_open and (self.downstream < 0 or self.ahead) and self.ring.has_room():
             return self._fill
         return None
@@ -163,23 +185,82 @@ class SplicePump:
                 break
         return True
 
-    def _settle(self) -> None:
-        """The direct path has been stuck for ``READ_AHEAD_AFTER`` with no event: find out which
-        side holds it. Upstream empty: say so (an event comes with its next write). Upstream
-        holding data: splice again, knowing it does (only this thread reads it, so it cannot
-        empty meanwhile): if that would block, the child's FIFO is full, proven (``_direct``)."""
-        self.stuck = False
-        self.pending = _pending(self.upstream)
-        if not self.pending:
-            self.up = self.hup  # no writer left: the next splice says 0 (EOF)
+    def _feed(self) -> int:
+        """Hand the direct path to the feeder; 0 (the turn is over)."""
+        poller = self.owner.poller
+        poller.mute(self.upstream)
+        poller.mute(self.downstream)
+        self.fed = True
+        self.closing = self.full = False
+        self.checked = self.moved
+        self.check_at = (self.now // READ_AHEAD_AFTER + 2) * READ_AHEAD_AFTER  # 10-20 ms, on the grid
+        self.full_since = None
+        self.feeder.give(self)
+        return 0
+
+    def _while_fed(self, events: list[tuple[int, int]], now: float) -> bool:
+        """Events (EPOLLERR, EPOLLHUP), a look at the child, or the feeder's return."""
+        for fd, flags in events:
+            if fd == self.downstream and flags & select.EPOLLERR:
+                self.closing = True  # the child closed: the feeder may be waiting on an idle producer
+            elif fd == self.upstream and flags & select.EPOLLHUP:
+                self.hup = True
+        why = self.feeder.why
+        if why is not None:
+            return self._take_back(why, now)
+        feeder = self.feeder
+        if feeder.recalled:
+            if now >= self.check_at:
+                feeder.recall()  # again: a signal that came between its check and its call is lost
+                self.check_at = now + REPOKE
+        elif self.closing:
+            feeder.recall()
+            self.check_at = now + REPOKE
+        elif now >= self.check_at:
+            moved, self.checked = self.moved != self.checked, self.moved
+            self.full = not self.room.poll(0)
+            if self.full and not moved and _pending(self.upstream):  # data waits, the child does not read
+                feeder.recall()
+                self.check_at = now + REPOKE
+            else:  # on a grid shared by every channel: one wake-up checks them all
+                self.check_at = (now // READ_AHEAD_AFTER + 1) * READ_AHEAD_AFTER
+        return True
+
+    def _take_back(self, why: str, now: float) -> bool:
+        """The feeder has returned: the path is the pump's again; False once the epoch is over."""
+        self.fed = False
+        stalled, self.full = self.feeder.recalled and self.full, False
+        if why == FAILED:
+            code = self.feeder.errno
+            raise OSError(code, f"splice into the child's FIFO: {os.strerror(code)}")
+        if why == CHILD_CLOSED or self.closing:
+            self.ended = "child closed"
+            return False
+        poller = self.owner.poller
+        poller.unmute(self.upstream)  # an event at once for whichever is ready now
+        poller.unmute(self.downstream)
+        self.up = self.down = True  # not known: the next splice finds out
+        if why == EOF:
+            self.upstream_open = False
+        elif stalled:  # recalled: the child is computing, read ahead
+            self.down = False
+            self.full_since = now - READ_AHEAD_AFTER
+            self.ahead = True
+        return self._turn()
 
     def account(self, now: float) -> None:
         """Charge the time since the last look to the state the pump has been in since (nothing
         changes it between looks: the relay thread looks at a pump only for an event or a time)."""
-        if self.first is None:
+        first = self.first
+        if first is None:
             return
-        waited, self.seen = now - self.seen, now
-        if self.downstream < 0:
+        waited, self.seen = now - max(self.seen, first), now  # the feeder may have set ``first``
+        if self.fed:  # sampled: where the time went is where the child's FIFO was at the last look
+            if self.full:
+                self.bound += waited
+            else:
+                self.starved += waited
+        elif self.downstream < 0:
             self.wait_open += waited
             self.bound += waited
         elif self.ring.size == 0 and self.full_since is None:
@@ -194,45 +275,10 @@ class SplicePump:
             if error.errno != errno.ENXIO:  # ENXIO: the child has not opened its FIFO yet
                 raise
             return
-        self.down_size = raise_pipe_size(self.downstream, self.ring.pipe_size)
+        os.set_blocking(self.downstream, True)  # for the feeder's splice (module docstring)
+        raise_pipe_size(self.downstream, self.ring.pipe_size)
+        self.room.register(self.downstream, select.POLLOUT)
         self.owner.poller.add(self.downstream, select.EPOLLOUT, self.owner)  # EPOLLOUT at once
-
-    def _direct(self) -> int:
-        """Upstream straight into the child's FIFO, as the C loop does. A whole FIFO's worth moved
-        means it is full now (``down`` cleared); less, or EAGAIN, means upstream is empty or the
-        child's FIFO full (``stuck``). -1 once the child has closed its end."""
-        count = _splice(self.upstream, self.downstream, self.ring.pipe_size)
-        pending, self.pending = self.pending, 0
-        if count is None:
-            if pending:  # upstream held data: the child's FIFO is full
-                self.down = False
-                self.full_since = self.now
-            else:
-                self._stick()
-            return 0
-        if count < 0:
-            self.ended = "child closed"
-            return -1
-        if count == 0:
-            self._upstream_empty()
-            return 0
-        self._moved_upstream()
-        self.moved += count
-        self.ahead = False  # the child had room: it reads (a read-ahead guessed from FIONREAD ends)
-        if count >= self.down_size or count < pending:
-            # as many pages as it has slots, or upstream still holds data: the child's FIFO is full
-            self.down = False
-            self.full_since = self.now
-        else:  # less than asked: splice stopped at an empty upstream or a full child's FIFO
-            self.full_since = None
-            if not self.hup:  # with no writer left, an empty upstream is EOF: splice again for the 0
-                self._stick()
-        return count
-
-    def _stick(self) -> None:
-        if not self.stuck:
-            self.stuck = True
-            self.stuck_at = self.now
 
     def _drain(self) -> int:
         """Ring -> child, oldest pipe first. It holds ``held`` bytes and all are asked for, so
@@ -271,7 +317,6 @@ class SplicePump:
             return 0
         space = tail.space()
         count = _splice(self.upstream, tail.write_fd, space)
-        self.pending = 0  # no longer a lower bound of what upstream holds
         if count is None:
             if tail.held and (self.hup or _pending(self.upstream)):
                 ring.full(tail)

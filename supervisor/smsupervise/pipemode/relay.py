@@ -1,4 +1,5 @@
-"""The Pipe-mode relay: one thread for every channel (the splice loop itself: pump.py).
+"""The Pipe-mode relay: one thread for every channel, and a feeder thread per channel for the
+direct path (the splice loop itself: pump.py and feeder.py).
 
 For each Pipe channel SageMaker creates FIFOs ``<data dir>/<ch>_<N>`` (epoch N = 0, 1, ...). The relay
 opens each as it appears and serves its bytes to the training code through FIFOs of its own,
@@ -17,21 +18,25 @@ offsets would need to know when the reader has consumed them; a pipe's pages bel
 moving them on is the kernel's bookkeeping. When the trainer keeps up the ring stays empty and
 each byte moves once, upstream straight to the child's FIFO.
 
-**One thread** serves every channel: one edge-triggered ``epoll`` over all their FIFOs, then each
-channel with something to do moves until it cannot (at most ``TURN_BYTES`` a turn, so channels
-share fairly, and one that could go on is served again before the thread waits), so N channels
-cost no more wake-ups than N C loops. One thread rather than one per channel: threads would hand
-the GIL to each other after every wait and splice (a futex wake-up each, two per splice measured
-with four channels). Edge-triggered because a level-triggered ``poll`` says a FIFO is readable as
-soon as the producer's first page is in, while the producer still holds the pipe's lock copying
-the rest of its write: the splice that follows spins on that lock (62 % of the relay thread's
-samples at 4 channels); an edge comes when the write is over. How the pump keeps readiness so
-that no wake-up is lost: ``pump.SplicePump``. The event loop never waits on a channel; events go back to it
-with ``call_soon_threadsafe``. FIFOs are opened non-blocking; a 0-byte splice counts as EOF only
-after an event said a writer was there (before a writer ever attached, a read also says 0).
+**Threads.** One relay thread serves every channel: one edge-triggered ``epoll`` over all their
+FIFOs, then each channel with something to do moves until it cannot (at most ``TURN_BYTES`` a turn,
+so channels share fairly). It opens each epoch, fills and drains the rings, keeps the records, and
+decides. The direct path (the child keeps up, the ring is empty: the common case) is handed to the
+channel's feeder thread (feeder.py), which sleeps in a blocking ``splice`` as the C relay does and
+is recalled when the child stalls, closes, or the relay stops. Measured (README): one thread woken
+for every channel's every MiB lost 10-20 % to N blocking C relays, and so did a C program of that
+shape; with the feeders 1 and 4 channels reach the C relays. Edge-triggered because a level-
+triggered ``poll`` says a FIFO is readable as soon as the producer's first page is in, while the
+producer still holds the pipe's lock copying the rest of its write: the splice that follows spins on
+that lock (62 % of the relay thread's samples at 4 channels); an edge comes when the write is over.
+How the pump keeps readiness so that no wake-up is lost: ``pump.SplicePump``. The event loop never
+waits on a channel; events go back to it with ``call_soon_threadsafe``. FIFOs are opened non-
+blocking (an open would wait for the other end), then made blocking for the feeder; the pump's
+splices ask for SPLICE_F_NONBLOCK. A 0-byte splice counts as EOF only after an event said a writer
+was there (before a writer ever attached, a read also says 0).
 
-Here: the relay thread; the splice loop is pump.py's (``SplicePump``). A channel's life across epochs, its
-records and its live snapshot are channel.py's and meter.py's.
+Here: the relay thread; the splice loop is pump.py's (``SplicePump``), the direct path feeder.py's.
+A channel's life across epochs, its records and its live snapshot are channel.py's and meter.py's.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ import os
 import select
 import threading
 import time
+from collections import deque
 
 from smsupervise.errors import UsageError
 from smsupervise.linux.pipes import PipeLimits, read_limits
@@ -60,15 +66,31 @@ class PipeRelay:
     """
 
     def __init__(
-        self, channels: tuple[ChannelSpec, ...], emit: Emit, limits: PipeLimits | None = None
+        self,
+        channels: tuple[ChannelSpec, ...],
+        emit: Emit,
+        limits: PipeLimits | None = None,
+        *,
+        wake: int,
     ) -> None:
         self.channels = channels
         self.plan = plan_rings(tuple(spec.ring_bytes for spec in channels), limits or read_limits())
         self._stop_r, self._stop_w = os.pipe2(os.O_CLOEXEC)
+        self._back = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)  # a feeder has returned
+        self._returned: deque[ChannelRelay] = deque()
         self._made_dirs: list[str] = []
         self.poller = Poller()
         self.relays = [
-            ChannelRelay(spec, emit, ring, self.plan.pipe_size, self.poller, new_pump=SplicePump)
+            ChannelRelay(
+                spec,
+                emit,
+                ring,
+                self.plan.pipe_size,
+                self.poller,
+                new_pump=SplicePump,
+                back=self._feeder_back,
+                wake=wake,
+            )
             for spec, ring in zip(channels, self.plan.rings, strict=True)
         ]
         self.thread = threading.Thread(target=self._run, name="pipe-relay", daemon=True)
@@ -86,6 +108,11 @@ class PipeRelay:
         now = time.monotonic()
         running = self.thread.is_alive()
         return tuple(relay.snapshot(now, running) for relay in self.relays)
+
+    def _feeder_back(self, relay: ChannelRelay) -> None:
+        """On a feeder's thread: it has returned; the relay thread visits its channel next turn."""
+        self._returned.append(relay)
+        os.eventfd_write(self._back, 1)
 
     def start(self) -> None:
         """Check and make the relay dirs, mirror epoch 0, start the relay thread. A dir that cannot
@@ -119,8 +146,9 @@ class PipeRelay:
         fails is reported and dropped (its FIFO gives EOF), the others go on."""
         epoll = self.poller.epoll
         epoll.register(self._stop_r, select.EPOLLIN)  # level-triggered: it stays readable
+        epoll.register(self._back, select.EPOLLIN)
         active = list(self.relays)
-        most = 2 * len(active) + 1  # each channel's two FIFOs and the stop pipe: epoll's buffer, sized
+        most = 2 * len(active) + 2  # each channel's two FIFOs, the stop pipe, the feeders' eventfd
         dead: list[tuple[ChannelRelay, Exception]] = []
         now = time.monotonic()
         next_sample = soonest = now
@@ -160,6 +188,10 @@ class PipeRelay:
             relay_of = owner.get(event[0])
             if relay_of is not None:
                 relay_of.events.append(event)  # epoll's own (fd, events) tuple
+            elif event[0] == self._back:
+                os.eventfd_read(self._back)
+                while self._returned:
+                    self._returned.popleft().due = now
             elif event[0] == self._stop_r:
                 self._stop_all(active, now)
                 return False
@@ -191,9 +223,11 @@ class PipeRelay:
         if not self.thread.is_alive():
             self.poller.epoll.close()  # the thread closes it too when it ends; never started: here
         for relay in self.relays:
+            relay.feeder.close()
             relay.fifos.remove_all()
         for relay_dir in self._made_dirs:
             with contextlib.suppress(OSError):  # not empty: something that is not ours is in it
                 os.rmdir(relay_dir)
         os.close(self._stop_r)
         os.close(self._stop_w)
+        os.close(self._back)
