@@ -7,9 +7,9 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
 * ``c-splice``: producer -> FIFO -> C blocking splice relay -> FIFO -> consumer, one C relay per channel
   (the target's baseline, N-wide);
 * ``c-epoll``: the same through one C process with one thread for every channel, waiting in an
-  edge-triggered ``epoll`` and splicing without blocking (``benchmarks/c/cepoll.c``): smsupervise's
-  relay thread's shape without Python, so a run tells the cost of the shape (one thread woken for
-  every channel, waiting in epoll rather than in splice) from the cost of the language;
+  edge-triggered ``epoll`` and splicing without blocking (``benchmarks/c/cepoll.c``): the shape
+  smsupervise's relay had before its feeder threads (one thread woken for every channel, waiting in
+  epoll rather than in splice), in C, so a run tells the cost of that shape from the language's;
 * ``cat``: producer -> FIFO -> cat -> FIFO -> consumer (a copying relay; 1 channel only);
 * ``smsupervise``: producers -> ``<base>/input/data/ch<i>_0`` -> ``smsupervise --pipe-relay train``
   -> its FIFOs -> consumers, the consumers being the training job smsupervise runs;
@@ -21,7 +21,8 @@ Producer and consumer are C (``benchmarks/c/pipeprod.c``, ``pipecons.c``): ``wri
 of 1 MiB, as the SageMaker agent and a large-buffer reader do. The consumers run together in a session of
 their own in every case, as smsupervise runs the job (with the scheduler's autogroups, a session is
 one scheduling group: consumers in their own session get a share of the CPUs as a group, which
-alone changes the figures 2-3x on a busy 2-vCPU VM). A run's elapsed time is from the first
+alone changes the figures 2-3x on a busy 2-vCPU VM), and have their FIFOs open before the producers
+start (for smsupervise: its job's readers, found in /proc). A run's elapsed time is from the first
 producer's ``open()`` returning to the last consumer's EOF (CLOCK_MONOTONIC); each channel's own
 throughput is its bytes over its own open-to-EOF, and the spread is the slowest channel over the
 fastest in the same run. Rounds are interleaved (every case once, then again), after one warm-up
@@ -37,7 +38,8 @@ CPU is user+system seconds per GB, in two columns that compare like with like:
 * ``loop CPU``: the relaying alone. For the C relays and cat the same ``wait4`` figure (their
   start-up is an exec and two opens, under a millisecond); for smsupervise the relay thread's CPU
   (``pipe_epoch_done``'s ``cpu_s``: ``CLOCK_THREAD_CPUTIME_ID`` from the epoch's first open to its
-  EOF, ring growth included; one thread serves every channel, so the longest epoch's figure). Both
+  EOF, ring growth included; one thread serves every channel, so the longest epoch's figure) plus
+  every channel's feeder thread's (``feeder_cpu_s``, the direct path's blocking splices). Both
   are the kernel's scheduler accounting of the same work (splice, poll, wake-ups): this is the
   column to hold against C.
 
@@ -52,6 +54,7 @@ run's figure is the VM's noise: on a 2-vCPU VM single rounds of the same case di
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -59,6 +62,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +104,38 @@ def _start_smsupervise(
         "SAGEMAKER_BASE_DIR": str(base),
         "SMSUPERVISE_TRAIN": f"sh -c '{readers} wait'",
     }
+    if "PYTHONPATH" in os.environ:  # the smsupervise under test, when it is not the installed one
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     argv = [sys.executable, "-m", "smsupervise", "--pipe-relay", "--pipe-relay-dir", str(work / "relay")]
     if sock is not None:
         argv += ["--control-socket", str(sock)]
     relay = subprocess.Popen([*argv, "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _wait_for_readers(work / "relay", channels, relay)
     return relay, upstream
+
+
+def _wait_for_readers(relay_dir: Path, channels: int, relay: subprocess.Popen[bytes]) -> None:
+    """Until every consumer has its FIFO in ``relay_dir`` open, as the C cases' consumers have before
+    their producers start (they wait in ``open()``, which returns once the C relay opens its end).
+    Without it a run would time smsupervise's start of the job (a shell and N consumers forked while
+    the producers already stream into the ring): 3-4 % at 8 channels on a 2-vCPU VM."""
+    prefix = str(relay_dir) + "/"
+    deadline = time.monotonic() + 60
+    while True:
+        readers = 0
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit() or int(pid) == relay.pid:
+                continue
+            with contextlib.suppress(OSError):
+                for fd in os.listdir(f"/proc/{pid}/fd"):
+                    with contextlib.suppress(OSError):
+                        readers += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(prefix)
+        if readers >= channels:
+            return
+        if relay.poll() is not None or time.monotonic() > deadline:
+            _, err = relay.communicate(timeout=60)
+            raise RuntimeError(f"the job's readers never opened their FIFOs: {err.decode()[-2000:]}")
+        time.sleep(0.002)  # polling /proc: nothing to wait on for another process's open()
 
 
 def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subprocess.Popen[bytes]:
@@ -145,17 +176,18 @@ def _start_plain(
 
 def _smsupervise_cpu(relay: subprocess.Popen[bytes]) -> tuple[float | None, float | None]:
     """smsupervise's own CPU seconds (``exiting``) and its relay thread's (``pipe_epoch_done``)."""
-    whole, loop = None, 0.0
+    whole, loop, feeders = None, 0.0, 0.0
     _, err = relay.communicate(timeout=600)
     for line in err.splitlines():
         record = json.loads(line)
         if record.get("event") == "exiting":
             whole = float(record["cpu_s"])
-        if record.get("event") == "pipe_epoch_done":  # one thread for all: the longest epoch's
+        if record.get("event") == "pipe_epoch_done":  # one relay thread for all: the longest epoch's
             loop = max(loop, float(record["cpu_s"]))
+            feeders += float(record["feeder_cpu_s"])  # a feeder per channel: each one's
     if relay.returncode != 0:
         raise RuntimeError(f"smsupervise exited {relay.returncode}: {err.decode()[-2000:]}")
-    return whole, loop
+    return whole, loop + feeders
 
 
 def _wait_all(procs: list[subprocess.Popen[bytes]]) -> float:
@@ -297,8 +329,9 @@ def report(
     )
     language = ours / summary["c-epoll"]["gb_per_s"] if "c-epoll" in summary else float("nan")
     print(
-        f"the shape: one C thread in epoll for every channel over N C relays in blocking splice "
-        f"{_fmt(shape, '.2f')}x; the language: smsupervise over that one C thread {_fmt(language, '.2f')}x"
+        f"one C thread in epoll for every channel (the relay's shape before its feeders) over N C "
+        f"relays in blocking splice {_fmt(shape, '.2f')}x; smsupervise over that one C thread "
+        f"{_fmt(language, '.2f')}x"
     )
     print(
         f"with the socket on and status asked 10x/s: vs C splice {_fmt(polled, '.2f')}x, "
