@@ -49,6 +49,7 @@ class Poller:
         self.epoll = select.epoll()
         self.owner: dict[int, ChannelRelay] = {}
         self.interest: dict[int, int] = {}
+        self.muted: set[int] = set()
 
     def add(self, fd: int, events: int, owner: ChannelRelay) -> None:
         """Register ``fd``; if it is ready already, the next wait reports it (the kernel polls it)."""
@@ -57,17 +58,23 @@ class Poller:
         self.interest[fd] = events
 
     def mute(self, fd: int) -> None:
-        """Hear only EPOLLERR and EPOLLHUP of ``fd`` (epoll always reports those): a feeder has it."""
-        self.epoll.modify(fd, select.EPOLLET)
+        """Stop hearing ``fd`` (a feeder has it): out of the epoll set, so the pipe's wake-ups do not
+        run epoll's callback (it takes the epoll's lock, shared by every channel's FIFOs)."""
+        self.epoll.unregister(fd)
+        self.muted.add(fd)
 
     def unmute(self, fd: int) -> None:
         """Hear ``fd`` again as registered; if it is ready now, the next wait reports it."""
-        self.epoll.modify(fd, self.interest[fd] | select.EPOLLET)
+        self.muted.discard(fd)
+        self.epoll.register(fd, self.interest[fd] | select.EPOLLET)
 
     def drop(self, fd: int) -> None:
         if self.owner.pop(fd, None) is not None:
             del self.interest[fd]
-            self.epoll.unregister(fd)
+            if fd in self.muted:
+                self.muted.discard(fd)
+            else:
+                self.epoll.unregister(fd)
 
 
 class Pump(Protocol):

@@ -35,11 +35,12 @@ class SplicePump:
 
     **The direct path** (the ring is empty and the child's FIFO has room: the common case) is the
     feeder's (feeder.py): a thread of the channel's, asleep in a blocking splice straight from the
-    platform's FIFO into the child's, as the C loop is. The pump hands it over (``_feed``) and
-    takes it back when the feeder returns. While the feeder has it, the pump's epoll hears only
-    EPOLLERR and EPOLLHUP of the two FIFOs (``Poller.mute``), and every ``READ_AHEAD_AFTER`` it
-    looks whether the child has stalled: no byte moved, the child's FIFO full, data waiting
-    upstream. Then the child is computing, and the feeder is recalled so that the pump reads ahead.
+    platform's FIFO into the child's, as the C loop is. The pump hands it over (``_feed``) and takes
+    it back when the feeder returns. While the feeder has it, the two FIFOs are out of the relay
+    thread's epoll (``Poller.mute``), and every ``READ_AHEAD_AFTER`` it looks whether the child has
+    stalled: no byte moved, the child's FIFO full, data waiting upstream. Then the child is
+    computing, and the feeder is recalled so that the pump reads ahead. The same look finds a child
+    that has closed its FIFO (POLLERR) while the feeder waits on an idle producer.
 
     **The ring** is the pump's: before the child opens its FIFO and while it computes, the pump
     splices upstream into the ring (``_fill``); when the child reads again, the ring drains first
@@ -93,7 +94,7 @@ class SplicePump:
         self.check_at = 0.0  # while fed: when to look for a stalled child (or poke a recall again)
         self.checked = 0  # while fed: ``moved`` at the last look
         self.full = False  # while fed: the child's FIFO was full at the last look
-        self.closing = False  # while fed: an event said the child closed its FIFO
+        self.closing = False  # while fed: the child has closed its FIFO (POLLERR at a look)
         self.room = select.poll()  # while fed: whether the child's FIFO has room (POLLOUT)
         owner.poller.add(upstream, select.EPOLLIN, owner)  # an event at once if it is ready now
 
@@ -124,7 +125,7 @@ class SplicePump:
         self.now = now
         self.account(now)
         if self.fed:
-            return self._while_fed(events, now)
+            return self._while_fed(now)  # its FIFOs are out of the epoll set: no events
         for fd, flags in events:
             if fd == self.upstream:
                 self.up = self.up_seen = True  # a writer is or was there: a 0-byte splice is EOF
@@ -198,13 +199,8 @@ class SplicePump:
         self.feeder.give(self)
         return 0
 
-    def _while_fed(self, events: list[tuple[int, int]], now: float) -> bool:
-        """Events (EPOLLERR, EPOLLHUP), a look at the child, or the feeder's return."""
-        for fd, flags in events:
-            if fd == self.downstream and flags & select.EPOLLERR:
-                self.closing = True  # the child closed: the feeder may be waiting on an idle producer
-            elif fd == self.upstream and flags & select.EPOLLHUP:
-                self.hup = True
+    def _while_fed(self, now: float) -> bool:
+        """A look at the child, or the feeder's return."""
         why = self.feeder.why
         if why is not None:
             return self._take_back(why, now)
@@ -213,13 +209,15 @@ class SplicePump:
             if now >= self.check_at:
                 feeder.recall()  # again: a signal that came between its check and its call is lost
                 self.check_at = now + REPOKE
-        elif self.closing:
-            feeder.recall()
-            self.check_at = now + REPOKE
         elif now >= self.check_at:
             moved, self.checked = self.moved != self.checked, self.moved
-            self.full = not self.room.poll(0)
-            if self.full and not moved and _pending(self.upstream):  # data waits, the child does not read
+            room = self.room.poll(0)  # POLLOUT: it has room; POLLERR: the child has closed it
+            self.full = not room
+            if room and room[0][1] & select.POLLERR:  # the feeder may be waiting on an idle producer
+                self.closing = True
+                feeder.recall()
+                self.check_at = now + REPOKE
+            elif self.full and not moved and _pending(self.upstream):  # data waits, the child does not read
                 feeder.recall()
                 self.check_at = now + REPOKE
             else:  # on a grid shared by every channel: one wake-up checks them all
