@@ -10,6 +10,9 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
   edge-triggered ``epoll`` and splicing without blocking (``benchmarks/c/cepoll.c``): the shape
   smsupervise's relay had before its feeder threads (one thread woken for every channel, waiting in
   epoll rather than in splice), in C, so a run tells the cost of that shape from the language's;
+* ``py-splice``: the same through one Python process with a thread per channel looping on a
+  blocking ``os.splice`` (``benchmarks/py_splice.py``): smsupervise's feeder loop with nothing
+  around it, so a run tells the cost of Python threads from the cost of the rest of smsupervise;
 * ``cat``: producer -> FIFO -> cat -> FIFO -> consumer (a copying relay; 1 channel only);
 * ``smsupervise``: producers -> ``<base>/input/data/ch<i>_0`` -> ``smsupervise --pipe-relay train``
   -> its FIFOs -> consumers, the consumers being the training job smsupervise runs;
@@ -68,8 +71,10 @@ from typing import Any
 
 from benchmarks.common import ROOT, StatusPoller, build_c, median, pct, print_table, write_json
 
+PY_SPLICE = Path(__file__).resolve().parent / "py_splice.py"
+
 POLLED = "smsupervise (status 10x/s)"
-CASES = ("none", "c-splice", "c-epoll", "cat", "smsupervise", POLLED)
+CASES = ("none", "c-splice", "c-epoll", "py-splice", "cat", "smsupervise", POLLED)
 TARGET = {1: 0.95}  # vs the C relay; 0.90 for more channels
 SPREAD_TARGET = 0.8
 
@@ -148,7 +153,8 @@ def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subproc
 def _start_plain(
     case: str, work: Path, tools: dict[str, str], channels: int
 ) -> tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]], list[Path]]:
-    """Consumers and (unless ``none``) one C or cat relay per channel, or one ``cepoll`` for all;
+    """Consumers and (unless ``none``) one C or cat relay per channel, or one ``cepoll`` or
+    ``py_splice.py`` for all;
     returns relays, others, FIFOs."""
     relays, pairs, upstream = [], [], []
     for i in range(channels):
@@ -166,8 +172,8 @@ def _start_plain(
             relays.append(subprocess.Popen([tools["csplice"], str(up), str(down)]))
         elif case == "cat":
             relays.append(subprocess.Popen(["sh", "-c", f"exec cat {up} > {down}"]))
-    if case == "c-epoll":  # one process for every channel
-        argv = [tools["cepoll"]]
+    if case in ("c-epoll", "py-splice"):  # one process for every channel
+        argv = [tools["cepoll"]] if case == "c-epoll" else [sys.executable, str(PY_SPLICE)]
         for up, (down, _) in zip(upstream, pairs, strict=True):
             argv += [str(up), str(down)]
         relays.append(subprocess.Popen(argv))
@@ -333,6 +339,16 @@ def report(
         f"relays in blocking splice {_fmt(shape, '.2f')}x; smsupervise over that one C thread "
         f"{_fmt(language, '.2f')}x"
     )
+    threads = (
+        summary["py-splice"]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
+        if {"py-splice", "c-splice"} <= summary.keys()
+        else float("nan")
+    )
+    rest = ours / summary["py-splice"]["gb_per_s"] if "py-splice" in summary else float("nan")
+    print(
+        f"a Python thread per channel in blocking os.splice (py-splice) over N C relays "
+        f"{_fmt(threads, '.2f')}x; smsupervise over py-splice {_fmt(rest, '.2f')}x"
+    )
     print(
         f"with the socket on and status asked 10x/s: vs C splice {_fmt(polled, '.2f')}x, "
         f"status round trip median {_fmt(median(status_ms), '.1f')} ms, "
@@ -343,6 +359,8 @@ def report(
         "vs_c_splice": vs_c,
         "c_epoll_vs_c_splice": shape,
         "vs_c_epoll": language,
+        "py_splice_vs_c_splice": threads,
+        "vs_py_splice": rest,
         "vs_c_splice_by_round": paired,
         "vs_no_relay": ours / summary["none"]["gb_per_s"],
         "spread": spread,
