@@ -15,8 +15,8 @@ when the child closes its FIFO (EPIPE), on an unexpected error, or when it is re
 
 * the child has not read for ``READ_AHEAD_AFTER`` with data waiting upstream (it is computing):
   the pump reads ahead into the ring;
-* the child closed its FIFO while the producer is idle (the pump's epoll still hears EPOLLERR on
-  the child's FIFO, the only event it keeps while the path is handed over);
+* the child closed its FIFO while the producer is idle (the same 10 ms look, a ``poll`` of the
+  child's FIFO, sees POLLERR: no reader left; a feeder that is moving bytes gets EPIPE itself);
 * the relay stops, or the channel fails.
 
 **Recall** sets a flag and sends the thread a signal (``signal.pthread_kill``): SIGPIPE, which has
