@@ -276,6 +276,13 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
+def _ratio(summary: dict[str, dict[str, float]], case: str, baseline: str) -> float:
+    """One case's median GB/s over another's; NaN when either did not run (no C compiler)."""
+    if case not in summary or baseline not in summary:
+        return float("nan")
+    return summary[case]["gb_per_s"] / summary[baseline]["gb_per_s"]
+
+
 def _fmt(value: float, spec: str = ".3f") -> str:
     return "-" if math.isnan(value) else format(value, spec)  # NaN: not measured
 
@@ -308,7 +315,7 @@ def report(
         ["case", "GB/s (all)", "min-max", "slowest/fastest", "process CPU s/GB", "loop CPU s/GB", "ours vs"],
         rows,
     )
-    vs_c = ours / summary["c-splice"]["gb_per_s"] if "c-splice" in summary else float("nan")
+    vs_c = _ratio(summary, "smsupervise", "c-splice")
     want = TARGET.get(channels, 0.90)
     spread = summary["smsupervise"]["spread"]
     c_loop = summary["c-splice"]["relay_loop_cpu_s_per_gb"] if "c-splice" in summary else float("nan")
@@ -318,33 +325,21 @@ def report(
         f"(>= {SPREAD_TARGET}), loop CPU {_fmt(summary['smsupervise']['relay_loop_cpu_s_per_gb'])} s/GB "
         f"(C {_fmt(c_loop)})"
     )
-    polled = (
-        summary[POLLED]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
-        if "c-splice" in summary
-        else float("nan")
-    )
+    polled = _ratio(summary, POLLED, "c-splice")
     if paired:
         print(
             f"round by round (smsupervise over the C relays of the same round): median "
             f"{median(paired):.2f}, min {min(paired):.2f}, max {max(paired):.2f}"
         )
-    shape = (
-        summary["c-epoll"]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
-        if {"c-epoll", "c-splice"} <= summary.keys()
-        else float("nan")
-    )
-    language = ours / summary["c-epoll"]["gb_per_s"] if "c-epoll" in summary else float("nan")
+    shape = _ratio(summary, "c-epoll", "c-splice")
+    language = _ratio(summary, "smsupervise", "c-epoll")
     print(
         f"one C thread in epoll for every channel (the relay's shape before its feeders) over N C "
         f"relays in blocking splice {_fmt(shape, '.2f')}x; smsupervise over that one C thread "
         f"{_fmt(language, '.2f')}x"
     )
-    threads = (
-        summary["py-splice"]["gb_per_s"] / summary["c-splice"]["gb_per_s"]
-        if {"py-splice", "c-splice"} <= summary.keys()
-        else float("nan")
-    )
-    rest = ours / summary["py-splice"]["gb_per_s"] if "py-splice" in summary else float("nan")
+    threads = _ratio(summary, "py-splice", "c-splice")
+    rest = _ratio(summary, "smsupervise", "py-splice")
     print(
         f"a Python thread per channel in blocking os.splice (py-splice) over N C relays "
         f"{_fmt(threads, '.2f')}x; smsupervise over py-splice {_fmt(rest, '.2f')}x"
