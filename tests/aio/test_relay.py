@@ -161,7 +161,24 @@ def test_any_stream_through_any_ring_arrives_exactly(size: int, seed: int, ring:
         producer = _produce(relay.up / "train_0", data, rng)
         got = _consume(relay.down / "train_0", chunk=chunk)
         producer.join(10)
+        sleep_until(lambda: relay.epochs("train"), what="the epoch event")
     assert _sha(got) == _sha(data)
+    stats = relay.epochs("train")[0]
+    assert min(stats["seconds"], stats["input_starved_s"], stats["trainer_bound_s"]) >= 0
+    assert stats["input_starved_s"] + stats["trainer_bound_s"] == pytest.approx(stats["seconds"], abs=1e-5)
+
+
+def test_a_first_byte_stamped_after_the_turns_clock_is_not_in_the_future() -> None:
+    """The feeder stamps ``first`` with its own clock, which may be read after the relay thread's
+    reading for the turn: the accounting takes it as ``now`` (no negative seconds, no time counted
+    twice); the twin of the clamp is the arithmetic below without it (-0.0001 s, then 0.5 s)."""
+    pump = SplicePump.__new__(SplicePump)  # the accounting alone: no fds, no thread
+    pump.first, pump.seen, pump.fed, pump.full = 1.0002, 0.5, True, False
+    pump.starved = pump.bound = pump.wait_open = 0.0
+    pump.account(1.0001)
+    assert (pump.first, pump.seen, pump.starved) == (1.0001, 1.0001, 0.0)
+    pump.account(1.5)
+    assert pump.starved == pytest.approx(0.4999)
 
 
 def test_the_ring_reads_ahead_before_the_child_opens(tmp_path: Path) -> None:
@@ -387,6 +404,41 @@ def test_without_the_signal_a_feeder_asleep_in_its_splice_cannot_be_recalled(tmp
     assert bytes(idle.got) == data + b"late"
     feeder.join(30)
     assert not feeder.is_alive()
+
+
+class _Unstartable(threading.Thread):
+    """A thread the kernel refuses, as when a container's pids limit is used up."""
+
+    def start(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+
+def test_a_feeder_that_cannot_start_fails_only_its_channel_and_the_child_gets_eof(tmp_path: Path) -> None:
+    """No thread can be started for one channel's feeder: that channel fails at its first hand-over
+    (``pipe_relay_failed`` names the error), its child gets EOF after the bytes the ring held, the
+    platform's next write gets EPIPE, no fd is left open; the other channel arrives whole. The twin
+    is that other channel, whose feeder started."""
+    before = set(os.listdir("/proc/self/fd"))
+    data = random.Random(12).randbytes(3 << 20)
+    relay = Relay(tmp_path, ["train", "test"])
+    broken = relay.relay.relays[0].feeder
+    broken.thread = _Unstartable(target=lambda: None, daemon=True)
+    idle = _Idle(relay, data)  # train: half, then the rest once the child has it (a hand-over)
+    with relay:
+        other = _produce(relay.up / "test_0", data, random.Random(13))
+        assert _consume(relay.down / "test_0") == data
+        other.join(10)
+        idle.child.join(30)
+        assert not idle.child.is_alive(), "the child did not get EOF"
+        sleep_until(lambda: any(e == "pipe_relay_failed" for e, _ in relay.events), what="the failure")
+        idle.release.set()
+        idle.producer.join(30)
+    failed = [f for e, f in relay.events if e == "pipe_relay_failed"]
+    assert [(f["channel"], f["error"]) for f in failed] == [("train", "RuntimeError: can't start new thread")]
+    assert bytes(idle.got) == data[: len(idle.got)]  # a prefix, then EOF
+    assert idle.late == ["EPIPE"]
+    assert set(os.listdir("/proc/self/fd")) <= before
+    assert relay.epochs("test")[0]["ended"] == "eof"
 
 
 def test_fifos_that_appear_after_the_start_on_several_channels(tmp_path: Path) -> None:

@@ -87,14 +87,21 @@ class Feeder:
         self.errno = 0
         self.recalled = False
 
+    def start(self) -> None:
+        """Start the thread if it is not running: ``PipeRelay.start`` does, before the job runs (a
+        job that uses up a pids limit later cannot take it away). Raises RuntimeError if the
+        kernel refuses a thread; nothing has changed then."""
+        if not self.thread.is_alive():
+            self.thread.start()
+
     def give(self, fed: Fed) -> None:
-        """The path is the feeder's until it returns (``why`` set again)."""
+        """The path is the feeder's until it returns (``why`` set again). Raises RuntimeError,
+        before anything is handed over, if the thread is not running and cannot be started."""
         assert self.why is not None, "the feeder has a path already"
+        self.start()
         self.why = None
         self.recalled = False
         self._done.clear()
-        if not self.thread.is_alive():
-            self.thread.start()
         self._inbox.put(fed)
 
     def recall(self) -> None:

@@ -187,16 +187,17 @@ class SplicePump:
         return True
 
     def _feed(self) -> int:
-        """Hand the direct path to the feeder; 0 (the turn is over)."""
+        """Hand the direct path to the feeder; 0 (the turn is over). If no thread can be started
+        (RuntimeError), nothing is handed over and the channel fails (its FIFO gives EOF)."""
+        self.checked = self.moved
+        self.feeder.give(self)  # it may return before the lines below: the relay thread hears it later
         poller = self.owner.poller
         poller.mute(self.upstream)
         poller.mute(self.downstream)
         self.fed = True
         self.closing = self.full = False
-        self.checked = self.moved
         self.check_at = (self.now // READ_AHEAD_AFTER + 2) * READ_AHEAD_AFTER  # 10-20 ms, on the grid
         self.full_since = None
-        self.feeder.give(self)
         return 0
 
     def _while_fed(self, now: float) -> bool:
@@ -252,7 +253,9 @@ class SplicePump:
         first = self.first
         if first is None:
             return
-        waited, self.seen = now - max(self.seen, first), now  # the feeder may have set ``first``
+        if first > now:  # the feeder's stamp, read after this turn's clock reading: not in the future
+            self.first = first = now
+        waited, self.seen = now - max(self.seen, first), now
         if self.fed:  # sampled: where the time went is where the child's FIFO was at the last look
             if self.full:
                 self.bound += waited

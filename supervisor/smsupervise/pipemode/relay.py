@@ -137,6 +137,9 @@ class PipeRelay:
                     f"--pipe-relay-dir {relay.spec.relay_dir}: cannot create the FIFO {error.filename}: "
                     f"{error.strerror}"
                 ) from None
+        for relay in self.relays:  # before the job runs: its threads cannot use up a pids limit first
+            with contextlib.suppress(RuntimeError):  # else tried again at the channel's first hand-over
+                relay.feeder.start()
         self.thread.start()
 
     def _run(self) -> None:
