@@ -123,6 +123,15 @@ def _status_field(name: str) -> str:
     raise AssertionError(f"no {name} in /proc/self/status")
 
 
+def _open_files() -> list[str]:
+    """What this process's fds point at (the listing's own fd is gone by the time it is read)."""
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return links
+
+
 def _run_on(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
     factory = uvloop.new_event_loop if loop == "uvloop" else None
     with asyncio.Runner(loop_factory=factory) as runner:
@@ -439,6 +448,80 @@ def test_a_feeder_that_cannot_start_fails_only_its_channel_and_the_child_gets_eo
     assert idle.late == ["EPIPE"]
     assert set(os.listdir("/proc/self/fd")) <= before
     assert relay.epochs("test")[0]["ended"] == "eof"
+
+
+STOP_MODES = ["flowing", "idle producer", "ring filling", "pauses"]
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("mode", STOP_MODES)
+def test_a_stop_at_any_moment_leaves_nothing_behind(tmp_path: Path, mode: str, seed: int) -> None:
+    """Stop while bytes flow (fed or through the ring), while the producer is idle, while the ring
+    fills, or amid pauses, a random moment after every child has bytes: stop() returns with every
+    relay and feeder thread ended, every child gets EOF after exactly the bytes its epoch event
+    counts, every producer's next write gets EPIPE, and no fd of ours into the run's dirs is open.
+    (Distilled from a hostile probe's 460 runs.)"""
+    rng = random.Random(seed * 31 + STOP_MODES.index(mode))
+    names = [f"c{i}" for i in range(rng.choice([1, 2, 4]))]
+    relay = Relay(tmp_path, names, ring=rng.choice([1 << 20, 4 << 20]))
+    stopped, halted = threading.Event(), threading.Event()
+    started = {ch: threading.Event() for ch in names}
+    late: dict[str, str] = {}
+    got: dict[str, int] = {}
+
+    def produce(ch: str, prng: random.Random) -> None:
+        os.mkfifo(relay.up / f"{ch}_0")
+        fd = os.open(relay.up / f"{ch}_0", os.O_WRONLY)
+        try:
+            if mode == "idle producer":
+                os.write(fd, prng.randbytes(prng.choice([1, 70_000, 1 << 20])))
+                assert stopped.wait(30)
+            while True:  # after the stop, the next write must fail
+                os.write(fd, prng.randbytes(prng.choice([4096, 1 << 20])))
+                if mode == "pauses" and prng.random() < 0.3:
+                    halted.wait(prng.choice([0.001, 0.02]))  # a pause, cut short by the stop
+            late[ch] = "written"  # never reached: the loop ends by EPIPE
+        except BrokenPipeError:
+            late[ch] = "EPIPE"
+        finally:
+            os.close(fd)
+
+    def consume(ch: str, crng: random.Random) -> None:
+        path = relay.down / f"{ch}_0"
+        sleep_until(path.exists, what=str(path))
+        total = 0
+        with open(path, "rb", buffering=0) as handle:
+            while piece := handle.read(crng.choice([4096, 1 << 20])):
+                total += len(piece)
+                started[ch].set()
+                if mode == "ring filling" and total >= 1 << 20:
+                    assert stopped.wait(30)  # stop reading: the ring fills until the stop
+                elif mode == "pauses" and crng.random() < 0.3:
+                    halted.wait(crng.choice([0.001, 0.02]))
+        got[ch] = total
+
+    threads = [
+        threading.Thread(target=target, args=(ch, random.Random(rng.random())), daemon=True)
+        for ch in names
+        for target in (produce, consume)
+    ]
+    relay.relay.start()
+    for thread in threads:
+        thread.start()
+    for ch in names:
+        assert started[ch].wait(30), f"{ch} never started"
+    halted.wait(rng.choice([0.0, 0.003, 0.011, 0.05]))  # the moment of the stop, not a wait for anything
+    relay.relay.stop()
+    stopped.set()
+    halted.set()
+    assert not relay.relay.thread.is_alive()
+    assert not any(channel.feeder.thread.is_alive() for channel in relay.relay.relays)
+    for thread in threads:
+        thread.join(30)
+    assert late == dict.fromkeys(names, "EPIPE")
+    assert {ch: relay.epochs(ch)[0]["bytes"] for ch in names} == got
+    assert [f["ended"] for ch in names for f in relay.epochs(ch)] == ["stopped"] * len(names)
+    assert not [link for link in _open_files() if link.startswith(str(tmp_path))]
 
 
 def test_fifos_that_appear_after_the_start_on_several_channels(tmp_path: Path) -> None:
