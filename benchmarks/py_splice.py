@@ -23,6 +23,8 @@ def relay(up: str, down: str) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
     while os.splice(source, sink, PIPE_SIZE, None, None, SPLICE_F_MOVE):
         pass
+    os.close(sink)  # the consumer's EOF now, not when the last channel ends and the process exits
+    os.close(source)
 
 
 def main() -> int:
