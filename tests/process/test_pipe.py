@@ -188,8 +188,9 @@ def test_end_to_end_a_pipe_mode_reader_through_the_relay(mode: str, tmp_path: Pa
 
 
 def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Path) -> None:
-    """A trainer blocked on a channel nobody feeds: SIGUSR1 is still forwarded, SIGTERM still stops
-    it (no SIGKILL needed), orphans are still reaped, and smsupervise exits with the child's status."""
+    """A trainer blocked on a channel nobody feeds: SIGUSR1 is still forwarded, SIGPIPE (which the
+    relay's feeders are woken with) is not, SIGTERM still stops it (no SIGKILL needed), orphans
+    are still reaped, and smsupervise exits with the child's status."""
     base = _pipe_tree(tmp_path, {"train": "Pipe"})
     os.mkfifo(base / "input" / "data" / "train_0")  # the platform made it but never writes
     marker = tmp_path / "usr1"
@@ -212,11 +213,14 @@ def test_with_the_relay_on_signals_and_stops_still_work(mode: str, tmp_path: Pat
     # The trainer's own word, not /proc: between fork and exec the job's process still holds the
     # relay's (close-on-exec) fds, and a SIGUSR1 sent then arrives before the handler exists.
     sleep_until(opened.exists, what="the trainer to open its FIFO")
+    run.signal(signal.SIGPIPE)  # the feeders' wake-up signal: handled, and still never forwarded
     run.signal(signal.SIGUSR1)
     sleep_until(marker.exists, what="SIGUSR1 to reach the trainer")
     run.signal(signal.SIGTERM)
     code, _, err = run.wait(timeout=30)
-    assert code == 143
+    assert code == 143  # a forwarded SIGPIPE would have killed the trainer (141)
+    forwarded = [e["signal"] for e in events(err) if e["event"] == "signal_forwarded"]
+    assert forwarded == ["SIGUSR1", "SIGTERM"]
     names = [e["event"] for e in events(err)]
     assert names.index("stop_requested") < names.index("child_exited") < names.index("leftovers_terminated")
     assert "grace_expired" not in names

@@ -205,24 +205,19 @@ class SplicePump:
         why = self.feeder.why
         if why is not None:
             return self._take_back(why, now)
-        feeder = self.feeder
-        if feeder.recalled:
-            if now >= self.check_at:
-                feeder.recall()  # again: a signal that came between its check and its call is lost
-                self.check_at = now + REPOKE
-        elif now >= self.check_at:
+        if now < self.check_at:
+            return True
+        if not self.feeder.recalled:
             moved, self.checked = self.moved != self.checked, self.moved
             room = self.room.poll(0)  # POLLOUT: it has room; POLLERR: the child has closed it
             self.full = not room
-            if room and room[0][1] & select.POLLERR:  # the feeder may be waiting on an idle producer
-                self.closing = True
-                feeder.recall()
-                self.check_at = now + REPOKE
-            elif self.full and not moved and _pending(self.upstream):  # data waits, the child does not read
-                feeder.recall()
-                self.check_at = now + REPOKE
-            else:  # on a grid shared by every channel: one wake-up checks them all
-                self.check_at = (now // READ_AHEAD_AFTER + 1) * READ_AHEAD_AFTER
+            # closed while the feeder may wait on an idle producer, or data waits and it does not read
+            self.closing = bool(room) and bool(room[0][1] & select.POLLERR)
+            if not (self.closing or (self.full and not moved and _pending(self.upstream))):
+                self.check_at = (now // READ_AHEAD_AFTER + 1) * READ_AHEAD_AFTER  # a grid: one wake-up
+                return True  # checks every channel
+        self.feeder.recall()  # and again after REPOKE: a signal between its check and its call is lost
+        self.check_at = now + REPOKE
         return True
 
     def _take_back(self, why: str, now: float) -> bool:
