@@ -21,11 +21,16 @@ Each case moves N channels at once (``--channels 1,4,8``), one producer and one 
   (issue 14: the relay's figures must not move; the round trips are reported under the table).
 
 Producer and consumer are C (``benchmarks/c/pipeprod.c``, ``pipecons.c``): ``write()`` / ``read()``
-of 1 MiB, as the SageMaker agent and a large-buffer reader do. The consumers run together in a session of
-their own in every case, as smsupervise runs the job (with the scheduler's autogroups, a session is
-one scheduling group: consumers in their own session get a share of the CPUs as a group, which
-alone changes the figures 2-3x on a busy 2-vCPU VM), and have their FIFOs open before the producers
-start (for smsupervise: its job's readers, found in /proc). A run's elapsed time is from the first
+of 1 MiB, as the SageMaker agent and a large-buffer reader do. Each of the three parties runs in a
+session of its own in every case, as on SageMaker: the producers together (the platform's agent,
+outside the container), the relay (the N C relays together under one shell, or the one relay
+process: smsupervise is PID 1 there), and the consumers together (the job, which smsupervise starts
+in a session of its own). With the scheduler's autogroups a session is one scheduling group that
+gets a share of the CPUs as a whole: consumers alone in a session or not changes the figures 2-3x
+on a busy 2-vCPU VM, and producers sharing the relays' session (as they did before) took the
+spread of the N C relays at 8 channels from 0.85 down to 0.79 (medians of 30 rounds). The
+consumers have their FIFOs open before the producers start (for smsupervise: its job's readers,
+found in /proc). A run's elapsed time is from the first
 producer's ``open()`` returning to the last consumer's EOF (CLOCK_MONOTONIC); each channel's own
 throughput is its bytes over its own open-to-EOF, and the spread is the slowest channel over the
 fastest in the same run. Rounds are interleaved (every case once, then again), after one warm-up
@@ -34,10 +39,11 @@ one before, so no case always runs right after the same other; each case shows m
 the rounds.
 CPU is user+system seconds per GB, in two columns that compare like with like:
 
-* ``process CPU``: the relay's whole process. From ``wait4`` for the C relays and cat (summed over
-  channels); for smsupervise its own (the ``exiting`` event, so the consumers it runs are not
-  counted), which adds Python's start-up, the event loop and spawning the job (about 0.1-0.2 CPU-s a
-  run, a fixed cost that a 4 GiB run spreads as 0.02-0.05 s/GB): not the relay's cost.
+* ``process CPU``: the relay's whole process. From ``wait4`` for the C relays and cat (of the
+  shell that started and waited for them: every channel's relay, and the shell's fork); for
+  smsupervise its own (the ``exiting`` event, so the consumers it runs are not counted), which adds
+  Python's start-up, the event loop and spawning the job (about 0.1-0.2 CPU-s a run, a fixed cost
+  that a 4 GiB run spreads as 0.02-0.05 s/GB): not the relay's cost.
 * ``loop CPU``: the relaying alone. For the C relays and cat the same ``wait4`` figure (their
   start-up is an exec and two opens, under a millisecond); for smsupervise the relay thread's CPU
   (``pipe_epoch_done``'s ``cpu_s``: ``CLOCK_THREAD_CPUTIME_ID`` from the epoch's first open to its
@@ -114,7 +120,9 @@ def _start_smsupervise(
     argv = [sys.executable, "-m", "smsupervise", "--pipe-relay", "--pipe-relay-dir", str(work / "relay")]
     if sock is not None:
         argv += ["--control-socket", str(sock)]
-    relay = subprocess.Popen([*argv, "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    relay = subprocess.Popen(
+        [*argv, "train"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
     _wait_for_readers(work / "relay", channels, relay)
     return relay, upstream
 
@@ -143,20 +151,24 @@ def _wait_for_readers(relay_dir: Path, channels: int, relay: subprocess.Popen[by
         time.sleep(0.002)  # polling /proc: nothing to wait on for another process's open()
 
 
+def _session(commands: list[str]) -> subprocess.Popen[bytes]:
+    """``commands`` started at once, together in a session of their own (one scheduler autogroup),
+    under a shell that waits for them all (its ``wait4`` rusage then counts theirs)."""
+    return subprocess.Popen(["sh", "-c", " & ".join(commands) + " & wait"], start_new_session=True)
+
+
 def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subprocess.Popen[bytes]:
     """Every channel's consumer, together in a session of their own: the shape smsupervise gives the
     job (its own session, hence its own scheduler autogroup), so every case is scheduled alike."""
-    readers = " ".join(f"{tools['pipecons']} {path} {stamp} &" for path, stamp in pairs)
-    return subprocess.Popen(["sh", "-c", f"{readers} wait"], start_new_session=True)
+    return _session([f"{tools['pipecons']} {path} {stamp}" for path, stamp in pairs])
 
 
 def _start_plain(
     case: str, work: Path, tools: dict[str, str], channels: int
 ) -> tuple[list[subprocess.Popen[bytes]], list[subprocess.Popen[bytes]], list[Path]]:
-    """Consumers and (unless ``none``) one C or cat relay per channel, or one ``cepoll`` or
-    ``py_splice.py`` for all;
-    returns relays, others, FIFOs."""
-    relays, pairs, upstream = [], [], []
+    """Consumers and (unless ``none``) one C or cat relay per channel (together in a session of
+    their own), or one ``cepoll`` or ``py_splice.py`` for all; returns relays, others, FIFOs."""
+    relays, pairs, upstream, each = [], [], [], []
     for i in range(channels):
         up = work / f"up{i}"
         os.mkfifo(up)
@@ -169,14 +181,16 @@ def _start_plain(
         os.mkfifo(down)
         pairs.append((down, stamp))
         if case == "c-splice":
-            relays.append(subprocess.Popen([tools["csplice"], str(up), str(down)]))
+            each.append(f"{tools['csplice']} {up} {down}")
         elif case == "cat":
-            relays.append(subprocess.Popen(["sh", "-c", f"exec cat {up} > {down}"]))
+            each.append(f"cat {up} > {down}")
+    if each:
+        relays.append(_session(each))
     if case in ("c-epoll", "py-splice"):  # one process for every channel
         argv = [tools["cepoll"]] if case == "c-epoll" else [sys.executable, str(PY_SPLICE)]
         for up, (down, _) in zip(upstream, pairs, strict=True):
             argv += [str(up), str(down)]
-        relays.append(subprocess.Popen(argv))
+        relays.append(subprocess.Popen(argv, start_new_session=True))
     return relays, [_consumers(tools, pairs)], upstream
 
 
@@ -224,11 +238,11 @@ def run_case(
         supervised, upstream = _start_smsupervise(work, tools, channels)
     else:
         relays, others, upstream = _start_plain(case, work, tools, channels)
-    producers = [
-        subprocess.Popen([tools["pipeprod"], str(path), str(nbytes), str(work / f"prod{i}.stamp")])
-        for i, path in enumerate(upstream)
-    ]
-    _wait_all(producers)
+    # the platform's agent: every producer at once, in a session of their own
+    producers = _session(
+        [f"{tools['pipeprod']} {path} {nbytes} {work / f'prod{i}.stamp'}" for i, path in enumerate(upstream)]
+    )
+    _wait_all([producers])
     if supervised:
         relay_cpu, loop_cpu = _smsupervise_cpu(supervised)
         if poller is not None:
