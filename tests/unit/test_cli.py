@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from smsupervise import cli
+from smsupervise.core import signals
 from smsupervise.errors import UsageError
 from smsupervise.options import OPTIONS, OPTIONS_BY_NAME, Option
 from smsupervise.settings import Settings
@@ -190,7 +194,22 @@ def test_help_lists_every_option_with_its_variable() -> None:
         assert option.env in text
 
 
-def test_main_reports_usage_errors_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.fixture
+def dispositions() -> Iterator[None]:
+    """``cli.main`` gives every catchable signal a handler in this process, first thing (as PID 1
+    it must): put each back after the test, or a later test that needs a signal nobody catches
+    (tests/aio/test_relay.py's SIGURG twin) finds it caught."""
+    saved = {signum: signal.getsignal(signum) for signum in signals.catchable()}
+    yield
+    for signum, handler in saved.items():
+        if handler is not None:  # None: set outside Python (faulthandler); cli.main does not touch it
+            with contextlib.suppress(OSError, ValueError):  # glibc-reserved real-time signals
+                signal.signal(signum, handler)
+
+
+def test_main_reports_usage_errors_with_exit_2(
+    capsys: pytest.CaptureFixture[str], dispositions: None
+) -> None:
     """An unknown option exits 2 with the message and the usage line on stderr."""
     assert cli.main(["--nope", "true"]) == 2
     err = capsys.readouterr().err

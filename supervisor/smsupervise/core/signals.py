@@ -11,6 +11,7 @@ Python coalesces repeats of one signal that arrive before its handler runs (real
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections import deque
 from collections.abc import Callable
@@ -128,3 +129,25 @@ def install() -> SignalInbox:
             continue
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # after the handlers: pending ones arrive now
     return inbox
+
+
+def wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
+    """How a signal handler schedules ``callback`` on ``loop``.
+
+    Python runs signal handlers on the main thread, between bytecodes. Under uvloop that is always
+    inside a loop iteration (uvloop reads its wake-up fd, then runs pending handlers), so a plain
+    ``call_soon`` is safe and saves a second eventfd round trip (TERM latency, benchmarks/pid1.py).
+    The stdlib loop may be inside ``epoll_wait``, which PEP 475 retries after the handler, so it
+    needs ``call_soon_threadsafe`` to write its self-pipe and wake up.
+    """
+    if type(loop).__module__.startswith("uvloop"):
+
+        def wake() -> None:
+            loop.call_soon(callback)
+
+    else:
+
+        def wake() -> None:
+            loop.call_soon_threadsafe(callback)
+
+    return wake

@@ -16,13 +16,15 @@ from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
-    from smsupervise.pipemode.relay import PipeRelay
 
 from smsupervise.core.keepalive import KeepAlive
+from smsupervise.core.leftovers import end_leftovers
 from smsupervise.core.reaper import Reaper
+from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
-from smsupervise.core.signals import STOP_SIGNALS, SignalInbox, thread_wake
-from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, send_to_pid, spawn
+from smsupervise.core.signals import STOP_SIGNALS, SignalInbox, thread_wake, wake_for
+from smsupervise.core.snapshot import describe
+from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import StopSequence
 from smsupervise.core.stopfacts import MAX_RUNTIME_REASON, StopReport
@@ -35,7 +37,6 @@ from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
 REAP_TICK = 1.0  # backstop in case a SIGCHLD is coalesced away (tini uses the same 1 s)
-KILL_WAIT = 5.0  # after SIGKILL, how long to wait for the kernel before leaving anyway
 
 
 class Outcome(NamedTuple):
@@ -48,14 +49,6 @@ class Outcome(NamedTuple):
     step: Step  # the step that ended the run
     stderr_tail: bytes = b""
     relay_failures: tuple[RelayFailure, ...] = ()  # Pipe channels whose relay failed during the run
-
-
-class RelayFailure(NamedTuple):
-    """A Pipe channel whose relay failed: which one, in which epoch, and why (the event's facts)."""
-
-    channel: str
-    epoch: object
-    error: str
 
 
 class Service(Protocol):
@@ -109,9 +102,8 @@ class Supervisor:
         self.inbox = inbox
         self.log = log
         self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
-        self.pipes = pipes
+        self.pipes = RelayLink(pipes, log)  # the Pipe-mode relay, started when there are channels
         self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
-        self.relay: PipeRelay | None = None
         self.reaper = Reaper()
         self.counter = SeqCounter()
         self.child: Child | None = None
@@ -124,8 +116,7 @@ class Supervisor:
         self.started = time.monotonic() if started is None else started
         self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
-        self._outputs: dict[int, Output] = {}
-        self.relay_failures: list[RelayFailure] = []
+        self.outputs: dict[int, Output] = {}  # our stdout and stderr
         self.output: ChildOutput | None = None
         self.recent = Recent()  # recent output for the debug socket
         self.services: list[Service] = []
@@ -136,7 +127,7 @@ class Supervisor:
         self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
         self.siblings = Siblings(  # spawn_sibling's processes (not leftovers while they run)
             self.reaper,
-            lambda: ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent),
+            lambda: ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent),
         )
 
     # -- signals -------------------------------------------------------------------------------
@@ -200,7 +191,7 @@ class Supervisor:
         self.stop_reason = reason or signal_name(signum)
         hook_output = None
         if main and self.settings.checkpoint_hook is not None:
-            hook_output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
+            hook_output = ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent)
         self.stop = StopSequence(
             self.settings,
             self.log,
@@ -230,15 +221,15 @@ class Supervisor:
         the supervisor stays up (reaping, services) before the leftovers are ended.
         """
         loop = asyncio.get_running_loop()
-        self._outputs = {fd: Output(loop, fd) for fd in (1, 2)}
-        self.log.redirect(self._outputs[2].write_event)  # our events and the child's stderr never interleave
-        self.inbox.attach(_wake_for(loop, self._on_signal))
+        self.outputs = {fd: Output(loop, fd) for fd in (1, 2)}
+        self.log.redirect(self.outputs[2].write_event)  # our events and the child's stderr never interleave
+        self.inbox.attach(wake_for(loop, self._on_signal))
         self._on_signal()  # a signal that arrived while we were starting
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
         for service in self.services:
             service.start()
-        if self.pipes:
-            self._start_relay(loop)
+        if self.pipes.pipes:
+            self.pipes.start(loop, thread_wake())
         if self.settings.max_runtime:
             self._limit = loop.call_later(self.settings.max_runtime, self._max_runtime)
         try:
@@ -273,7 +264,7 @@ class Supervisor:
                     reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
                 )
                 return Outcome(None, code, report, elapsed, step)
-            self.output = ChildOutput(self.settings, self.log, self._outputs, self.counter, self.recent)
+            self.output = ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent)
             status = await self._run_child(loop, step)
             if self.cluster is not None and step.kind is StepKind.MAIN:
                 # Fail-fast latency: the other hosts hear of a failure before leftovers are
@@ -292,7 +283,7 @@ class Supervisor:
             if last:
                 final = self.stop.report() if self.stop is not None else None
                 runtime = time.monotonic() - started
-                failures = tuple(self.relay_failures)
+                failures = tuple(self.pipes.failures)
                 tail = self.output.stderr_tail()
                 return Outcome(status, status.shell_code(), final, runtime, step, tail, failures)
         raise AssertionError("a plan has at least one step")
@@ -308,51 +299,18 @@ class Supervisor:
         if self.ack_file is not None:
             with contextlib.suppress(OSError):
                 os.unlink(self.ack_file)
-        if self.relay is not None:
-            self.relay.stop()  # removes what it created: its FIFOs, and its dir if it made it
+        self.pipes.stop()
         self.log.redirect(None)
-        for output in self._outputs.values():
+        for output in self.outputs.values():
             output.detach()  # the epilogue writes what is left, after the outcome file (finish)
 
     def finish_output(self, deadline: float) -> tuple[int, int]:
         """After the loop and the outcome file: write what is still buffered for our stdout and
         stderr, until ``deadline`` or a stop signal; returns (bytes dropped, our events dropped)."""
-        outputs = self._outputs.values()
+        outputs = self.outputs.values()
         for output in outputs:
             output.finish(deadline, self.inbox.stop_pending)
         return sum(o.dropped_bytes for o in outputs), sum(o.dropped_events for o in outputs)
-
-    def _start_relay(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The Pipe-mode relay's thread starts before any step: read-ahead begins at once."""
-
-        def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
-            loop.call_soon_threadsafe(self._relay_event, event, fields)
-
-        from smsupervise.pipemode.relay import PipeRelay  # noqa: PLC0415 - only with --pipe-relay
-
-        self.relay = PipeRelay(self.pipes, emit, wake=thread_wake())
-        self.relay.start()
-        self.log.info(
-            "pipe_relay_started",
-            channels=[spec.name for spec in self.pipes],
-            relay_dir=self.pipes[0].relay_dir,
-            upstream_dir=self.pipes[0].upstream_dir,
-            **self.relay.describe(),  # ring_bytes asked, rings (what each got), pipe_budget
-        )
-
-    def _relay_event(self, event: str, fields: dict[str, object]) -> None:
-        if event == "pipe_epoch_done":
-            seconds = float(fields["seconds"])  # type: ignore[arg-type]
-            moved = int(fields["bytes"])  # type: ignore[call-overload]
-            fields = {**fields, "mb_per_s": round(moved / seconds / 1e6, 1) if seconds > 0 else None}
-            self.log.info(event, **fields)
-        else:
-            self.log.error(event, **fields)
-            if event == "pipe_relay_failed":
-                failure = RelayFailure(
-                    str(fields.get("channel")), fields.get("epoch"), str(fields.get("error"))
-                )
-                self.relay_failures.append(failure)
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None
@@ -376,7 +334,7 @@ class Supervisor:
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
         if self.cluster is not None and self.step_index == len(self.steps) - 1:
-            self.cluster.launcher_started(child.pid, self._outputs, self.counter, self.settings)
+            self.cluster.launcher_started(child.pid, self.outputs, self.counter, self.settings)
         self.log.info(
             "child_spawned",
             step=step.label,
@@ -403,42 +361,8 @@ class Supervisor:
         return status
 
     async def _end_leftovers(self) -> None:
-        """TERM what is left of the child's group and every other descendant, wait, then KILL."""
         assert self.child is not None
-        no_children = self.reaper.reap()
-        pids = [] if no_children else proctree.descendants(os.getpid())
-        group_alive = self.child.group_alive()
-        if not pids and not group_alive:
-            return
-        self._signal_leftovers(signal.SIGTERM, pids)
-        self.log.info(
-            "leftovers_terminated",
-            count=len(pids),
-            pids=pids[:50],
-            leftover_grace=self.settings.leftover_grace,
-        )
-        childless = self.reaper.wait_childless()
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(childless), self.settings.leftover_grace)
-        if childless.done():
-            return
-        remaining = proctree.descendants(os.getpid())
-        self._signal_leftovers(signal.SIGKILL, remaining)
-        self.log.warning("leftovers_killed", count=len(remaining), pids=remaining[:50])
-        try:
-            await asyncio.wait_for(childless, KILL_WAIT)
-        except asyncio.TimeoutError:
-            self.log.error(
-                "leftovers_unkillable",
-                pids=proctree.descendants(os.getpid())[:50],
-                hint="processes in uninterruptible sleep (D state) ignore SIGKILL",
-            )
-
-    def _signal_leftovers(self, signum: int, pids: list[int]) -> None:
-        if self.child is not None:
-            self.child.send(signum)
-        for pid in pids:
-            send_to_pid(pid, signum)
+        await end_leftovers(self.child, self.reaper, self.settings.leftover_grace, self.log)
 
     # -- keep-alive after a failure ------------------------------------------------------------
     def _keep_alive_left(self) -> float:
@@ -454,53 +378,8 @@ class Supervisor:
 
     # -- for the debug socket ------------------------------------------------------------------
     def snapshot(self) -> dict[str, object]:
-        """The supervisor's state as plain data: cheap, read-only, no /proc reads."""
-        now = time.monotonic()
-        step = self.steps[self.step_index]
-        stop: dict[str, object] | None = self.stop.snapshot() if self.stop is not None else None
-        if stop is None and self.stop_signal is not None:
-            stop = {"reason": self.stop_reason, "phase": "before start"}
-        left = self.keep_alive.seconds_left(now)
-        keep_alive = None if left is None else {"seconds_left": round(left, 1)}
-        settings = self.settings
-        child = self.child
-        return {
-            "supervisor": {"pid": os.getpid(), "uptime_s": round(now - self.started, 3)},
-            "step": step.label,
-            "steps": [s.label for s in self.steps],
-            "child": None
-            if child is None
-            else {"pid": child.pid, "pgid": child.pgid, "argv": list(child.argv), "cwd": step.spec.cwd},
-            "running": self.job_running(),
-            "host": step.spec.env.get("SM_CURRENT_HOST"),
-            "job": step.spec.env.get("TRAINING_JOB_NAME"),
-            "stop": stop,
-            "checkpoint": {
-                "hook": settings.checkpoint_hook,
-                "signal": signal_name(settings.checkpoint_signal) if settings.checkpoint_signal else None,
-                "timeout": settings.checkpoint_timeout if settings.checkpointing else None,
-            },
-            "grace_period": settings.grace_period,
-            "stop_budget": settings.stop_budget,
-            "streams": {name: self._stream_counts(name) for name in ("stdout", "stderr")},
-            # per Pipe channel: the relay's snapshot (epoch, bytes, MB/s, input-starved or
-            # trainer-bound), or only the name when the job reads the platform's FIFOs itself
-            "pipes": [snap.as_dict() for snap in self.relay.snapshot()]
-            if self.relay is not None
-            else [{"channel": spec.name} for spec in self.pipes],
-            "keep_alive": keep_alive,
-        }
-
-    def _stream_counts(self, name: str) -> dict[str, int]:
-        """Records and bytes relayed for one of the child's streams, and what of them our output
-        dropped (its reader went away: EPIPE)."""
-        lost = [output.lost.get(name, (0, 0)) for output in self._outputs.values()]
-        return {
-            "records": self.recent.records[name],
-            "bytes": self.recent.bytes[name],
-            "dropped_records": sum(records for records, _ in lost),
-            "dropped_bytes": sum(size for _, size in lost),
-        }
+        """The supervisor's state as plain data (``core.snapshot``)."""
+        return describe(self)
 
     def leftover_pids(self) -> list[int]:
         """After the job's main process exited: the processes still alive below us (its group and
@@ -530,25 +409,3 @@ class Supervisor:
         (``Siblings.spawn``). Raises ``SpawnError``."""
         spec = self.job_spec
         return self.siblings.spawn(LaunchSpec(argv, {**spec.env, **extra_env}, spec.cwd), capture)
-
-
-def _wake_for(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> Callable[[], None]:
-    """How a signal handler schedules ``callback`` on ``loop``.
-
-    Python runs signal handlers on the main thread, between bytecodes. Under uvloop that is always
-    inside a loop iteration (uvloop reads its wake-up fd, then runs pending handlers), so a plain
-    ``call_soon`` is safe and saves a second eventfd round trip (TERM latency, benchmarks/pid1.py).
-    The stdlib loop may be inside ``epoll_wait``, which PEP 475 retries after the handler, so it
-    needs ``call_soon_threadsafe`` to write its self-pipe and wake up.
-    """
-    if type(loop).__module__.startswith("uvloop"):
-
-        def wake() -> None:
-            loop.call_soon(callback)
-
-    else:
-
-        def wake() -> None:
-            loop.call_soon_threadsafe(callback)
-
-    return wake

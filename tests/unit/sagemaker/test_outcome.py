@@ -121,7 +121,7 @@ def test_success_is_earned_only_by_an_unstopped_main_step() -> None:
 def test_a_failed_pipe_channel_is_named_and_denies_success() -> None:
     """A relay failure is worded with its channel, epoch and cause, and the run is no success even
     though the job exited 0 (it read an early EOF, not its data)."""
-    from smsupervise.core.supervise import RelayFailure
+    from smsupervise.core.relaylink import RelayFailure
 
     failed = (RelayFailure("train", 2, "PermissionError: [Errno 13] denied"),)
     result = Outcome(ExitStatus(code=0), 0, None, 1.0, TRAINING, b"", failed)
