@@ -55,7 +55,10 @@ EVERY_TYPE = {  # hyperparameters.json values as the SDK writes them (JSON-encod
 }
 
 
-def resource_config(hosts: int, current: int = 1, groups: bool = True) -> dict[str, Any]:
+def resource_config(
+    hosts: int, current: int = 1, groups: bool = True, hetero: bool = False
+) -> dict[str, Any]:
+    """``hetero``: two instance groups, ``cpu`` (every host but the last) and ``gpu`` (the last)."""
     names = [f"algo-{i}" for i in range(1, hosts + 1)]
     config: dict[str, Any] = {
         "current_host": names[current - 1],
@@ -63,7 +66,13 @@ def resource_config(hosts: int, current: int = 1, groups: bool = True) -> dict[s
         "current_instance_type": "ml.m5.xlarge",
         "network_interface_name": "eth0",
     }
-    if groups:
+    if hetero:
+        config["current_group_name"] = "gpu" if current == hosts else "cpu"
+        config["instance_groups"] = [
+            {"instance_group_name": "cpu", "instance_type": "ml.m5.xlarge", "hosts": names[:-1]},
+            {"instance_group_name": "gpu", "instance_type": "ml.p3.2xlarge", "hosts": names[-1:]},
+        ]
+    elif groups:
         config["current_group_name"] = "homogeneousCluster"
         config["instance_groups"] = [
             {"instance_group_name": "homogeneousCluster", "instance_type": "ml.m5.xlarge", "hosts": names}
@@ -82,6 +91,7 @@ def build(
     source: str = "dir",
     package: bool = False,
     groups: bool = True,
+    hetero: bool = False,
 ) -> Path:
     """A base dir under ``root`` plus a source dir/tarball beside it; returns the base dir."""
     base = root / "ml"
@@ -112,7 +122,7 @@ def build(
     }
     config = base / "input" / "config"
     (config / "hyperparameters.json").write_text(json.dumps(hps))
-    (config / "resourceconfig.json").write_text(json.dumps(resource_config(hosts, current, groups)))
+    (config / "resourceconfig.json").write_text(json.dumps(resource_config(hosts, current, groups, hetero)))
     channels = channels if channels is not None else {"train": "File"}
     (config / "inputdataconfig.json").write_text(
         json.dumps(

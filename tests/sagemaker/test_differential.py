@@ -32,6 +32,12 @@ CASES = {
         "hosts": 3,
         "groups": False,
     },
+    "hetero-groups-distribution-elsewhere": {  # the master is the distribution group's first host
+        "hyperparameters": {"sagemaker_distribution_instance_groups": '["gpu"]', "e": "1"},
+        "hosts": 3,
+        "current": 2,
+        "hetero": True,
+    },
     "file-and-pipe-channels": {
         "hyperparameters": {"b": '"x"'},
         "channels": {"train": "Pipe", "validation": "File", "test-set": "FastFile"},
