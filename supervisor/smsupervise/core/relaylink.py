@@ -26,8 +26,8 @@ class RelayFailure(NamedTuple):
 class RelayLink:
     """One run's relay: ``start`` on the loop before the first step, ``stop`` after the last."""
 
-    def __init__(self, pipes: tuple[ChannelSpec, ...], log: EventLog) -> None:
-        self.pipes = pipes
+    def __init__(self, channels: tuple[ChannelSpec, ...], log: EventLog) -> None:
+        self.channels = channels
         self.log = log
         self.relay: PipeRelay | None = None
         self.failures: list[RelayFailure] = []
@@ -41,13 +41,13 @@ class RelayLink:
 
         from smsupervise.pipemode.relay import PipeRelay  # noqa: PLC0415 - only with --pipe-relay
 
-        self.relay = PipeRelay(self.pipes, emit, wake=wake)
+        self.relay = PipeRelay(self.channels, emit, wake=wake)
         self.relay.start()
         self.log.info(
             "pipe_relay_started",
-            channels=[spec.name for spec in self.pipes],
-            relay_dir=self.pipes[0].relay_dir,
-            upstream_dir=self.pipes[0].upstream_dir,
+            channels=[spec.name for spec in self.channels],
+            relay_dir=self.channels[0].relay_dir,
+            upstream_dir=self.channels[0].upstream_dir,
             **self.relay.describe(),  # ring_bytes asked, rings (what each got), pipe_budget
         )
 
@@ -55,7 +55,7 @@ class RelayLink:
         """Per channel: the relay's snapshot (epoch, bytes, MB/s, input-starved or trainer-bound),
         or only the name before the relay has started."""
         if self.relay is None:
-            return [{"channel": spec.name} for spec in self.pipes]
+            return [{"channel": spec.name} for spec in self.channels]
         return [snap.as_dict() for snap in self.relay.snapshot()]
 
     def stop(self) -> None:

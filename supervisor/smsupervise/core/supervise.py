@@ -228,7 +228,7 @@ class Supervisor:
         self._tick = loop.call_later(REAP_TICK, self._reap_tick)
         for service in self.services:
             service.start()
-        if self.pipes.pipes:
+        if self.pipes.channels:
             self.pipes.start(loop, thread_wake())
         if self.settings.max_runtime:
             self._limit = loop.call_later(self.settings.max_runtime, self._max_runtime)
