@@ -58,7 +58,13 @@ same ratio round by round (each round's smsupervise over that round's C relays) 
 run's figure is the VM's noise: on a 2-vCPU VM single rounds of the same case differ by 20-30 %,
 so a median of 9 rounds still moved by about +-0.1 from one run to the next; 25 rounds by default.
 
-    python -m benchmarks.pipe [--channels 1,4,8] [--runs 25] [--gib 4]
+``--pin`` puts the producers on the first half of the CPUs and the consumers on the rest (the relays
+run anywhere): on 2 vCPUs the kernel sometimes places a channel's producer and consumer on the same
+CPU and sometimes apart, and a case's rounds land in one mode or the other (single-channel rounds
+around 5 or around 7 GB/s), which is most of what moves a run's median. Pinned, a run compares the
+relays alone.
+
+    python -m benchmarks.pipe [--channels 1,4,8] [--runs 25] [--gib 4] [--pin]
 """
 
 from __future__ import annotations
@@ -114,7 +120,7 @@ def _start_smsupervise(
     env = {
         "PATH": os.environ["PATH"],
         "SAGEMAKER_BASE_DIR": str(base),
-        "SMSUPERVISE_TRAIN": f"sh -c '{readers} wait'",
+        "SMSUPERVISE_TRAIN": f"{_taskset(tools['consumers_on'])}sh -c '{readers} wait'",
     }
     if "PYTHONPATH" in os.environ:  # the smsupervise under test, when it is not the installed one
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
@@ -152,16 +158,33 @@ def _wait_for_readers(relay_dir: Path, channels: int, relay: subprocess.Popen[by
         time.sleep(0.002)  # polling /proc: nothing to wait on for another process's open()
 
 
-def _session(commands: list[str]) -> subprocess.Popen[bytes]:
+def _taskset(cpus: str) -> str:
+    """A command prefix that runs it (and what it starts) on ``cpus`` only; "" for anywhere."""
+    return f"taskset -c {cpus} " if cpus else ""
+
+
+def _session(commands: list[str], cpus: str = "") -> subprocess.Popen[bytes]:
     """``commands`` started at once, together in a session of their own (one scheduler autogroup),
-    under a shell that waits for them all (its ``wait4`` rusage then counts theirs)."""
-    return subprocess.Popen(["sh", "-c", " & ".join(commands) + " & wait"], start_new_session=True)
+    under a shell that waits for them all (its ``wait4`` rusage then counts theirs), on ``cpus``
+    (``--pin``) or anywhere."""
+    shell = ["sh", "-c", " & ".join(commands) + " & wait"]
+    return subprocess.Popen(_taskset(cpus).split() + shell, start_new_session=True)
+
+
+def placement(pin: bool) -> tuple[str, str]:
+    """Where producers and consumers run: anywhere, or (``--pin``) the producers on the first half
+    of the CPUs we may use and the consumers on the rest; the relays always anywhere."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if not pin or len(cpus) < 2:
+        return "", ""
+    half = len(cpus) // 2
+    return ",".join(map(str, cpus[:half])), ",".join(map(str, cpus[half:]))
 
 
 def _consumers(tools: dict[str, str], pairs: list[tuple[Path, Path]]) -> subprocess.Popen[bytes]:
     """Every channel's consumer, together in a session of their own: the shape smsupervise gives the
     job (its own session, hence its own scheduler autogroup), so every case is scheduled alike."""
-    return _session([f"{tools['pipecons']} {path} {stamp}" for path, stamp in pairs])
+    return _session([f"{tools['pipecons']} {path} {stamp}" for path, stamp in pairs], tools["consumers_on"])
 
 
 def _start_plain(
@@ -241,7 +264,8 @@ def run_case(
         relays, others, upstream = _start_plain(case, work, tools, channels)
     # the platform's agent: every producer at once, in a session of their own
     producers = _session(
-        [f"{tools['pipeprod']} {path} {nbytes} {work / f'prod{i}.stamp'}" for i, path in enumerate(upstream)]
+        [f"{tools['pipeprod']} {path} {nbytes} {work / f'prod{i}.stamp'}" for i, path in enumerate(upstream)],
+        tools["producers_on"],
     )
     _wait_all([producers])
     if supervised:
@@ -413,21 +437,41 @@ def main() -> int:
         help="interleaved rounds (after one warm-up round)",
     )
     parser.add_argument("--gib", type=float, default=4.0, help="GiB a run moves, across all channels")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="producers on the first half of the CPUs, consumers on the rest (the relays anywhere): "
+        "takes the kernel's placement of the endpoints out of the comparison",
+    )
     args = parser.parse_args()
     built = {name: build_c(name) for name in ("pipeprod", "pipecons", "csplice", "cepoll")}
     if built["pipeprod"] is None or built["pipecons"] is None:
         print("note: no C compiler: the producer and consumer are C; nothing to measure", file=sys.stderr)
         return 0
     tools = {name: path for name, path in built.items() if path is not None}
+    tools["producers_on"], tools["consumers_on"] = placement(args.pin)
+    if args.pin and not tools["producers_on"]:
+        print("note: --pin needs 2 CPUs or more: producers and consumers run anywhere", file=sys.stderr)
+    if tools["producers_on"]:
+        where = f"producers on CPU {tools['producers_on']}, consumers on CPU {tools['consumers_on']}"
+        print(f"pinned: {where}, relays anywhere")
     load = os.getloadavg()
     results = {}
     with tempfile.TemporaryDirectory(prefix="smsupervise-pipe-bench-") as tmp:
         for channels in [int(n) for n in args.channels.split(",")]:
             results[str(channels)] = measure(channels, args, tools, Path(tmp))
     print(f"\nload average before the run: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    pinned = {"producers": tools["producers_on"] or None, "consumers": tools["consumers_on"] or None}
     write_json(
         "pipe",
-        {"gib_per_run": args.gib, "runs": args.runs, "load": load, "channels": results, "root": str(ROOT)},
+        {
+            "gib_per_run": args.gib,
+            "runs": args.runs,
+            "pinned": pinned,
+            "load": load,
+            "channels": results,
+            "root": str(ROOT),
+        },
     )
     return 0
 
