@@ -12,13 +12,14 @@ import os
 import signal
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
 
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
+from smsupervise.core.plugins import ClusterHooks, Service
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
@@ -32,7 +33,7 @@ from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
-from smsupervise.streams.framing import RankTags, SeqCounter
+from smsupervise.streams.framing import SeqCounter
 from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
 
@@ -49,38 +50,6 @@ class Outcome(NamedTuple):
     step: Step  # the step that ended the run
     stderr_tail: bytes = b""
     relay_failures: tuple[RelayFailure, ...] = ()  # Pipe channels whose relay failed during the run
-
-
-class Service(Protocol):
-    """Something that runs on the supervisor's loop for the whole run (the control socket)."""
-
-    def start(self) -> None: ...
-    def close(self) -> None: ...
-
-
-class ClusterHooks(Protocol):
-    """What a distributed job adds around the launcher (``distributed.coordinator``)."""
-
-    async def before_main(self, request_stop: Callable[[str], None]) -> None:
-        """Before the launcher starts: wait for the peers, join the mesh."""
-
-    def launcher_started(
-        self, pid: int, outputs: dict[int, Output], counter: SeqCounter, settings: Settings
-    ) -> None:
-        """The launcher runs: start reading the ranks' log files."""
-
-    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
-        """The launcher is gone (its output drained): read the ranks' files to their end, and tell
-        the other hosts at once when it failed on its own."""
-
-    def record_tags(self) -> RankTags | None:
-        """MPI: how to read the rank from mpirun's tagged output lines; None otherwise."""
-
-    def ranks(self) -> list[int] | None:
-        """The launcher's rank processes, which get a stop signal before it; None: no such launcher."""
-
-    def stop_begun(self) -> None:
-        """A stop of the launcher began: the ranks' exits from now on are its doing."""
 
 
 class Supervisor:

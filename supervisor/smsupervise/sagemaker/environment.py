@@ -158,7 +158,8 @@ def _cluster(rc: Mapping[str, Any], framework: Mapping[str, Any]) -> _Cluster:
 def _properties(
     cfg: TrainingConfig, env: Mapping[str, str], machine: Machine, decoded: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """The toolkit's ``Environment.properties()`` (``SM_TRAINING_ENV``), keys in its order."""
+    """The toolkit's ``Environment.properties()`` (``SM_TRAINING_ENV``), keys in its order, from
+    the decoded hyperparameters (``decode_hyperparameters``)."""
     base = cfg.base_dir
     output_dir = os.path.join(base, "output")
     sagemaker = _sagemaker(decoded)
@@ -264,12 +265,12 @@ def _sagemaker(decoded: Mapping[str, Any]) -> dict[str, Any]:
 def build(cfg: TrainingConfig, env: Mapping[str, str], machine: Machine) -> TrainingEnv:
     """The toolkit's ``Environment`` for ``cfg``, as environment variables."""
     decoded = decode_hyperparameters(cfg.hyperparameters)
-    sagemaker = _sagemaker(decoded)
     props = _properties(cfg, env, machine, decoded)
     user_args = to_cmd_args(props["hyperparameters"])
-    region = sagemaker.get("sagemaker_region", env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"))
+    # the two the toolkit keeps for itself and reads again here (RESERVED, not framework parameters)
+    region = decoded.get("sagemaker_region", env.get("AWS_DEFAULT_REGION") or env.get("AWS_REGION"))
     variables = {
-        "SAGEMAKER_JOB_NAME": _text(sagemaker.get("sagemaker_job_name", "")),
+        "SAGEMAKER_JOB_NAME": _text(decoded.get("sagemaker_job_name", "")),
         "CURRENT_HOST": props["current_host"],
         "SAGEMAKER_REGION": _text(region or ""),
     }
