@@ -61,7 +61,7 @@ so a median of 9 rounds still moved by about +-0.1 from one run to the next; 25 
 ``--pin`` puts the producers on the first half of the CPUs and the consumers on the rest (the relays
 run anywhere): on 2 vCPUs the kernel sometimes places a channel's producer and consumer on the same
 CPU and sometimes apart, and a case's rounds land in one mode or the other (single-channel rounds
-around 5 or around 7 GB/s), which is most of what moves a run's median. Pinned, a run compares the
+near 5.5 or near 6.6 GB/s on this VM), which is most of what moves a run's median. Pinned, a run compares the
 relays alone.
 
     python -m benchmarks.pipe [--channels 1,4,8] [--runs 25] [--gib 4] [--pin]
