@@ -10,7 +10,16 @@ TOOLKIT_STAMP := $(TOOLKIT_VENV)/.installed
 SDK_VENV ?= .venv-sdk
 SDK_STAMP := $(SDK_VENV)/.installed
 
-.PHONY: demo test lint bench venv toolkit sdk torch plot mpi s3 clean container-test
+.PHONY: demo test check coverage lint bench venv deps toolkit sdk torch plot mpi s3 clean container-test
+
+# What the tests run besides Python packages: peer inits, util-linux (unshare, setpriv), iproute2 (namespaced
+# hosts), Open MPI and ssh, podman for the container tests. Installed with apt as root; anyone else is told once,
+# up front, which tests will be skipped, and the suite runs without them.
+APT_PACKAGES := tini dumb-init util-linux procps gcc python3-venv iproute2 pigz podman runc mmdebstrap \
+	openmpi-bin libopenmpi-dev openssh-server openssh-client
+DEPS_STAMP := $(VENV)/.installed-apt
+# As root with apt, every test must run: a skip is a failure (tests/conftest.py reads this).
+STRICT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
 
 venv: $(STAMP)
 
@@ -43,9 +52,12 @@ $(SDK_STAMP):
 	$(SDK_VENV)/bin/python -m pip install -q sagemaker==2.257.6
 	@touch $(SDK_STAMP)
 
-# Optional: PyTorch (CPU build) in the test venv, for tests/process/test_torch.py (skipped without it).
-torch: venv
+# PyTorch (CPU build) in the test venv, for tests/process/test_torch.py and the torchrun tests.
+torch: $(VENV)/.installed-torch
+
+$(VENV)/.installed-torch: $(STAMP)
 	$(PY) -m pip install -q torch==2.13.0
+	@touch $@
 
 # The `s3` extra (boto3, from pip) for every s3:// path: tests/process/test_source_s3.py and
 # tests/local/test_s3.py run against a stand-in endpoint (tests/s3server.py); skipped without it.
@@ -55,23 +67,43 @@ $(S3_STAMP): $(STAMP)
 	$(PY) -m pip install -q -e '.[test,s3]'
 	@touch $(S3_STAMP)
 
-# Optional: matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test (skipped without it).
-plot: venv
-	$(PY) -m pip install -q -e '.[test,plot]'
+# matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test.
+plot: $(VENV)/.installed-plot
 
-# Optional: Open MPI, sshd/ssh and ip (apt, as root) and mpi4py (in the venv), for tests/distributed
-# (the MPI tests are skipped without them; the namespaced hosts need root and iproute2).
-mpi: venv
-	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openmpi-bin libopenmpi-dev openssh-server \
-	    openssh-client iproute2 >/dev/null; fi
+$(VENV)/.installed-plot: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,plot]'
+	@touch $@
+
+# mpi4py in the venv (Open MPI itself comes with `deps`), for the MPI tests in tests/distributed.
+mpi: $(VENV)/.installed-mpi
+
+$(VENV)/.installed-mpi: $(STAMP) | $(DEPS_STAMP)
 	$(PY) -m pip install -q mpi4py
+	@touch $@
+
+deps: $(DEPS_STAMP)
+
+$(DEPS_STAMP): | $(STAMP)
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null && touch $@; \
+	else \
+	  echo "*** not root (or no apt-get): the tests that need root (PID 1 in a PID namespace, namespaced hosts,"; \
+	  echo "*** podman, other uids) or these packages ($(APT_PACKAGES)) will be skipped, each with its reason."; \
+	fi
 
 demo: venv
 	./examples/run-demo.sh
 
-test: venv toolkit sdk s3
-	SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) SMSUPERVISE_SDK_VENV=$(abspath $(SDK_VENV)) $(PY) -m pytest
+TEST_ENV := SMSUPERVISE_TOOLKIT_VENV=$(abspath $(TOOLKIT_VENV)) SMSUPERVISE_SDK_VENV=$(abspath $(SDK_VENV)) \
+	SMSUPERVISE_STRICT_SKIPS=$(STRICT)
+
+# The whole suite, nothing skipped (as root on Debian: everything it needs is installed first).
+test: venv deps toolkit sdk s3 torch plot mpi
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+# The fast loop for development: everything not marked slow (see tests/conftest.py), in parallel-free order.
+check: venv deps toolkit sdk s3
+	$(TEST_ENV) SMSUPERVISE_STRICT_SKIPS= $(PY) -m pytest -m "not slow" -q $(PYTEST_ARGS)
 
 # The example image (Dockerfile.example) run under podman, as users run it: tests/container. `make test`
 # collects them too (skipped, with the reason, where podman cannot run); this target runs only them.

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 
+pytest_plugins = ["tests.strict_skips"]
+
 ROOT = Path(__file__).resolve().parent.parent
 HELPERS = ROOT / "tests" / "helpers"
 PYTHON = sys.executable
