@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -73,6 +77,37 @@ MODES = [
         ],
     ),
 ]
+
+
+RUNTIME_PACKAGES = ("smsupervise", "uvloop", "orjson", "structlog", "aiofiles")
+
+
+@functools.cache
+def readable_pythonpath() -> str:
+    """A PYTHONPATH under which another uid (the tests' uid 1000 clients and jobs) can import smsupervise
+    and its runtime dependencies: this checkout's own ``supervisor/`` when every user can read it, else
+    (a clone in a ``mktemp -d`` directory, a root-only venv) a world-readable copy made once per session
+    under /tmp and removed at exit."""
+    own = str(ROOT / "supervisor")
+    probe = [
+        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", PYTHON, "-c",
+        "import " + ", ".join(RUNTIME_PACKAGES),
+    ]  # fmt: skip
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        return own
+    env = {**os.environ, "PYTHONPATH": own}
+    if subprocess.run(probe, capture_output=True, check=False, env=env).returncode == 0:
+        return own
+    copy = Path(tempfile.mkdtemp(prefix="smsupervise-readable-", dir="/tmp"))
+    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    for name in RUNTIME_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.submodule_search_locations, name
+        source = Path(next(iter(spec.submodule_search_locations)))
+        shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in [copy, *copy.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return str(copy)
 
 
 def init_prefix(mode: str) -> list[str]:

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from smsupervise.linux.proctree import descendants
-from tests.conftest import PYTHON, ROOT, helper
+from tests.conftest import PYTHON, ROOT, helper, readable_pythonpath
 
-CLIENT_ENV = {**os.environ, "PYTHONPATH": str(ROOT / "supervisor")}
+CLIENT_ENV = {**os.environ, "PYTHONPATH": readable_pythonpath()}
 
 
 def debug_cli(

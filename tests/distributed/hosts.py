@@ -42,8 +42,10 @@ def problem() -> str | None:
     for tool in ("ip", "unshare", "mount"):
         if shutil.which(tool) is None:
             return f"{tool} is not installed"
-    if not os.path.isdir("/opt/ml"):
-        return "/opt/ml does not exist to bind-mount each host's tree over (mkdir -p /opt/ml)"
+    try:  # each host's tree is bind-mounted over /opt/ml: an empty directory is all it needs
+        os.makedirs("/opt/ml", exist_ok=True)
+    except OSError as error:
+        return f"/opt/ml does not exist and cannot be made to bind-mount each host's tree over: {error}"
     probe = f"ds-probe-{os.getpid()}"
     made = subprocess.run(["ip", "netns", "add", probe], capture_output=True, check=False)
     subprocess.run(["ip", "netns", "del", probe], capture_output=True, check=False)

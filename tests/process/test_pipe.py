@@ -20,7 +20,15 @@ import orjson
 import pytest
 
 from smsupervise.pipemode.emulate import recordio_records
-from tests.conftest import PYTHON, Supervised, events, init_prefix, sleep_until, supervisor_argv
+from tests.conftest import (
+    PYTHON,
+    Supervised,
+    events,
+    init_prefix,
+    readable_pythonpath,
+    sleep_until,
+    supervisor_argv,
+)
 
 EMULATE = [PYTHON, "-m", "smsupervise.pipemode.emulate"]
 USER = 1000  # the job's user in the unprivileged tests: no capabilities after setpriv
@@ -39,7 +47,8 @@ def _sha(data: bytes) -> str:
 
 
 def _as_user(*argv: str) -> list[str]:
-    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", *argv]
+    pythonpath = f"PYTHONPATH={readable_pythonpath()}"
+    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "env", pythonpath, *argv]
 
 
 def _user_problem() -> str | None:
