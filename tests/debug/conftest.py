@@ -12,7 +12,7 @@ import orjson
 import pytest
 
 from smsupervise.linux.proctree import descendants
-from tests.conftest import PYTHON, ROOT, helper, readable_pythonpath
+from tests.conftest import PYTHON, helper, readable_pythonpath
 
 CLIENT_ENV = {**os.environ, "PYTHONPATH": readable_pythonpath()}
 

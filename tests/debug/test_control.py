@@ -27,7 +27,7 @@ from smsupervise.debug.control import ControlServer, Handler, HandlerError, Peer
 from smsupervise.debug.listener import bind, candidate_paths, choose_and_bind, private_dir
 from smsupervise.debug.protocol import Request
 from smsupervise.errors import UsageError
-from tests.conftest import PYTHON, ROOT, fd_targets, readable_pythonpath, sleep_until
+from tests.conftest import PYTHON, fd_targets, readable_pythonpath, sleep_until
 
 OTHER_UID = 1000
 NEEDS_SETPRIV = pytest.mark.skipif(

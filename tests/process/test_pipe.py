@@ -47,15 +47,15 @@ def _sha(data: bytes) -> str:
 
 
 def _as_user(*argv: str) -> list[str]:
-    pythonpath = f"PYTHONPATH={readable_pythonpath()}"
-    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", "env", pythonpath, *argv]
+    return ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--clear-groups", *argv]
 
 
 def _user_problem() -> str | None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return "needs root and setpriv (util-linux) to run as an unprivileged user"
     for argv in ([PYTHON, "-c", "import smsupervise"], [JOB_PYTHON, "-c", "pass"]):
-        probe = subprocess.run(_as_user(*argv), capture_output=True, check=False)
+        env = {**os.environ, "PYTHONPATH": readable_pythonpath()}
+        probe = subprocess.run(_as_user(*argv), capture_output=True, check=False, env=env)
         if probe.returncode != 0:
             return f"uid {USER} cannot run {argv[0]}: {probe.stderr.decode()[-300:]}"
     return None
@@ -277,6 +277,7 @@ def test_a_failed_channel_gives_the_job_eof_and_the_event_names_channel_and_caus
     relay_dir = base / "relay"
     env = {
         "PATH": os.environ["PATH"],
+        "PYTHONPATH": readable_pythonpath(),  # smsupervise as uid 1000, from a checkout it may not read
         "SAGEMAKER_BASE_DIR": str(base),
         "SMSUPERVISE_TRAIN": f"{JOB_PYTHON} {script}",
     }
@@ -394,6 +395,7 @@ def _four_channels(base: Path, as_user: bool) -> tuple[subprocess.CompletedProce
     job = JOB_PYTHON if as_user else PYTHON
     env = {
         "PATH": os.environ["PATH"],
+        "PYTHONPATH": readable_pythonpath(),  # smsupervise as uid 1000, from a checkout it may not read
         "SAGEMAKER_BASE_DIR": str(base),
         "SMSUPERVISE_TRAIN": f"{job} {script}",
     }
