@@ -285,6 +285,7 @@ def test_a_failed_channel_gives_the_job_eof_and_the_event_names_channel_and_caus
     result = subprocess.run(
         [*argv, "--pipe-relay", "--pipe-relay-dir", str(relay_dir), "train"],
         env=env,
+        cwd="/",  # uid 1000 may not enter this checkout (a clone in a mktemp -d directory)
         capture_output=True,
         timeout=60,
         check=False,
@@ -308,6 +309,7 @@ def _with_relay_dir(mode: str, base: Path, relay_dir: Path) -> subprocess.Comple
     return subprocess.run(
         supervisor_argv(mode, "--pipe-relay", "--pipe-relay-dir", str(relay_dir), "train"),
         env=env,
+        cwd="/",  # uid 1000 may not enter this checkout (a clone in a mktemp -d directory)
         capture_output=True,
         timeout=60,
         check=False,
@@ -345,6 +347,7 @@ def test_a_relay_dir_with_other_files_is_used_and_only_the_relays_fifos_go(mode:
     result = subprocess.run(
         supervisor_argv(mode, "--pipe-relay", "--pipe-relay-dir", str(relay_dir), "train"),
         env=env,
+        cwd="/",  # uid 1000 may not enter this checkout (a clone in a mktemp -d directory)
         capture_output=True,
         timeout=60,
         check=False,
@@ -402,6 +405,7 @@ def _four_channels(base: Path, as_user: bool) -> tuple[subprocess.CompletedProce
     result = subprocess.run(
         wrap(PYTHON, "-m", "smsupervise", "--pipe-relay", "--pipe-relay-dir", str(base / "relay"), "train"),
         env=env,
+        cwd="/",  # uid 1000 may not enter this checkout (a clone in a mktemp -d directory)
         capture_output=True,
         timeout=60,
         check=False,

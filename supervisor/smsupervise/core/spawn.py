@@ -9,6 +9,7 @@ import contextlib
 import enum
 import os
 import signal
+import stat
 from collections.abc import Iterator, Mapping
 from typing import NamedTuple
 
@@ -141,6 +142,31 @@ def resolve(program: str, env: Mapping[str, str], cwd: str | None) -> str:
     raise SpawnError(program, f"command not found on PATH={search}", ExitCode.NOT_FOUND)
 
 
+def _check_cwd(program: str, cwd: str) -> None:
+    """The working directory exists, is a directory and we may enter it; else a SpawnError that says
+    which (a directory this uid may not enter is not one that "does not exist")."""
+    try:
+        is_dir = stat.S_ISDIR(os.stat(cwd).st_mode)
+    except FileNotFoundError:
+        raise SpawnError(program, f"working directory {cwd} does not exist", ExitCode.NOT_FOUND) from None
+    except OSError as error:
+        raise SpawnError(
+            program,
+            f"working directory {cwd} cannot be reached by uid {os.geteuid()}: {error.strerror}"
+            " (give that user search permission on it and every directory above it, or start elsewhere)",
+            ExitCode.NOT_EXECUTABLE,
+        ) from None
+    if not is_dir:
+        raise SpawnError(program, f"working directory {cwd} is not a directory", ExitCode.NOT_FOUND)
+    if not os.access(cwd, os.X_OK, effective_ids=True):
+        raise SpawnError(
+            program,
+            f"working directory {cwd} cannot be entered by uid {os.geteuid()}: permission denied"
+            " (give that user search permission on it, or start elsewhere)",
+            ExitCode.NOT_EXECUTABLE,
+        )
+
+
 def spawn(
     spec: LaunchSpec, stdout_fd: int | None = None, stderr_fd: int | None = None, terminal: int | None = None
 ) -> Child:
@@ -151,8 +177,8 @@ def spawn(
     job control and Ctrl-C reaches the child's group, not us. Raises ``SpawnError`` (126/127) when
     the program cannot be run.
     """
-    if spec.cwd is not None and not os.path.isdir(spec.cwd):
-        raise SpawnError(spec.argv[0], f"working directory {spec.cwd} does not exist", ExitCode.NOT_FOUND)
+    if spec.cwd is not None:
+        _check_cwd(spec.argv[0], spec.cwd)
     path = resolve(spec.argv[0], spec.env, spec.cwd)
     actions: list[tuple[int, int, int]] = []
     if stdout_fd is not None:
