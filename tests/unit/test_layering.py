@@ -243,3 +243,78 @@ def test_importing_the_package_does_no_work() -> None:
                 text = ast.unparse(node)
                 assert "os.environ" not in text, (path, text)
                 assert "open(" not in text, (path, text)
+
+
+def _graph(sources: dict[str, str]) -> dict[str, set[str]]:
+    """Module -> the package's modules it imports (a package's name means its ``__init__``)."""
+    modules = set(sources)
+    graph: dict[str, set[str]] = {}
+    for module, source in sources.items():
+        edges = set()
+        for imported in _imports(source):
+            for candidate in (imported, f"{imported}.__init__"):
+                if candidate in modules and candidate != module:
+                    edges.add(candidate)
+        graph[module] = edges
+    return graph
+
+
+def circles(sources: dict[str, str]) -> list[list[str]]:
+    """The import circles (strongly connected components of more than one module; Tarjan's algorithm,
+    iterative), counting lazy and ``TYPE_CHECKING`` imports: a circle inside a folder too."""
+    graph = _graph(sources)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, edges = work[-1]
+            step = next(edges, None)
+            if step is not None:
+                if step not in index:
+                    index[step] = low[step] = len(index)
+                    stack.append(step)
+                    on_stack.add(step)
+                    work.append((step, iter(sorted(graph[step]))))
+                elif step in on_stack:
+                    low[node] = min(low[node], index[step])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_circle_anywhere_not_even_inside_a_folder() -> None:
+    """A folder is one layer, so the layer rule cannot see a circle inside it; this does."""
+    assert circles(_package_sources()) == []
+
+
+def test_a_circle_inside_a_folder_is_found() -> None:
+    """The twin: two modules of one folder importing each other (one only for typing) are a circle."""
+    sources = {
+        "core.snapshot": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+        "    from smsupervise.core.supervise import Supervisor\n",
+        "core.supervise": "from smsupervise.core.snapshot import describe\n",
+        "core.spawn": "from smsupervise.core import status\n",
+        "core.status": "",
+    }
+    assert circles(sources) == [["core.snapshot", "core.supervise"]]

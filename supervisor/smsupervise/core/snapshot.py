@@ -1,60 +1,59 @@
-"""The supervisor's state as plain data, for the debug socket's ``status``: cheap, read-only, no
-/proc reads (the leftovers' rows are the service's), safe to build on every request.
+"""The supervisor's state as typed, immutable data (``RunState``), for whoever shows it (the debug
+socket's ``status`` renders it in ``debug/statusview.py``). Cheap to build on every request: no /proc
+reads (the leftovers' rows are the debug service's). Built by ``Supervisor.state()`` from its own fields,
+so this module knows nothing of the supervisor (no import circle, and core does not decide how its state
+is shown).
 """
 
 from __future__ import annotations
 
-import os
-import time
-from typing import TYPE_CHECKING
-
-from smsupervise.core.status import signal_name
-
-if TYPE_CHECKING:
-    from smsupervise.core.supervise import Supervisor
+from collections.abc import Mapping
+from typing import NamedTuple
 
 
-def describe(sup: Supervisor) -> dict[str, object]:
-    """Step, child, stop, checkpoint settings, stream counts, Pipe channels, keep-alive."""
-    now = time.monotonic()
-    step = sup.steps[sup.step_index]
-    stop: dict[str, object] | None = sup.stop.snapshot() if sup.stop is not None else None
-    if stop is None and sup.stop_signal is not None:
-        stop = {"reason": sup.stop_reason, "phase": "before start"}
-    left = sup.keep_alive.seconds_left(now)
-    settings = sup.settings
-    child = sup.child
-    return {
-        "supervisor": {"pid": os.getpid(), "uptime_s": round(now - sup.started, 3)},
-        "step": step.label,
-        "steps": [s.label for s in sup.steps],
-        "child": None
-        if child is None
-        else {"pid": child.pid, "pgid": child.pgid, "argv": list(child.argv), "cwd": step.spec.cwd},
-        "running": sup.job_running(),
-        "host": step.spec.env.get("SM_CURRENT_HOST"),
-        "job": step.spec.env.get("TRAINING_JOB_NAME"),
-        "stop": stop,
-        "checkpoint": {
-            "hook": settings.checkpoint_hook,
-            "signal": signal_name(settings.checkpoint_signal) if settings.checkpoint_signal else None,
-            "timeout": settings.checkpoint_timeout if settings.checkpointing else None,
-        },
-        "grace_period": settings.grace_period,
-        "stop_budget": settings.stop_budget,
-        "streams": {name: _stream_counts(sup, name) for name in ("stdout", "stderr")},
-        "pipes": sup.pipes.snapshot(),
-        "keep_alive": None if left is None else {"seconds_left": round(left, 1)},
-    }
+class ChildView(NamedTuple):
+    """The current step's process."""
+
+    pid: int
+    pgid: int
+    argv: tuple[str, ...]
+    cwd: str | None
 
 
-def _stream_counts(sup: Supervisor, name: str) -> dict[str, int]:
-    """Records and bytes relayed for one of the child's streams, and what of them our output
-    dropped (its reader went away: EPIPE)."""
-    lost = [output.lost.get(name, (0, 0)) for output in sup.outputs.values()]
-    return {
-        "records": sup.recent.records[name],
-        "bytes": sup.recent.bytes[name],
-        "dropped_records": sum(records for records, _ in lost),
-        "dropped_bytes": sum(size for _, size in lost),
-    }
+class StreamCounts(NamedTuple):
+    """Records and bytes relayed for one of the child's streams, and what our output dropped of them
+    (its reader went away: EPIPE)."""
+
+    records: int
+    bytes: int
+    dropped_records: int
+    dropped_bytes: int
+
+
+class CheckpointView(NamedTuple):
+    """The checkpoint step as configured."""
+
+    hook: str | None
+    signal: str | None
+    timeout: float | None
+
+
+class RunState(NamedTuple):
+    """One look at the run: the step, its child, the stop, the settings that bound it, the streams,
+    the Pipe channels and the keep-alive."""
+
+    pid: int
+    uptime_s: float
+    step: str
+    steps: tuple[str, ...]
+    child: ChildView | None
+    running: bool
+    host: str | None
+    job: str | None
+    stop: Mapping[str, object] | None  # the stop sequence's own snapshot, or "before start"
+    checkpoint: CheckpointView
+    grace_period: float
+    stop_budget: float
+    streams: Mapping[str, StreamCounts]
+    pipes: tuple[Mapping[str, object], ...]
+    keep_alive_seconds_left: float | None

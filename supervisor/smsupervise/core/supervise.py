@@ -24,7 +24,7 @@ from smsupervise.core.reaper import Reaper
 from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox, thread_wake, wake_for
-from smsupervise.core.snapshot import describe
+from smsupervise.core.snapshot import CheckpointView, ChildView, RunState, StreamCounts
 from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import StopSequence
@@ -346,9 +346,46 @@ class Supervisor:
         return self.keep_alive.end("released")
 
     # -- for the debug socket ------------------------------------------------------------------
-    def snapshot(self) -> dict[str, object]:
-        """The supervisor's state as plain data (``core.snapshot``)."""
-        return describe(self)
+    def state(self) -> RunState:
+        """The run as typed data (``core.snapshot``); ``debug/statusview`` renders it."""
+        now = time.monotonic()
+        step = self.steps[self.step_index]
+        stop = self.stop.snapshot() if self.stop is not None else None
+        if stop is None and self.stop_signal is not None:
+            stop = {"reason": self.stop_reason, "phase": "before start"}
+        settings, child = self.settings, self.child
+        return RunState(
+            pid=os.getpid(),
+            uptime_s=now - self.started,
+            step=step.label,
+            steps=tuple(s.label for s in self.steps),
+            child=None
+            if child is None
+            else ChildView(child.pid, child.pgid, tuple(child.argv), step.spec.cwd),
+            running=self.job_running(),
+            host=step.spec.env.get("SM_CURRENT_HOST"),
+            job=step.spec.env.get("TRAINING_JOB_NAME"),
+            stop=stop,
+            checkpoint=CheckpointView(
+                settings.checkpoint_hook,
+                signal_name(settings.checkpoint_signal) if settings.checkpoint_signal else None,
+                settings.checkpoint_timeout if settings.checkpointing else None,
+            ),
+            grace_period=settings.grace_period,
+            stop_budget=settings.stop_budget,
+            streams={name: self._stream_counts(name) for name in ("stdout", "stderr")},
+            pipes=tuple(self.pipes.snapshot()),
+            keep_alive_seconds_left=self.keep_alive.seconds_left(now),
+        )
+
+    def _stream_counts(self, name: str) -> StreamCounts:
+        lost = [output.lost.get(name, (0, 0)) for output in self.outputs.values()]
+        return StreamCounts(
+            self.recent.records[name],
+            self.recent.bytes[name],
+            sum(records for records, _ in lost),
+            sum(size for _, size in lost),
+        )
 
     def leftover_pids(self) -> list[int]:
         """After the job's main process exited: the processes still alive below us (its group and

@@ -26,6 +26,7 @@ from smsupervise.debug.control import (
     Peer,
     Policy,
 )
+from smsupervise.debug.statusview import status_data
 from smsupervise.debug.tree import leftover
 from smsupervise.errors import SpawnError
 
@@ -64,7 +65,7 @@ class DebugService:
 
     # -- reading -------------------------------------------------------------------------------
     def status(self, args: Mapping[str, Any], peer: Peer) -> Any:
-        snapshot = self.supervisor.snapshot()
+        snapshot = status_data(self.supervisor.state())
         recent = self.supervisor.recent
         lines = recent.tail("stdout", LAST_LINES) + recent.tail("stderr", LAST_LINES)
         return {

@@ -15,7 +15,7 @@ from smsupervise.sagemaker.notes import Note
 if TYPE_CHECKING:
     from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
     from smsupervise.distributed.launchers import Launch
-    from smsupervise.sagemaker.plan import Script
+    from smsupervise.sagemaker.script import Script
     from smsupervise.settings import Settings
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:  # train mode's machinery is imported when train mode runs: exec mode starts faster
-    from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
+    from smsupervise.distributed.cluster import ClusterPlan
     from smsupervise.pipemode.channel import ChannelSpec
     from smsupervise.sagemaker import config, environment, runners
 
@@ -31,24 +31,10 @@ from smsupervise.core.status import ExitCode
 from smsupervise.errors import ConfigError, SpawnError
 from smsupervise.sagemaker import limits, probe
 from smsupervise.sagemaker.notes import Note
+from smsupervise.sagemaker.script import Script
 from smsupervise.settings import Invocation, Settings
 
 _SAFE_ENTRY = r"^[A-Za-z0-9._][A-Za-z0-9._+-]*(/[A-Za-z0-9._+-]+)*$"  # compiled at use: train only
-
-
-class Script(NamedTuple):
-    """Script mode's entry point, as ``prepare`` needs it to finish the job ``decide`` began."""
-
-    entry: str
-    code_dir: str
-    where: str  # the hyperparameters file, for errors
-    source: str  # sagemaker_submit_directory
-    source_action: str  # what prepare does with it: keep, copy, unpack, download
-    python: str | None
-    args: tuple[str, ...]
-    env: Mapping[str, str]
-    job_variables: tuple[str, ...] = ()  # the toolkit's SM_* names, in its order (mpirun's -x)
-    cluster_options: ClusterOptions | None = None  # --fail-fast, --cluster-port, --peer-wait, ...
 
 
 class Plan(NamedTuple):

@@ -1,0 +1,99 @@
+"""The event vocabulary (``streams/vocabulary.EVENTS``) against the code and ``docs/events.md``, both ways:
+every name the code writes is declared, every declared name is written somewhere and documented, and the
+docs document nothing else. Event names are literals at their call sites (a name built at run time could not
+be checked), except where a declared name is passed through (the Pipe relay's events)."""
+
+from __future__ import annotations
+
+import ast
+import re
+
+from smsupervise.streams.vocabulary import EVENTS
+from tests.conftest import ROOT
+
+PACKAGE = ROOT / "supervisor" / "smsupervise"
+# Other tools' own vocabularies, not PID 1's events (smsupervise-local, the Pipe tools, the bench).
+OTHER_TOOLS = ("local/", "pipebench/", "pipemode/emulate.py")
+LEVELS = {"debug", "info", "warning", "error"}
+# Call sites that pass a name through rather than naming one (checked where the name is made).
+PASS_THROUGH = {"core/relaylink.py"}
+
+
+def emitted(source: str) -> tuple[set[str], int]:
+    """Event names written by ``source`` (log calls, the relay's ``emit``, a plan's ``Note``), and how
+    many event calls name theirs with something other than a literal."""
+    names, dynamic = set(), 0
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func, arg = node.func, None
+        if isinstance(func, ast.Attribute) and func.attr in LEVELS | {"emit"} and node.args:
+            arg = node.args[0]
+        elif isinstance(func, ast.Name) and func.id == "Note" and len(node.args) >= 2:
+            arg = node.args[1]
+        if arg is None:
+            continue
+        if isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+            names.add(arg.value)
+        else:
+            dynamic += 1
+    return names, dynamic
+
+
+def _modules() -> dict[str, str]:
+    return {
+        str(path.relative_to(PACKAGE)): path.read_text()
+        for path in PACKAGE.rglob("*.py")
+        if not str(path.relative_to(PACKAGE)).startswith(OTHER_TOOLS)
+    }
+
+
+def documented() -> set[str]:
+    """The names in docs/events.md's table of events (the rows after its ``| event | fields |`` header)."""
+    text = (ROOT / "docs" / "events.md").read_text()
+    table = text.split("| event | fields |", 1)[1]
+    names: set[str] = set()
+    for line in table.splitlines():
+        match = re.match(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|", line)
+        if match:
+            names |= set(re.findall(r"`([a-z_]+)`", match.group(1)))
+    return names
+
+
+def test_every_event_the_code_writes_is_declared() -> None:
+    """No module writes a name the vocabulary lacks."""
+    undeclared = {
+        f"{module}: {name}" for module, source in _modules().items() for name in emitted(source)[0] - EVENTS
+    }
+    assert not undeclared, f"declare these in streams/vocabulary.py and docs/events.md: {sorted(undeclared)}"
+
+
+def test_every_declared_event_is_written_somewhere() -> None:
+    """No dead names: each declared event is written by some module."""
+    written = set().union(*(emitted(source)[0] for source in _modules().values()))
+    assert EVENTS - written == set()
+
+
+def test_the_docs_document_exactly_the_vocabulary() -> None:
+    """docs/events.md's table and the vocabulary name the same events."""
+    docs = documented()
+    assert EVENTS - docs == set(), "declared but not in docs/events.md"
+    assert docs - EVENTS == set(), "in docs/events.md but not declared"
+
+
+def test_event_names_are_literals_where_they_are_made() -> None:
+    """Only the pass-through sites name an event with a variable (so the scan above sees every name)."""
+    dynamic = {module for module, source in _modules().items() if emitted(source)[1]}
+    assert dynamic <= PASS_THROUGH, dynamic - PASS_THROUGH
+
+
+def test_the_scan_sees_each_way_of_writing_an_event() -> None:
+    """The twin of the checks above: the scanner finds names in every form, and flags a dynamic one."""
+    source = (
+        'log.info("a_started", x=1)\nself.log.error("b_failed")\nNote("warning", "c_noted", {})\n'
+        'self.emit("d_done", {})\nlog.warning(name)\n'
+    )
+    names, dynamic = emitted(source)
+    assert names == {"a_started", "b_failed", "c_noted", "d_done"}
+    assert dynamic == 1
+    assert names - EVENTS  # made-up names are not declared: the first test would fail on them
