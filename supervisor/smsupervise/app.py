@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
+from smsupervise.core.plugins import NO_CLUSTER, ServiceFactory
 from smsupervise.core.signals import SignalInbox
-from smsupervise.core.spawn import controlling_terminal
+from smsupervise.core.spawn import Step, controlling_terminal
 from smsupervise.core.status import ExitCode, ExitStatus
-from smsupervise.core.supervise import Outcome, Supervisor
+from smsupervise.core.supervise import Outcome, Run, Supervisor
 from smsupervise.errors import SupervisorError
 from smsupervise.linux import libc
 from smsupervise.sagemaker import outcome as outcome_files
@@ -178,24 +179,33 @@ def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
     return lambda outcome: _record_outcome(plan, outcome, outcome_files.headline(outcome), log)
 
 
-def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
+class Plugin(NamedTuple):
+    """A wing plugged into the run: what it adds to every step's environment, and its service."""
+
+    env: Mapping[str, str]
+    service: ServiceFactory
+
+
+def debug_plugin(invocation: Invocation, log: EventLog) -> Plugin | None:
     """The control socket (debug/): bound now, served on the loop; the job learns its path. The
     server itself is imported at the first connection (``debug.listener``)."""
     settings = invocation.settings
     if settings.control_socket == "none":
-        return
+        return None
     from smsupervise.debug import listener  # noqa: PLC0415 - not imported when the socket is off
 
     sock = listener.bind_for(settings.control_socket, settings.control_group, os.environ, log)
     if sock is None:
-        return
-    extra = listener.job_env(str(sock.getsockname()))
-    supervisor.steps = tuple(
-        step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps
+        return None
+    return Plugin(
+        listener.job_env(str(sock.getsockname())),
+        lambda job: listener.ControlSocket(sock, job, invocation.mode, settings.control_group),
     )
-    supervisor.services.append(
-        listener.ControlSocket(sock, supervisor, invocation.mode, settings.control_group)
-    )
+
+
+def with_env(steps: tuple[Step, ...], extra: Mapping[str, str]) -> tuple[Step, ...]:
+    """Every step, with ``extra`` added to its environment."""
+    return tuple(step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in steps)
 
 
 def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
@@ -240,11 +250,21 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     try:
         plan = prelude(invocation, log, inbox)
         cluster = _coordinator(plan, log)
-        supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster, started)
-        if cluster is None:  # a distributed job's outcome waits for the cluster's verdict
-            supervisor.on_outcome = record(plan, log)
-        supervisor.terminal = controlling_terminal(0)
-        attach_debug(supervisor, invocation, log)
+        plugins = [p for p in (debug_plugin(invocation, log),) if p is not None]
+        steps = plan.steps
+        for plugin in plugins:
+            steps = with_env(steps, plugin.env)
+        run = Run(steps, plan.ack_file, plan.pipes, controlling_terminal(0), started)
+        supervisor = Supervisor(
+            run,
+            settings,
+            inbox,
+            log,
+            cluster=NO_CLUSTER if cluster is None else cluster,
+            services=[plugin.service for plugin in plugins],
+            # a distributed job's outcome waits for the cluster's verdict (_supervise writes it)
+            on_outcome=record(plan, log) if cluster is None else None,
+        )
         outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)

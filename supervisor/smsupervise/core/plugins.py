@@ -1,17 +1,30 @@
-"""What the layers above plug into the supervisor for a run: services that live on its loop (the
-control socket) and a distributed job's hooks around the launcher. Interfaces only: the
-implementations are debug/ and distributed/'s, which core must not import.
+"""What the layers above plug into the supervisor for a run, and what they may ask of it. Interfaces
+only: the implementations are debug/'s and distributed/'s (and the next wings': a stall watchdog, a
+serve front), which core must not import.
+
+- ``Service``: something that lives on the supervisor's loop for the whole run (the control socket). A
+  wing hands the supervisor a ``ServiceFactory``; the supervisor makes the service with itself as the
+  ``JobControl`` the service may use, starts it with the run and closes it at the end.
+- ``JobControl``: the small face of the running supervisor that services see (never the class).
+- ``ClusterHooks``: what a distributed job adds around the launcher; ``NO_CLUSTER`` is the single-host
+  null object, so the supervisor has no ``if cluster`` branches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Protocol
 
+from smsupervise.core.snapshot import RunState
 from smsupervise.core.status import ExitStatus
 from smsupervise.settings import Settings
+from smsupervise.streams.events import EventLog
 from smsupervise.streams.framing import RankTags, SeqCounter
+from smsupervise.streams.recent import Recent
 from smsupervise.streams.writer import Output
+
+if TYPE_CHECKING:
+    from smsupervise.core.siblings import Sibling
 
 
 class Service(Protocol):
@@ -19,6 +32,40 @@ class Service(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+class JobControl(Protocol):
+    """What a service may read of the run and do to it (the debug socket's verbs)."""
+
+    @property
+    def log(self) -> EventLog: ...
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def recent(self) -> Recent: ...
+    def state(self) -> RunState:
+        """The run as typed data."""
+
+    def stopping(self) -> bool:
+        """Whether a stop has begun (or was asked for before the job started)."""
+
+    def job_running(self) -> bool:
+        """Whether the current step's process is alive."""
+
+    def leftover_pids(self) -> list[int]:
+        """After the main process exited: what is still alive below us."""
+
+    def signal_job(self, signum: int) -> bool:
+        """Forward a signal as if it had reached smsupervise; False: no child."""
+
+    def spawn_sibling(self, argv: tuple[str, ...], extra_env: Mapping[str, str], capture: bool) -> Sibling:
+        """Start a process beside the job, with its environment and cwd."""
+
+    def release(self) -> bool:
+        """End a keep-alive after failure now; False when there is none."""
+
+
+ServiceFactory = Callable[[JobControl], Service]
 
 
 class ClusterHooks(Protocol):
@@ -32,9 +79,11 @@ class ClusterHooks(Protocol):
     ) -> None:
         """The launcher runs: start reading the ranks' log files."""
 
-    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
-        """The launcher is gone (its output drained): read the ranks' files to their end, and tell
-        the other hosts at once when it failed on its own."""
+    async def launcher_exited(
+        self, status: ExitStatus, drained_tail: Callable[[], Awaitable[bytes]], stopping: bool
+    ) -> None:
+        """The launcher is gone: read the ranks' files to their end, and tell the other hosts at once
+        when it failed on its own (``drained_tail`` drains its output and gives its stderr's end)."""
 
     def record_tags(self) -> RankTags | None:
         """MPI: how to read the rank from mpirun's tagged output lines; None otherwise."""
@@ -44,3 +93,32 @@ class ClusterHooks(Protocol):
 
     def stop_begun(self) -> None:
         """A stop of the launcher began: the ranks' exits from now on are its doing."""
+
+
+class NoCluster:
+    """A single-host job: every hook does nothing (the null object for ``ClusterHooks``)."""
+
+    async def before_main(self, request_stop: Callable[[str], None]) -> None:
+        return None
+
+    def launcher_started(
+        self, pid: int, outputs: dict[int, Output], counter: SeqCounter, settings: Settings
+    ) -> None:
+        return None
+
+    async def launcher_exited(
+        self, status: ExitStatus, drained_tail: Callable[[], Awaitable[bytes]], stopping: bool
+    ) -> None:
+        return None  # nobody to tell: the output is drained with the leftovers' end, as always
+
+    def record_tags(self) -> RankTags | None:
+        return None
+
+    def ranks(self) -> list[int] | None:
+        return None
+
+    def stop_begun(self) -> None:
+        return None
+
+
+NO_CLUSTER: ClusterHooks = NoCluster()

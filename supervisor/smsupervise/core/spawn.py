@@ -41,6 +41,11 @@ class Step(NamedTuple):
     label: str  # display only: no decision reads it
     spec: LaunchSpec
 
+    @property
+    def is_main(self) -> bool:
+        """The job itself (training, serving, the command), not a preparation step (pip)."""
+        return self.kind is StepKind.MAIN
+
 
 class Child(NamedTuple):
     """A started process and its group: its pid (also its process-group id) and a pidfd when the

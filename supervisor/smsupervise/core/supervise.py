@@ -11,7 +11,7 @@ import contextlib
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -19,13 +19,13 @@ if TYPE_CHECKING:
 
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
-from smsupervise.core.plugins import ClusterHooks, Service
+from smsupervise.core.plugins import NO_CLUSTER, ClusterHooks, ServiceFactory
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
 from smsupervise.core.signals import STOP_SIGNALS, SignalInbox, thread_wake, wake_for
 from smsupervise.core.snapshot import CheckpointView, ChildView, RunState, StreamCounts
-from smsupervise.core.spawn import Child, LaunchSpec, Step, StepKind, hand_terminal, spawn
+from smsupervise.core.spawn import Child, LaunchSpec, Step, hand_terminal, spawn
 from smsupervise.core.status import ExitCode, ExitStatus, signal_name
 from smsupervise.core.stop import StopSequence
 from smsupervise.core.stopfacts import MAX_RUNTIME_REASON, StopReport
@@ -52,26 +52,40 @@ class Outcome(NamedTuple):
     relay_failures: tuple[RelayFailure, ...] = ()  # Pipe channels whose relay failed during the run
 
 
-class Supervisor:
-    """Runs one ``LaunchSpec`` to completion. Create it and ``await run()`` once."""
+class Run(NamedTuple):
+    """What one run is, handed to the supervisor whole at construction."""
 
-    def __init__(  # noqa: PLR0917 - the composition root passes the plan's parts
+    steps: tuple[Step, ...]  # preparation steps (pip), then the main one
+    ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
+    pipes: tuple[ChannelSpec, ...] = ()  # Pipe-mode channels to relay
+    terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
+    started: float | None = None  # when smsupervise started (monotonic); None: now
+
+
+class Supervisor:
+    """Runs one ``Run`` to completion. Create it with everything it needs and ``await run()`` once.
+
+    What plugs in comes at construction: ``cluster`` (a distributed job's hooks; ``NO_CLUSTER``
+    otherwise), ``services`` (factories given this supervisor as their ``JobControl``) and
+    ``on_outcome`` (the outcome files, written as soon as the outcome is known)."""
+
+    def __init__(
         self,
-        steps: tuple[Step, ...],
+        run: Run,
         settings: Settings,
         inbox: SignalInbox,
         log: EventLog,
-        ack_file: str | None = None,
-        pipes: tuple[ChannelSpec, ...] = (),
-        cluster: ClusterHooks | None = None,
-        started: float | None = None,
+        *,
+        cluster: ClusterHooks = NO_CLUSTER,
+        services: Iterable[ServiceFactory] = (),
+        on_outcome: Callable[[Outcome], None] | None = None,
     ) -> None:
-        self.steps = steps
+        self.steps = run.steps
         self.settings = settings
         self.inbox = inbox
         self.log = log
-        self.ack_file = ack_file  # SMSUPERVISE_CHECKPOINT_DONE of the main step, if any
-        self.pipes = RelayLink(pipes, log)  # the Pipe-mode relay, started when there are channels
+        self.ack_file = run.ack_file
+        self.pipes = RelayLink(run.pipes, log)  # the Pipe-mode relay, started when there are channels
         self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
         self.reaper = Reaper()
         self.counter = SeqCounter()
@@ -82,22 +96,25 @@ class Supervisor:
         self.stop: StopSequence | None = None
         # A stop's "after N s" and the runtime count from smsupervise's own start (``started``, on
         # the monotonic clock), not the loop's: a stop during the source unpack is not "after 0.0 s".
-        self.started = time.monotonic() if started is None else started
+        self.started = time.monotonic() if run.started is None else run.started
         self.ended_at = 0.0  # wall clock: when the last step's process exited
         self._tick: asyncio.TimerHandle | None = None
         self.outputs: dict[int, Output] = {}  # our stdout and stderr
         self.output: ChildOutput | None = None
         self.recent = Recent()  # recent output for the debug socket
-        self.services: list[Service] = []
-        self.on_outcome: Callable[[Outcome], None] | None = None  # the outcome files, before keep-alive
+        self.on_outcome = on_outcome  # the outcome files, before a keep-alive
         self.keep_alive = KeepAlive(log)  # after a failure, with --keep-alive-on-failure
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
-        self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
-        self.siblings = Siblings(  # spawn_sibling's processes (not leftovers while they run)
-            self.reaper,
-            lambda: ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent),
-        )
+        self.terminal = run.terminal
+        self.siblings = Siblings(
+            self.reaper, self._new_output
+        )  # beside the job; not leftovers while they run
+        self.services = [make(self) for make in services]
+
+    def _new_output(self) -> ChildOutput:
+        """The framing of a new process's stdout and stderr into our outputs."""
+        return ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent)
 
     # -- signals -------------------------------------------------------------------------------
     def _on_signal(self) -> None:
@@ -146,21 +163,17 @@ class Supervisor:
     def _begin_stop(self, signum: int, reason: str | None) -> None:
         assert self.child is not None
         step = self.steps[self.step_index]
-        main = step.kind is StepKind.MAIN  # preparation steps (pip) get no checkpoint
-        if self.cluster is not None and main:
+        main = step.is_main  # preparation steps (pip) get no checkpoint
+        if main:
             self.cluster.stop_begun()
-        ranks = self.cluster.ranks if self.cluster is not None and main else None
-        if ranks is not None and ranks() is None:
-            ranks = None
+        ranks = self.cluster.ranks if main and self.cluster.ranks() is not None else None
         sent_at = None
         if not (main and self.settings.checkpointing) and ranks is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
         self.stop_reason = reason or signal_name(signum)
-        hook_output = None
-        if main and self.settings.checkpoint_hook is not None:
-            hook_output = ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent)
+        hook_output = self._new_output() if main and self.settings.checkpoint_hook is not None else None
         self.stop = StopSequence(
             self.settings,
             self.log,
@@ -218,7 +231,7 @@ class Supervisor:
         started = self.started
         for index, step in enumerate(self.steps):
             self.step_index = index
-            if self.cluster is not None and index == len(self.steps) - 1 and self.stop_signal is None:
+            if step.is_main and self.stop_signal is None:
                 await self.cluster.before_main(lambda why: self._request_stop(signal.SIGTERM, why))
             if self.stop_signal is not None:
                 name = signal_name(self.stop_signal)
@@ -233,13 +246,12 @@ class Supervisor:
                     reason, elapsed, None, None, None, settings.grace_period, settings.max_runtime
                 )
                 return Outcome(None, code, report, elapsed, step)
-            self.output = ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent)
+            self.output = self._new_output()
             status = await self._run_child(loop, step)
-            if self.cluster is not None and step.kind is StepKind.MAIN:
-                # Fail-fast latency: the other hosts hear of a failure before leftovers are
-                # cleaned up here; the drain first, so the launcher's summary is in the tail.
-                await self.output.drain(self.settings.drain_timeout)
-                await self.cluster.launcher_exited(status, self.output.stderr_tail(), self.stop is not None)
+            if step.is_main:
+                # Fail-fast latency: the other hosts hear of a failure before leftovers are cleaned
+                # up here (a cluster drains the output first, so the launcher's summary is in the tail).
+                await self.cluster.launcher_exited(status, self._drained_tail, self.stop is not None)
             if self.stop is not None:
                 await self.stop.settle()  # a checkpoint hook may still be saving: not a leftover
             last = not status.ok or index == len(self.steps) - 1 or self.stop_signal is not None
@@ -256,6 +268,11 @@ class Supervisor:
                 tail = self.output.stderr_tail()
                 return Outcome(status, status.shell_code(), final, runtime, step, tail, failures)
         raise AssertionError("a plan has at least one step")
+
+    async def _drained_tail(self) -> bytes:
+        assert self.output is not None
+        await self.output.drain(self.settings.drain_timeout)
+        return self.output.stderr_tail()
 
     def _cleanup(self) -> None:
         for service in self.services:
@@ -283,7 +300,7 @@ class Supervisor:
 
     async def _run_child(self, loop: asyncio.AbstractEventLoop, step: Step) -> ExitStatus:
         assert self.output is not None
-        terminal = self.terminal if step.kind is StepKind.MAIN else None
+        terminal = self.terminal if step.is_main else None
         stdout_w, stderr_w = self.output.open() if terminal is None else (None, None)
         try:
             child = spawn(step.spec, stdout_w, stderr_w, terminal)
@@ -293,16 +310,15 @@ class Supervisor:
         # spawn and register in one step: no await between them (see reaper.py).
         exit_future = self.reaper.register(child.pid)
         self.child = child
-        main = step.kind is StepKind.MAIN
         self.output.start(
             child.pid,
             host=step.spec.env.get("SM_CURRENT_HOST"),
             job=step.spec.env.get("TRAINING_JOB_NAME"),
-            tags=self.cluster.record_tags() if self.cluster is not None and main else None,
+            tags=self.cluster.record_tags() if step.is_main else None,
         )
         if child.pidfd is not None:
             loop.add_reader(child.pidfd, self.reaper.reap)
-        if self.cluster is not None and self.step_index == len(self.steps) - 1:
+        if step.is_main:
             self.cluster.launcher_started(child.pid, self.outputs, self.counter, self.settings)
         self.log.info(
             "child_spawned",
@@ -398,6 +414,10 @@ class Supervisor:
     def job_spec(self) -> LaunchSpec:
         """What the current step runs (its env and cwd are the job's)."""
         return self.steps[self.step_index].spec
+
+    def stopping(self) -> bool:
+        """Whether a stop has begun, or was asked for before the job started."""
+        return self.stop is not None or self.stop_signal is not None
 
     def job_running(self) -> bool:
         """Whether the current step's process is alive (started and not reaped)."""

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from smsupervise.errors import UsageError
 
 if TYPE_CHECKING:
-    from smsupervise.core.supervise import Supervisor
+    from smsupervise.core.plugins import JobControl
     from smsupervise.debug.service import DebugService
     from smsupervise.streams.events import EventLog
 
@@ -150,7 +150,7 @@ class ControlSocket:
     """A ``Service`` of the Supervisor: listens on the bound socket and, at the first connection,
     imports the server and hands the socket (with that connection still pending) to it."""
 
-    def __init__(self, sock: socket.socket, supervisor: Supervisor, mode: str, group: int | None) -> None:
+    def __init__(self, sock: socket.socket, supervisor: JobControl, mode: str, group: int | None) -> None:
         self.sock = sock
         self.path = str(sock.getsockname())
         self.supervisor = supervisor

@@ -31,7 +31,7 @@ from smsupervise.debug.tree import leftover
 from smsupervise.errors import SpawnError
 
 if TYPE_CHECKING:
-    from smsupervise.core.supervise import Supervisor
+    from smsupervise.core.plugins import JobControl
 
 PAUSE_AT = 16  # captured chunks queued for a slow client before we stop reading the sibling
 LAST_LINES = 5
@@ -40,7 +40,7 @@ LAST_LINES = 5
 class DebugService:
     """The control server bound to one Supervisor; a ``Service`` of the Supervisor."""
 
-    def __init__(self, sock: Any, supervisor: Supervisor, mode: str, group: int | None) -> None:
+    def __init__(self, sock: Any, supervisor: JobControl, mode: str, group: int | None) -> None:
         self.supervisor = supervisor
         self.mode = mode
         self.log = supervisor.log
@@ -132,7 +132,7 @@ class DebugService:
                 "no checkpoint hook is configured: start smsupervise with --checkpoint-hook CMD "
                 "(--checkpoint-signal alone means 'save and stop' to the job, so it is not sent on demand)"
             )
-        if self.supervisor.stop is not None or not self.supervisor.job_running():
+        if self.supervisor.stopping() or not self.supervisor.job_running():
             raise HandlerError("the job is not running (or is stopping): no checkpoint now")
         if self._checkpointing:
             raise HandlerError("a checkpoint requested earlier is still running")

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 from smsupervise.core.status import ExitStatus, signal_name
@@ -151,8 +151,12 @@ class Coordinator:
             return None
         return proctree.children(self.launcher_pid)
 
-    async def launcher_exited(self, status: ExitStatus, stderr_tail: bytes, stopping: bool) -> None:
-        """The ranks' files to their end; a failure of our own goes to the other hosts right away."""
+    async def launcher_exited(
+        self, status: ExitStatus, drained_tail: Callable[[], Awaitable[bytes]], stopping: bool
+    ) -> None:
+        """The ranks' files to their end; a failure of our own goes to the other hosts right away
+        (the launcher's output drained first, so its summary is in the tail)."""
+        stderr_tail = await drained_tail()
         if self.rank_watch is not None:
             self.rank_watch.close()
         if self.early is not None:
