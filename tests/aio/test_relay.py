@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 from smsupervise.core.signals import thread_wake
 from smsupervise.linux.pipes import PIPE_SIZE, PipeLimits
 from smsupervise.pipemode.channel import ChannelRelay, ChannelSpec
+from smsupervise.pipemode.meter import EpochStats, RelayEvent
 from smsupervise.pipemode.pump import SplicePump
 from smsupervise.pipemode.relay import PipeRelay
 from smsupervise.pipemode.ring import Ring
@@ -37,6 +38,12 @@ from tests.conftest import PYTHON, sleep_until
 
 NO_LIMIT = PipeLimits(max_size=PIPE_SIZE, user_soft=0, exempt=True, in_use=0)
 LOOPS = ["asyncio", "uvloop"]
+
+
+def _named(event: RelayEvent) -> tuple[str, dict[str, Any]]:
+    """A typed relay event as the event log names it."""
+    name = "pipe_epoch_done" if isinstance(event, EpochStats) else "pipe_relay_failed"
+    return name, event._asdict()
 
 
 class Relay:
@@ -53,11 +60,11 @@ class Relay:
         self.up = tmp / "data"
         self.down = tmp / "relay"
         self.up.mkdir(exist_ok=True)
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.events: list[tuple[str, dict[str, Any]]] = []  # (event name, fields) as the log has them
         specs = tuple(ChannelSpec(ch, str(self.up), str(self.down), ring) for ch in channels)
         self.relay = PipeRelay(
             specs,
-            lambda event, fields: self.events.append((event, fields)),
+            lambda event: self.events.append(_named(event)),
             limits,
             wake=thread_wake() if wake is None else wake,
         )
@@ -578,9 +585,9 @@ def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_pat
         running = asyncio.get_running_loop()
         done: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
 
-        def emit(event: str, fields: dict[str, object]) -> None:
-            if event == "pipe_epoch_done":
-                running.call_soon_threadsafe(done.put_nowait, fields)
+        def emit(event: RelayEvent) -> None:
+            if isinstance(event, EpochStats):
+                running.call_soon_threadsafe(done.put_nowait, event._asdict())
 
         specs = tuple(
             ChannelSpec(ch, str(tmp_path / "data"), str(tmp_path / "relay"), 4 << 20) for ch in names

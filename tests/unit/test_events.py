@@ -1,7 +1,8 @@
 """The event vocabulary (``streams/vocabulary.EVENTS``) against the code and ``docs/events.md``, both ways:
 every name the code writes is declared, every declared name is written somewhere and documented, and the
 docs document nothing else. Event names are literals at their call sites (a name built at run time could not
-be checked), except where a declared name is passed through (the Pipe relay's events)."""
+be checked); what other threads report comes as typed records (the Pipe relay's ``RelayEvent``), named where
+they are logged."""
 
 from __future__ import annotations
 
@@ -15,19 +16,17 @@ PACKAGE = ROOT / "supervisor" / "smsupervise"
 # Other tools' own vocabularies, not PID 1's events (smsupervise-local, the Pipe tools, the bench).
 OTHER_TOOLS = ("local/", "pipebench/", "pipemode/emulate.py")
 LEVELS = {"debug", "info", "warning", "error"}
-# Call sites that pass a name through rather than naming one (checked where the name is made).
-PASS_THROUGH = {"core/relaylink.py"}
 
 
 def emitted(source: str) -> tuple[set[str], int]:
-    """Event names written by ``source`` (log calls, the relay's ``emit``, a plan's ``Note``), and how
-    many event calls name theirs with something other than a literal."""
+    """Event names written by ``source`` (log calls, a plan's ``Note``), and how many event calls name
+    theirs with something other than a literal."""
     names, dynamic = set(), 0
     for node in ast.walk(ast.parse(source)):
         if not isinstance(node, ast.Call):
             continue
         func, arg = node.func, None
-        if isinstance(func, ast.Attribute) and func.attr in LEVELS | {"emit"} and node.args:
+        if isinstance(func, ast.Attribute) and func.attr in LEVELS and node.args:
             arg = node.args[0]
         elif isinstance(func, ast.Name) and func.id == "Note" and len(node.args) >= 2:
             arg = node.args[1]
@@ -82,18 +81,17 @@ def test_the_docs_document_exactly_the_vocabulary() -> None:
 
 
 def test_event_names_are_literals_where_they_are_made() -> None:
-    """Only the pass-through sites name an event with a variable (so the scan above sees every name)."""
-    dynamic = {module for module, source in _modules().items() if emitted(source)[1]}
-    assert dynamic <= PASS_THROUGH, dynamic - PASS_THROUGH
+    """No module names an event with a variable (so the scan above sees every name)."""
+    assert {module for module, source in _modules().items() if emitted(source)[1]} == set()
 
 
 def test_the_scan_sees_each_way_of_writing_an_event() -> None:
     """The twin of the checks above: the scanner finds names in every form, and flags a dynamic one."""
     source = (
         'log.info("a_started", x=1)\nself.log.error("b_failed")\nNote("warning", "c_noted", {})\n'
-        'self.emit("d_done", {})\nlog.warning(name)\n'
+        "log.warning(name)\n"
     )
     names, dynamic = emitted(source)
-    assert names == {"a_started", "b_failed", "c_noted", "d_done"}
+    assert names == {"a_started", "b_failed", "c_noted"}
     assert dynamic == 1
     assert names - EVENTS  # made-up names are not declared: the first test would fail on them

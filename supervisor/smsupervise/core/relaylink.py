@@ -12,6 +12,7 @@ from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
+    from smsupervise.pipemode.meter import RelayEvent
     from smsupervise.pipemode.relay import PipeRelay
 
 
@@ -19,7 +20,7 @@ class RelayFailure(NamedTuple):
     """A Pipe channel whose relay failed: which one, in which epoch, and why (the event's facts)."""
 
     channel: str
-    epoch: object
+    epoch: int
     error: str
 
 
@@ -36,8 +37,8 @@ class RelayLink:
         """Start the relay's threads (read-ahead begins at once) and say what each ring got;
         ``wake`` is the signal that recalls a feeder (``core.signals.thread_wake``)."""
 
-        def emit(event: str, fields: dict[str, object]) -> None:  # on a relay thread
-            loop.call_soon_threadsafe(self._on_event, event, fields)
+        def emit(event: RelayEvent) -> None:  # on a relay thread
+            loop.call_soon_threadsafe(self._on_event, event)
 
         from smsupervise.pipemode.relay import PipeRelay  # noqa: PLC0415 - only with --pipe-relay
 
@@ -63,16 +64,13 @@ class RelayLink:
         if self.relay is not None:
             self.relay.stop()
 
-    def _on_event(self, event: str, fields: dict[str, object]) -> None:
-        if event == "pipe_epoch_done":
-            seconds = float(fields["seconds"])  # type: ignore[arg-type]
-            moved = int(fields["bytes"])  # type: ignore[call-overload]
-            fields = {**fields, "mb_per_s": round(moved / seconds / 1e6, 1) if seconds > 0 else None}
-            self.log.info(event, **fields)
-        else:
-            self.log.error(event, **fields)
-            if event == "pipe_relay_failed":
-                failure = RelayFailure(
-                    str(fields.get("channel")), fields.get("epoch"), str(fields.get("error"))
-                )
-                self.failures.append(failure)
+    def _on_event(self, event: RelayEvent) -> None:
+        from smsupervise.pipemode.meter import EpochStats  # noqa: PLC0415 - only with --pipe-relay
+
+        if isinstance(event, EpochStats):
+            rate = round(event.bytes / event.seconds / 1e6, 1) if event.seconds > 0 else None
+            self.log.info("pipe_epoch_done", **event._asdict(), mb_per_s=rate)
+            return
+        fields = {k: v for k, v in event._asdict().items() if k != "eof_error" or v is not None}
+        self.log.error("pipe_relay_failed", **fields)
+        self.failures.append(RelayFailure(event.channel, event.epoch, event.error))

@@ -24,6 +24,8 @@ from smsupervise.pipemode.meter import (
     TRAINER_BOUND,
     ChannelSnapshot,
     EpochStats,
+    RelayEvent,
+    RelayFailed,
     first_sample,
 )
 from smsupervise.pipemode.ring import Ring
@@ -31,7 +33,7 @@ from smsupervise.pipemode.ring import Ring
 APPEAR_POLL = 0.02  # how often to look for the platform's next FIFO
 EPOCH_OVER = -1.0  # from Pump.arm: everything has been delivered
 
-Emit = Callable[[str, dict[str, object]], None]
+Emit = Callable[[RelayEvent], None]  # called on a relay thread
 
 
 class ChannelSpec(NamedTuple):
@@ -265,27 +267,28 @@ class ChannelRelay:
             round(time.thread_time() - self.cpu_start, 6),
             round(self.feeder.cpu() - self.feeder_cpu_start, 6),
         )
-        self.emit("pipe_epoch_done", stats._asdict())
+        self.emit(stats)
         self.epoch += 1
         self.look_at = 0.0
 
     def fail(self, error: Exception) -> None:
         """The channel is over: EOF for the job's FIFO first, then the facts in the event."""
         self.failed = True
-        fields: dict[str, object] = {
-            "channel": self.spec.name,
-            "epoch": self.epoch,
-            "error": f"{type(error).__name__}: {error}",
-            "path": getattr(error, "filename", None),
-            "fifo": self.current,
-        }
+        filename = getattr(error, "filename", None)
+        failed = RelayFailed(
+            self.spec.name,
+            self.epoch,
+            f"{type(error).__name__}: {error}",
+            None if filename is None else str(filename),
+            self.current,
+        )
         try:
             self._release()
             if self.current is not None:
                 self.fifos.give_eof(self.current)
         except OSError as eof_error:
-            fields["eof_error"] = f"{type(eof_error).__name__}: {eof_error}"
-        self.emit("pipe_relay_failed", fields)
+            failed = failed._replace(eof_error=f"{type(eof_error).__name__}: {eof_error}")
+        self.emit(failed)
 
 
 def _is_fifo(path: str) -> bool:

@@ -32,6 +32,20 @@ class EpochStats(NamedTuple):
     feeder_cpu_s: float  # this channel's feeder thread's (the direct path, feeder.py)
 
 
+class RelayFailed(NamedTuple):
+    """A channel's relay failed (``pipe_relay_failed``): the job's FIFO was turned into EOF first."""
+
+    channel: str
+    epoch: int
+    error: str  # "TypeName: message"
+    path: str | None  # the file the error was about, if it names one
+    fifo: str | None  # the job's FIFO of the epoch, if one was open
+    eof_error: str | None = None  # if even the EOF could not be given
+
+
+RelayEvent = EpochStats | RelayFailed  # what the relay's threads report, typed (never a name to match)
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelSnapshot:
     """One channel right now, as the debug service shows it."""
