@@ -102,7 +102,8 @@ def readable_pythonpath() -> str:
     atexit.register(shutil.rmtree, copy, ignore_errors=True)
     for name in RUNTIME_PACKAGES:
         spec = importlib.util.find_spec(name)
-        assert spec is not None and spec.submodule_search_locations, name
+        assert spec is not None, name
+        assert spec.submodule_search_locations, name
         source = Path(next(iter(spec.submodule_search_locations)))
         shutil.copytree(source, copy / name, ignore=shutil.ignore_patterns("__pycache__"))
     for path in [copy, *copy.rglob("*")]:

@@ -53,10 +53,12 @@ def decide(  # noqa: PLR0917 - the plan's parts
     options: ClusterOptions,
     on_path: Mapping[str, bool],
     tmpdir: str,
+    run_id: str,
     ld_preload: str | None = None,
 ) -> ClusterPlan | None:
     """The cluster part of the plan; None for a one-host job without a launcher. Puts the
-    launcher's variables (and, for torchrun, the per-rank log variables) in ``extra_env``."""
+    launcher's variables (and, for torchrun, the per-rank log variables) in ``extra_env``. The same
+    inputs (``run_id`` included) give the same plan: ``inspect`` shows what the run uses."""
     topology = from_variables(child_env)
     launch = launchers.choose(topology, job, child_env, on_path, ld_preload)
     if launch is None and len(topology.hosts) == 1:
@@ -67,7 +69,7 @@ def decide(  # noqa: PLR0917 - the plan's parts
         if launch.agent == "torchrun" and not any(name in child_env for name in RANK_LOG_VARIABLES):
             # torchrun reads every option from PET_<OPTION> (argparse_util.env): its argv stays the
             # toolkit's. Each rank's output goes to its own files, which ranklogs reads.
-            rank_log_dir = os.path.join(tmpdir, f"smsupervise-ranks-{os.getpid()}-{os.urandom(4).hex()}")
+            rank_log_dir = os.path.join(tmpdir, f"smsupervise-ranks-{run_id}")
             extra_env["PET_LOG_DIR"] = rank_log_dir
             extra_env["PET_REDIRECTS"] = "3"
     # A failed rank is told at once when it fails the host (no restarts) and its stderr is in a

@@ -57,7 +57,14 @@ def wire(
     on_path = {name: probe.on_path(name, env) is not None for name in ("smddprun", "smddpmprun")}
     launcher_env: dict[str, str] = {}
     planned = cluster.decide(
-        env, launcher_env, job, script.cluster_options, on_path, tmpdir, cluster.gethostname_shim()
+        env,
+        launcher_env,
+        job,
+        script.cluster_options,
+        on_path,
+        tmpdir,
+        script.run_id,
+        cluster.gethostname_shim(),
     )
     if planned is not None and planned.launch is not None:
         runner = runners.with_launcher(runner, planned.launch.argv, launcher_env)

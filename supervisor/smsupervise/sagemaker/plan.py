@@ -46,7 +46,7 @@ class Plan(NamedTuple):
     ack_file: str | None = None  # SMSUPERVISE_CHECKPOINT_DONE, when --checkpoint-signal is set
     pipes: tuple[ChannelSpec, ...] = ()  # Pipe channels to relay (--pipe-relay)
     script: Script | None = None  # script mode: what prepare puts in place
-    runner: str | None = None  # script mode: shell, package or python (None: after download)
+    runner: runners.Runner | None = None  # script mode's runner for the entry (None: after download)
     cluster: ClusterPlan | None = None  # distributed jobs: launcher, peers, fail-fast, rank logs
 
 
@@ -191,7 +191,7 @@ def _train(
         main = Step(StepKind.MAIN, "training", LaunchSpec(argv, child_env))
         return Plan((main,), output_dir, pipes=pipes)
     if tenv.entry_point:
-        return _script_mode(invocation, cfg, tenv, child_env, output_dir)._replace(pipes=pipes)
+        return _script_mode(invocation, cfg, tenv, child_env, output_dir, run_id=run_id)._replace(pipes=pipes)
     program = probe.on_path("train", env, _ourselves())
     if program is not None:
         main = Step(StepKind.MAIN, "training", LaunchSpec((program, *invocation.args), child_env))
@@ -233,6 +233,8 @@ def _script_mode(
     tenv: environment.TrainingEnv,
     env: dict[str, str],
     output_dir: str,
+    *,
+    run_id: str,
 ) -> Plan:
     hp_file = cfg.path("input", "config", "hyperparameters.json")
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
@@ -249,7 +251,17 @@ def _script_mode(
     options = distribution.cluster_options(invocation.settings, env)
     job_variables = tuple(k for k in tenv.variables if k.startswith("SM_"))
     script = Script(
-        entry, tenv.code_dir, hp_file, tenv.submit_dir, action, None, args, env, job_variables, options
+        entry,
+        tenv.code_dir,
+        hp_file,
+        tenv.submit_dir,
+        action,
+        None,
+        args,
+        env,
+        job_variables,
+        options,
+        run_id,
     )
     if names is None:  # on S3: the runner is chosen once the source is downloaded
         plan = Plan((), output_dir, script=script._replace(python=_python_if(env)))
@@ -264,7 +276,7 @@ def _script_mode(
     python = user_python(env) if runners.needs_python(entry, names) else None
     script = script._replace(python=python)
     runner = runners.choose(entry, names, python, args, env, tenv.code_dir)
-    plan = Plan(runner.steps, output_dir, script=script, runner=runner.kind)
+    plan = Plan(runner.steps, output_dir, script=script, runner=runner)
     return _distributed(plan, runner)
 
 
@@ -349,9 +361,9 @@ def prepare(
         names = frozenset(listing)
         python = user_python(script.env) if runners.needs_python(script.entry, names) else None
         runner = runners.choose(script.entry, names, python, script.args, script.env, script.code_dir)
-        plan = plan._replace(steps=runner.steps, runner=runner.kind, script=script._replace(python=python))
+        plan = plan._replace(steps=runner.steps, runner=runner, script=script._replace(python=python))
         plan = _distributed(plan._replace(notes=()), runner)
-    if plan.runner == "shell":
+    if plan.runner is not None and plan.runner.make_executable:
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
     if plan.cluster is not None and plan.cluster.launch is not None:
         from smsupervise.sagemaker import distribution  # noqa: PLC0415 - distributed jobs only

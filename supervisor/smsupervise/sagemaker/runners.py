@@ -6,6 +6,7 @@ returns the steps; it reads nothing and writes nothing. Distributed runners plug
 
 from __future__ import annotations
 
+import enum
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -14,11 +15,20 @@ from typing import NamedTuple
 from smsupervise.core.spawn import LaunchSpec, Step, StepKind
 
 
+class RunnerKind(enum.Enum):
+    """The toolkit's runner names."""
+
+    SHELL = "shell"
+    PACKAGE = "package"
+    PYTHON = "python"
+
+
 class Runner(NamedTuple):
     """How the entry point runs: the steps (preparations, then the training step), and whether
-    the entry point must be made executable first (the toolkit's ``chmod +x`` for shell runners)."""
+    the entry point must be made executable first (the toolkit's ``chmod +x`` of a command entry
+    point, which ``entry_point.install`` does whoever launches it)."""
 
-    kind: str  # "shell", "package" or "python": the toolkit's runner names
+    kind: RunnerKind
     steps: tuple[Step, ...]
     make_executable: bool
 
@@ -43,7 +53,7 @@ def choose(  # noqa: PLR0917 - the facts the toolkit's rule reads, each its own
     if entry.endswith(".sh") or not (package or entry.endswith(".py")):
         command = f"./{shlex.quote(entry)} {' '.join(shlex.quote(a) for a in args)}"
         main = Step(StepKind.MAIN, "training", LaunchSpec(("/bin/sh", "-c", command), env, cwd))
-        return Runner("shell", (main,), make_executable=True)
+        return Runner(RunnerKind.SHELL, (main,), make_executable=True)
     assert python is not None, "the package and Python runners need the user's interpreter"
     steps: list[Step] = []
     if package:
@@ -57,7 +67,8 @@ def choose(  # noqa: PLR0917 - the facts the toolkit's rule reads, each its own
             steps.append(Step(StepKind.PREPARE, "installing requirements.txt", LaunchSpec(install, env, cwd)))
         argv = (python, "--", entry, *args)
     steps.append(Step(StepKind.MAIN, "training", LaunchSpec(argv, env, cwd)))
-    return Runner("package" if package else "python", tuple(steps), make_executable=False)
+    kind = RunnerKind.PACKAGE if package else RunnerKind.PYTHON
+    return Runner(kind, tuple(steps), make_executable=False)
 
 
 def needs_python(entry: str, listing: frozenset[str]) -> bool:
@@ -68,8 +79,9 @@ def needs_python(entry: str, listing: frozenset[str]) -> bool:
 
 def with_launcher(runner: Runner, argv: Sequence[str], extra_env: Mapping[str, str]) -> Runner:
     """The same preparations, and the training step run by a distributed launcher (torchrun,
-    mpirun, or sshd on an MPI worker) instead of the entry point itself."""
+    mpirun, or sshd on an MPI worker) instead of the entry point itself; a command entry point is
+    still made executable (the launcher runs it)."""
     *before, main = runner.steps
     env = {**main.spec.env, **extra_env}
     launched = main._replace(spec=main.spec._replace(argv=tuple(argv), env=env))
-    return runner._replace(steps=(*before, launched), make_executable=False)
+    return runner._replace(steps=(*before, launched))

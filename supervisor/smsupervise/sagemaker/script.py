@@ -23,3 +23,4 @@ class Script(NamedTuple):
     env: Mapping[str, str]
     job_variables: tuple[str, ...] = ()  # the toolkit's SM_* names, in its order (mpirun's -x)
     cluster_options: ClusterOptions | None = None  # --fail-fast, --cluster-port, --peer-wait, ...
+    run_id: str = ""  # decide()'s token for this run: names what the run makes (torchrun's rank logs)

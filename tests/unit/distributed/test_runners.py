@@ -176,7 +176,8 @@ def _cluster_plan(tmp_path: Path, framework: dict[str, Any], **env: str) -> Any:
              "additional_framework_parameters": framework}  # fmt: skip
     child_env = {"SM_TRAINING_ENV": json.dumps(props), **env}
     on_path = {"torchrun": True, "mpirun": True}
-    return cluster.decide(child_env, {}, job(str(tmp_path)), cluster.ClusterOptions(), on_path, str(tmp_path))
+    options = cluster.ClusterOptions()
+    return cluster.decide(child_env, {}, job(str(tmp_path)), options, on_path, str(tmp_path), "run-1")
 
 
 def test_torchrun_ranks_are_watched_when_torchrun_does_not_restart_them(tmp_path: Path) -> None:
@@ -240,3 +241,13 @@ def test_smdataparallel_master_and_worker(tmp_path: Path) -> None:
     worker = launchers.choose(topo(current=2, framework=flags), job(str(tmp_path)), {}, {"smddprun": True})
     assert worker is not None
     assert (worker.runner, worker.argv) == ("mpi-worker", ("/usr/sbin/sshd", "-D"))
+
+
+def test_a_torchrun_plan_is_the_same_for_the_same_inputs(tmp_path: Path) -> None:
+    """decide() is pure: two calls with the same inputs and run token name the same rank-log dir (what
+    ``inspect`` shows is what the run uses); another token, another dir."""
+    torch = {"sagemaker_torch_distributed_enabled": True}
+    first, second = _cluster_plan(tmp_path, torch), _cluster_plan(tmp_path, torch)
+    assert first is not None
+    assert first == second
+    assert first.rank_log_dir == str(tmp_path / "smsupervise-ranks-run-1")

@@ -12,6 +12,7 @@ from smsupervise.core.spawn import StepKind
 from smsupervise.errors import ConfigError
 from smsupervise.sagemaker import plan
 from smsupervise.sagemaker.environment import Machine
+from smsupervise.sagemaker.runners import RunnerKind
 from smsupervise.settings import Invocation, Settings
 from tests.sagemaker.fixtures import build
 
@@ -72,7 +73,8 @@ def test_requirements_become_a_preparation_step(tmp_path: Path) -> None:
         (StepKind.PREPARE, "installing requirements.txt"),
         (StepKind.MAIN, "training"),
     ]
-    assert decided.runner == "python"
+    assert decided.runner is not None
+    assert decided.runner.kind is RunnerKind.PYTHON
 
 
 def test_a_missing_entry_point_is_the_same_error_before_and_after_unpacking(tmp_path: Path) -> None:
