@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import functools
@@ -18,6 +19,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
+import uvloop
 
 pytest_plugins = ["tests.strict_skips"]
 
@@ -109,6 +111,12 @@ def readable_pythonpath() -> str:
     for path in [copy, *copy.rglob("*")]:
         path.chmod(0o755 if path.is_dir() else 0o644)
     return str(copy)
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Every async test runs on both loops smsupervise can run on (``--event-loop``): uvloop, its
+    default, and the standard library's."""
+    return {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
 def init_prefix(mode: str) -> list[str]:

@@ -18,12 +18,10 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvloop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -37,7 +35,6 @@ from smsupervise.pipemode.ring import Ring
 from tests.conftest import PYTHON, sleep_until
 
 NO_LIMIT = PipeLimits(max_size=PIPE_SIZE, user_soft=0, exempt=True, in_use=0)
-LOOPS = ["asyncio", "uvloop"]
 
 
 def _named(event: RelayEvent) -> tuple[str, dict[str, Any]]:
@@ -137,12 +134,6 @@ def _open_files() -> list[str]:
         with contextlib.suppress(OSError):
             links.append(os.readlink(f"/proc/self/fd/{fd}"))
     return links
-
-
-def _run_on(loop: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    factory = uvloop.new_event_loop if loop == "uvloop" else None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())
 
 
 @pytest.mark.parametrize(
@@ -552,8 +543,8 @@ def test_fifos_that_appear_after_the_start_on_several_channels(tmp_path: Path) -
     }
 
 
-@pytest.mark.parametrize("loop", LOOPS)
-def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_path: Path, loop: str) -> None:
+@pytest.mark.asyncio
+async def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_path: Path) -> None:
     """Four channels stream at once; one reader stops after its first MiB until the other three are
     done: they finish without it, every byte arrives exactly, the slow channel's epoch charges the
     time it was held back to the trainer (it was not looked at while it waited: the time is charged
@@ -615,7 +606,7 @@ def test_four_channels_at_once_and_a_slow_reader_holds_back_only_its_own(tmp_pat
         finally:
             relay.stop()
 
-    _run_on(loop, main)
+    await main()
     assert {ch: _sha(data) for ch, data in results.items()} == {
         ch: _sha(data) for ch, data in payload.items()
     }

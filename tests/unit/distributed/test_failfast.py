@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from smsupervise.distributed.failfast import Mesh, Report
 from smsupervise.streams.events import EventLog
@@ -47,7 +48,8 @@ def events(read_fd: int) -> list[dict[str, object]]:
         return []
 
 
-def test_a_failure_reaches_every_other_host() -> None:
+@pytest.mark.asyncio
+async def test_a_failure_reaches_every_other_host() -> None:
     """algo-2's failure report arrives at algo-1 and algo-3 with its rank and tail."""
     _read_fd, write_fd = os.pipe()
     port = free_port()
@@ -67,13 +69,14 @@ def test_a_failure_reaches_every_other_host() -> None:
             await h.mesh.close()
         return hosts[0], hosts[1], hosts[2]
 
-    one, two, three = asyncio.run(main())
+    one, two, three = await main()
     assert one.reports == three.reports
     assert (one.reports[0].host, one.reports[0].rank, one.reports[0].tail) == ("algo-2", 3, "ValueError: x")
     assert two.reports == []
 
 
-def test_a_report_made_before_a_peer_connects_still_reaches_it() -> None:
+@pytest.mark.asyncio
+async def test_a_report_made_before_a_peer_connects_still_reaches_it() -> None:
     """A host that connects late gets the report that was made before it came up."""
     _read_fd, write_fd = os.pipe()
     port = free_port()
@@ -88,10 +91,11 @@ def test_a_report_made_before_a_peer_connects_still_reaches_it() -> None:
         await late.mesh.close()
         return late
 
-    assert asyncio.run(main()).reports[0].exit_code == 2
+    assert (await main()).reports[0].exit_code == 2
 
 
-def test_a_supervisor_that_disappears_is_lost_but_one_that_reported_is_not() -> None:
+@pytest.mark.asyncio
+async def test_a_supervisor_that_disappears_is_lost_but_one_that_reported_is_not() -> None:
     """A peer closing without a report is 'lost'; one that said 'done' first is not (negative twin)."""
     _read_fd, write_fd = os.pipe()
     port = free_port()
@@ -112,12 +116,13 @@ def test_a_supervisor_that_disappears_is_lost_but_one_that_reported_is_not() -> 
         await one.mesh.close()
         return one.lost, one.reports
 
-    lost, reports = asyncio.run(main())
+    lost, reports = await main()
     assert lost == ["algo-2"]
     assert [r.kind for r in reports] == ["done"]
 
 
-def test_a_stranger_is_refused() -> None:
+@pytest.mark.asyncio
+async def test_a_stranger_is_refused() -> None:
     """A connection from an address that is not a job host's, or from another job, is closed unheard."""
     read_fd, write_fd = os.pipe()
     port = free_port()
@@ -137,13 +142,14 @@ def test_a_stranger_is_refused() -> None:
         await one.mesh.close()
         return one
 
-    one = asyncio.run(main())
+    one = await main()
     assert one.reports == []
     assert one.lost == []
     assert [e["event"] for e in events(read_fd) if e["event"] == "mesh_refused"] == ["mesh_refused"] * 2
 
 
-def test_a_busy_port_is_only_a_warning() -> None:
+@pytest.mark.asyncio
+async def test_a_busy_port_is_only_a_warning() -> None:
     """If the port cannot be had, the host says so and nothing fails."""
     read_fd, write_fd = os.pipe()
     with socket.socket() as busy:
@@ -157,6 +163,6 @@ def test_a_busy_port_is_only_a_warning() -> None:
             await one.mesh.close()
             return one
 
-        one = asyncio.run(main())
+        one = await main()
     assert (one.reports, one.lost) == ([], [])
     assert [e["event"] for e in events(read_fd)] == ["mesh_unavailable"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import orjson
@@ -21,7 +20,8 @@ def _events(read_fd: int) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in data.splitlines()]
 
 
-def test_a_late_host_gets_one_event_and_resolves() -> None:
+@pytest.mark.asyncio
+async def test_a_late_host_gets_one_event_and_resolves() -> None:
     """A host that resolves on the third try: one peer_waiting, one peer_resolved, its address."""
     read_fd, write_fd = os.pipe()
     tries = {"algo-2": 0}
@@ -34,13 +34,14 @@ def test_a_late_host_gets_one_event_and_resolves() -> None:
         return "10.0.0.2"
 
     backoff = peers.Backoff(limit=5.0, first=0.01, longest=0.02)
-    found = asyncio.run(peers.wait_for_hosts(["algo-1", "algo-2"], EventLog(fd=write_fd), backoff, resolve))
+    found = await peers.wait_for_hosts(["algo-1", "algo-2"], EventLog(fd=write_fd), backoff, resolve)
     assert found == {"algo-1": "10.0.0.2", "algo-2": "10.0.0.2"}
     names = [(e["event"], e["host"]) for e in _events(read_fd)]
     assert names == [("peer_waiting", "algo-2"), ("peer_resolved", "algo-2")]
 
 
-def test_a_host_that_never_resolves_is_named() -> None:
+@pytest.mark.asyncio
+async def test_a_host_that_never_resolves_is_named() -> None:
     """After the limit, the error names the host and the run fails with exit 1."""
     read_fd, write_fd = os.pipe()
 
@@ -51,16 +52,17 @@ def test_a_host_that_never_resolves_is_named() -> None:
     with pytest.raises(
         peers.PeerUnresolved, match=r"'algo-9' of resourceconfig\.json never resolved"
     ) as caught:
-        asyncio.run(peers.wait_for_hosts(["algo-9"], EventLog(fd=write_fd), backoff, resolve))
+        (await peers.wait_for_hosts(["algo-9"], EventLog(fd=write_fd), backoff, resolve))
     assert caught.value.exit_code == 1
     assert [e["event"] for e in _events(read_fd)] == ["peer_waiting", "peer_unresolved"]
 
 
-def test_the_real_resolver_finds_localhost() -> None:
+@pytest.mark.asyncio
+async def test_the_real_resolver_finds_localhost() -> None:
     """resolve_ipv4 goes through the system resolver (negative twin: an invalid name fails)."""
-    assert asyncio.run(peers.resolve_ipv4("localhost")).startswith("127.")
+    assert (await peers.resolve_ipv4("localhost")).startswith("127.")
     with pytest.raises(OSError):  # noqa: PT011 - gaierror's text depends on the resolver
-        asyncio.run(peers.resolve_ipv4("no-such-host.invalid"))
+        (await peers.resolve_ipv4("no-such-host.invalid"))
 
 
 def test_the_toolkit_backoff() -> None:

@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 
 import orjson
+import pytest
 
 from smsupervise.distributed.ranklogs import RankLogs
 from smsupervise.streams.framing import RecordFormat, SeqCounter
 from smsupervise.streams.writer import Output
 
 
-def _run(
+async def _run(
     root: Path, console: frozenset[int] | None, writes: dict[tuple[int, str], list[bytes]]
 ) -> tuple[list[dict[str, object]], list[dict[str, object]], RankLogs]:
     out_r, out_w = os.pipe()
@@ -40,7 +41,7 @@ def _run(
             output.finish(time.monotonic() + 5)
         return logs
 
-    logs = asyncio.run(main())
+    logs = await main()
     os.close(out_w)
     os.close(err_w)
     read = []
@@ -50,14 +51,15 @@ def _run(
     return read[0], read[1], logs
 
 
-def test_records_carry_rank_local_rank_and_host_and_lines_stay_whole(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_records_carry_rank_local_rank_and_host_and_lines_stay_whole(tmp_path: Path) -> None:
     """Two ranks writing pieces of lines at once: every record is one whole line of one rank."""
     writes = {
         (0, "stdout"): [b"rank 2 says ", b"hello\n", b"rank 2 again\n"],
         (1, "stdout"): [b"rank 3 ", b"says hello\n"],
         (1, "stderr"): [b"Traceback (most recent call last):\n", b"ValueError: boom\n"],
     }
-    out, err, logs = _run(tmp_path, None, writes)
+    out, err, logs = await _run(tmp_path, None, writes)
     assert sorted((r["rank"], r["local_rank"], r["msg"]) for r in out) == [
         (2, 0, "rank 2 again"), (2, 0, "rank 2 says hello"), (3, 1, "rank 3 says hello"),
     ]  # fmt: skip
@@ -66,10 +68,11 @@ def test_records_carry_rank_local_rank_and_host_and_lines_stay_whole(tmp_path: P
     assert logs.tail(3).endswith(b"ValueError: boom\n")
 
 
-def test_ranks_limits_the_console_but_not_the_tail(tmp_path: Path) -> None:
+@pytest.mark.asyncio
+async def test_ranks_limits_the_console_but_not_the_tail(tmp_path: Path) -> None:
     """--ranks 2: rank 3's lines are not shown, yet its stderr is kept for the failure reason."""
     writes = {(0, "stdout"): [b"from 2\n"], (1, "stdout"): [b"from 3\n"], (1, "stderr"): [b"ValueError: x\n"]}
-    out, err, logs = _run(tmp_path, frozenset({2}), writes)
+    out, err, logs = await _run(tmp_path, frozenset({2}), writes)
     assert [r["msg"] for r in out] == ["from 2"]
     assert err == []
     assert logs.tail(3) == b"ValueError: x\n"

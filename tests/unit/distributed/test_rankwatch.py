@@ -10,6 +10,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from smsupervise.distributed.rankwatch import RankExit, RankWatch
 from smsupervise.linux import proctree
 from tests.conftest import sleep_until
@@ -38,7 +40,7 @@ LAUNCHER = textwrap.dedent(
 )
 
 
-def _watch(codes: list[str], *, stop_first: bool = False) -> tuple[list[RankExit], list[int]]:
+async def _watch(codes: list[str], *, stop_first: bool = False) -> tuple[list[RankExit], list[int]]:
     """Run the stand-in launcher under a RankWatch until every rank that ends by itself has ended
     and been looked at; returns what the watch reported and the ranks' pids."""
     launcher = subprocess.Popen(
@@ -69,7 +71,7 @@ def _watch(codes: list[str], *, stop_first: bool = False) -> tuple[list[RankExit
         watch.close()
 
     try:
-        asyncio.run(main())
+        await main()
     finally:
         launcher.stdin.write(b"end\nreap\n")  # (an extra line is harmless: nobody reads it)
         launcher.stdin.close()
@@ -77,16 +79,18 @@ def _watch(codes: list[str], *, stop_first: bool = False) -> tuple[list[RankExit
     return failed, pids
 
 
-def test_a_rank_that_fails_is_reported_with_its_global_rank_and_status() -> None:
+@pytest.mark.asyncio
+async def test_a_rank_that_fails_is_reported_with_its_global_rank_and_status() -> None:
     """Local rank 1 of node 1 (two per host) exits 3: rank 3 is reported, the running rank is not."""
-    failed, _ = _watch(["hold", "3"])
+    failed, _ = await _watch(["hold", "3"])
     assert [(f.rank, f.local_rank, f.status.code) for f in failed] == [(3, 1, 3)]
 
 
-def test_a_rank_that_ends_well_or_during_a_stop_is_not_a_failure() -> None:
+@pytest.mark.asyncio
+async def test_a_rank_that_ends_well_or_during_a_stop_is_not_a_failure() -> None:
     """The negative twin: exit 0 is no failure, and once a stop began a failing exit is its doing."""
-    assert _watch(["0", "hold"])[0] == []
-    assert _watch(["hold", "3"], stop_first=True)[0] == []
+    assert (await _watch(["0", "hold"]))[0] == []
+    assert (await _watch(["hold", "3"], stop_first=True))[0] == []
 
 
 def test_a_status_is_read_only_between_the_exit_and_the_reaping() -> None:
