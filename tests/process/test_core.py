@@ -1,6 +1,9 @@
 """The PID-1 core, black-box: exit codes, forwarding, reaping, stopping, leftovers, fds.
 
-Every test runs twice: smsupervise as a subreaper, and as PID 1 of a fresh PID namespace.
+Every test that can differ runs twice: smsupervise as a subreaper, and as PID 1 of a fresh PID
+namespace. What the spawn gives the child (fds, dispositions, session) is the same code in both modes
+and runs once, as a subreaper. The sweep over every exit code is pure (tests/unit/core/test_status.py);
+here a dozen codes go end to end.
 """
 
 from __future__ import annotations
@@ -18,21 +21,26 @@ import pytest
 from tests.conftest import PYTHON, event_names, events, helper, sleep_until, supervisor_argv
 
 QUIET = ("--log-level", "warning")
+SPAWN_MODE = "subreaper"  # what spawn gives the child does not depend on being PID 1: tested once
 
 
 def _run(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
 
 
-def test_exit_codes_pass_through_for_every_code(mode: str) -> None:
-    """smsupervise exits with the child's exit code, for every code 0..255."""
+END_TO_END_CODES = [0, 1, 2, 3, 125, 126, 127, 128, 129, 130, 137, 143, 255]
+
+
+def test_exit_codes_pass_through(mode: str) -> None:
+    """smsupervise exits with the child's exit code: the shell's special codes and the edges, end to
+    end (every code 0..255 is swept on the decoding itself, in tests/unit/core/test_status.py)."""
 
     def code_of(code: int) -> int:
         return _run(supervisor_argv(mode, *QUIET, "sh", "-c", f"exit {code}")).returncode
 
     with ThreadPoolExecutor(max_workers=4) as pool:
-        got = list(pool.map(code_of, range(256)))
-    assert got == list(range(256))
+        got = list(pool.map(code_of, END_TO_END_CODES))
+    assert got == END_TO_END_CODES
 
 
 @pytest.mark.parametrize(
@@ -198,12 +206,14 @@ def _sigterm_at_start(mode: str) -> int:
             run.kill()
 
 
-@pytest.mark.slow
-def test_sigterm_at_the_moment_of_start_is_never_lost(mode: str) -> None:
-    """A SIGTERM sent as soon as smsupervise can catch it always stops the run (100 times):
-    either before the child exists (not started, 143) or forwarded to it (143)."""
+@pytest.mark.parametrize(
+    "times", [pytest.param(20, id="20"), pytest.param(100, id="100", marks=pytest.mark.slow)]
+)
+def test_sigterm_at_the_moment_of_start_is_never_lost(mode: str, times: int) -> None:
+    """A SIGTERM sent as soon as smsupervise can catch it always stops the run (20 times; 100 in the
+    slow run): either before the child exists (not started, 143) or forwarded to it (143)."""
     with ThreadPoolExecutor(max_workers=3) as pool:
-        codes = list(pool.map(lambda _: _sigterm_at_start(mode), range(100)))
+        codes = list(pool.map(lambda _: _sigterm_at_start(mode), range(times)))
     assert set(codes) == {143}, {c: codes.count(c) for c in set(codes)}
 
 
@@ -242,21 +252,21 @@ def test_leftovers_get_term_then_kill_after_the_grace(mode: str, start, tmp_path
     assert _processes_mentioning(str(stubborn)) == []  # gone, in either mode (pids differ inside)
 
 
-def test_child_has_only_stdio_fds(mode: str) -> None:
+def test_child_has_only_stdio_fds() -> None:
     """The child inherits fds 0, 1 and 2 and nothing of smsupervise's own (pidfd, pipes, sockets)."""
     code = "import os; print(sorted(int(f) for f in os.listdir('/proc/self/fd')))"
-    result = _run(supervisor_argv(mode, *QUIET, "--log-format", "raw", PYTHON, "-c", code))
+    result = _run(supervisor_argv(SPAWN_MODE, *QUIET, "--log-format", "raw", PYTHON, "-c", code))
     assert result.returncode == 0
     fds = eval(result.stdout.decode().strip().splitlines()[-1])  # noqa: S307 (our own child's output)
     assert fds == [0, 1, 2, 3]  # 3 is listdir's own handle on /proc/self/fd
 
 
-def test_child_starts_with_default_dispositions_and_empty_mask(mode: str) -> None:
+def test_child_starts_with_default_dispositions_and_empty_mask() -> None:
     """Python ignores SIGPIPE and SIGXFSZ, and the test runner may ignore more: the child gets
     none of that (SigIgn and SigBlk are 0)."""
     result = _run(
         supervisor_argv(
-            mode, *QUIET, "--log-format", "raw", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"
+            SPAWN_MODE, *QUIET, "--log-format", "raw", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"
         )
     )
     lines = dict(line.split(":\t") for line in result.stdout.decode().splitlines())
@@ -267,10 +277,10 @@ def test_child_starts_with_default_dispositions_and_empty_mask(mode: str) -> Non
     assert int(lines["SigBlk"], 16) == 0
 
 
-def test_child_gets_its_own_session_and_group(mode: str) -> None:
+def test_child_gets_its_own_session_and_group() -> None:
     """The child is a session and process-group leader (so a group signal reaches all it starts)."""
     code = "import os; print(os.getpid() == os.getpgid(0) == os.getsid(0))"
-    result = _run(supervisor_argv(mode, *QUIET, "--log-format", "raw", PYTHON, "-c", code))
+    result = _run(supervisor_argv(SPAWN_MODE, *QUIET, "--log-format", "raw", PYTHON, "-c", code))
     assert result.stdout.strip() == b"True"
 
 

@@ -50,3 +50,15 @@ def test_signal_names_cover_realtime_signals() -> None:
     assert signal_name(15) == "SIGTERM"
     assert signal_name(int(signal.SIGRTMIN) + 2) == "SIGRTMIN+2"
     assert signal_name(int(signal.SIGRTMAX) - 1) == "SIGRTMAX-1"
+
+
+def test_every_exit_code_and_every_signal_from_a_raw_wait_status() -> None:
+    """The sweep tini runs end to end, on the pure decoding (milliseconds): every exit code 0..255
+    comes back as itself, every signal N as 128+N (capped at 255); only code 0 is ok.
+    tests/process/test_core.py keeps a dozen codes end to end."""
+    for code in range(256):
+        status = ExitStatus.from_wait_status(code << 8)
+        assert (status.code, status.signal, status.shell_code(), status.ok) == (code, None, code, code == 0)
+    for signum in range(1, 65):
+        status = ExitStatus.from_wait_status(signum)
+        assert (status.signal, status.shell_code(), status.ok) == (signum, min(128 + signum, 255), False)
