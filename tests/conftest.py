@@ -113,6 +113,23 @@ def readable_pythonpath() -> str:
     return str(copy)
 
 
+# `make check` runs `-m "not slow"`: these folders (hosts, containers, the local runner, the real toolkit),
+# files (torch, the Pipe bench, throttled downloads) and every PID-1 twin are slow by nature; `make test`
+# runs them all.
+SLOW_FOLDERS = frozenset({"distributed", "container", "local", "sagemaker"})
+SLOW_FILES = frozenset({"process/test_torch.py", "process/test_pipe_bench.py", "process/test_source_s3.py"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark the slow ones: a whole slow folder, and every test run as PID 1."""
+    tests = ROOT / "tests"
+    for item in items:
+        parts = item.path.relative_to(tests).parts if item.path.is_relative_to(tests) else ()
+        slow = bool(parts) and (parts[0] in SLOW_FOLDERS or "/".join(parts) in SLOW_FILES)
+        if slow or item.get_closest_marker("pid1") is not None:
+            item.add_marker(pytest.mark.slow)
+
+
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
     """Every async test runs on both loops smsupervise can run on (``--event-loop``): uvloop, its
     default, and the standard library's."""
