@@ -85,6 +85,30 @@ class Child(NamedTuple):
         return f"process group {self.pgid}" if to == "group" else f"pid {self.pid}"
 
 
+def group_stopped(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is stopped by a signal (state ``T`` in /proc: SIGSTOP,
+    SIGTSTP, a tty's SIGTTIN/SIGTTOU); a signal other than SIGKILL stays pending there until SIGCONT."""
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                fields = file.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] == b"T" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def resume_group(pgid: int) -> bool:
+    """SIGCONT to group ``pgid`` if a process of it is stopped, so that the signals just sent
+    there are delivered; True when it was stopped and resumed."""
+    if not group_stopped(pgid):
+        return False
+    return send_to_group(pgid, signal.SIGCONT)
+
+
 def send_to_pid(pid: int, signum: int) -> bool:
     """``signum`` to one process that is not a child we started (a leftover); False if gone."""
     try:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from smsupervise.core.reaper import Reaper
-from smsupervise.core.spawn import Child, LaunchSpec, send_to_group, spawn
+from smsupervise.core.spawn import Child, LaunchSpec, resume_group, send_to_group, spawn
 from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.core.stopfacts import CheckpointHow, CheckpointResult, KillCause, StopReport
 from smsupervise.errors import SpawnError
@@ -128,6 +128,7 @@ class StopSequence:
         if sent_at is not None:
             self.term_sent = sent_at
             self._log_sent()
+            self._resume(self.child.pgid)
         elif self.checkpoint_env is None:
             self._send_stop_signal()  # ranks first: see ``workers``
         self.log.info("stop_requested", **fields)
@@ -190,9 +191,22 @@ class StopSequence:
             self.signalled_workers = [pid for pid in ranks if send_to_group(pid, self.signum)]
             target = f"the launcher's ranks: process groups {self.signalled_workers}"
             self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
+            for pid in self.signalled_workers:
+                self._resume(pid)
             self.agent_wait = asyncio.ensure_future(self._signal_agent_after(self.signalled_workers))
         elif self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
+            self._resume(self.child.pgid)
+
+    def _resume(self, pgid: int, after: int | None = None) -> None:
+        """A stopped group (SIGSTOP, a forwarded SIGTSTP) holds the signal just sent pending until
+        SIGCONT, and would be SIGKILLed at the end of the grace without ever seeing it: resume it."""
+        if resume_group(pgid):
+            self.log.info(
+                "stopped_group_resumed",
+                target=f"process group {pgid}",
+                after=signal_name(self.signum if after is None else after),
+            )
 
     async def _signal_agent_after(self, ranks: list[int]) -> None:
         """The launcher gets the stop signal once its ranks are gone and it has had ``AGENT_SETTLE``
@@ -203,6 +217,7 @@ class StopSequence:
         await asyncio.sleep(AGENT_SETTLE)  # cancelled when the launcher exits
         if self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
+            self._resume(self.child.pgid)
 
     def _log_sent(self) -> None:
         target = self.child.describe(self.settings.forward_to)
@@ -269,7 +284,8 @@ class StopSequence:
         number = self.settings.checkpoint_signal
         if number is None:
             return None
-        for pid in self.workers() if self.workers is not None else []:
+        workers = self.workers() if self.workers is not None else []
+        for pid in workers:
             send_to_group(pid, number)
         if self.child.send(number):
             self.log.info(
@@ -278,6 +294,8 @@ class StopSequence:
                 target=self.child.describe(),
                 ack_file=self.ack_file,
             )
+        for pgid in [*workers, self.child.pgid]:
+            self._resume(pgid, number)
         return asyncio.ensure_future(_appears(self.ack_file)) if self.ack_file is not None else None
 
     def _start_hook(self, env: Mapping[str, str]) -> str | None:

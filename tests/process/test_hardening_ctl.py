@@ -1,0 +1,184 @@
+"""Hardening of the stop and of the control socket against the people the README calls harmless
+(issue 29): a stopped job group, a relative --control-socket, a running on-demand checkpoint,
+fd exhaustion, a slow follower, a connect/close loop. Real processes, as a subreaper and as PID 1.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from smsupervise.linux.proctree import descendants
+from tests.conftest import PYTHON, ROOT, Supervised, events, sleep_until
+from tests.sagemaker import fixtures
+
+# A job that records the signals it gets (one line each, in order) and says ready. TERM ends it
+# with 0; the others go on.
+MARKS_JOB = """\
+import os, signal, sys, time
+marks = sys.argv[1]
+def note(signum, frame):
+    with open(marks, "a") as file:
+        file.write(signal.Signals(signum).name + "\\n")
+    if signum == signal.SIGTERM:
+        sys.exit(0)
+for name in ("SIGTERM", "SIGUSR1", "SIGCONT"):
+    signal.signal(getattr(signal, name), note)
+os.write(1, b"ready\\n")
+while True:
+    time.sleep(0.05)
+"""
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[Path]]:
+    """Directories the test made outside tmp_path (short socket paths), removed at the end."""
+    made: list[Path] = []
+    yield made
+    for path in made:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _env(base: Path, **extra: str) -> dict[str, str]:
+    return {
+        "PATH": os.environ["PATH"],
+        "SAGEMAKER_BASE_DIR": str(base),
+        "PYTHONPATH": str(ROOT / "supervisor"),
+        **extra,
+    }
+
+
+def _marks_job(tmp_path: Path) -> tuple[str, Path]:
+    script = tmp_path / "marks_job.py"
+    script.write_text(MARKS_JOB)
+    marks = tmp_path / "marks"
+    return f"{PYTHON} {script} {marks}", marks
+
+
+def _wait_ready(run: Supervised) -> None:
+    """Read the supervisor's stdout (JSON records) until the job said ready."""
+    assert run.proc.stdout is not None
+    for line in run.proc.stdout:
+        if orjson.loads(line).get("msg") == "ready":
+            return
+    raise AssertionError("the job ended before saying ready")
+
+
+def _job_pid(run: Supervised) -> int:
+    return sleep_until(lambda: descendants(run.init_pid)[:1], what="the job")[0]
+
+
+def _state(pid: int) -> str:
+    text = Path(f"/proc/{pid}/stat").read_text()
+    return text.rsplit(")", 1)[1].split()[0]
+
+
+def _stopped_job(start: Callable[..., Supervised], tmp_path: Path, *args: str) -> tuple[Supervised, Path]:
+    """A train run of the marks job, its process group stopped with SIGSTOP (as `signal STOP` or
+    a forwarded SIGTSTP would), then SIGTERM to the supervisor."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start(*args, "train", env=_env(base, SMSUPERVISE_TRAIN=job))
+    _wait_ready(run)
+    pid = _job_pid(run)
+    os.killpg(pid, signal.SIGSTOP)
+    sleep_until(lambda: _state(pid) == "T", what="the job to be stopped")
+    run.signal(signal.SIGTERM)
+    return run, marks
+
+
+def test_a_stopped_job_group_gets_its_term(start: Callable[..., Supervised], tmp_path: Path) -> None:
+    """SIGTERM while the job group is stopped: the stop resumes it (SIGCONT after TERM), so the job
+    runs its TERM handler and exits 0 well within the grace, instead of being SIGKILLed at its end;
+    the checkpoint hook runs first as usual."""
+    hook_mark = tmp_path / "hook"
+    run, marks = _stopped_job(
+        start, tmp_path, "--grace-period", "20", "--checkpoint-hook", f"touch {hook_mark}"
+    )
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-2000:]
+    assert hook_mark.exists()
+    assert "TERM" in marks.read_text().split()[-1]
+    names = [e["event"] for e in events(err)]
+    assert "grace_expired" not in names
+    resumed = [e for e in events(err) if e["event"] == "stopped_group_resumed"]
+    assert resumed
+    assert resumed[0]["after"] == "SIGTERM"
+
+
+def test_a_stopped_job_group_gets_its_checkpoint_signal(
+    start: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    """--checkpoint-signal USR1 to a stopped group: it is resumed after the checkpoint signal
+    (the job saves), then gets its TERM."""
+    run, marks = _stopped_job(
+        start, tmp_path, "--grace-period", "20", "--checkpoint-signal", "USR1", "--checkpoint-timeout", "2"
+    )
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-2000:]
+    got = marks.read_text().split()
+    assert got.index("SIGUSR1") < got.index("SIGTERM")
+
+
+def test_a_running_job_gets_no_sigcont(start: Callable[..., Supervised], tmp_path: Path) -> None:
+    """The twin: a job that was not stopped gets its TERM and no SIGCONT it did not need."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start("--grace-period", "20", "train", env=_env(base, SMSUPERVISE_TRAIN=job))
+    _wait_ready(run)
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-2000:]
+    assert marks.read_text().split() == ["SIGTERM"]
+    assert "stopped_group_resumed" not in [e["event"] for e in events(err)]
+
+
+def test_a_relative_control_socket_is_bound_in_the_start_directory(
+    start: Callable[..., Supervised], cleanup: list[Path]
+) -> None:
+    """--control-socket NAME (and $SMSUPERVISE_CONTROL_SOCKET=NAME) is taken relative to the
+    directory smsupervise was started in, not / (where it moves before binding)."""
+    name = f"rel-{os.getpid()}.sock"
+    for how in ("option", "variable"):
+        where = Path(tempfile.mkdtemp(prefix=how, dir="/tmp"))  # AF_UNIX paths are short
+        cleanup.append(where)
+        args = ("--control-socket", name) if how == "option" else ()
+        env = {**os.environ, **({"SMSUPERVISE_CONTROL_SOCKET": name} if how == "variable" else {})}
+        run = start(*args, "sh", "-c", "echo ready; exec sleep 1000", cwd=where, env=env)
+        try:
+            ready = run.wait_event("control_socket_ready")
+            assert ready["path"] == str(where / name)
+            assert (where / name).exists()
+            assert not Path("/", name).exists()
+        finally:
+            run.kill()
+            Path("/", name).unlink(missing_ok=True)
+
+
+def test_an_absolute_control_socket_is_used_as_given(
+    start: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    """The twin: an absolute path is bound where it says, and none still means no socket."""
+    path = tmp_path / "abs.sock"
+    run = start("--control-socket", str(path), "sh", "-c", "exec sleep 1000")
+    try:
+        assert run.wait_event("control_socket_ready")["path"] == str(path)
+    finally:
+        run.kill()
+    quiet = subprocess.run(
+        [PYTHON, "-m", "smsupervise", "--control-socket", "none", "true"],
+        capture_output=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert quiet.returncode == 0
+    assert "control_socket_ready" not in [e["event"] for e in events(quiet.stderr)]
