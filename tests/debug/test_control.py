@@ -36,7 +36,7 @@ NEEDS_SETPRIV = pytest.mark.skipif(
 
 
 async def _numbers(args: Mapping[str, Any], peer: Peer) -> AsyncIterator[Any]:
-    for number in range(int(args.get("count", 3))):
+    for number in range(int(args.get("lines") or 3)):
         yield {"n": number}
 
 
@@ -47,7 +47,8 @@ def _refuse(args: Mapping[str, Any], peer: Peer) -> Any:
 def _handlers(acted: list[Mapping[str, Any]]) -> dict[str, Handler]:
     def act(args: Mapping[str, Any], peer: Peer) -> Any:
         acted.append(dict(args))
-        return {"message": "sent", **({"blob": "x" * int(args["blob"])} if "blob" in args else {})}
+        size = args["signal"]  # a number here: an answer of that many bytes
+        return {"message": "sent", **({"blob": "x" * size} if isinstance(size, int) else {})}
 
     return {
         "status": Handler(answer=lambda args, peer: {"supervisor": {"pid": os.getpid()}, "peer": peer.uid}),
@@ -198,7 +199,7 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole(serve: Callable[.
     release = _hold_loop(served)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(served.path)
-        sock.sendall(Request("signal", {"blob": 8 << 20}).encode())
+        sock.sendall(Request("signal", {"signal": 8 << 20}).encode())
         release.set()
         answer = sock.makefile("rb").readline()
     assert answer.count(b"x") == 8 << 20
@@ -209,7 +210,7 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole(serve: Callable[.
 def test_a_stream_ends_with_end(serve: Callable[..., Served]) -> None:
     """A following operation yields every item and stops at the end marker."""
     served = serve()
-    items = [r.item for r in client.exchange(served.path, Request("logs", {"count": 4}))]
+    items = [r.item for r in client.exchange(served.path, Request("logs", {"lines": 4}))]
     assert items == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
 
 

@@ -6,10 +6,13 @@ fd exhaustion, a slow follower, a connect/close loop. Real processes, as a subre
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -182,3 +185,103 @@ def test_an_absolute_control_socket_is_used_as_given(
     )
     assert quiet.returncode == 0
     assert "control_socket_ready" not in [e["event"] for e in events(quiet.stderr)]
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _low_nofile() -> None:
+    """In the child before exec (inherited by unshare and smsupervise): 64 fds at most."""
+    resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+
+
+def _flood(path: str, count: int) -> list[socket.socket]:
+    """``count`` connections that never send a request, held open (non-blocking connects: a full
+    backlog is EAGAIN, not a hang)."""
+    held = []
+    for _ in range(count):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        conn.setblocking(False)
+        if conn.connect_ex(path) == 0:
+            held.append(conn)
+        else:
+            conn.close()
+    return held
+
+
+def _fd_count(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def test_a_connection_flood_at_rlimit_nofile_does_not_break_the_stop(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """smsupervise with RLIMIT_NOFILE 64 and a client holding hundreds of connections to its
+    control socket: it does not spin, and SIGTERM still runs the checkpoint hook, sends TERM to the
+    job (which exits 0) and writes the outcome file."""
+    short = Path(tempfile.mkdtemp(prefix="fl", dir="/tmp"))
+    cleanup.append(short)
+    sock = str(short / "c.sock")
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    hook_mark = tmp_path / "hook"
+    run = start(
+        "--control-socket",
+        sock,
+        "--grace-period",
+        "20",
+        "--checkpoint-hook",
+        f"touch {hook_mark}",
+        "train",
+        env=_env(base, SMSUPERVISE_TRAIN=job),
+        preexec_fn=_low_nofile,
+    )
+    _wait_ready(run)
+    held: list[socket.socket] = []
+    try:
+        for _ in range(10):  # connections beyond the backlog are refused now: try again as it drains
+            held += _flood(sock, 100)
+            if _fd_count(run.init_pid) >= 60:
+                break
+        before = _cpu_seconds(run.init_pid)
+        time.sleep(2)  # a measuring interval: a loop spinning on EMFILE burns most of it
+        spent = _cpu_seconds(run.init_pid) - before
+        assert spent < 0.5, f"smsupervise used {spent:.2f} s of CPU in 2 s while the flood held on"
+        run.signal(signal.SIGTERM)
+        code, _, err = run.wait()
+    finally:
+        for conn in held:
+            conn.close()
+    assert code == 0, err.decode()[-3000:]
+    assert hook_mark.exists()
+    assert marks.read_text().split() == ["SIGTERM"]
+    assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
+
+
+def test_without_a_flood_the_stop_at_a_low_rlimit_is_the_usual_one(
+    start: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    """The twin: RLIMIT_NOFILE 64 alone changes nothing: hook, TERM, outcome, with the hook's
+    output framed as usual (no checkpoint_hook_output_direct)."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start(
+        "--checkpoint-hook",
+        "echo hook-said-this",
+        "train",
+        env=_env(base, SMSUPERVISE_TRAIN=job),
+        preexec_fn=_low_nofile,
+    )
+    _wait_ready(run)
+    run.signal(signal.SIGTERM)
+    code, out, err = run.wait()
+    assert code == 0, err.decode()[-3000:]
+    assert marks.read_text().split() == ["SIGTERM"]
+    names = [e["event"] for e in events(err)]
+    assert "checkpoint_hook_output_direct" not in names
+    assert any(orjson.loads(line).get("msg") == "hook-said-this" for line in out.splitlines())

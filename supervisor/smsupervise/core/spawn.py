@@ -88,7 +88,7 @@ class Child(NamedTuple):
 def group_stopped(pgid: int) -> bool:
     """Whether a process of group ``pgid`` is stopped by a signal (state ``T`` in /proc: SIGSTOP,
     SIGTSTP, a tty's SIGTTIN/SIGTTOU); a signal other than SIGKILL stays pending there until SIGCONT."""
-    for entry in os.listdir("/proc"):
+    for entry in os.listdir("/proc"):  # OSError (no fd left) is the caller's
         if not entry.isdigit():
             continue
         try:
@@ -103,10 +103,13 @@ def group_stopped(pgid: int) -> bool:
 
 def resume_group(pgid: int) -> bool:
     """SIGCONT to group ``pgid`` if a process of it is stopped, so that the signals just sent
-    there are delivered; True when it was stopped and resumed."""
-    if not group_stopped(pgid):
-        return False
-    return send_to_group(pgid, signal.SIGCONT)
+    there are delivered; True when it was (or may have been: /proc unreadable, no fd left) stopped
+    and was resumed."""
+    try:
+        stopped = group_stopped(pgid)
+    except OSError:  # EMFILE and friends: a SIGCONT too many is better than a TERM never seen
+        stopped = True
+    return stopped and send_to_group(pgid, signal.SIGCONT)
 
 
 def send_to_pid(pid: int, signum: int) -> bool:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
 
+from smsupervise.core.fdreserve import FdReserve
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
 from smsupervise.core.plugins import ClusterHooks, Service
@@ -94,6 +95,7 @@ class Supervisor:
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
         self.terminal: int | None = None  # our controlling terminal: the main step gets it, unframed
+        self.fd_reserve = FdReserve()  # what the stop and the outcome file need, kept for them
         self.siblings = Siblings(  # spawn_sibling's processes (not leftovers while they run)
             self.reaper,
             lambda: ChildOutput(self.settings, self.log, self.outputs, self.counter, self.recent),
@@ -174,6 +176,8 @@ class Supervisor:
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
             workers=(lambda: ranks() or []) if ranks is not None else None,
+            reserve=self.fd_reserve,
+            adopt=self.siblings.running_checkpoint if main else None,
         )
         self.stop.begin(sent_at)
 
@@ -204,7 +208,8 @@ class Supervisor:
         try:
             outcome = await self._run_steps(loop)
             if self.on_outcome is not None:
-                self.on_outcome(outcome)
+                with self.fd_reserve.released():  # the outcome file, even at RLIMIT_NOFILE
+                    self.on_outcome(outcome)
             if self._holding:
                 await self.keep_alive.hold(self._keep_alive_left())
                 await self._end_leftovers()
@@ -269,6 +274,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(self.ack_file)
         self.pipes.stop()
+        self.fd_reserve.close()
         self.log.redirect(None)
         for output in self.outputs.values():
             output.detach()  # the epilogue writes what is left, after the outcome file (finish)
