@@ -12,13 +12,16 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from smsupervise.debug.protocol import Request
 from smsupervise.linux.proctree import descendants
 from tests.conftest import PYTHON, ROOT, Supervised, events, sleep_until
 from tests.sagemaker import fixtures
@@ -285,3 +288,215 @@ def test_without_a_flood_the_stop_at_a_low_rlimit_is_the_usual_one(
     names = [e["event"] for e in events(err)]
     assert "checkpoint_hook_output_direct" not in names
     assert any(orjson.loads(line).get("msg") == "hook-said-this" for line in out.splitlines())
+
+
+def _short_socket(cleanup: list[Path]) -> str:
+    where = Path(tempfile.mkdtemp(prefix="cs", dir="/tmp"))
+    cleanup.append(where)
+    return str(where / "c.sock")
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _written(pid: int) -> int:
+    """Bytes ``pid`` has written so far (/proc/PID/io wchar): the job's progress, as a count."""
+    for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
+
+
+FLOOD_JOB = """\
+import os
+line = b"x" * 1023 + b"\\n"
+os.write(1, b"ready\\n")
+while True:
+    os.write(1, line * 64)
+"""
+
+
+def test_a_follower_that_stops_reading_holds_bounded_memory(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """A `logs -f` client that never reads while the job floods its stdout: smsupervise's memory
+    stays bounded (its RSS grows by far less than what the job wrote), and when the client reads
+    again it is told how much was dropped."""
+    sock = _short_socket(cleanup)
+    script = tmp_path / "flood.py"
+    script.write_text(FLOOD_JOB)
+    run = start("--control-socket", sock, PYTHON, str(script), stdout=subprocess.PIPE)
+    _wait_ready(run)
+    assert run.proc.stdout is not None
+    drain = threading.Thread(target=lambda: run.proc.stdout.read(), daemon=True)  # type: ignore[union-attr]
+    drain.start()  # our stdout is read: only the follower is slow
+    job = _job_pid(run)
+    follower = socket.socket(socket.AF_UNIX)
+    follower.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    follower.connect(sock)
+    follower.sendall(Request("logs", {"follow": True, "lines": 0}).encode())
+    try:
+        baseline = _rss_kib(run.init_pid)
+        start_wrote = _written(job)
+        sleep_until(lambda: _written(job) - start_wrote > 400 << 20, timeout=300, what="400 MiB written")
+        grown = _rss_kib(run.init_pid) - baseline
+        assert grown < 100 << 10, f"smsupervise grew by {grown} KiB while the job wrote 400 MiB"
+        reader = follower.makefile("rb")
+        follower.settimeout(60)
+        dropped = sleep_until(
+            lambda: orjson.loads(reader.readline()).get("item", {}).get("dropped_bytes"),
+            timeout=120,
+            what="the dropped-bytes notice",
+        )
+        assert dropped > 0
+    finally:
+        follower.close()
+        run.kill()
+
+
+def test_a_connect_close_loop_does_not_cut_the_relay(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """While other processes connect and close in a loop, every line the job writes is relayed,
+    in order, and the socket still answers; the loop ran throughout (its count is checked)."""
+    sock = _short_socket(cleanup)
+    count = 100_000
+    script = tmp_path / "count.py"
+    script.write_text(
+        "import os, sys\n"
+        "sys.stdin.readline()\n"
+        f"for i in range({count}):\n"
+        "    sys.stdout.write(f'line {i}\\n')\n"
+        "sys.stdout.flush()\n"
+    )
+    run = start("--control-socket", sock, PYTHON, str(script), stdin=subprocess.PIPE)
+    sleep_until(lambda: Path(sock).exists(), what="the control socket")
+    stop = threading.Event()
+    made = [0]
+
+    def loop() -> None:
+        while not stop.is_set():
+            with socket.socket(socket.AF_UNIX) as conn:
+                if conn.connect_ex(sock) == 0:
+                    made[0] += 1
+
+    loopers = [threading.Thread(target=loop, daemon=True) for _ in range(2)]
+    for looper in loopers:
+        looper.start()
+    try:
+        sleep_until(lambda: made[0] > 500, what="the loop to run")
+        assert run.proc.stdin is not None
+        run.proc.stdin.write(b"go\n")
+        run.proc.stdin.flush()
+        assert run.proc.stdout is not None
+        seen = 0
+        for line in run.proc.stdout:
+            if orjson.loads(line).get("msg") == f"line {seen}":
+                seen += 1
+                if seen == count:
+                    break
+        during = made[0]
+    finally:
+        stop.set()
+        for looper in loopers:
+            looper.join(30)
+    assert seen == count
+    assert during > 1000  # the loop ran while the lines went through
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-2000:]
+
+
+def _wait_any(run: Supervised, *names: str) -> dict[str, Any]:
+    """The first of the events ``names`` smsupervise logs from now on (its stderr, read here)."""
+    assert run.proc.stderr is not None
+    while True:
+        line = run.proc.stderr.readline()
+        assert line, f"smsupervise exited before logging any of {names}"
+        run._err += line
+        for record in events(line):
+            if record["event"] in names:
+                return record
+
+
+def test_a_stop_adopts_the_checkpoint_hook_already_running(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """`smsupervise-debug checkpoint` is running the hook when SIGTERM arrives: the stop waits for
+    that hook (checkpoint_hook_adopted) instead of starting a second writer of the same
+    checkpoint; when it ends, TERM goes to the job."""
+    sock = _short_socket(cleanup)
+    log, go = tmp_path / "hook.log", tmp_path / "go"
+    hook = f"sh -c 'echo start >> {log}; while [ ! -e {go} ]; do sleep 0.02; done; echo end >> {log}'"
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start(
+        "--control-socket", sock, "--checkpoint-hook", hook, "train", env=_env(base, SMSUPERVISE_TRAIN=job)
+    )
+    _wait_ready(run)
+    asked = subprocess.Popen(
+        [PYTHON, "-m", "smsupervise.debug", "--socket", sock, "checkpoint"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "supervisor")},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        sleep_until(lambda: log.exists() and log.read_text() == "start\n", what="the on-demand hook")
+        run.signal(signal.SIGTERM)
+        run.wait_event("stop_requested")
+        adopted = _wait_any(run, "checkpoint_hook_adopted", "checkpoint_hook_started")
+        go.touch()
+        code, _, err = run.wait()
+        _, said = asked.communicate(timeout=60)
+    finally:
+        if asked.poll() is None:
+            asked.kill()
+    assert code == 0, err.decode()[-3000:]
+    assert log.read_text() == "start\nend\n"  # one hook, not two
+    names = [e["event"] for e in events(err)]
+    stop_at = names.index("stop_requested")
+    assert names.index("checkpoint_hook_started") < stop_at  # the on-demand one
+    assert "checkpoint_hook_started" not in names[stop_at:]  # the stop started none
+    done = next(e for e in events(err) if e["event"] == "checkpoint_done")
+    assert done["how"] == "hook exited"
+    assert marks.read_text().split() == ["SIGTERM"]
+    assert adopted["event"] == "checkpoint_hook_adopted"
+    assert asked.returncode == 0, said
+
+
+def test_a_finished_on_demand_checkpoint_is_not_adopted(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """The twin: an on-demand checkpoint that already ended is history; SIGTERM starts the stop's
+    own hook as usual."""
+    sock = _short_socket(cleanup)
+    log = tmp_path / "hook.log"
+    base = fixtures.example(tmp_path)
+    job, _ = _marks_job(tmp_path)
+    run = start(
+        "--control-socket",
+        sock,
+        "--checkpoint-hook",
+        f"sh -c 'echo run >> {log}'",
+        "train",
+        env=_env(base, SMSUPERVISE_TRAIN=job),
+    )
+    _wait_ready(run)
+    asked = subprocess.run(
+        [PYTHON, "-m", "smsupervise.debug", "--socket", sock, "checkpoint"],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "supervisor")},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert asked.returncode == 0, asked.stderr
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-3000:]
+    assert log.read_text() == "run\nrun\n"
+    names = [e["event"] for e in events(err)]
+    assert "checkpoint_hook_adopted" not in names
+    assert names.count("checkpoint_hook_started") == 2
