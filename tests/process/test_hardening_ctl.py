@@ -5,6 +5,7 @@ fd exhaustion, a slow follower, a connect/close loop. Real processes, as a subre
 
 from __future__ import annotations
 
+import contextlib
 import os
 import resource
 import shutil
@@ -500,3 +501,64 @@ def test_a_finished_on_demand_checkpoint_is_not_adopted(
     names = [e["event"] for e in events(err)]
     assert "checkpoint_hook_adopted" not in names
     assert names.count("checkpoint_hook_started") == 2
+
+
+def _first_free_fd(pid: int) -> int:
+    """The lowest fd number ``pid`` does not have open: with RLIMIT_NOFILE set to it, the process
+    cannot open a single new fd (it keeps those it has)."""
+    taken = {int(fd) for fd in os.listdir(f"/proc/{pid}/fd")}
+    return next(n for n in range(len(taken) + 1) if n not in taken)
+
+
+def test_at_rlimit_nofile_the_stop_uses_its_reserve(start: Callable[..., Supervised], tmp_path: Path) -> None:
+    """RLIMIT_NOFILE lowered under a running smsupervise (prlimit) so that no new fd can be
+    opened: SIGTERM still starts the hook with its output framed (the reserve gives the pipes
+    back for the spawn), TERM reaches the job, and the outcome file is written."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start("--checkpoint-hook", "echo hook-said-this", "train", env=_env(base, SMSUPERVISE_TRAIN=job))
+    _wait_ready(run)
+    limit = _first_free_fd(run.init_pid)
+    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
+    run.signal(signal.SIGTERM)
+    code, out, err = run.wait()
+    assert code == 0, err.decode()[-3000:]
+    assert marks.read_text().split() == ["SIGTERM"]
+    assert any(orjson.loads(line).get("msg") == "hook-said-this" for line in out.splitlines()), err.decode()
+    assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
+
+
+def _reserve_fds(pid: int) -> list[int]:
+    """The fds of ``pid`` open on /dev/null above 2: smsupervise's fd reserve."""
+    found = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if int(fd) > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == os.devnull:
+                found.append(int(fd))
+    return sorted(found)
+
+
+def test_with_too_few_fds_for_the_hooks_pipes_the_stop_degrades(
+    start: Callable[..., Supervised], tmp_path: Path
+) -> None:
+    """RLIMIT_NOFILE lowered so that the reserve gives back 3 fds, not the 4 the hook's two pipes
+    take: the hook still runs, its output going to ours unframed (checkpoint_hook_output_direct,
+    with the error), TERM reaches the job, which exits 0, and the outcome file is written."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    hook_mark = tmp_path / "hook"
+    run = start("--checkpoint-hook", f"touch {hook_mark}", "train", env=_env(base, SMSUPERVISE_TRAIN=job))
+    _wait_ready(run)
+    reserve = _reserve_fds(run.init_pid)
+    assert len(reserve) >= 4
+    assert _first_free_fd(run.init_pid) > reserve[0]  # below the reserve, every fd is taken
+    limit = reserve[0] + 3
+    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
+    run.signal(signal.SIGTERM)
+    code, _, err = run.wait()
+    assert code == 0, err.decode()[-3000:]
+    assert hook_mark.exists()
+    assert marks.read_text().split() == ["SIGTERM"]
+    direct = next(e for e in events(err) if e["event"] == "checkpoint_hook_output_direct")
+    assert "Too many open files" in direct["error"]
+    assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
