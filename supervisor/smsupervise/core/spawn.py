@@ -101,15 +101,15 @@ def group_stopped(pgid: int) -> bool:
     return False
 
 
-def resume_group(pgid: int) -> bool:
+def resume_group(pgid: int) -> str | None:
     """SIGCONT to group ``pgid`` if a process of it is stopped, so that the signals just sent
-    there are delivered; True when it was (or may have been: /proc unreadable, no fd left) stopped
-    and was resumed."""
+    there are delivered. Returns why it was sent (``"stopped"``, or ``"unknown"`` when /proc could
+    not be read, e.g. no fd left: a SIGCONT too many beats a TERM never seen), None if it was not."""
     try:
-        stopped = group_stopped(pgid)
-    except OSError:  # EMFILE and friends: a SIGCONT too many is better than a TERM never seen
-        stopped = True
-    return stopped and send_to_group(pgid, signal.SIGCONT)
+        why = "stopped" if group_stopped(pgid) else None
+    except OSError:
+        why = "unknown"
+    return why if why is not None and send_to_group(pgid, signal.SIGCONT) else None
 
 
 def send_to_pid(pid: int, signum: int) -> bool:

@@ -212,11 +212,13 @@ class StopSequence:
     def _resume(self, pgid: int, after: int | None = None) -> None:
         """A stopped group (SIGSTOP, a forwarded SIGTSTP) holds the signal just sent pending until
         SIGCONT, and would be SIGKILLed at the end of the grace without ever seeing it: resume it."""
-        if resume_group(pgid):
+        state = resume_group(pgid)
+        if state is not None:
             self.log.info(
                 "stopped_group_resumed",
                 target=f"process group {pgid}",
                 after=signal_name(self.signum if after is None else after),
+                state=state,
             )
 
     async def _signal_agent_after(self, ranks: list[int]) -> None:
