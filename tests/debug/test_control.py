@@ -441,6 +441,9 @@ def test_connections_of_one_process_are_bounded(serve: Callable[..., Served]) ->
         refusal = extra.makefile("rb").readline()
     assert b"too many connections from pid" in refusal
     assert b'"ok":false' in refusal
+    counts = served.server.counts()  # what `status` shows as control_connections
+    assert counts["open"] == limits.per_process
+    assert counts["refused_over_limit"] == 1
     held[0].sendall(Request("status", {}).encode())
     assert b'"peer":' in held[0].makefile("rb").readline()
     for sock in held:

@@ -188,6 +188,15 @@ class ControlServer:
         self.close()
         await asyncio.gather(*tasks, return_exceptions=True)
 
+    def counts(self) -> dict[str, object]:
+        """For ``status``: connections open now, the bounds, and how many were turned away."""
+        return {
+            "open": len(self._open),
+            "limits": self.limits._asdict(),
+            "refused_over_limit": self.over_limit,
+            "timed_out": self.timed_out,
+        }
+
     # -- connections: accepted, counted, closed ------------------------------------------------
     def _accept(self) -> None:
         """Accept what is pending, a batch at a time; each connection is answered at once, or waits

@@ -73,6 +73,7 @@ class DebugService:
             **snapshot,
             "mode": self.mode,
             "control_socket": self.server.path,
+            "control_connections": self.server.counts(),
             "last_lines": [_record("", line) for line in lines],
             "leftovers": [row for row in map(leftover, self.supervisor.leftover_pids()) if row is not None],
         }
