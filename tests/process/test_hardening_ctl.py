@@ -510,24 +510,6 @@ def _first_free_fd(pid: int) -> int:
     return next(n for n in range(len(taken) + 1) if n not in taken)
 
 
-def test_at_rlimit_nofile_the_stop_uses_its_reserve(start: Callable[..., Supervised], tmp_path: Path) -> None:
-    """RLIMIT_NOFILE lowered under a running smsupervise (prlimit) so that no new fd can be
-    opened: SIGTERM still starts the hook with its output framed (the reserve gives the pipes
-    back for the spawn), TERM reaches the job, and the outcome file is written."""
-    base = fixtures.example(tmp_path)
-    job, marks = _marks_job(tmp_path)
-    run = start("--checkpoint-hook", "echo hook-said-this", "train", env=_env(base, SMSUPERVISE_TRAIN=job))
-    _wait_ready(run)
-    limit = _first_free_fd(run.init_pid)
-    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
-    run.signal(signal.SIGTERM)
-    code, out, err = run.wait()
-    assert code == 0, err.decode()[-3000:]
-    assert marks.read_text().split() == ["SIGTERM"]
-    assert any(orjson.loads(line).get("msg") == "hook-said-this" for line in out.splitlines()), err.decode()
-    assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
-
-
 def _reserve_fds(pid: int) -> list[int]:
     """The fds of ``pid`` open on /dev/null above 2: smsupervise's fd reserve."""
     found = []
@@ -536,6 +518,32 @@ def _reserve_fds(pid: int) -> list[int]:
             if int(fd) > 2 and os.readlink(f"/proc/{pid}/fd/{fd}") == os.devnull:
                 found.append(int(fd))
     return sorted(found)
+
+
+def test_at_rlimit_nofile_the_stop_uses_its_reserve(start: Callable[..., Supervised], tmp_path: Path) -> None:
+    """RLIMIT_NOFILE lowered under a running smsupervise (prlimit) so that no new fd can be
+    opened: SIGTERM still starts the hook with its output framed (the reserve gives the pipes
+    back for the spawn), TERM reaches the job, and the outcome file is written."""
+    base = fixtures.example(tmp_path)
+    job, marks = _marks_job(tmp_path)
+    run = start(
+        "--control-socket",
+        "none",  # its bind closes fds after the reserve is taken: holes below it
+        "--checkpoint-hook",
+        "echo hook-said-this",
+        "train",
+        env=_env(base, SMSUPERVISE_TRAIN=job),
+    )
+    _wait_ready(run)
+    limit = _first_free_fd(run.init_pid)
+    assert limit > _reserve_fds(run.init_pid)[-1]  # a real exhaustion: the reserve is below the limit
+    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
+    run.signal(signal.SIGTERM)
+    code, out, err = run.wait()
+    assert code == 0, err.decode()[-3000:]
+    assert marks.read_text().split() == ["SIGTERM"]
+    assert any(orjson.loads(line).get("msg") == "hook-said-this" for line in out.splitlines()), err.decode()
+    assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
 
 
 def test_with_too_few_fds_for_the_hooks_pipes_the_stop_degrades(
@@ -547,7 +555,14 @@ def test_with_too_few_fds_for_the_hooks_pipes_the_stop_degrades(
     base = fixtures.example(tmp_path)
     job, marks = _marks_job(tmp_path)
     hook_mark = tmp_path / "hook"
-    run = start("--checkpoint-hook", f"touch {hook_mark}", "train", env=_env(base, SMSUPERVISE_TRAIN=job))
+    run = start(
+        "--control-socket",
+        "none",
+        "--checkpoint-hook",
+        f"touch {hook_mark}",
+        "train",
+        env=_env(base, SMSUPERVISE_TRAIN=job),
+    )
     _wait_ready(run)
     reserve = _reserve_fds(run.init_pid)
     assert len(reserve) >= 4

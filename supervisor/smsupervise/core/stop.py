@@ -326,11 +326,12 @@ class StopSequence:
                 why="smsupervise-debug checkpoint started it and it is still running",
             )
             return None
-        from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
-
-        argv = hook_argv(self.settings.checkpoint_hook or "")
-        spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
         with self.reserve.released() if self.reserve is not None else contextlib.nullcontext(0):
+            # Imported here, with the reserve's fds free: an import opens files too.
+            from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
+
+            argv = hook_argv(self.settings.checkpoint_hook or "")
+            spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
             output, (stdout_w, stderr_w) = self._open_hook_output()
             try:
                 hook = spawn(spec, stdout_w, stderr_w)
