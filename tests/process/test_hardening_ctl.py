@@ -577,3 +577,32 @@ def test_with_too_few_fds_for_the_hooks_pipes_the_stop_degrades(
     direct = next(e for e in events(err) if e["event"] == "checkpoint_hook_output_direct")
     assert "Too many open files" in direct["error"]
     assert (base / "output" / "failure").read_text().startswith("Stopped by SIGTERM after ")
+
+
+def test_exec_without_fds_for_its_pipes_is_refused_in_words(
+    start: Callable[..., Supervised], tmp_path: Path, cleanup: list[Path]
+) -> None:
+    """At RLIMIT_NOFILE with one fd left (for the connection), `exec` cannot make its pipes: the
+    client is told so, and no traceback reaches the event stream; once fds are back, exec works."""
+    sock = _short_socket(cleanup)
+    run = start("--control-socket", sock, "sh", "-c", "echo ready; exec sleep 1000")
+    _wait_ready(run)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "supervisor")}
+    client = [PYTHON, "-m", "smsupervise.debug", "--socket", sock]
+    warm = subprocess.run([*client, "status"], env=env, capture_output=True, timeout=60, check=False)
+    assert warm.returncode == 0, warm.stderr  # the server is imported and serving
+    limit = _first_free_fd(run.init_pid) + 1
+    soft, hard = resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
+    done = subprocess.run(
+        [*client, "exec", "--", "true"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert done.returncode == 1
+    assert b"cannot start it now: Too many open files" in done.stderr
+    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (soft, hard))
+    again = subprocess.run(
+        [*client, "exec", "--", "true"], env=env, capture_output=True, timeout=60, check=False
+    )
+    assert again.returncode == 0, again.stderr
+    run.signal(signal.SIGTERM)
+    _, _, err = run.wait()
+    assert b"Traceback" not in err

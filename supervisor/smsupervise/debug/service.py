@@ -160,6 +160,8 @@ class DebugService:
             )
         except SpawnError as error:
             raise HandlerError(f"checkpoint hook could not start: {error.message()}") from None
+        except OSError as error:  # no fd for its pipes: said, not a traceback
+            raise HandlerError(f"checkpoint hook could not start: {error.strerror or error}") from None
         self.supervisor.siblings.checkpointing(sibling)  # a stop meanwhile adopts it
         started = time.monotonic()
         self.log.info(
@@ -203,6 +205,8 @@ class DebugService:
             sibling = self.supervisor.spawn_sibling(argv, {}, capture=True)
         except SpawnError as error:
             raise HandlerError(error.message()) from None
+        except OSError as error:  # no fd for its pipes: said, not a traceback
+            raise HandlerError(f"{argv[0]}: cannot start it now: {error.strerror or error}") from None
         self.log.info("debug_request", op="exec", argv=list(argv), pid=sibling.child.pid, peer_uid=peer.uid)
         assert sibling.stdout is not None
         assert sibling.stderr is not None
