@@ -592,7 +592,8 @@ def test_exec_without_fds_for_its_pipes_is_refused_in_words(
     warm = subprocess.run([*client, "status"], env=env, capture_output=True, timeout=60, check=False)
     assert warm.returncode == 0, warm.stderr  # the server is imported and serving
     limit = _first_free_fd(run.init_pid) + 1
-    soft, hard = resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, limit))
+    soft, hard = resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE)
+    resource.prlimit(run.init_pid, resource.RLIMIT_NOFILE, (limit, hard))
     done = subprocess.run(
         [*client, "exec", "--", "true"], env=env, capture_output=True, timeout=60, check=False
     )
