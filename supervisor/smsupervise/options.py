@@ -264,7 +264,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "control-socket",
         "PATH|none",
-        parsers.text,
+        parsers.socket_path,
         None,
         "the Unix socket smsupervise-debug talks to (owner-only); none: no socket",
         default_text="/run/smsupervise/control.sock, else $XDG_RUNTIME_DIR/smsupervise/, "

@@ -85,6 +85,13 @@ def directory(value: str, source: str) -> str:
     return os.path.abspath(text(value, source))
 
 
+def socket_path(value: str, source: str) -> str:
+    """A socket path made absolute at once (smsupervise moves its cwd to / before it binds), or
+    ``none``."""
+    given = text(value, source)
+    return given if given == "none" else os.path.abspath(given)
+
+
 def group_id(value: str, source: str) -> int:
     import grp  # noqa: PLC0415 - only when the option is given
 

@@ -36,7 +36,7 @@ NEEDS_SETPRIV = pytest.mark.skipif(
 
 
 async def _numbers(args: Mapping[str, Any], peer: Peer) -> AsyncIterator[Any]:
-    for number in range(int(args.get("count", 3))):
+    for number in range(int(args.get("lines") or 3)):
         yield {"n": number}
 
 
@@ -47,7 +47,8 @@ def _refuse(args: Mapping[str, Any], peer: Peer) -> Any:
 def _handlers(acted: list[Mapping[str, Any]]) -> dict[str, Handler]:
     def act(args: Mapping[str, Any], peer: Peer) -> Any:
         acted.append(dict(args))
-        return {"message": "sent", **({"blob": "x" * int(args["blob"])} if "blob" in args else {})}
+        size = args["signal"]  # a number here: an answer of that many bytes
+        return {"message": "sent", **({"blob": "x" * size} if isinstance(size, int) else {})}
 
     return {
         "status": Handler(answer=lambda args, peer: {"supervisor": {"pid": os.getpid()}, "peer": peer.uid}),
@@ -198,7 +199,7 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole(serve: Callable[.
     release = _hold_loop(served)
     with socket.socket(socket.AF_UNIX) as sock:
         sock.connect(served.path)
-        sock.sendall(Request("signal", {"blob": 8 << 20}).encode())
+        sock.sendall(Request("signal", {"signal": 8 << 20}).encode())
         release.set()
         answer = sock.makefile("rb").readline()
     assert answer.count(b"x") == 8 << 20
@@ -209,7 +210,7 @@ def test_an_answer_larger_than_the_socket_buffer_arrives_whole(serve: Callable[.
 def test_a_stream_ends_with_end(serve: Callable[..., Served]) -> None:
     """A following operation yields every item and stops at the end marker."""
     served = serve()
-    items = [r.item for r in client.exchange(served.path, Request("logs", {"count": 4}))]
+    items = [r.item for r in client.exchange(served.path, Request("logs", {"lines": 4}))]
     assert items == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
 
 
@@ -358,3 +359,134 @@ def test_with_a_shared_default_free_the_socket_takes_it(tmp_path: Path) -> None:
         if sock is not None:
             os.unlink(sock.getsockname())
             sock.close()
+
+
+def _count_tasks(served: Served) -> list[int]:
+    """Count every task created on the server's loop from now on (its task factory)."""
+    created = [0]
+    done = threading.Event()
+
+    def install() -> None:
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
+            created[0] += 1
+            return asyncio.Task(coro, loop=loop, **kwargs)
+
+        served.loop.set_task_factory(factory)  # type: ignore[arg-type]
+        done.set()
+
+    served.loop.call_soon_threadsafe(install)
+    assert done.wait(10)
+    return created
+
+
+def test_empty_connections_cost_no_task(serve: Callable[..., Served]) -> None:
+    """A connect/close loop: every connection is accepted and closed by the server without a task
+    (no StreamReader, no coroutine), so it cannot starve the loop's other work."""
+    served = serve()
+    created = _count_tasks(served)
+    for _ in range(300):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(served.path)
+    sleep_until(lambda: not served.server._open and not served.server._waiting, what="all closed")
+    assert created[0] == 0
+    assert client.call(served.path, "status")["peer"] == os.getuid()  # and it still serves
+
+
+def test_a_request_cut_in_two_still_gets_a_task(serve: Callable[..., Served]) -> None:
+    """The twin: a connection that did send part of a request is served by a task, as before."""
+    served = serve()
+    created = _count_tasks(served)
+    line = Request("status", {}).encode()
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.connect(served.path)
+        sleep_until(lambda: served.server._waiting, what="the accepted connection")
+        sock.sendall(line[:5])
+        sleep_until(lambda: created[0], what="the connection's task")
+        sock.sendall(line[5:])
+        assert b'"peer":' in sock.makefile("rb").readline()
+
+
+def test_a_connection_without_a_request_is_closed_after_the_timeout(serve: Callable[..., Served]) -> None:
+    """Connected and silent (or a request never finished): closed by the server, nothing
+    answered, within a few seconds; the server counts it."""
+    served = serve()
+    for part in (b"", b'{"v":1,'):
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.connect(served.path)
+            sock.sendall(part)
+            sock.settimeout(60)  # a failure detector: the server's timeout is far shorter
+            assert sock.recv(100) == b""
+    assert served.server.timed_out == 1  # the silent one; the other was its task's to close
+    sleep_until(lambda: not served.server._open, what="both forgotten")
+
+
+def _hold(path: str, count: int) -> list[socket.socket]:
+    held = []
+    for _ in range(count):
+        sock = socket.socket(socket.AF_UNIX)
+        sock.connect(path)
+        held.append(sock)
+    return held
+
+
+def test_connections_of_one_process_are_bounded(serve: Callable[..., Served]) -> None:
+    """One process holding connections: beyond its bound, each new one is told why and closed; the
+    ones it holds are served; closing them frees the room."""
+    served = serve()
+    limits = served.server.limits
+    held = _hold(served.path, limits.per_process)
+    sleep_until(lambda: len(served.server._open) == limits.per_process, what="all accepted")
+    with socket.socket(socket.AF_UNIX) as extra:
+        extra.connect(served.path)
+        refusal = extra.makefile("rb").readline()
+    assert b"too many connections from pid" in refusal
+    assert b'"ok":false' in refusal
+    counts = served.server.counts()  # what `status` shows as control_connections
+    assert counts["open"] == limits.per_process
+    assert counts["refused_over_limit"] == 1
+    held[0].sendall(Request("status", {}).encode())
+    assert b'"peer":' in held[0].makefile("rb").readline()
+    for sock in held:
+        sock.close()
+    sleep_until(lambda: not served.server._open, what="all closed")
+    assert client.call(served.path, "status")["peer"] == os.getuid()
+
+
+@NEEDS_SETPRIV
+def test_a_reader_flood_does_not_lock_the_owner_out(serve: Callable[..., Served]) -> None:
+    """A --control-group reader (uid 1000) opening connections from many processes gets its
+    share at most; the owner is still served, and the reader is told why."""
+    served = serve(Policy(os.getuid(), reader_gid=OTHER_UID))
+    os.chmod(served.path, 0o666)  # noqa: S103 - opened up on purpose: the kernel check must hold alone
+    flood = (
+        "import socket, sys, time\n"
+        "held = []\n"
+        "for _ in range(int(sys.argv[2])):\n"
+        "    s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); held.append(s)\n"
+        "print('held', flush=True)\n"
+        "sys.stdin.read()\n"
+    )
+    share = served.server.limits.per_other_uid
+    as_other = ["setpriv", f"--reuid={OTHER_UID}", f"--regid={OTHER_UID}", "--clear-groups"]
+    procs = [
+        subprocess.Popen(
+            [*as_other, PYTHON, "-c", flood, served.path, str(served.server.limits.per_process)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for _ in range(served.server.limits.total // served.server.limits.per_process + 1)
+    ]
+    try:
+        for proc in procs:
+            assert proc.stdout is not None
+            assert proc.stdout.readline() == b"held\n"
+        sleep_until(lambda: served.server.over_limit > 0, what="refusals")
+        assert served.server._by_uid[OTHER_UID] <= share
+        assert client.call(served.path, "status")["peer"] == os.getuid()
+        done = _as_other(served.path, "status")
+        assert done.returncode == 1
+        assert f"too many connections from uid {OTHER_UID}" in done.stderr
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait(10)

@@ -61,6 +61,9 @@ class JobControl(Protocol):
     def spawn_sibling(self, argv: tuple[str, ...], extra_env: Mapping[str, str], capture: bool) -> Sibling:
         """Start a process beside the job, with its environment and cwd."""
 
+    def checkpointing(self, hook: Sibling) -> None:
+        """``hook`` (a sibling) is the checkpoint hook run on demand: a stop meanwhile adopts it."""
+
     def release(self) -> bool:
         """End a keep-alive after failure now; False when there is none."""
 

@@ -33,6 +33,22 @@ class Siblings:
         self.reaper = reaper
         self.new_output = new_output  # a ChildOutput on the run's current outputs
         self.pids: set[int] = set()
+        self._checkpoint: Sibling | None = None  # the on-demand checkpoint hook, while it runs
+
+    def checkpointing(self, hook: Sibling) -> None:
+        """``hook`` is a checkpoint hook run on demand: a stop that begins while it runs adopts it
+        (``running_checkpoint``) instead of starting a second writer of the same checkpoint."""
+        self._checkpoint = hook
+        hook.exit.add_done_callback(lambda _: self._forget(hook))
+
+    def _forget(self, hook: Sibling) -> None:
+        if self._checkpoint is hook:
+            self._checkpoint = None
+
+    def running_checkpoint(self) -> Sibling | None:
+        """The on-demand checkpoint hook, if it is still running."""
+        hook = self._checkpoint
+        return hook if hook is not None and not hook.exit.done() else None
 
     def spawn(self, launch: LaunchSpec, capture: bool) -> Sibling:
         """Start ``launch``. ``capture``: its output comes back as two read ends for the caller;

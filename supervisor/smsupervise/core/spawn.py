@@ -91,6 +91,33 @@ class Child(NamedTuple):
         return f"process group {self.pgid}" if to == "group" else f"pid {self.pid}"
 
 
+def group_stopped(pgid: int) -> bool:
+    """Whether a process of group ``pgid`` is stopped by a signal (state ``T`` in /proc: SIGSTOP,
+    SIGTSTP, a tty's SIGTTIN/SIGTTOU); a signal other than SIGKILL stays pending there until SIGCONT."""
+    for entry in os.listdir("/proc"):  # OSError (no fd left) is the caller's
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as file:
+                fields = file.read().rsplit(b")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if len(fields) > 2 and fields[0] == b"T" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def resume_group(pgid: int) -> str | None:
+    """SIGCONT to group ``pgid`` if a process of it is stopped, so that the signals just sent
+    there are delivered. Returns why it was sent (``"stopped"``, or ``"unknown"`` when /proc could
+    not be read, e.g. no fd left: a SIGCONT too many beats a TERM never seen), None if it was not."""
+    try:
+        why = "stopped" if group_stopped(pgid) else None
+    except OSError:
+        why = "unknown"
+    return why if why is not None and send_to_group(pgid, signal.SIGCONT) else None
+
+
 def send_to_pid(pid: int, signum: int) -> bool:
     """``signum`` to one process that is not a child we started (a leftover); False if gone."""
     try:

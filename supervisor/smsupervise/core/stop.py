@@ -26,8 +26,10 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 
+from smsupervise.core.fdreserve import FdReserve
 from smsupervise.core.reaper import Reaper
-from smsupervise.core.spawn import Child, LaunchSpec, send_to_group, spawn
+from smsupervise.core.siblings import Sibling
+from smsupervise.core.spawn import Child, LaunchSpec, resume_group, send_to_group, spawn
 from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.core.stopfacts import CheckpointHow, CheckpointResult, KillCause, StopReport
 from smsupervise.errors import SpawnError
@@ -75,6 +77,8 @@ class StopSequence:
         ack_file: str | None,
         hook_output: ChildOutput | None,
         workers: Callable[[], list[int]] | None = None,
+        reserve: FdReserve | None = None,
+        adopt: Callable[[], Sibling | None] | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -106,6 +110,8 @@ class StopSequence:
         self.workers = workers
         self.signalled_workers: list[int] = []
         self.agent_wait: asyncio.Task[None] | None = None
+        self.reserve = reserve  # fds given back for the hook's spawn (RLIMIT_NOFILE reached)
+        self.adopt = adopt  # the on-demand checkpoint hook still running, if any: adopted, not doubled
 
     @property
     def budget_deadline(self) -> float:
@@ -128,6 +134,7 @@ class StopSequence:
         if sent_at is not None:
             self.term_sent = sent_at
             self._log_sent()
+            self._resume(self.child.pgid)
         elif self.checkpoint_env is None:
             self._send_stop_signal()  # ranks first: see ``workers``
         self.log.info("stop_requested", **fields)
@@ -154,7 +161,12 @@ class StopSequence:
 
     async def _run(self) -> None:
         if self.checkpoint_env is not None:
-            await self._checkpoint(self.checkpoint_env)
+            try:
+                await self._checkpoint(self.checkpoint_env)
+            except Exception as error:  # whatever failed there, the job gets its TERM
+                self.log.error("checkpoint_step_failed", error=repr(error), action="stop signal now")
+                if self.checkpoint is None:
+                    self._checkpoint_ended(CheckpointHow.HOOK_NOT_STARTED, repr(error))
             self._send_stop_signal()
         await self._grace()
         self._kill()
@@ -190,9 +202,24 @@ class StopSequence:
             self.signalled_workers = [pid for pid in ranks if send_to_group(pid, self.signum)]
             target = f"the launcher's ranks: process groups {self.signalled_workers}"
             self.log.info("signal_forwarded", signal=signal_name(self.signum), target=target)
+            for pid in self.signalled_workers:
+                self._resume(pid)
             self.agent_wait = asyncio.ensure_future(self._signal_agent_after(self.signalled_workers))
         elif self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
+            self._resume(self.child.pgid)
+
+    def _resume(self, pgid: int, after: int | None = None) -> None:
+        """A stopped group (SIGSTOP, a forwarded SIGTSTP) holds the signal just sent pending until
+        SIGCONT, and would be SIGKILLed at the end of the grace without ever seeing it: resume it."""
+        state = resume_group(pgid)
+        if state is not None:
+            self.log.info(
+                "stopped_group_resumed",
+                target=f"process group {pgid}",
+                after=signal_name(self.signum if after is None else after),
+                state=state,
+            )
 
     async def _signal_agent_after(self, ranks: list[int]) -> None:
         """The launcher gets the stop signal once its ranks are gone and it has had ``AGENT_SETTLE``
@@ -203,6 +230,7 @@ class StopSequence:
         await asyncio.sleep(AGENT_SETTLE)  # cancelled when the launcher exits
         if self.child.send(self.signum, self.settings.forward_to):
             self._log_sent()
+            self._resume(self.child.pgid)
 
     def _log_sent(self) -> None:
         target = self.child.describe(self.settings.forward_to)
@@ -269,7 +297,8 @@ class StopSequence:
         number = self.settings.checkpoint_signal
         if number is None:
             return None
-        for pid in self.workers() if self.workers is not None else []:
+        workers = self.workers() if self.workers is not None else []
+        for pid in workers:
             send_to_group(pid, number)
         if self.child.send(number):
             self.log.info(
@@ -278,23 +307,40 @@ class StopSequence:
                 target=self.child.describe(),
                 ack_file=self.ack_file,
             )
+        for pgid in [*workers, self.child.pgid]:
+            self._resume(pgid, number)
         return asyncio.ensure_future(_appears(self.ack_file)) if self.ack_file is not None else None
 
     def _start_hook(self, env: Mapping[str, str]) -> str | None:
-        """Start the checkpoint hook; returns why it could not start, or None."""
-        from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
+        """Start the checkpoint hook, or adopt the one ``smsupervise-debug checkpoint`` started
+        (two writers of one checkpoint must never run side by side); returns why it could not
+        start, or None. The fd reserve is given back for the spawn: a process at RLIMIT_NOFILE
+        still starts its hook; without fds for the hook's pipes, its output goes to ours unframed."""
+        adopted = self.adopt() if self.adopt is not None else None
+        if adopted is not None:
+            self.hook, self.hook_exit = adopted.child, adopted.exit
+            self.log.info(
+                "checkpoint_hook_adopted",
+                pid=adopted.child.pid,
+                argv=list(adopted.child.argv),
+                why="smsupervise-debug checkpoint started it and it is still running",
+            )
+            return None
+        with self.reserve.released() if self.reserve is not None else contextlib.nullcontext(0):
+            # Imported here, with the reserve's fds free: an import opens files too.
+            from smsupervise.core.hook import hook_argv, hook_env  # noqa: PLC0415 - a stop with a hook only
 
-        argv = hook_argv(self.settings.checkpoint_hook or "")
-        spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
-        output = self.hook_output
-        stdout_w, stderr_w = output.open() if output is not None else (1, 2)
-        try:
-            hook = spawn(spec, stdout_w, stderr_w)
-        except SpawnError as error:
-            if output is not None:
-                output.close_write_ends()
-            self.log.error("checkpoint_hook_failed", error=error.message(), exit_code=error.exit_code)
-            return error.message()
+            argv = hook_argv(self.settings.checkpoint_hook or "")
+            spec = LaunchSpec(argv, {**env, **hook_env(self.reason, self.deadline)}, self.checkpoint_cwd)
+            output, (stdout_w, stderr_w) = self._open_hook_output()
+            try:
+                hook = spawn(spec, stdout_w, stderr_w)
+            except SpawnError as error:
+                if output is not None:
+                    _discard(output)
+                self.hook_output = None
+                self.log.error("checkpoint_hook_failed", error=error.message(), exit_code=error.exit_code)
+                return error.message()
         self.hook_exit = self.reaper.register(hook.pid)  # same callback as the spawn: see reaper.py
         self.hook = hook
         hook.close()  # the hook is reaped by waitpid; its pidfd is not watched
@@ -304,6 +350,24 @@ class StopSequence:
             "checkpoint_hook_started", pid=hook.pid, argv=list(hook.argv), deadline=round(self.deadline, 3)
         )
         return None
+
+    def _open_hook_output(self) -> tuple[ChildOutput | None, tuple[int, int]]:
+        """The hook's output pipes and their write ends; with no ChildOutput, or no fd left for the
+        pipes, (None, our own fds 1 and 2): its output then goes to ours, unframed."""
+        output = self.hook_output
+        if output is None:
+            return None, (1, 2)
+        try:
+            return output, output.open()
+        except OSError as error:
+            _discard(output)
+            self.hook_output = None
+            self.log.warning(
+                "checkpoint_hook_output_direct",
+                error=str(error),
+                impact="the hook's output goes to smsupervise's stdout and stderr as it is (not framed)",
+            )
+            return None, (1, 2)
 
     def _kill_hook(self, why: str) -> None:
         if self.hook is None or self.hook_exit is None or self.hook_exit.done():
@@ -325,7 +389,7 @@ class StopSequence:
             if not self.hook_exit.done():
                 self._kill_hook("timeout")
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self.hook_exit, 5.0)
+                    await asyncio.wait_for(asyncio.shield(self.hook_exit), 5.0)
             result = self.checkpoint
             if self.hook_exit.done() and result is not None and result.how is not CheckpointHow.HOOK_EXITED:
                 # The child exited during the checkpoint step; the hook went on and has now ended.
@@ -370,6 +434,15 @@ class StopSequence:
             self.settings.grace_period,
             self.settings.max_runtime,
         )
+
+
+def _discard(output: ChildOutput) -> None:
+    """Close the pipes of a hook that never ran (or could not get them all)."""
+    output.close_write_ends()
+    for stream in output.streams:
+        with contextlib.suppress(OSError):
+            os.close(stream.read_fd)
+    output.streams.clear()
 
 
 async def _appears(path: str) -> None:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 if TYPE_CHECKING:
     from smsupervise.pipemode.channel import ChannelSpec
 
+from smsupervise.core.fdreserve import FdReserve
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
 from smsupervise.core.plugins import NO_CLUSTER, ClusterHooks, ServiceFactory
@@ -107,9 +108,8 @@ class Supervisor:
         self._holding = False
         self._limit: asyncio.TimerHandle | None = None
         self.terminal = run.terminal
-        self.siblings = Siblings(
-            self.reaper, self._new_output
-        )  # beside the job; not leftovers while they run
+        self.fd_reserve = FdReserve()  # what the stop and the outcome file need, kept for them
+        self.siblings = Siblings(self.reaper, self._new_output)  # beside the job: not leftovers
         self.services = [make(self) for make in services]
 
     def _new_output(self) -> ChildOutput:
@@ -187,6 +187,8 @@ class Supervisor:
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
             workers=(lambda: ranks() or []) if ranks is not None else None,
+            reserve=self.fd_reserve,
+            adopt=self.siblings.running_checkpoint if main else None,
         )
         self.stop.begin(sent_at)
 
@@ -217,7 +219,8 @@ class Supervisor:
         try:
             outcome = await self._run_steps(loop)
             if self.on_outcome is not None:
-                self.on_outcome(outcome)
+                with self.fd_reserve.released():  # the outcome file, even at RLIMIT_NOFILE
+                    self.on_outcome(outcome)
             if self._holding:
                 await self.keep_alive.hold(self._keep_alive_left())
                 await self._end_leftovers()
@@ -286,6 +289,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.unlink(self.ack_file)
         self.pipes.stop()
+        self.fd_reserve.close()
         self.log.redirect(None)
         for output in self.outputs.values():
             output.detach()  # the epilogue writes what is left, after the outcome file (finish)
@@ -402,6 +406,10 @@ class Supervisor:
             sum(records for records, _ in lost),
             sum(size for _, size in lost),
         )
+
+    def checkpointing(self, hook: Sibling) -> None:
+        """A checkpoint hook started on demand: a stop that begins while it runs adopts it."""
+        self.siblings.checkpointing(hook)
 
     def leftover_pids(self) -> list[int]:
         """After the job's main process exited: the processes still alive below us (its group and

@@ -12,6 +12,8 @@ import contextlib
 import glob
 import os
 import socket
+import stat
+import struct
 import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +31,7 @@ from smsupervise.debug.protocol import (
 )
 
 SOCKET_VARIABLE = "SMSUPERVISE_CONTROL_SOCKET"
+TRUST_VARIABLE = "SMSUPERVISE_DEBUG_TRUST_UID"  # set by --trust-uid (comma-separated uids)
 USAGE_EXIT = 2
 FAIL_EXIT = 1
 
@@ -59,8 +62,48 @@ def find_socket(explicit: str | None, env: Mapping[str, str]) -> str:
     )
 
 
+def trusted_uids() -> frozenset[int]:
+    """Whose supervisor this client talks to: root's, our own uid's, and ``--trust-uid``'s."""
+    extra = os.environ.get(TRUST_VARIABLE, "")
+    return frozenset({0, os.getuid(), *(int(word) for word in extra.split(",") if word.strip().isdigit())})
+
+
+def check_owner(path: str, trusted: frozenset[int]) -> None:
+    """The socket and its directory must belong to a trusted uid, and the directory must not be
+    writable by others unless sticky (as /tmp is): else anyone could have put it there."""
+    for what, where in (("socket", path), ("directory", os.path.dirname(os.path.abspath(path)))):
+        try:
+            info = os.stat(where)
+        except OSError:
+            return  # connect says what is wrong
+        open_to_all = what == "directory" and info.st_mode & 0o002 and not info.st_mode & stat.S_ISVTX
+        if info.st_uid not in trusted or open_to_all:
+            raise ClientError(
+                f"refusing the control socket {path}: its {what} {where} belongs to uid {info.st_uid}"
+                f"{' and is writable by anyone' if open_to_all else ''}, not to you or root, so "
+                "another user may have put it there; if you trust that uid, pass --trust-uid "
+                f"{info.st_uid}"
+            )
+
+
+def check_server(sock: socket.socket, path: str, trusted: frozenset[int]) -> None:
+    """The process that listens must run as a trusted uid (``SO_PEERCRED``), before a byte is sent."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, _ = struct.unpack("3i", raw)
+    if uid not in trusted:
+        raise ClientError(
+            f"refusing the control socket {path}: the process answering (pid {pid}) runs as uid "
+            f"{uid}, not as you or root, so it is not your supervisor; if you trust that uid, pass "
+            f"--trust-uid {uid}"
+        )
+
+
 def exchange(path: str, request: Request) -> Iterator[Response]:
-    """Send one request; yield the response lines until the answer or the stream's end."""
+    """Send one request; yield the response lines until the answer or the stream's end. The
+    socket, its directory and the server's uid are checked first (``check_owner``,
+    ``check_server``): a socket planted by another user gets nothing."""
+    trusted = trusted_uids()
+    check_owner(path, trusted)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
@@ -77,6 +120,11 @@ def exchange(path: str, request: Request) -> Iterator[Response]:
         ) from None
     except ConnectionRefusedError:
         raise ClientError(f"nobody listens on {path}: the supervisor has exited") from None
+    try:
+        check_server(sock, path, trusted)
+    except ClientError:
+        sock.close()
+        raise
     with sock, sock.makefile("rb") as lines:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(request.encode())  # a refusal may come before we are done writing
@@ -222,6 +270,13 @@ def parser() -> argparse.ArgumentParser:
     )
     top.add_argument("--socket", help=f"the control socket (default: ${SOCKET_VARIABLE}, then the defaults)")
     top.add_argument("--pid", type=int, help="attach to this process's tree from /proc (no socket)")
+    top.add_argument(
+        "--trust-uid",
+        type=int,
+        action="append",
+        default=[],
+        help="also talk to a supervisor running as this uid (default: only yours and root's)",
+    )
     top.add_argument("--json", action="store_true", help="machine-readable output")
     top.add_argument("--interval", type=float, default=1.0, help="CPU%% and throughput interval (1 s)")
     sub = top.add_subparsers(dest="command", required=True)
@@ -269,6 +324,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parser().parse_args(args)
     if rest is not None:
         options.argv = rest
+    if options.trust_uid:
+        given = os.environ.get(TRUST_VARIABLE, "")
+        os.environ[TRUST_VARIABLE] = ",".join([given, *map(str, options.trust_uid)]).strip(",")
     if options.pid and options.command in SOCKET_ONLY:
         sys.stderr.write(
             f"smsupervise-debug: '{options.command}' needs a supervisor's control socket; "

@@ -8,6 +8,7 @@ fields, logs read the ring the relay already fills, acting requests go through t
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import signal
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from smsupervise.core.plugins import JobControl
 
 PAUSE_AT = 16  # captured chunks queued for a slow client before we stop reading the sibling
+FOLLOW_BUFFER = 1 << 20  # bytes of output held for one ``logs -f`` client; beyond, dropped and counted
 LAST_LINES = 5
 
 
@@ -44,7 +46,7 @@ class DebugService:
         self.supervisor = supervisor
         self.mode = mode
         self.log = supervisor.log
-        self.server = ControlServer(sock, Policy(os.getuid(), group), self._handlers())
+        self.server = ControlServer(sock, Policy(os.getuid(), group), self._handlers(), log=supervisor.log)
         self._checkpointing = False
 
     def start(self) -> None:
@@ -72,20 +74,23 @@ class DebugService:
             **snapshot,
             "mode": self.mode,
             "control_socket": self.server.path,
+            "control_connections": self.server.counts(),
             "last_lines": [_record("", line) for line in lines],
             "leftovers": [row for row in map(leftover, self.supervisor.leftover_pids()) if row is not None],
         }
 
     async def logs(self, args: Mapping[str, Any], peer: Peer) -> AsyncIterator[Any]:
-        """The last records held, then (``follow``) every new one, filtered by stream and rank."""
+        """The last records held, then (``follow``) every new one, filtered by stream and rank. A
+        follower that reads slower than the job writes (a paused pager) holds FOLLOW_BUFFER bytes
+        at most; what did not fit is dropped, and the follower is told how much when it reads on."""
         streams = [args["stream"]] if args.get("stream") in ("stdout", "stderr") else ["stdout", "stderr"]
         rank = args.get("rank")
         recent = self.supervisor.recent
-        queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        buffer = _FollowBuffer(FOLLOW_BUFFER)
 
         def follow(stream: str, data: bytes) -> None:
             if stream in streams:
-                queue.put_nowait((stream, data))
+                buffer.put(stream, data)
 
         # The backlog and the follower are taken in one step: no record falls between them.
         backlog = [
@@ -99,7 +104,13 @@ class DebugService:
                 if _matches(record, rank):
                     yield record
             while args.get("follow"):
-                stream, data = await queue.get()
+                stream, data, dropped = await buffer.get()
+                if dropped:
+                    yield {
+                        "stream": "smsupervise",
+                        "msg": f"[{dropped} bytes of output dropped: this follower read too slowly]",
+                        "dropped_bytes": dropped,
+                    }
                 for line in data.splitlines():
                     record = _record(stream, line)
                     if line and _matches(record, rank):
@@ -150,6 +161,9 @@ class DebugService:
             )
         except SpawnError as error:
             raise HandlerError(f"checkpoint hook could not start: {error.message()}") from None
+        except OSError as error:  # no fd for its pipes: said, not a traceback
+            raise HandlerError(f"checkpoint hook could not start: {error.strerror or error}") from None
+        self.supervisor.checkpointing(sibling)  # a stop meanwhile adopts it
         started = time.monotonic()
         self.log.info(
             "checkpoint_hook_started",
@@ -192,6 +206,8 @@ class DebugService:
             sibling = self.supervisor.spawn_sibling(argv, {}, capture=True)
         except SpawnError as error:
             raise HandlerError(error.message()) from None
+        except OSError as error:  # no fd for its pipes: said, not a traceback
+            raise HandlerError(f"{argv[0]}: cannot start it now: {error.strerror or error}") from None
         self.log.info("debug_request", op="exec", argv=list(argv), pid=sibling.child.pid, peer_uid=peer.uid)
         assert sibling.stdout is not None
         assert sibling.stderr is not None
@@ -205,9 +221,39 @@ class DebugService:
                 sibling.child.send(signal.SIGKILL)
 
 
+class _FollowBuffer:
+    """Output chunks held for one follower, at most ``limit`` bytes; what did not fit is counted
+    and reported with the next chunk that does (where the gap is)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chunks: collections.deque[tuple[str, bytes, int]] = collections.deque()
+        self.size = 0
+        self.dropped = 0  # since the last chunk kept
+        self.ready = asyncio.Event()
+
+    def put(self, stream: str, data: bytes) -> None:
+        if self.size + len(data) > self.limit:
+            self.dropped += len(data)
+            return
+        self.chunks.append((stream, data, self.dropped))
+        self.dropped = 0
+        self.size += len(data)
+        self.ready.set()
+
+    async def get(self) -> tuple[str, bytes, int]:
+        """The next chunk, and the bytes dropped just before it."""
+        while not self.chunks:
+            self.ready.clear()
+            await self.ready.wait()
+        stream, data, dropped = self.chunks.popleft()
+        self.size -= len(data)
+        return stream, data, dropped
+
+
 def _parse_signal(text: str) -> int:
     name = text.strip().upper()
-    if name.isdigit() and int(name) in signal.valid_signals():
+    if name.isascii() and name.isdigit() and int(name) in signal.valid_signals():
         return int(name)
     try:
         return int(signal.Signals[name if name.startswith("SIG") else f"SIG{name}"])

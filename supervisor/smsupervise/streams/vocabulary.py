@@ -12,6 +12,12 @@ from __future__ import annotations
 EVENTS: frozenset[str] = frozenset(
     {
         "checkpoint_done",
+        "stopped_group_resumed",
+        "control_socket_paused",
+        "control_request_failed",
+        "checkpoint_step_failed",
+        "checkpoint_hook_output_direct",
+        "checkpoint_hook_adopted",
         "checkpoint_hook_failed",
         "checkpoint_hook_killed",
         "checkpoint_hook_started",
