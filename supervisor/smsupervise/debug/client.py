@@ -263,41 +263,101 @@ def cmd_inspect(options: argparse.Namespace) -> int:
     return 0
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(
-        prog="smsupervise-debug",
-        description="Look into a running smsupervise job (control socket), or any process tree (--pid).",
+# The flags that are smsupervise-debug's own, whatever the verb: accepted before it or after it.
+GLOBAL_FLAGS = {"--socket": True, "--pid": True, "--trust-uid": True, "--json": False, "--interval": True}
+COMMAND_LINE_VERBS = {"exec", "shell", "inspect"}  # what follows them is a command line of its own
+
+
+def _global_flags(target: argparse.ArgumentParser, suppress: bool) -> None:
+    """The global flags on ``target``; ``suppress``: on a verb, where a flag not given there must not
+    overwrite what was given before the verb."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    target.add_argument(
+        "--socket",
+        default=default(None),
+        help=f"the control socket (default: ${SOCKET_VARIABLE}, then the defaults)",
     )
-    top.add_argument("--socket", help=f"the control socket (default: ${SOCKET_VARIABLE}, then the defaults)")
-    top.add_argument("--pid", type=int, help="attach to this process's tree from /proc (no socket)")
-    top.add_argument(
+    target.add_argument(
+        "--pid", type=int, default=default(None), help="attach to this process's tree from /proc (no socket)"
+    )
+    target.add_argument(
         "--trust-uid",
         type=int,
         action="append",
-        default=[],
+        dest="trust_uid_after_verb" if suppress else "trust_uid",  # added up in parse_command_line
+        default=default([]),
         help="also talk to a supervisor running as this uid (default: only yours and root's)",
     )
-    top.add_argument("--json", action="store_true", help="machine-readable output")
-    top.add_argument("--interval", type=float, default=1.0, help="CPU%% and throughput interval (1 s)")
+    target.add_argument("--json", action="store_true", default=default(False), help="machine-readable output")
+    target.add_argument(
+        "--interval", type=float, default=default(1.0), help="CPU%% and throughput interval (1 s)"
+    )
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(
+        prog="smsupervise-debug",
+        description="Look into a running smsupervise job (control socket), or any process tree (--pid). "
+        "Its own flags (--socket, --pid, --trust-uid, --json, --interval) go before or after the verb.",
+    )
+    _global_flags(top, suppress=False)
+    common = argparse.ArgumentParser(add_help=False)
+    _global_flags(common, suppress=True)
     sub = top.add_subparsers(dest="command", required=True)
-    sub.add_parser("status", help="what runs, the stop state, streams, Pipe channels")
-    sub.add_parser("tree", help="the job's process tree: CPU%%, RSS, threads, waits, ranks, TERM warnings")
-    logs = sub.add_parser("logs", help="the last records, then (-f) the new ones")
+
+    def verb(name: str, help_text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help_text, parents=[common])
+
+    verb("status", "what runs, the stop state, streams, Pipe channels")
+    verb("tree", "the job's process tree: CPU%%, RSS, threads, waits, ranks, TERM warnings")
+    logs = verb("logs", "the last records, then (-f) the new ones")
     logs.add_argument("-f", "--follow", action="store_true")
     logs.add_argument("--stream", choices=["stdout", "stderr"])
     logs.add_argument("--rank", type=str)
     logs.add_argument("-n", "--lines", type=int, default=50)
-    sub.add_parser("checkpoint", help="run the checkpoint step now, without stopping")
-    sub.add_parser("release", help="end a keep-alive after failure now")
-    signal_cmd = sub.add_parser("signal", help="send SIG to the job's process group (recorded)")
+    verb("checkpoint", "run the checkpoint step now, without stopping")
+    verb("release", "end a keep-alive after failure now")
+    signal_cmd = verb("signal", "send SIG to the job's process group (recorded)")
     signal_cmd.add_argument("sig")
     for name in ("exec", "shell"):
         runner = sub.add_parser(name, help="run CMD with the job's environment and cwd, beside the job")
         runner.add_argument("argv", nargs=argparse.REMAINDER)
-    sub.add_parser("stacks", help="Python stacks of every Python process of the job")
+    verb("stacks", "Python stacks of every Python process of the job")
     inspect = sub.add_parser("inspect", help="what `smsupervise [OPTIONS] train|serve|CMD` would run here")
     inspect.add_argument("argv", nargs=argparse.REMAINDER)
     return top
+
+
+def parse_command_line(args: list[str]) -> argparse.Namespace:
+    """``args`` (our flags already hoisted) as options; --trust-uid given on both sides adds up."""
+    options = parser().parse_args(args)
+    options.trust_uid = [*options.trust_uid, *getattr(options, "trust_uid_after_verb", [])]
+    return options
+
+
+def hoist_global_flags(args: list[str]) -> list[str]:
+    """``exec``, ``shell`` and ``inspect`` take a command line after them: our own flags written right
+    after the verb (``inspect --json train``) are moved before it; the command line starts at the first
+    word that is not one of them (``--`` ends them)."""
+    verb_at = _skip_global_flags(args, 0)
+    if verb_at >= len(args) or args[verb_at] not in COMMAND_LINE_VERBS:
+        return args
+    end = _skip_global_flags(args, verb_at + 1)
+    return [*args[:verb_at], *args[verb_at + 1 : end], args[verb_at], *args[end:]]
+
+
+def _skip_global_flags(args: list[str], at: int) -> int:
+    """The index of the first word from ``at`` on that is neither a global flag nor its value."""
+    while at < len(args):
+        word = args[at]
+        name = word.split("=", 1)[0]
+        if name not in GLOBAL_FLAGS:
+            return at
+        at += 2 if GLOBAL_FLAGS[name] and "=" not in word else 1
+    return at
 
 
 COMMANDS = {
@@ -316,12 +376,12 @@ SOCKET_ONLY = {"logs", "checkpoint", "release", "signal", "exec", "shell"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = hoist_global_flags(list(sys.argv[1:] if argv is None else argv))
     rest: list[str] | None = None
     if "inspect" in args:  # what follows is smsupervise's own command line, options included
         cut = args.index("inspect") + 1
         args, rest = args[:cut], args[cut:]
-    options = parser().parse_args(args)
+    options = parse_command_line(args)
     if rest is not None:
         options.argv = rest
     if options.trust_uid:
