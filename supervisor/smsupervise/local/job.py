@@ -6,6 +6,7 @@ the fix; all problems are reported at once and nothing runs.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -314,14 +315,30 @@ def _checkpoint(c: _Checker, request: dict[str, Any]) -> Checkpoint | None:
     if not config:
         return None
     uri = c.string(config, "S3Uri", "CheckpointConfig", required=True, limit=1024)
-    local = c.string(config, "LocalPath", "CheckpointConfig", limit=4096) or "/opt/ml/checkpoints/"
-    if not local.startswith("/opt/ml/"):
+    given = c.string(config, "LocalPath", "CheckpointConfig", limit=4096) or "/opt/ml/checkpoints/"
+    local = checkpoint_path(given)
+    if local is None:
+        real = posixpath.normpath("/" + given.lstrip("/")) if given.startswith("/") else given
         c.add(
             "CheckpointConfig.LocalPath",
-            f"{local!r} is outside /opt/ml (not supported by smsupervise-local)",
+            f"{given!r} (that is {real!r}) is outside /opt/ml (not supported by smsupervise-local), "
+            "or in /opt/ml/input (the channels and the config are put there)",
             "use a path under /opt/ml, e.g. /opt/ml/checkpoints",
         )
-    return Checkpoint(uri, local) if uri else None
+    return Checkpoint(uri, local) if uri and local is not None else None
+
+
+def checkpoint_path(given: str) -> str | None:
+    """LocalPath in its normal form (``//`` collapsed, ``.`` and ``..`` resolved, no trailing
+    ``/``) when it is strictly below /opt/ml and outside /opt/ml/input; else None. Lexical only:
+    in the host's tree, made by the runner, the only links and mounts are those of /opt/ml/input."""
+    if not given.startswith("/"):
+        return None
+    normal = posixpath.normpath("/" + given.lstrip("/"))  # normpath keeps a leading "//"
+    parts = normal.split("/")[1:]
+    if parts[:2] != ["opt", "ml"] or len(parts) < 3 or parts[2] == "input":
+        return None
+    return normal
 
 
 def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
