@@ -88,7 +88,7 @@ class Coordinator:
         if self.plan.options.fail_fast and addresses is not None:
             self.mesh = Mesh(addresses, topology.current_host, self.plan.options.port, self.job, self.log,
                              self._on_report, self._on_lost, self.plan.options.peer_timeout,
-                             self._on_silent)  # fmt: skip
+                             self._on_silent, self.plan.mesh_key)  # fmt: skip
             await self.mesh.start()
             self.log.info("mesh_started", port=self.plan.options.port, peers=list(topology.peers))
         if self.runner == "mpi-master":

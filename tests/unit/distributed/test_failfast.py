@@ -132,7 +132,8 @@ def test_a_stranger_is_refused() -> None:
             reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
             report = Report("failed", "algo-2", 1, "forged", time.time())
             writer.write(orjson.dumps({"kind": "hello", **hello}) + b"\n" + report.encode())
-            assert await reader.read() == b""  # closed by algo-1
+            said = await reader.read()  # closed by algo-1: unread, or after its challenge
+            assert said == b"" or said.startswith(b'{"kind":"challenge"'), said
             writer.close()
         await one.mesh.close()
         return one
