@@ -55,7 +55,7 @@ HELLO_TIMEOUT = 3.0  # an unproven connection is closed after this long
 HELLO_LIMIT = 1024  # bytes of a hello, at most
 PENDING_PER_ADDRESS = 2  # unproven connections held per job host's address
 PENDING_TOTAL = 32  # unproven connections held in all
-ACCEPT_BATCH = 64  # connections accepted per wake-up of the loop
+ACCEPT_BATCH = 16  # connections accepted per wake-up of the loop
 ACCEPT_PAUSE = 0.5  # when accept() fails (no descriptor left): wait before trying again
 RETRY_FIRST = 0.05
 RETRY_LONGEST = 2.0
@@ -240,6 +240,7 @@ class Mesh:
         self.peer_addresses = {a for h, a in self.addresses.items() if h != me}
         self.pending: collections.OrderedDict[asyncio.Task[None], _Pending] = collections.OrderedDict()
         self.joined: dict[str, tuple[socket.socket, asyncio.Task[None]]] = {}  # proven, per host
+        self.dropped: set[socket.socket] = set()  # crowded out, its task not yet over
         self.refusals = Refusals(log)
         self.accept_paused = False
 
@@ -323,6 +324,10 @@ class Mesh:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self.listener.fileno())
             self.listener.close()
+        for pending in self.pending.values():
+            _shut(pending.sock)
+        for sock, _ in self.joined.values():
+            _shut(sock)
         for task in list(self.tasks):
             task.cancel()
         for outgoing in self.writers.values():
@@ -446,25 +451,35 @@ class Mesh:
 
     def _drop(self, pending: _Pending, why: str) -> None:
         self.pending.pop(pending.task, None)
-        pending.task.cancel()
+        self.dropped.add(pending.sock)
+        _shut(pending.sock)
         self.refusals.note(pending.address, why)
 
     async def _incoming(self, sock: socket.socket, address: str) -> None:
-        """One incoming connection: challenge, hello, then the peer's signed lines."""
+        """One incoming connection: challenge, hello, then the peer's signed lines. An unproven
+        connection is ended by shutting its socket down (its read then sees EOF at once): a timer
+        at ``HELLO_TIMEOUT``, or a newer connection crowding it out. Never by cancelling (a
+        cancellation can be lost in wait_for on Python < 3.12, and the socket would be held on)."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
+        deadline = loop.call_later(HELLO_TIMEOUT, _shut, sock)
         try:
             nonce = os.urandom(meshkey.NONCE_BYTES)
             challenge = orjson.dumps({"kind": "challenge", "nonce": nonce.hex()}) + b"\n"
             lines = _Lines(sock)
             try:
-                await asyncio.wait_for(loop.sock_sendall(sock, challenge), HELLO_TIMEOUT)
-                hello = await asyncio.wait_for(lines.next(HELLO_LIMIT), HELLO_TIMEOUT)
-            except (asyncio.TimeoutError, OSError, ValueError) as error:
-                self.refusals.note(
-                    address, f"no hello from a supervisor within {HELLO_TIMEOUT:g} s ({error!r:.40})"
-                )
+                await loop.sock_sendall(sock, challenge)
+                hello = await lines.next(HELLO_LIMIT)
+            except (OSError, ValueError) as error:
+                hello, problem = None, f" ({error!r:.40})"
+            else:
+                problem = "" if hello is not None else f" (it said nothing within {HELLO_TIMEOUT:g} s)"
+            deadline.cancel()
+            if sock in self.dropped:
+                return  # crowded out: already counted
+            if hello is None:
+                self.refusals.note(address, f"no hello from a supervisor{problem}")
                 return
             host = self._proven(hello, nonce, address)
             if host is None:
@@ -472,17 +487,19 @@ class Mesh:
             self.pending.pop(task, None)
             previous = self.joined.get(host)
             if previous is not None:  # a reconnect: the newer connection is the one that counts
-                previous[1].cancel()
+                _shut(previous[0])
             self.joined[host] = (sock, task)
             self.heard[host] = time.monotonic()
-            await self._listen(lines, host, nonce, address)
+            await self._listen(lines, host, nonce, address, sock)
         except asyncio.CancelledError:
-            return  # closing, crowded out or replaced: nothing to report
+            return  # closing: nothing to report
         finally:
+            deadline.cancel()
             self.pending.pop(task, None)
-            for host, (held, _) in list(self.joined.items()):
+            self.dropped.discard(sock)
+            for joined_host, (held, _) in list(self.joined.items()):
                 if held is sock:
-                    del self.joined[host]
+                    del self.joined[joined_host]
 
     def _proven(self, line: bytes | None, nonce: bytes, address: str) -> str | None:
         """The host a hello proves to be (a peer at its own address, this job, the right MAC)."""
@@ -508,7 +525,9 @@ class Mesh:
             return None
         return str(host)
 
-    async def _listen(self, lines: _Lines, host: str, nonce: bytes, address: str) -> None:
+    async def _listen(
+        self, lines: _Lines, host: str, nonce: bytes, address: str, sock: socket.socket
+    ) -> None:
         reported, seq = False, 0
         try:
             while (line := await lines.next(LINE_LIMIT)) is not None:
@@ -533,9 +552,17 @@ class Mesh:
                 "mesh_peer_unreachable", host=host, error=str(error), impact="none: the job goes on"
             )
             return
-        if not reported and not self.closing and host not in self.finished:
+        replaced = self.joined.get(host, (None, None))[0] is not sock  # a reconnect took over
+        if not reported and not replaced and not self.closing and host not in self.finished:
             self.finished.add(host)
             self.on_lost(host)
+
+
+def _shut(sock: socket.socket) -> None:
+    """End a connection without closing its descriptor (its task may still be reading it: the read
+    sees EOF, the task ends, and only then is the descriptor closed)."""
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 class _Lines:
