@@ -26,10 +26,10 @@ PENDING_TOTAL = 32  # failfast.PENDING_TOTAL: what the mesh may hold of unproven
 ACCEPT_BATCH = 16  # failfast.ACCEPT_BATCH: crowded-out ones of one batch close at its end
 
 
-def _start(c: Cluster, host: str, *flags: str) -> subprocess.Popen[bytes]:
+def _start(c: Cluster, host: str, *flags: str, **env: str) -> subprocess.Popen[bytes]:
     argv = [sys.executable, "-m", "smsupervise", *flags, "train"]
     with (c.root / f"{host}.out").open("wb") as out, (c.root / f"{host}.err").open("wb") as err:
-        return c.popen(host, argv, env=jobs.environment(), stdout=out, stderr=err)
+        return c.popen(host, argv, env=jobs.environment(**env), stdout=out, stderr=err)
 
 
 def _names(c: Cluster, host: str) -> list[str]:
@@ -44,12 +44,17 @@ def _marker(c: Cluster, host: str, name: str, text: str = "0") -> None:
     (c.base(host) / "input" / name).write_text(text)
 
 
-def test_a_process_that_knows_only_the_job_name_cannot_stop_the_job(cluster: Callable[..., Cluster]) -> None:
-    """algo-2's "container" runs a forger that says it is algo-2 of this job, without the key, and
-    sends 'failed': algo-1 refuses it and its job runs to its own end (exit 0)."""
+@pytest.mark.parametrize("role", ["forge-nokey", "forge-nosecret"])
+def test_a_process_that_knows_only_the_job_name_cannot_stop_the_job(
+    cluster: Callable[..., Cluster], role: str
+) -> None:
+    """algo-2's "container" runs a forger that says it is algo-2 of this job, without the key (or
+    with all of the job's config but not the mesh secret algo-1 was given), and sends 'failed':
+    algo-1 refuses it and its job runs to its own end (exit 0)."""
     c = cluster(2)
-    jobs.write_job(c, {"role": "forge-nokey"}, script=SCRIPT)
-    one = _start(c, "algo-1")
+    jobs.write_job(c, {"role": role}, script=SCRIPT)
+    secret = {"SMSUPERVISE_MESH_SECRET": "only-the-hosts-know"} if role == "forge-nosecret" else {}
+    one = _start(c, "algo-1", **secret)
     sleep_until(lambda: _training(c, "algo-1"), timeout=60, what="algo-1 training")
     forger = _start(c, "algo-2", "--fail-fast", "off")
     assert forger.wait(90) == 0, jobs.tail(c, "algo-2")

@@ -6,6 +6,8 @@ process inside algo-2's container that speaks to algo-1's mesh itself:
 * ``forge-nokey``: it knows the job's name and its host's name, not the key: hello with a wrong
   MAC (or, against a mesh that sends no challenge, the old unauthenticated hello), then a 'failed'
   report; it ends when algo-1 closes the connection.
+* ``forge-nosecret``: as ``forge-nokey``, with a key derived from everything in its container but
+  the mesh secret (SMSUPERVISE_MESH_SECRET) that algo-1 was given.
 * ``forge-junk``: it has the key (derived from its own environment, as any process of the job's
   container can): a proven hello, reports of wrong types, beats; when ``send-valid`` appears in its
   /opt/ml/input, one valid 'failed' report; it ends when algo-1 closes the connection.
@@ -59,7 +61,7 @@ def forge(role: str) -> None:
 
         nonce = bytes.fromhex(json.loads(first)["nonce"])
         hosts = json.loads(os.environ["SM_HOSTS"])
-        key = meshkey.derive(os.environ, job, hosts) if role == "forge-junk" else os.urandom(32)
+        key = os.urandom(32) if role == "forge-nokey" else meshkey.derive(os.environ, job, hosts)
         hello["mac"] = meshkey.hello_mac(key, nonce, "algo-2", job)
         seq = 0
 
@@ -73,7 +75,7 @@ def forge(role: str) -> None:
             return body + b"\n"
 
     sock.sendall(json.dumps(hello).encode() + b"\n")
-    if role == "forge-nokey":
+    if role in ("forge-nokey", "forge-nosecret"):
         lines.append(signed(report()))
     else:
         lines += [signed(report(**junk)) for junk in JUNK]
