@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import errno
 import math
 import os
 import socket
@@ -145,11 +144,15 @@ def _quote(value: object) -> str:
 
 
 class Refusals:
-    """``mesh_refused`` events, bounded: the first ``REFUSALS_SHOWN`` in each interval in full, the
-    rest counted per address and summed up in one ``mesh_refused_summary`` at the interval's end."""
+    """``mesh_refused`` (or ``event``) events, bounded: the first ``REFUSALS_SHOWN`` in each
+    interval in full, the rest counted per address and summed up in one ``<event>_summary`` at the
+    interval's end."""
 
-    def __init__(self, log: EventLog, interval: float = REFUSAL_INTERVAL) -> None:
+    def __init__(
+        self, log: EventLog, event: str = "mesh_refused", interval: float = REFUSAL_INTERVAL
+    ) -> None:
         self.log = log
+        self.event = event
         self.interval = interval
         self.shown = 0
         self.counted: collections.Counter[str] = collections.Counter()
@@ -160,7 +163,7 @@ class Refusals:
             self.timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
         if self.shown < REFUSALS_SHOWN:
             self.shown += 1
-            self.log.warning("mesh_refused", address=address, why=why)
+            self.log.warning(self.event, address=address, why=why)
         elif address in self.counted or len(self.counted) < 1000:
             self.counted[address] += 1
         else:
@@ -173,7 +176,7 @@ class Refusals:
         self.timer = None
         if self.counted:
             self.log.warning(
-                "mesh_refused_summary",
+                f"{self.event}_summary",
                 refused=sum(self.counted.values()),
                 interval_s=self.interval,
                 addresses=dict(self.counted.most_common(5)),
@@ -242,6 +245,7 @@ class Mesh:
         self.joined: dict[str, tuple[socket.socket, asyncio.Task[None]]] = {}  # proven, per host
         self.dropped: set[socket.socket] = set()  # crowded out, its task not yet over
         self.refusals = Refusals(log)
+        self.bad_reports = Refusals(log, "mesh_report_refused")  # from a peer with the key
         self.accept_paused = False
 
     async def start(self) -> None:
@@ -336,6 +340,7 @@ class Mesh:
         if self.tasks:  # each incoming socket is closed as its task ends
             await asyncio.gather(*self.tasks, return_exceptions=True)
         self.refusals.flush()
+        self.bad_reports.flush()
 
     # -- outgoing: this host's reports --------------------------------------------------------------
     async def _connect(self, host: str) -> None:
@@ -406,6 +411,7 @@ class Mesh:
             except OSError as error:
                 self._pause_accepting(error)
                 return
+            self.accept_paused = False
             address = str(peer[0])
             if address not in self.peer_addresses:
                 sock.close()
@@ -425,13 +431,13 @@ class Mesh:
         loop = asyncio.get_running_loop()
         assert self.listener is not None
         loop.remove_reader(self.listener.fileno())
-        if not self.accept_paused and error.errno in (
-            errno.EMFILE,
-            errno.ENFILE,
-            errno.ENOBUFS,
-            errno.ENOMEM,
-        ):
-            self.log.warning("mesh_accept_paused", error=str(error), pause_s=ACCEPT_PAUSE)
+        if not self.accept_paused:  # once per episode: it may last while the fds are gone
+            self.log.warning(
+                "mesh_accept_paused",
+                error=str(error),
+                pause_s=ACCEPT_PAUSE,
+                impact="connections wait in the kernel's backlog; accepting resumes when it can",
+            )
         self.accept_paused = True
 
         def resume() -> None:
@@ -542,7 +548,7 @@ class Mesh:
                 report = check(body)
                 if isinstance(report, str) or report.host != host:
                     why = report if isinstance(report, str) else f"a report for {_quote(report.host)}"
-                    self.log.warning("mesh_report_refused", host=host, why=why, impact="not acted on")
+                    self.bad_reports.note(address, f"from {host}, not acted on: {why}")
                     continue
                 reported = True
                 self.finished.add(host)

@@ -10,6 +10,8 @@ import json
 import math
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -363,3 +365,116 @@ def test_a_peer_still_joins_and_reports_while_its_address_is_flooded() -> None:
 
     one = asyncio.run(main())
     assert [(r.host, r.exit_code) for r in one.reports] == [("algo-2", 3)]
+
+
+def test_a_keyed_peer_sending_junk_cannot_flood_the_log_either() -> None:
+    """200 signed reports of wrong types (each with a 10 KB headline that is no string): a handful
+    of mesh_report_refused events, each short, and the rest counted in one summary."""
+    port = free_port()
+    sent = 200
+
+    async def main() -> Host:
+        one = Host("algo-1", port)
+        await one.mesh.start()
+        junk = orjson.dumps({**VALID, "headline": ["x" * 10_000]})
+        _, writer = await _speak(port, "127.0.0.2", KEY, [junk] * sent + [orjson.dumps(VALID)])
+        await until(lambda: one.reports)
+        writer.close()
+        await one.mesh.close()
+        return one
+
+    one = asyncio.run(main())
+    events = one.events()
+    shown = [e for e in events if e["event"] == "mesh_report_refused"]
+    summed = [e for e in events if e["event"] == "mesh_report_refused_summary"]
+    assert len(shown) == failfast.REFUSALS_SHOWN
+    assert all(len(e["why"]) < 300 for e in shown)
+    assert len(shown) + sum(e["refused"] for e in summed) == sent
+    assert one.log_bytes() < 16_384
+
+
+SHORT_OF_FDS = r"""
+import asyncio, os, resource, sys
+import uvloop
+from smsupervise.distributed import meshkey
+from smsupervise.distributed.failfast import Mesh
+from smsupervise.streams.events import EventLog
+
+HOSTS = {"algo-1": "127.0.0.1", "algo-2": "127.0.0.2", "algo-3": "127.0.0.3"}
+
+async def main():
+    reports = []
+    key = meshkey.derive({"SM_HPS": '{"lr": 0.1}'}, "job-1", list(HOSTS))
+    mesh = Mesh(HOSTS, "algo-1", int(sys.argv[1]), "job-1", EventLog(fd=2, level="debug"),
+                reports.append, print, key=key)
+    await mesh.start()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 16, 1024))
+    filler = []
+    try:
+        while True:
+            filler.append(os.open("/dev/null", os.O_RDONLY))
+    except OSError:
+        pass
+    print("full", flush=True)
+    loop = asyncio.get_running_loop()
+    go = asyncio.Event()
+    loop.add_reader(0, go.set)
+    await go.wait()
+    loop.remove_reader(0)
+    for fd in filler:
+        os.close(fd)
+    print("freed", flush=True)
+    while not reports:
+        await asyncio.sleep(0.01)
+    print("heard", reports[0].host, flush=True)
+    await mesh.close()
+
+uvloop.run(main())
+"""
+
+
+def test_no_descriptor_left_pauses_accepting_and_it_resumes() -> None:
+    """In a process out of descriptors (RLIMIT_NOFILE reached), connections to the mesh: accept()
+    fails, the mesh says so once and pauses (the backlog waits in the kernel); once descriptors are
+    free again, a peer joins and its report is heard."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", SHORT_OF_FDS, str(port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdin is not None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    try:
+        assert process.stdout.readline() == b"full\n"
+        waiting = [
+            socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) for _ in range(3)
+        ]
+        for line in process.stderr:
+            if orjson.loads(line)["event"] == "mesh_accept_paused":
+                break
+        process.stdin.write(b"go\n")
+        process.stdin.flush()
+        assert process.stdout.readline() == b"freed\n"
+
+        async def peer() -> None:
+            two = Host("algo-2", port)
+            await two.mesh.start()
+            await until(lambda: "algo-1" in two.mesh.writers)
+            two.mesh.announce(Report("failed", "algo-2", 3, "Training exited with code 3", time.time()))
+            await two.mesh.flush(5.0)
+            heard = await asyncio.get_running_loop().run_in_executor(None, process.stdout.readline)
+            assert heard == b"heard algo-2\n"
+            await two.mesh.close()
+
+        asyncio.run(peer())
+        assert process.wait(30) == 0
+        for sock in waiting:
+            sock.close()
+        paused = [orjson.loads(x)["event"] for x in process.stderr.read().splitlines()]
+        assert "mesh_accept_paused" not in paused  # one event for the episode (read above)
+    finally:
+        process.kill()
+        process.wait()
