@@ -363,7 +363,7 @@ class Mesh:
                 await asyncio.sleep(min(RETRY_FIRST * 2.0**attempt, RETRY_LONGEST))
                 attempt += 1
                 continue
-            attempt = 0
+            began = time.monotonic()
             mac = meshkey.hello_mac(self.key, nonce, self.me, self.job)
             writer.write(
                 orjson.dumps({"kind": "hello", "host": self.me, "job": self.job, "mac": mac}) + b"\n"
@@ -380,6 +380,11 @@ class Mesh:
             if self.writers.get(host) is outgoing:
                 del self.writers[host]
             writer.close()
+            if time.monotonic() - began < RETRY_LONGEST:  # refused at once (another key?): back off
+                await asyncio.sleep(min(RETRY_FIRST * 2.0**attempt, RETRY_LONGEST))
+                attempt += 1
+            else:
+                attempt = 0
 
     @staticmethod
     async def _challenge(reader: asyncio.StreamReader) -> bytes | None:
