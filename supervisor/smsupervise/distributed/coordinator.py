@@ -17,9 +17,10 @@ from typing import NamedTuple
 from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.distributed import attribution, peers
 from smsupervise.distributed.cluster import ClusterPlan
-from smsupervise.distributed.failfast import Mesh, Report
+from smsupervise.distributed.failfast import Mesh
 from smsupervise.distributed.ranklogs import RankLogs
 from smsupervise.distributed.rankwatch import RankExit, RankWatch
+from smsupervise.distributed.reports import Report
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog

@@ -37,16 +37,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import math
 import os
 import socket
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from typing import Any, Literal, NamedTuple
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, NamedTuple
 
 import orjson
 
 from smsupervise.distributed import meshkey
+from smsupervise.distributed.reports import NAME_LIMIT, Refusals, Report, check, quote
 from smsupervise.streams.events import EventLog
 
 DEFAULT_PORT = 7778
@@ -61,130 +61,6 @@ RETRY_LONGEST = 2.0
 LINE_LIMIT = 1 << 16
 BEAT = b'{"kind":"beat"}'
 BEAT_LONGEST = 5.0  # seconds between heartbeats at most
-REFUSALS_SHOWN = 5  # mesh_refused events in full per interval; the rest are counted
-REFUSAL_INTERVAL = 60.0
-QUOTE = 64  # characters of anything a stranger sent that a refusal quotes
-HEADLINE_LIMIT = 2048
-TAIL_LIMIT = 8192
-NAME_LIMIT = 255
-
-Kind = Literal["failed", "done"]
-
-
-class Report(NamedTuple):
-    """How a host's job ended, as told to the others."""
-
-    kind: Kind
-    host: str
-    exit_code: int
-    headline: str
-    at: float  # epoch seconds: when the first rank failed (or the job ended)
-    rank: int | None = None
-    local_rank: int | None = None
-    tail: str = ""  # the failing rank's last stderr lines
-
-    def encode(self) -> bytes:
-        return orjson.dumps(self._asdict()) + b"\n"
-
-    @classmethod
-    def decode(cls, line: bytes) -> Report | None:
-        """A report from one line; None for anything malformed (``check`` says why)."""
-        checked = check(line)
-        return checked if isinstance(checked, Report) else None
-
-
-def _is_int(value: object, low: int, high: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
-
-
-def _problems(data: dict[str, Any]) -> Iterator[str]:
-    """What is wrong with a decoded report's fields: types, ranges, lengths, no others."""
-    unknown = set(data) - set(Report._fields)
-    if unknown:
-        yield f"unknown fields {_quote(sorted(unknown))}"
-    for name in ("kind", "host", "exit_code", "headline", "at"):
-        if name not in data:
-            yield f"{name} is missing"
-    strings = {"kind": NAME_LIMIT, "host": NAME_LIMIT, "headline": HEADLINE_LIMIT, "tail": TAIL_LIMIT}
-    for name, limit in strings.items():
-        value = data.get(name, "")
-        if not isinstance(value, str) or len(value) > limit:
-            yield f"{name} must be a string of at most {limit} characters, not {_quote(value)}"
-    if data.get("kind") not in ("failed", "done"):
-        yield f"kind must be 'failed' or 'done', not {_quote(data.get('kind'))}"
-    if not _is_int(data.get("exit_code"), 0, 255):
-        yield f"exit_code must be an integer 0-255, not {_quote(data.get('exit_code'))}"
-    at = data.get("at")
-    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at):
-        yield f"at must be a finite number of seconds, not {_quote(at)}"
-    for name in ("rank", "local_rank"):
-        value = data.get(name)
-        if value is not None and not _is_int(value, 0, 2**31 - 1):
-            yield f"{name} must be a rank (an integer >= 0) or null, not {_quote(value)}"
-
-
-def check(line: bytes) -> Report | str:
-    """A report from one line, or why it is refused (bad JSON, not an object, a wrong field)."""
-    try:
-        data: Any = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return "not JSON"
-    if not isinstance(data, dict):
-        return f"not a JSON object: {_quote(data)}"
-    problem = next(_problems(data), None)
-    if problem is not None:
-        return problem
-    return Report(**{**data, "at": float(data["at"])})
-
-
-def _quote(value: object) -> str:
-    """A stranger's value for a log line: its repr, cut to ``QUOTE`` characters."""
-    text = repr(value)
-    return text if len(text) <= QUOTE else f"{text[:QUOTE]}... ({len(text)} characters)"
-
-
-class Refusals:
-    """``mesh_refused`` (or ``event``) events, bounded: the first ``REFUSALS_SHOWN`` in each
-    interval in full, the rest counted per address and summed up in one ``<event>_summary`` at the
-    interval's end."""
-
-    def __init__(
-        self, log: EventLog, event: str = "mesh_refused", interval: float = REFUSAL_INTERVAL
-    ) -> None:
-        self.log = log
-        self.event = event
-        self.interval = interval
-        self.shown = 0
-        self.counted: collections.Counter[str] = collections.Counter()
-        self.timer: asyncio.TimerHandle | None = None
-
-    def note(self, address: str, why: str) -> None:
-        if self.timer is None:
-            self.timer = asyncio.get_running_loop().call_later(self.interval, self.flush)
-        if self.shown < REFUSALS_SHOWN:
-            self.shown += 1
-            self.log.warning(self.event, address=address, why=why)
-        elif address in self.counted or len(self.counted) < 1000:
-            self.counted[address] += 1
-        else:
-            self.counted["other addresses"] += 1
-
-    def flush(self) -> None:
-        """The interval is over: the summary of what was not shown, and a fresh start."""
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = None
-        if self.counted:
-            self.log.warning(
-                f"{self.event}_summary",
-                refused=sum(self.counted.values()),
-                interval_s=self.interval,
-                addresses=dict(self.counted.most_common(5)),
-                other_addresses=max(0, len(self.counted) - 5),
-                impact="none: refused connections and lines are never acted on",
-            )
-        self.shown = 0
-        self.counted.clear()
 
 
 class _Pending(NamedTuple):
@@ -524,11 +400,11 @@ class Mesh:
             or set(hello) != set(fields)
             or not all(isinstance(hello[f], str) and len(hello[f]) <= NAME_LIMIT for f in fields)
         ):
-            self.refusals.note(address, f"not a supervisor's hello: {_quote(line)}")
+            self.refusals.note(address, f"not a supervisor's hello: {quote(line)}")
             return None
         host, job = hello["host"], hello["job"]
         if host == self.me or self.addresses.get(host) != address or job != self.job:
-            why = f"says it is {_quote(host)} of job {_quote(job)}, not a peer of this job at that address"
+            why = f"says it is {quote(host)} of job {quote(job)}, not a peer of this job at that address"
             self.refusals.note(address, why)
             return None
         if not meshkey.hello_ok(self.key, nonce, host, job, hello["mac"]):
@@ -552,7 +428,7 @@ class Mesh:
                     continue
                 report = check(body)
                 if isinstance(report, str) or report.host != host:
-                    why = report if isinstance(report, str) else f"a report for {_quote(report.host)}"
+                    why = report if isinstance(report, str) else f"a report for {quote(report.host)}"
                     self.bad_reports.note(address, f"from {host}, not acted on: {why}")
                     continue
                 reported = True

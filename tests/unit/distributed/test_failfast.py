@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import orjson
 
-from smsupervise.distributed.failfast import Mesh, Report
+from smsupervise.distributed.failfast import Mesh
+from smsupervise.distributed.reports import Report
 from smsupervise.streams.events import EventLog
 
 HOSTS = {"algo-1": "127.0.0.1", "algo-2": "127.0.0.2", "algo-3": "127.0.0.3"}

@@ -22,8 +22,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsupervise.distributed import failfast, meshkey
-from smsupervise.distributed.failfast import Mesh, Report
+from smsupervise.distributed import failfast, meshkey, reports
+from smsupervise.distributed.failfast import Mesh
+from smsupervise.distributed.reports import Report
 from smsupervise.streams.events import EventLog
 
 HOSTS = {"algo-1": "127.0.0.1", "algo-2": "127.0.0.2", "algo-3": "127.0.0.3"}
@@ -84,7 +85,7 @@ def test_a_report_with_any_field_of_a_wrong_type_is_refused(name: str, value: An
         assert getattr(report, name) == seen
     else:
         assert report is None, (name, value)
-        assert name in str(failfast.check(line))
+        assert name in str(reports.check(line))
 
 
 @pytest.mark.parametrize(
@@ -108,7 +109,7 @@ def test_a_report_with_any_field_of_a_wrong_type_is_refused(name: str, value: An
 def test_malformed_lines_of_every_shape_are_refused(line: bytes) -> None:
     """Not an object, a missing field, an unknown one, a bool for an int, infinity, junk bytes."""
     assert Report.decode(line) is None
-    assert isinstance(failfast.check(line), str)
+    assert isinstance(reports.check(line), str)
 
 
 @settings(max_examples=200)
@@ -282,7 +283,7 @@ def test_a_flood_of_refusals_is_summed_up_not_logged_whole() -> None:
     events = one.events()
     shown = [e for e in events if e["event"] == "mesh_refused"]
     summed = [e for e in events if e["event"] == "mesh_refused_summary"]
-    assert len(shown) <= failfast.REFUSALS_SHOWN
+    assert len(shown) <= reports.REFUSALS_SHOWN
     assert all(len(e["why"]) < 200 for e in shown)
     assert len(shown) + sum(e["refused"] for e in summed) == sent
     assert one.log_bytes() < 16_384
@@ -387,7 +388,7 @@ def test_a_keyed_peer_sending_junk_cannot_flood_the_log_either() -> None:
     events = one.events()
     shown = [e for e in events if e["event"] == "mesh_report_refused"]
     summed = [e for e in events if e["event"] == "mesh_report_refused_summary"]
-    assert len(shown) == failfast.REFUSALS_SHOWN
+    assert len(shown) == reports.REFUSALS_SHOWN
     assert all(len(e["why"]) < 300 for e in shown)
     assert len(shown) + sum(e["refused"] for e in summed) == sent
     assert one.log_bytes() < 16_384
