@@ -182,7 +182,7 @@ class _Checker:
             where = f"{path}.{key}"
             if len(key) > key_limit:
                 self.add(where, f"the key is longer than {key_limit} characters", "shorten the key")
-            if key_re is not None and not key_re.match(key):
+            if key_re is not None and not key_re.fullmatch(key):
                 self.add(where, f"the key does not match {key_re.pattern}", "use letters, digits and _")
             if not isinstance(item, str):
                 self.add(where, f"must be a string, not {type(item).__name__}", 'quote the value: "..."')
@@ -239,7 +239,7 @@ def _algorithm(c: _Checker, request: dict[str, Any]) -> tuple[str | None, str, t
 def _channel(c: _Checker, item: Any, where: str, job_mode: str) -> Channel | None:
     entry = c.obj(item, where)
     name = c.string(entry, "ChannelName", where, required=True, limit=64)
-    if name and not CHANNEL_NAME.match(name):
+    if name and not CHANNEL_NAME.fullmatch(name):  # fullmatch: "$" would let a trailing newline in
         c.add(
             f"{where}.ChannelName",
             f"{name!r} does not match {CHANNEL_NAME.pattern}",
@@ -352,7 +352,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
     for key in sorted(set(request) - KNOWN_FIELDS):
         c.add(key, "is not a CreateTrainingJob field", "remove it or check its spelling")
     name = c.string(request, "TrainingJobName", "", required=True) or ""
-    if name and not JOB_NAME.match(name):
+    if name and not JOB_NAME.fullmatch(name):
         c.add(
             "TrainingJobName",
             f"{name!r} does not match {JOB_NAME.pattern}",
