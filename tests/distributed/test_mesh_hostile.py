@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from smsupervise.distributed.failfast import ACCEPT_BATCH, PENDING_TOTAL
 from tests.conftest import HELPERS, sleep_until
 from tests.distributed import jobs
 from tests.distributed.conftest import needs_hosts
@@ -22,8 +23,6 @@ from tests.distributed.hosts import Cluster
 
 pytestmark = [needs_hosts, pytest.mark.slow]
 SCRIPT = HELPERS / "mesh_job.py"
-PENDING_TOTAL = 32  # failfast.PENDING_TOTAL: what the mesh may hold of unproven connections
-ACCEPT_BATCH = 16  # failfast.ACCEPT_BATCH: crowded-out ones of one batch close at its end
 
 
 def _start(c: Cluster, host: str, *flags: str, **env: str) -> subprocess.Popen[bytes]:
