@@ -20,7 +20,7 @@ from smsupervise.distributed.cluster import ClusterPlan
 from smsupervise.distributed.failfast import Mesh
 from smsupervise.distributed.ranklogs import RankLogs
 from smsupervise.distributed.rankwatch import RankExit, RankWatch
-from smsupervise.distributed.reports import Report
+from smsupervise.distributed.reports import HEADLINE_LIMIT, Report
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
@@ -259,7 +259,7 @@ class Coordinator:
             "failed" if failed_here else "done",
             me,
             ending.exit_code,
-            ending.headline,
+            ending.headline[:HEADLINE_LIMIT],  # the peers refuse a longer one
             ending.ended_at,
             failed.rank if failed else None,
             failed.local_rank if failed else None,

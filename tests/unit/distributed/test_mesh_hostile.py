@@ -23,8 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smsupervise.distributed import failfast, meshkey, reports
+from smsupervise.distributed.cluster import ClusterOptions, ClusterPlan
+from smsupervise.distributed.coordinator import Coordinator, Ending
 from smsupervise.distributed.failfast import Mesh
 from smsupervise.distributed.reports import Report
+from smsupervise.distributed.topology import Topology
 from smsupervise.streams.events import EventLog
 
 HOSTS = {"algo-1": "127.0.0.1", "algo-2": "127.0.0.2", "algo-3": "127.0.0.3"}
@@ -479,3 +482,16 @@ def test_no_descriptor_left_pauses_accepting_and_it_resumes() -> None:
     finally:
         process.kill()
         process.wait()
+
+
+def test_a_long_headline_of_ours_is_cut_so_that_the_peers_take_it() -> None:
+    """The sender's side of the typed check: a host whose headline is longer than the peers accept
+    (many Pipe relay failures appended) sends it cut, and the peers decode it."""
+    hosts = ("algo-1", "algo-2")
+    topology = Topology(hosts, hosts, "algo-2", "algo-1", "eth0", "ml.m5.xlarge", 0, 0, {})
+    plan = ClusterPlan(topology, None, ClusterOptions(), None)
+    coordinator = Coordinator(plan, EventLog(fd=os.open(os.devnull, os.O_WRONLY)), "job-1")
+    ending = Ending(False, 1, "Training exited with code 1" + "; a relay failed" * 500, False, b"", 1.0)
+    report = coordinator._report(ending, "algo-2", failed_here=True)
+    assert Report.decode(report.encode()) == report
+    assert report.headline.startswith("Training exited with code 1; a relay failed")
