@@ -9,7 +9,7 @@ import os
 from collections.abc import Mapping
 from typing import NamedTuple
 
-from smsupervise.distributed import launchers
+from smsupervise.distributed import launchers, meshkey
 from smsupervise.distributed.topology import Topology, from_variables
 
 RANK_LOG_VARIABLES = ("PET_LOG_DIR", "PET_REDIRECTS", "PET_TEE")
@@ -34,6 +34,7 @@ class ClusterPlan(NamedTuple):
     options: ClusterOptions
     rank_log_dir: str | None  # torchrun's per-rank files (PET_LOG_DIR), read by ranklogs
     watch_ranks: bool = False  # torchrun without restarts: a failed rank fails the host (rankwatch)
+    mesh_key: bytes = b""  # the job's key for the mesh (meshkey.derive); b"": from the job name only
 
     @property
     def multi_host(self) -> bool:
@@ -75,7 +76,8 @@ def decide(  # noqa: PLR0917 - the plan's parts
     # A failed rank is told at once when it fails the host (no restarts) and its stderr is in a
     # file of ours (its tail goes with the report).
     watch_ranks = rank_log_dir is not None and not _restarts(child_env)
-    return ClusterPlan(topology, launch, options, rank_log_dir, watch_ranks)
+    key = meshkey.derive(child_env, child_env.get("TRAINING_JOB_NAME", ""), topology.hosts)
+    return ClusterPlan(topology, launch, options, rank_log_dir, watch_ranks, key)
 
 
 def _restarts(child_env: Mapping[str, str]) -> bool:

@@ -17,9 +17,10 @@ from typing import NamedTuple
 from smsupervise.core.status import ExitStatus, signal_name
 from smsupervise.distributed import attribution, peers
 from smsupervise.distributed.cluster import ClusterPlan
-from smsupervise.distributed.failfast import Mesh, Report
+from smsupervise.distributed.failfast import Mesh
 from smsupervise.distributed.ranklogs import RankLogs
 from smsupervise.distributed.rankwatch import RankExit, RankWatch
+from smsupervise.distributed.reports import HEADLINE_LIMIT, Report
 from smsupervise.linux import proctree
 from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
@@ -88,7 +89,7 @@ class Coordinator:
         if self.plan.options.fail_fast and addresses is not None:
             self.mesh = Mesh(addresses, topology.current_host, self.plan.options.port, self.job, self.log,
                              self._on_report, self._on_lost, self.plan.options.peer_timeout,
-                             self._on_silent)  # fmt: skip
+                             self._on_silent, self.plan.mesh_key)  # fmt: skip
             await self.mesh.start()
             self.log.info("mesh_started", port=self.plan.options.port, peers=list(topology.peers))
         if self.runner == "mpi-master":
@@ -262,7 +263,7 @@ class Coordinator:
             "failed" if failed_here else "done",
             me,
             ending.exit_code,
-            ending.headline,
+            ending.headline[:HEADLINE_LIMIT],  # the peers refuse a longer one
             ending.ended_at,
             failed.rank if failed else None,
             failed.local_rank if failed else None,

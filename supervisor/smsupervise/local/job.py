@@ -6,6 +6,7 @@ the fix; all problems are reported at once and nothing runs.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -181,7 +182,7 @@ class _Checker:
             where = f"{path}.{key}"
             if len(key) > key_limit:
                 self.add(where, f"the key is longer than {key_limit} characters", "shorten the key")
-            if key_re is not None and not key_re.match(key):
+            if key_re is not None and not key_re.fullmatch(key):
                 self.add(where, f"the key does not match {key_re.pattern}", "use letters, digits and _")
             if not isinstance(item, str):
                 self.add(where, f"must be a string, not {type(item).__name__}", 'quote the value: "..."')
@@ -238,7 +239,7 @@ def _algorithm(c: _Checker, request: dict[str, Any]) -> tuple[str | None, str, t
 def _channel(c: _Checker, item: Any, where: str, job_mode: str) -> Channel | None:
     entry = c.obj(item, where)
     name = c.string(entry, "ChannelName", where, required=True, limit=64)
-    if name and not CHANNEL_NAME.match(name):
+    if name and not CHANNEL_NAME.fullmatch(name):  # fullmatch: "$" would let a trailing newline in
         c.add(
             f"{where}.ChannelName",
             f"{name!r} does not match {CHANNEL_NAME.pattern}",
@@ -314,14 +315,30 @@ def _checkpoint(c: _Checker, request: dict[str, Any]) -> Checkpoint | None:
     if not config:
         return None
     uri = c.string(config, "S3Uri", "CheckpointConfig", required=True, limit=1024)
-    local = c.string(config, "LocalPath", "CheckpointConfig", limit=4096) or "/opt/ml/checkpoints/"
-    if not local.startswith("/opt/ml/"):
+    given = c.string(config, "LocalPath", "CheckpointConfig", limit=4096) or "/opt/ml/checkpoints/"
+    local = checkpoint_path(given)
+    if local is None:
+        real = posixpath.normpath("/" + given.lstrip("/")) if given.startswith("/") else given
         c.add(
             "CheckpointConfig.LocalPath",
-            f"{local!r} is outside /opt/ml (not supported by smsupervise-local)",
+            f"{given!r} (that is {real!r}) is outside /opt/ml (not supported by smsupervise-local), "
+            "or in /opt/ml/input (the channels and the config are put there)",
             "use a path under /opt/ml, e.g. /opt/ml/checkpoints",
         )
-    return Checkpoint(uri, local) if uri else None
+    return Checkpoint(uri, local) if uri and local is not None else None
+
+
+def checkpoint_path(given: str) -> str | None:
+    """LocalPath in its normal form (``//`` collapsed, ``.`` and ``..`` resolved, no trailing
+    ``/``) when it is strictly below /opt/ml and outside /opt/ml/input; else None. Lexical only:
+    in the host's tree, made by the runner, the only links and mounts are those of /opt/ml/input."""
+    if not given.startswith("/"):
+        return None
+    normal = posixpath.normpath("/" + given.lstrip("/"))  # normpath keeps a leading "//"
+    parts = normal.split("/")[1:]
+    if parts[:2] != ["opt", "ml"] or len(parts) < 3 or parts[2] == "input":
+        return None
+    return normal
 
 
 def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
@@ -335,7 +352,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
     for key in sorted(set(request) - KNOWN_FIELDS):
         c.add(key, "is not a CreateTrainingJob field", "remove it or check its spelling")
     name = c.string(request, "TrainingJobName", "", required=True) or ""
-    if name and not JOB_NAME.match(name):
+    if name and not JOB_NAME.fullmatch(name):
         c.add(
             "TrainingJobName",
             f"{name!r} does not match {JOB_NAME.pattern}",

@@ -8,7 +8,9 @@ and the way to reach the host's PID 1 (``signal``).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 import orjson
 
+from smsupervise.distributed import meshkey
 from smsupervise.local import hosts
 from smsupervise.local.channels import Staged
 from smsupervise.local.job import TrainingJob
@@ -55,8 +58,16 @@ def job_env(job: TrainingJob, base: str) -> dict[str, str]:
         # No network namespaces here: the other hosts' names cannot resolve, so skip the wait for
         # them as the toolkit does in the SDK's local mode (the distributed issue's peer wait).
         env["SM_STUDIO_LOCAL_MODE"] = "true"
+    # The mesh's secret (meshkey.py): one per run, the same for every host; the request's wins.
+    env[meshkey.SECRET_VARIABLE] = _run_secret()
     env.update(job.environment)
     return env
+
+
+@functools.cache
+def _run_secret() -> str:
+    """A random secret for this run's hosts (one run per smsupervise-local process)."""
+    return secrets.token_hex(32)
 
 
 def _binds(plan_tree: str, base: str, staged: Staged, hosts_file: str | None) -> list[list[object]]:

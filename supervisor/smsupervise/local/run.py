@@ -28,7 +28,7 @@ from smsupervise.local.console import Console
 from smsupervise.local.job import TrainingJob
 from smsupervise.local.logs import HostLog, relay
 from smsupervise.local.metrics import Extractor
-from smsupervise.local.upload import give_back_tree, upload
+from smsupervise.local.upload import claim, give_back_tree, upload
 
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
 
@@ -292,6 +292,7 @@ class Runner:
 
     def run(self) -> Result:
         """Run the job to its end and write describe.json; returns how it ended."""
+        claim(self.work)  # as root: a new or empty dir of the caller's, else WorkDirRefused
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
         self._enter("Starting")
         mode = self._isolation()

@@ -6,6 +6,7 @@ through the work dir), and everything we leave owned by the user who ran us thro
 from __future__ import annotations
 
 import os
+import stat
 
 from smsupervise.local import artifacts, s3
 from smsupervise.local.console import Console
@@ -47,27 +48,86 @@ def upload(job: TrainingJob, trees: list[str], work: str, console: Console) -> s
     return "file://" + model.path if job.output_path.startswith("file://") else model.path
 
 
+class WorkDirRefused(ValueError):
+    """The work dir is not one root may write in and give back."""
+
+
 def _caller() -> tuple[int, int] | None:
-    """The user who ran us through sudo (SUDO_UID/SUDO_GID), whose files the results must be."""
+    """The user who ran us through sudo (SUDO_UID/SUDO_GID), whose files the results must be;
+    None unless we are root (only root can give files away)."""
+    if os.geteuid() != 0:
+        return None
     try:
         return int(os.environ["SUDO_UID"]), int(os.environ["SUDO_GID"])
     except (KeyError, ValueError):
         return None
 
 
+def claim(work: str) -> None:
+    """Before the run writes anything, as root: the work dir is new, or an empty real directory of
+    the caller's (SUDO_UID; root's without sudo), in a parent that no other user can rename things
+    in. Anything else (another user's dir, one holding entries this run did not make, a link) is
+    refused: root would write through what others planted, and give away what is not the run's.
+
+    Raises:
+        WorkDirRefused: naming the dir, what is wrong and the fix.
+    """
+    if os.geteuid() != 0:
+        return
+    caller = _caller()
+    owner = caller[0] if caller is not None else 0
+    fix = "give a new --work-dir (it is made), or an empty directory of yours"
+    parent = os.path.dirname(os.path.abspath(work))
+    while not os.path.lexists(parent):  # made by the run (the default is smsupervise-local/<name>)
+        parent = os.path.dirname(parent)
+    found = os.stat(parent)
+    shared = found.st_mode & 0o022 and not found.st_mode & stat.S_ISVTX
+    if found.st_uid not in (0, owner) or shared:
+        raise WorkDirRefused(
+            f"--work-dir {work}: its parent {parent} is owned by uid {found.st_uid} or writable by "
+            f"others (mode {stat.S_IMODE(found.st_mode):o}): they could swap the work dir; {fix}"
+        )
+    try:
+        found = os.lstat(work)
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(found.st_mode) or not stat.S_ISDIR(found.st_mode):
+        raise WorkDirRefused(f"--work-dir {work} is a link or not a directory; {fix}")
+    if found.st_uid != owner:
+        raise WorkDirRefused(f"--work-dir {work} is owned by uid {found.st_uid}, not by uid {owner}; {fix}")
+    entries = os.listdir(work)
+    if entries:
+        raise WorkDirRefused(
+            f"--work-dir {work} holds entries this run did not make ({entries[0]!r} and "
+            f"{len(entries) - 1} more): root would write through them and give them away; {fix}"
+        )
+
+
 def give_back(path: str) -> None:
-    """``path`` to the sudo caller (nothing without sudo)."""
+    """``path`` (not a link's target) to the sudo caller (nothing without sudo)."""
     caller = _caller()
     if caller is not None:
-        os.chown(path, *caller)
+        os.chown(path, *caller, follow_symlinks=False)
 
 
 def give_back_tree(root: str) -> None:
-    """Everything under ``root``, and ``root``, to the sudo caller (nothing without sudo)."""
+    """What the run made under ``root``, and ``root``, to the sudo caller (nothing without sudo).
+    ``claim`` let the run start only in a new or empty dir of the caller's, so everything here that
+    is not the caller's is the run's. Never through a link (each entry by its directory's
+    descriptor, ``follow_symlinks=False``); contents before their directory, so the caller cannot
+    change a directory while it is being given; a file with more than one link is not given (it
+    may be another's file, linked in)."""
     caller = _caller()
     if caller is None:
         return
-    for parent, dirs, names in os.walk(root):
-        for name in [*dirs, *names]:
-            os.lchown(os.path.join(parent, name), *caller)
-    os.chown(root, *caller)
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for _, dirs, files, dir_fd in os.fwalk(dir_fd=top, topdown=False, follow_symlinks=False):
+            for name in [*files, *dirs]:
+                found = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if found.st_uid == caller[0] or (not stat.S_ISDIR(found.st_mode) and found.st_nlink > 1):
+                    continue
+                os.chown(name, *caller, dir_fd=dir_fd, follow_symlinks=False)
+        os.fchown(top, *caller)
+    finally:
+        os.close(top)

@@ -27,7 +27,9 @@ import fcntl
 import gzip
 import io
 import os
+import re
 import select
+import stat
 import struct
 import sys
 import termios
@@ -44,6 +46,8 @@ MB = 1_000_000  # rates are in MB/s (decimal, as S3 and network figures are)
 PACE = 0.004  # a throttled stream is written in chunks of this many seconds' worth of bytes
 SLACK = 0.1  # how much of a stall of the reader the platform makes up afterwards (its buffering)
 CATCH_UP = 1.0  # how far the writer may fall behind its schedule on a busy machine and make it up
+# The API's ChannelName (CreateTrainingJob): no '/', so a FIFO ``<name>_<N>`` stays in the data dir.
+CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")
 
 
 def parse_rate(text: str) -> float | None:
@@ -164,6 +168,19 @@ def _mkfifo(path: str) -> None:
         os.mkfifo(path, 0o660)
 
 
+def _open_fifo(path: str) -> int:
+    """Open our FIFO for writing (blocks until a reader opens it); never through a link, never
+    into anything else that sits at the name (a regular file, a device)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError as error:
+        raise OSError(error.errno, f"{path}: {error.strerror} (a FIFO was expected here)") from None
+    if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a FIFO: remove it, or give another --data-dir")
+    return fd
+
+
 @dataclass(frozen=True)
 class StreamOptions:
     """How every channel is streamed."""
@@ -237,7 +254,7 @@ def stream_channel(data_dir: str, channel: str, source: str, options: StreamOpti
         path = os.path.join(data_dir, f"{channel}_{epoch}")
         _mkfifo(path)
         clock = EpochClock(ready)
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # blocks until a reader opens it
+        fd = _open_fifo(path)
         clock.opened = time.monotonic()
         os.set_blocking(fd, False)
         if epoch + 1 < options.epochs:
@@ -309,6 +326,11 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             parser.error(f"--channel {item!r}: use NAME=PATH, e.g. --channel train=./data/train")
+        if CHANNEL_NAME.fullmatch(name) is None:
+            parser.error(
+                f"--channel {item!r}: the channel name {name!r} does not match the API's ChannelName "
+                f"rule [A-Za-z0-9.-_], 1 to 64 characters; use letters, digits, '.', '-' and '_'"
+            )
         channels.append((name, path))
     args.channels = channels
     if args.epochs < 1:
@@ -319,7 +341,15 @@ def parse(argv: Sequence[str]) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     # Python ignores SIGPIPE: a reader's early close is EPIPE, which ends that epoch.
-    os.makedirs(args.data_dir, exist_ok=True)
+    try:
+        os.makedirs(args.data_dir, exist_ok=True)
+    except OSError as error:
+        why = "not a directory" if isinstance(error, FileExistsError) else error.strerror
+        sys.stderr.write(
+            f"smsupervise-pipe-emulate: --data-dir {args.data_dir}: {why}; give a directory "
+            "(it is made if missing), not a file or a path through one\n"
+        )
+        return 2
     for _, path in args.channels:
         objects(path)  # fail early on a missing path
     failures: list[BaseException] = []

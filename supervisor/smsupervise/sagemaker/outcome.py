@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import signal
+import stat
 from typing import NamedTuple
 
 from smsupervise.core.spawn import StepKind
@@ -178,14 +180,19 @@ def clear_stale(output_dir: str) -> list[str]:
     """Before anything runs: remove outcome files left by an earlier run in the same tree (local
     runs reuse a base dir; SageMaker never does), so that a failure file present at the end was
     written by this run's program. Returns what was removed."""
-    removed = []
-    for name in ("failure", "success"):
-        path = os.path.join(output_dir, name)
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            continue
-        removed.append(path)
+    removed: list[str] = []
+    if not os.path.lexists(output_dir):
+        return removed
+    dir_fd = _open_output_dir(output_dir)
+    try:
+        for name in ("failure", "success"):
+            try:
+                os.unlink(name, dir_fd=dir_fd)
+            except FileNotFoundError:
+                continue
+            removed.append(os.path.join(output_dir, name))
+    finally:
+        os.close(dir_fd)
     return removed
 
 
@@ -197,39 +204,77 @@ class FailureWritten(NamedTuple):
 
 
 def write_failure(output_dir: str, text: str) -> FailureWritten:
-    """Write the failure file atomically unless the program wrote one."""
-    os.makedirs(output_dir, exist_ok=True)
+    """Write the failure file atomically unless the program wrote one (a regular file; a link
+    there is no file of the program's: it is replaced, never followed)."""
     path = os.path.join(output_dir, "failure")
-    if os.path.isdir(path):
-        return FailureWritten(
-            False, f"{path} is a directory, not a file: remove it so the reason can be written"
-        )
-    if os.path.lexists(path):
-        return FailureWritten(False)
-    _write_atomically(path, text[:LIMIT], replace=False)
+    try:
+        dir_fd = _open_output_dir(output_dir)
+    except NotADirectoryError as error:
+        return FailureWritten(False, str(error))
+    try:
+        try:
+            found = os.stat("failure", dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            found = None
+        if found is not None and stat.S_ISDIR(found.st_mode):
+            return FailureWritten(
+                False, f"{path} is a directory, not a file: remove it so the reason can be written"
+            )
+        if found is not None and not stat.S_ISLNK(found.st_mode):
+            return FailureWritten(False)
+        _write_atomically(dir_fd, "failure", text[:LIMIT], replace=found is not None)
+    finally:
+        os.close(dir_fd)
     return FailureWritten(True)
 
 
 def write_success(output_dir: str) -> None:
-    """The success file, atomically."""
-    os.makedirs(output_dir, exist_ok=True)
-    _write_atomically(os.path.join(output_dir, "success"), "", replace=True)
-
-
-def _write_atomically(path: str, text: str, *, replace: bool) -> None:
-    """Write ``text`` to a temporary file beside ``path``, fsync it, then move it into place
-    (``link`` when an existing file must win, ``rename`` otherwise). Nothing partial is left."""
-    temporary = f"{path}.{os.getpid()}.tmp"
+    """The success file, atomically (whatever is at the name is replaced, never followed)."""
+    dir_fd = _open_output_dir(output_dir)
     try:
-        with open(temporary, "w", encoding="utf-8") as handle:
+        _write_atomically(dir_fd, "success", "", replace=True)
+    finally:
+        os.close(dir_fd)
+
+
+def _open_output_dir(output_dir: str) -> int:
+    """The output dir as a descriptor, made if missing. The job may write in /opt/ml: a link there
+    is followed only when it is root's (the image's), like the kernel's protected_symlinks."""
+    os.makedirs(os.path.dirname(output_dir) or ".", exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(output_dir)
+    found = os.lstat(output_dir)
+    if stat.S_ISLNK(found.st_mode) and found.st_uid not in (0, os.geteuid()):
+        raise NotADirectoryError(
+            f"{output_dir} is a symbolic link owned by uid {found.st_uid}, not followed: the outcome "
+            "file goes only into a real directory (or a link of root's)"
+        )
+    return os.open(output_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+
+def _write_atomically(dir_fd: int, name: str, text: str, *, replace: bool) -> None:
+    """Write ``text`` to a new temporary file of an unpredictable name beside ``name`` (created
+    with O_EXCL|O_NOFOLLOW: never an existing file, never through a link), fsync it, then move it
+    into place (``link`` when an existing file must win, ``rename`` otherwise: both act on the
+    name itself, never on a link's target). Nothing partial is left."""
+    while True:
+        temporary = f".{name}.{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        try:
+            fd = os.open(temporary, flags, 0o644, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+        break
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
         if replace:
-            os.rename(temporary, path)
+            os.rename(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         else:
             with contextlib.suppress(FileExistsError):  # the program wrote its own meanwhile: it wins
-                os.link(temporary, path)
+                os.link(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     finally:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
+            os.unlink(temporary, dir_fd=dir_fd)
