@@ -1,0 +1,83 @@
+"""File-mode channels are writable, as on the service (a plain directory on the training volume:
+the SDK's ModelTrainer runs ``chmod +x`` on a file in one), without copying the data: an overlay
+with the staged data as its lower layer, so that the job's writes never reach the source. FastFile
+channels stay read-only, as on the service."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.local.conftest import channel, model_file, needs_root, request, run
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    files = {"a.sh": b"#!/bin/sh\necho hi\n", "sub/b.bin": os.urandom(70_001)}
+    for name, data in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    return files
+
+
+def _state(root: Path) -> dict[str, tuple[str, int]]:
+    """Every file under ``root``: its sha256 and mode (what a write through a channel would change)."""
+    return {
+        str(path.relative_to(root)): (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_mode)
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+@needs_root
+@pytest.mark.parametrize("isolation", ["root", "userns"])
+def test_file_channels_are_writable_and_the_source_stays_as_it_was(tmp_path: Path, isolation: str) -> None:
+    """A directory, a single file and a ShardedByS3Key channel in File mode: the job creates a file,
+    chmods +x and appends to an existing one; all succeed, on an overlay, and the sources (contents,
+    modes, no new file) are untouched."""
+    _tree(tmp_path / "train")
+    (tmp_path / "single").mkdir()
+    (tmp_path / "single" / "one.txt").write_bytes(b"one\n")
+    (tmp_path / "parts").mkdir()
+    for i in range(3):
+        (tmp_path / "parts" / f"part-{i}.csv").write_text(f"{i}\n")
+    before = {name: _state(tmp_path / name) for name in ("train", "single", "parts")}
+    body = request(
+        tmp_path,
+        "channels",
+        InputDataConfig=[
+            channel("train", f"file://{tmp_path}/train"),
+            channel("one", str(tmp_path / "single" / "one.txt")),
+            channel("sharded", str(tmp_path / "parts"), distribution="ShardedByS3Key"),
+        ],
+    )
+    result = run(tmp_path, body, "--isolation", isolation)
+    assert result.returncode == 0, result.stderr
+    seen = model_file(tmp_path, "channels")
+    for name in ("train", "one", "sharded"):
+        assert seen[name]["write_error"] is None, (name, seen[name])
+        assert seen[name]["chmod_error"] is None, (name, seen[name])
+        assert seen[name]["append_error"] is None, (name, seen[name])
+        assert seen[name]["fstype"] == "overlay", (name, seen[name])
+    assert {name: _state(tmp_path / name) for name in ("train", "single", "parts")} == before
+    assert not stat.S_IXUSR & (tmp_path / "train" / "a.sh").stat().st_mode
+
+
+@needs_root
+def test_fastfile_channels_stay_read_only(tmp_path: Path) -> None:
+    """The negative twin: the same directory as a FastFile channel refuses the create, the chmod and
+    the append (EROFS), as on the service, and the source is untouched."""
+    _tree(tmp_path / "train")
+    before = _state(tmp_path / "train")
+    body = request(
+        tmp_path, "channels", InputDataConfig=[channel("fast", str(tmp_path / "train"), InputMode="FastFile")]
+    )
+    result = run(tmp_path, body)
+    assert result.returncode == 0, result.stderr
+    seen = model_file(tmp_path, "channels")["fast"]
+    assert (seen["write_error"], seen["chmod_error"], seen["append_error"]) == ("Read-only file system",) * 3
+    assert seen["mount"].split(",")[0] == "ro"
+    assert _state(tmp_path / "train") == before
