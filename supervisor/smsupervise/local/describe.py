@@ -5,11 +5,17 @@ SecondaryStatus Starting -> Downloading -> Training -> Uploading -> Completed | 
 MaxRuntimeExceeded, each transition with start/end times and a message (the service says its
 messages "are subject to change"; ours are close to the ones it shows). Times are ISO 8601 in UTC,
 as ``aws sagemaker describe-training-job`` prints them. The request's fields are echoed as the
-service echoes them; the ARN uses account 000000000000 and region AWS_REGION or us-east-1.
+service echoes them, with the defaults the service fills in (``OutputDataConfig.KmsKeyId: ""``,
+``CompressionType: GZIP``, the ``Enable*`` flags false, each channel's ``CompressionType`` and
+``RecordWrapperType`` "None", ...: the SDK's ``Estimator.attach()`` reads them by key), and
+``ModelArtifacts`` always (a required member: where the model is, or would be); the ARN uses
+account 000000000000 and region AWS_REGION or us-east-1. tests/local/test_describe_api.py checks
+every state against DescribeTrainingJob's output shape in botocore's service model.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import time
@@ -48,7 +54,27 @@ ECHOED = [
     "EnableInterContainerTrafficEncryption",
     "EnableManagedSpotTraining",
     "RetryStrategy",
+    "DebugHookConfig",
+    "DebugRuleConfigurations",
+    "TensorBoardOutputConfig",
+    "ExperimentConfig",
+    "ProfilerConfig",
+    "ProfilerRuleConfigurations",
+    "RemoteDebugConfig",
+    "InfraCheckConfig",
+    "MlflowConfig",
+    "ModelPackageConfig",
 ]
+# What the service fills in when the request leaves it out (as DescribeTrainingJob shows it).
+TOP_DEFAULTS = {
+    "EnableNetworkIsolation": False,
+    "EnableInterContainerTrafficEncryption": False,
+    "EnableManagedSpotTraining": False,
+}
+OUTPUT_DEFAULTS = {"KmsKeyId": "", "CompressionType": "GZIP"}
+CHANNEL_DEFAULTS = {"CompressionType": "None", "RecordWrapperType": "None"}
+S3_SOURCE_DEFAULTS = {"S3DataDistributionType": "FullyReplicated"}
+DEFAULT_MAX_RUNTIME = 86400
 FAILURE_LIMIT = 1024
 
 
@@ -107,9 +133,8 @@ def response(
         "LastModifiedTime": iso(now),
         "SecondaryStatusTransitions": timeline.transitions,
     }
-    body.update({key: job.request[key] for key in ECHOED if key in job.request})
-    if model_uri:
-        body["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
+    body.update(echoed(job.request))
+    body["ModelArtifacts"] = {"S3ModelArtifacts": model_uri or expected_model_uri(job)}
     if failure:
         body["FailureReason"] = failure[:FAILURE_LIMIT]
     if final:
@@ -123,6 +148,32 @@ def response(
             body["TrainingEndTime"] = iso(now)
             body["TrainingTimeInSeconds"] = body["BillableTimeInSeconds"] = max(1, round(now - start))
     return body
+
+
+def echoed(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's members that DescribeTrainingJob returns, with the service's defaults filled
+    in where the request left them out (a copy: the request stays as it was)."""
+    body: dict[str, Any] = {key: copy.deepcopy(request[key]) for key in ECHOED if key in request}
+    _fill(body, TOP_DEFAULTS)
+    _fill(body.setdefault("OutputDataConfig", {}), OUTPUT_DEFAULTS)
+    _fill(body.setdefault("StoppingCondition", {}), {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME})
+    for item in body.get("InputDataConfig") or []:
+        _fill(item, CHANNEL_DEFAULTS)
+        s3 = (item.get("DataSource") or {}).get("S3DataSource")
+        if isinstance(s3, dict):
+            _fill(s3, S3_SOURCE_DEFAULTS)
+    return body
+
+
+def _fill(target: dict[str, Any], defaults: Mapping[str, object]) -> None:
+    for key, value in defaults.items():
+        target.setdefault(key, value)
+
+
+def expected_model_uri(job: TrainingJob) -> str:
+    """Where the model is put (``<S3OutputPath>/<job>/output/model.tar.gz``), as the service names
+    it before the upload too."""
+    return f"{job.output_path.rstrip('/')}/{job.name}/output/model.tar.gz"
 
 
 def write(directory: str, body: Mapping[str, Any]) -> str:
