@@ -171,9 +171,10 @@ def _fill(target: dict[str, Any], defaults: Mapping[str, object]) -> None:
 
 
 def expected_model_uri(job: TrainingJob) -> str:
-    """Where the model is put (``<S3OutputPath>/<job>/output/model.tar.gz``), as the service names
-    it before the upload too."""
-    return f"{job.output_path.rstrip('/')}/{job.name}/output/model.tar.gz"
+    """Where the model is put (``<S3OutputPath>/<job>/output/model.tar.gz``; with CompressionType
+    NONE the prefix ``.../output/model/``), as the service names it before the upload too."""
+    leaf = "model/" if job.output_compression == "NONE" else "model.tar.gz"
+    return f"{job.output_path.rstrip('/')}/{job.name}/output/{leaf}"
 
 
 def write(directory: str, body: Mapping[str, Any]) -> str:

@@ -120,6 +120,7 @@ class TrainingJob:
     checkpoint: Checkpoint | None
     environment: Mapping[str, str]
     request: Mapping[str, Any]
+    output_compression: str = "GZIP"  # OutputDataConfig.CompressionType: GZIP | NONE
 
 
 class _Checker:
@@ -350,6 +351,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
     channels = _channels(c, request, mode)
     output = c.obj(request.get("OutputDataConfig"), "OutputDataConfig")
     output_path = c.string(output, "S3OutputPath", "OutputDataConfig", required=bool(output), limit=1024)
+    output_compression = c.choice(output, "CompressionType", "OutputDataConfig", ("GZIP", "NONE"), "GZIP")
     instance_type, count, runtime = _resources(c, request)
     checkpoint = _checkpoint(c, request)
     if c.problems:
@@ -370,6 +372,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
         checkpoint,
         environment,
         request,
+        output_compression,
     )
 
 
