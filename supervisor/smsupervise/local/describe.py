@@ -136,7 +136,7 @@ def response(
     body.update(echoed(job.request))
     body["ModelArtifacts"] = {"S3ModelArtifacts": model_uri or expected_model_uri(job)}
     if failure:
-        body["FailureReason"] = failure[:FAILURE_LIMIT]
+        body["FailureReason"] = clip(failure)
     if final:
         body["FinalMetricDataList"] = [
             {"MetricName": s.name, "Value": s.value, "Timestamp": iso(s.timestamp)} for s in final
@@ -148,6 +148,23 @@ def response(
             body["TrainingEndTime"] = iso(now)
             body["TrainingTimeInSeconds"] = body["BillableTimeInSeconds"] = max(1, round(now - start))
     return body
+
+
+CUT = "\n[...]\n"
+
+
+def clip(reason: str, limit: int = FAILURE_LIMIT) -> str:
+    """``reason`` in at most ``limit`` characters: whole when it fits, else its first lines (whole
+    lines, up to half the room; the first line cut if it alone is longer) and as much of its end as
+    fits, around a ``[...]`` line. The head says what happened and names the exception; the end is
+    where a traceback's exception and the last stderr lines stand."""
+    if len(reason) <= limit:
+        return reason
+    half = (limit - len(CUT)) // 2
+    head = reason[:half]
+    if "\n" in head:
+        head = head[: head.rindex("\n")]
+    return head + CUT + reason[-(limit - len(head) - len(CUT)) :]
 
 
 def echoed(request: Mapping[str, Any]) -> dict[str, Any]:
