@@ -151,6 +151,43 @@ def response(
 
 
 CUT = "\n[...]\n"
+# A host's smsupervise events that say it was stopped because of another host (named in "host").
+STOPPED_BY_PEER = frozenset({"peer_failed", "peer_lost", "peer_silent"})
+
+
+def _stopped_by(log: str) -> str | None:
+    """The host that ``log``'s host was stopped because of (its first peer_* event), if any."""
+    try:
+        handle = open(log, "rb")  # noqa: SIM115 (read line by line below)
+    except OSError:
+        return None
+    with handle:
+        for line in handle:
+            if b'"peer_' not in line:
+                continue  # most lines: no JSON decoding
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") in STOPPED_BY_PEER:
+                host = record.get("host")
+                return host if isinstance(host, str) else None
+    return None
+
+
+def first_failed(failed: list[str], log_dir: str) -> str:
+    """The host whose failure FailureReason names, of the failed hosts in exit order: the first one
+    not stopped because of another (its ``log_dir/<host>.jsonl`` holds no peer_failed, peer_lost or
+    peer_silent event: those name the host that failed); else the host the first victim names, if
+    it failed too; else the first to exit. A victim often exits first: the host that failed may
+    still be draining its output, cleaning up, or kept up by --keep-alive-on-failure."""
+    named = []
+    for host in failed:
+        culprit = _stopped_by(os.path.join(log_dir, f"{host}.jsonl"))
+        if culprit is None:
+            return host
+        named.append(culprit)
+    return next((host for host in named if host in failed), failed[0])
 
 
 def clip(reason: str, limit: int = FAILURE_LIMIT) -> str:

@@ -314,7 +314,8 @@ class Runner:
             )
         elif failed:
             status = secondary = "Failed"
-            first = next(iter(failed))  # the first to fail (exit order), not one stopped because of it
+            by_name = {plans[i - 1].host.name: i for i in failed}  # exit order
+            first = by_name[describe.first_failed(list(by_name), os.path.join(self.work, "logs"))]
             failure = _failure_reason(plans[first - 1], failed[first])
         else:
             status = secondary = "Completed"
