@@ -29,12 +29,16 @@ _JAVA_CLASSES = {
 }
 
 
+ENUM_SHOWN = 8  # an enum's values listed in a fix (InstanceType has hundreds)
+
+
 class Finding(NamedTuple):
     """One rule of the API a value breaks."""
 
     path: str  # e.g. InputDataConfig[1].DataSource.S3DataSource.S3Uri
     rule: str
     fix: str
+    kind: str = "type"  # type | unknown | required | size | enum | pattern | range
 
 
 @functools.cache
@@ -142,10 +146,11 @@ def _structure(value: dict[str, Any], shape: Any, path: str) -> list[Finding]:
             fix = (
                 f"did you mean {close[0]}?" if close else f"remove it ({shape.name} has {', '.join(members)})"
             )
-            found.append(Finding(_join(path, key), f"is not a member of {shape.name}", fix))
+            found.append(Finding(_join(path, key), f"is not a member of {shape.name}", fix, "unknown"))
     for key in shape.required_members:
         if key not in value:
-            found.append(Finding(_join(path, key), "is required", f"add {key} (see {shape.name})"))
+            fix = f"add {key} (see {shape.name})"
+            found.append(Finding(_join(path, key), "is required", fix, "required"))
     for key, item in value.items():
         if key in members and item is not None:
             found += check(item, members[key], _join(path, key))
@@ -155,9 +160,11 @@ def _structure(value: dict[str, Any], shape: Any, path: str) -> list[Finding]:
 def _size(count: int, shape: Any, where: str, what: str) -> list[Finding]:
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if low is not None and count < low:
-        return [Finding(where, f"has {count} {what}, fewer than the {low} required", f"add {what}")]
+        rule = f"has {count} {what}, fewer than the {low} required"
+        return [Finding(where, rule, f"add {what}", "size")]
     if high is not None and count > high:
-        return [Finding(where, f"has {count} {what}, more than the {high} allowed", f"drop some {what}")]
+        rule = f"has {count} {what}, more than the {high} allowed"
+        return [Finding(where, rule, f"drop some {what}", "size")]
     return []
 
 
@@ -169,16 +176,20 @@ def _string(value: str, shape: Any, path: str) -> list[Finding]:
             Finding(where, f"is {len(value)} characters, fewer than the {low} required", "give it a value")
         ]
     if high is not None and len(value) > high:
-        return [Finding(where, f"is {len(value)} characters, more than the {high} allowed", "shorten it")]
+        rule = f"is {len(value)} characters, more than the {high} allowed"
+        return [Finding(where, rule, "shorten it", "size")]
     enum = shape.enum
     if enum and value not in enum:
         close = difflib.get_close_matches(value, enum, n=1)
-        fix = f"did you mean {close[0]}?" if close else f"use one of {', '.join(enum)}"
-        return [Finding(where, f"{value!r} is not one of {list(enum)}", fix)]
+        listed = ", ".join(enum[:ENUM_SHOWN]) + (
+            f" (and {len(enum) - ENUM_SHOWN} more)" if len(enum) > ENUM_SHOWN else ""
+        )
+        fix = f"did you mean {close[0]}?" if close else f"use one of {listed}"
+        return [Finding(where, f"{value!r} is not one of the API's values", fix, "enum")]
     pattern = shape.metadata.get("pattern")
     compiled = _pattern(pattern) if pattern else None
     if compiled is not None and not compiled.fullmatch(value):
-        return [Finding(where, f"{value!r} does not match the pattern {pattern}", "fix the value")]
+        return [Finding(where, f"{value!r} does not match the pattern {pattern}", "fix the value", "pattern")]
     return []
 
 
@@ -191,7 +202,7 @@ def _number(value: Any, shape: Any, path: str, *, whole: bool = True) -> list[Fi
     low, high = shape.metadata.get("min"), shape.metadata.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"{low if low is not None else '-inf'} to {high if high is not None else 'inf'}"
-        return [Finding(where, f"{value!r} is outside {span}", f"use a value from {span}")]
+        return [Finding(where, f"{value!r} is outside {span}", f"use a value from {span}", "range")]
     return []
 
 

@@ -296,6 +296,8 @@ class Runner:
         self._enter("Starting")
         mode = self._isolation()
         self.console.event("isolation", self._isolation_note(mode), isolation=mode)
+        for notice in self.job.notices:  # fields not acted on, each said once
+            self.console.event(notice.kind, f"{notice.path}: {notice.why}", field=notice.path, why=notice.why)
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)
