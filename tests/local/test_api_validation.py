@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -229,3 +230,21 @@ def test_a_run_says_each_ignored_field_once(tmp_path: Path) -> None:
     events = [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
     said = [e["field"] for e in events if e.get("event") == "field_ignored"]
     assert sorted(said) == sorted([*IGNORED_EXAMPLES, "RoleArn"])
+
+
+def test_without_botocore_the_local_rules_run_and_a_notice_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore missing (its import blocked here): the request is still checked by the local rules
+    (an unknown top-level member is refused), and an api_model_missing notice names the extra."""
+    from smsupervise.local import apimodel
+
+    monkeypatch.setitem(sys.modules, "botocore", None)  # `import botocore...` raises ImportError
+    apimodel.service.cache_clear()
+    try:
+        notices = jobs.validate(_valid()).notices
+        assert [n.kind for n in notices if n.kind == "api_model_missing"] == ["api_model_missing"]
+        assert "smsupervise[local]" in next(n.why for n in notices if n.kind == "api_model_missing")
+        body = _valid()
+        body["HyperParameter"] = {}
+        assert [p.path for p in _problems(body)] == ["HyperParameter"]
+    finally:
+        apimodel.service.cache_clear()
