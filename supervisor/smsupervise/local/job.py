@@ -114,7 +114,6 @@ IGNORED = {
     "DebugRuleConfigurations": "no SageMaker Debugger rules here (echoed in describe.json)",
     "ProfilerConfig": "no SageMaker Profiler here (echoed in describe.json)",
     "ProfilerRuleConfigurations": "no SageMaker Profiler rules here (echoed in describe.json)",
-    "TensorBoardOutputConfig": "/opt/ml/output/tensorboard is not synced by smsupervise-local",
     "RetryStrategy": "a failed job is not retried",
     "RemoteDebugConfig": "no remote access through SSM (smsupervise-debug attaches to a host locally)",
     "InfraCheckConfig": "no instance health checks here",
@@ -209,6 +208,7 @@ class TrainingJob:
     request: Mapping[str, Any]
     output_compression: str = "GZIP"  # OutputDataConfig.CompressionType: GZIP | NONE
     notices: tuple[Notice, ...] = ()
+    tensorboard: Checkpoint | None = None  # TensorBoardOutputConfig: LocalPath mirrored to uri
 
 
 class _Checker:
@@ -414,6 +414,25 @@ def _checkpoint(c: _Checker, request: dict[str, Any]) -> Checkpoint | None:
     return Checkpoint(uri, local) if uri else None
 
 
+def _tensorboard(c: _Checker, request: dict[str, Any], name: str) -> Checkpoint | None:
+    """TensorBoardOutputConfig as a location to mirror LocalPath to: ``<S3OutputPath>/<job>/
+    tensorboard-output`` (the prefix jobs on the service write to; the API reference names only
+    S3OutputPath)."""
+    where = "TensorBoardOutputConfig"
+    config = c.obj(request.get(where), where, required=False)
+    if not config:
+        return None
+    uri = c.string(config, "S3OutputPath", where, required=True, limit=1024)
+    local = c.string(config, "LocalPath", where, limit=4096) or "/opt/ml/output/tensorboard"
+    if not (local.rstrip("/") + "/").startswith("/opt/ml/"):
+        c.add(
+            f"{where}.LocalPath",
+            f"{local!r} is outside /opt/ml (not supported by smsupervise-local)",
+            "use a path under /opt/ml, e.g. /opt/ml/output/tensorboard",
+        )
+    return Checkpoint(f"{uri.rstrip('/')}/{name}/tensorboard-output", local) if uri else None
+
+
 def _present(value: Any, pattern: str, path: str = "") -> list[tuple[str, Any]]:
     """(JSON path, value) of every member of ``value`` that ``pattern`` (``A[].B``) names."""
     if not pattern:
@@ -507,6 +526,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
     output_compression = c.choice(output, "CompressionType", "OutputDataConfig", ("GZIP", "NONE"), "GZIP")
     instance_type, count, runtime = _resources(c, request)
     checkpoint = _checkpoint(c, request)
+    tensorboard = _tensorboard(c, request, name)
     problems = _merged(request, c.problems, api_problems)
     if problems:
         raise InvalidRequest(source, problems)
@@ -528,6 +548,7 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
         request,
         output_compression,
         tuple(notices),
+        tensorboard,
     )
 
 

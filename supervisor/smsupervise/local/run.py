@@ -183,6 +183,13 @@ class Runner:
                     files=copied,
                 )
                 mirrors.append(checkpoints.Mirror(local, remote))
+        board = self.job.tensorboard  # TensorBoardOutputConfig: mirrored out as the checkpoints are
+        if board is not None:
+            relative = os.path.relpath(board.local_path, "/opt/ml")
+            mirrors += [
+                checkpoints.Mirror(os.path.join(p.tree, relative), checkpoints.location(board.uri))
+                for p in plans
+            ]
         return checkpoints.Mirroring(mirrors, self.options.checkpoint_interval)
 
     def _feeders(self, plans: list[launch.HostPlan]) -> list[subprocess.Popen[bytes]]:
