@@ -6,13 +6,16 @@ channels stay read-only, as on the service."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import shlex
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.local.conftest import channel, model_file, needs_root, request, run
+from tests.local.conftest import channel, model_file, needs_root, request, run, run_args
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -81,3 +84,30 @@ def test_fastfile_channels_stay_read_only(tmp_path: Path) -> None:
     assert (seen["write_error"], seen["chmod_error"], seen["append_error"]) == ("Read-only file system",) * 3
     assert seen["mount"].split(",")[0] == "ro"
     assert _state(tmp_path / "train") == before
+
+
+@needs_root
+def test_where_the_kernel_refuses_the_overlay_the_channel_is_read_only_and_said(tmp_path: Path) -> None:
+    """The fallback: the work dir on an overlayfs (as inside a container), which the kernel refuses
+    as an upper layer: the channel is mounted read-only, the output says so, and the job runs. (The
+    runner runs in a mount namespace of its own here, the overlay mounted there only.)"""
+    _tree(tmp_path / "train")
+    for name in ("lower", "upper", "work", "merged"):
+        (tmp_path / "fs" / name).mkdir(parents=True)
+    fs = tmp_path / "fs"
+    body = request(tmp_path, "channels", InputDataConfig=[channel("train", str(tmp_path / "train"))])
+    argv = run_args(tmp_path, body, work="merged-work")
+    argv[argv.index("--work-dir") + 1] = f"{fs}/merged/work"
+    mount = f"lowerdir={fs}/lower,upperdir={fs}/upper,workdir={fs}/work"
+    script = f"mount -t overlay overlay -o {mount} {fs}/merged && exec {shlex.join(argv)}"
+    result = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script], capture_output=True, text=True, timeout=90, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    model = fs / "upper" / "work" / "hosts" / "algo-1" / "opt_ml" / "model" / "channels-algo-1.json"
+    seen = json.loads(model.read_bytes())["train"]
+    assert seen["write_error"] == "Read-only file system"
+    assert seen["mount"].split(",")[0] == "ro"
+    said = result.stdout + result.stderr  # the host's stderr, as the runner relays it
+    assert "no overlay" in said
+    assert "the channel is read-only instead" in said

@@ -5,8 +5,9 @@
   the staged data and whose upper layer is the host's own directory under ``overlays/``, so that
   staging stays O(1) in the data's size and no write reaches the source. A single-file channel's
   lower layer is a directory holding a hard link to the file (a copy of it when the file is on
-  another filesystem than the work dir). Where the kernel refuses the overlay, the channel is
-  mounted read-only instead and the host's output says so.
+  another filesystem than the work dir). Where the kernel refuses the overlay (a work dir on an
+  overlayfs, as inside a container: put ``--work-dir`` on a volume; an older kernel in a user
+  namespace), the channel is mounted read-only instead and the host's output says so.
 * ``FastFile``: the channel's directory (or single file) bind-mounted read-only at
   ``input/data/<channel>``, as on the service. In ``basedir`` mode (no mount namespace) every
   channel is a symlink instead, neither read-only nor copy-on-write (the output says so).
@@ -40,8 +41,8 @@ FOREVER = 1_000_000  # epochs: as many as the job opens; the feeder is ended wit
 @dataclass(frozen=True, slots=True)
 class Bind:
     """``source`` shown at ``target`` (relative to the host's tree): read-only, or with ``overlay``
-    (a directory holding ``lower``, a symlink to ``source``, and room for the upper layer) writable
-    as an overlay whose writes stay in ``overlay``."""
+    (a directory holding the overlay's ``upper`` and ``work``) writable as an overlay over
+    ``source`` whose writes stay in ``overlay``."""
 
     source: str
     target: str
@@ -113,15 +114,10 @@ def _single_dir(source: str, where: str) -> str:
     return where
 
 
-def _overlay(source: str, state: str) -> str:
-    """The overlay's state directory: ``lower`` (a symlink to ``source``), ``upper`` and ``work``
-    (the mount resolves relative names there: no escaping of commas or colons in paths)."""
+def _overlay(state: str) -> str:
+    """The overlay's state directory: ``upper`` (the job's writes) and ``work`` (overlayfs's own)."""
     os.makedirs(os.path.join(state, "upper"), exist_ok=True)
     os.makedirs(os.path.join(state, "work"), exist_ok=True)
-    lower = os.path.join(state, "lower")
-    if os.path.lexists(lower):
-        os.unlink(lower)
-    os.symlink(os.path.abspath(source), lower)
     return state
 
 
@@ -155,7 +151,7 @@ def stage(
         elif ch.input_mode == "File":
             if not os.path.isdir(source):
                 source = _single_dir(source, os.path.join(work, "single", ch.name))
-            binds.append(Bind(source, f"input/data/{ch.name}", _overlay(source, host_dir)))
+            binds.append(Bind(source, f"input/data/{ch.name}", _overlay(host_dir)))
         elif os.path.isdir(source):
             binds.append(Bind(source, f"input/data/{ch.name}"))
         else:

@@ -41,23 +41,36 @@ def bind(source: str, target: str, read_only: bool) -> None:
         _mount("-o", "remount,bind,ro", target)
 
 
-def overlay(state: str, target: str) -> None:
-    """Mount an overlay on ``target`` from ``state``'s ``lower``, ``upper`` and ``work`` (relative
-    names, resolved in ``state``: no escaping of the paths' commas and colons)."""
+def overlay(source: str, state: str, target: str) -> None:
+    """Mount an overlay on ``target``: ``source`` below, ``state``'s ``upper`` and ``work`` above.
+    The layers are handed over as ``/proc/self/fd/N`` (directories opened here and inherited by
+    mount(8)): no escaping of the paths' commas and colons, and nothing on disk pointing back."""
     os.makedirs(target, exist_ok=True)
-    here = os.getcwd()
-    os.chdir(state)
+    fds = [
+        os.open(path, os.O_RDONLY | os.O_DIRECTORY) for path in (source, f"{state}/upper", f"{state}/work")
+    ]
     try:
-        _mount("-t", "overlay", "overlay", "-o", "lowerdir=lower,upperdir=upper,workdir=work", target)
+        lower, upper, work = (f"/proc/self/fd/{fd}" for fd in fds)
+        options = f"lowerdir={lower},upperdir={upper},workdir={work}"
+        result = subprocess.run(
+            ["mount", "-t", "overlay", "overlay", "-o", options, target],
+            capture_output=True,
+            text=True,
+            check=False,
+            pass_fds=fds,
+        )
+        if result.returncode != 0:
+            raise OSError(f"mount -t overlay failed: {result.stderr.strip()}")
     finally:
-        os.chdir(here)
+        for fd in fds:
+            os.close(fd)
 
 
 def writable(source: str, target: str, state: str) -> None:
     """A File channel: an overlay over the staged data; where the kernel refuses one (an older
     kernel in a user namespace, layers that overlap), the data read-only, said on stderr."""
     try:
-        overlay(state, target)
+        overlay(source, state, target)
     except OSError as error:
         sys.stderr.write(
             f"smsupervise-local: {target}: no overlay ({error}); the channel is read-only instead\n"
