@@ -11,9 +11,11 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from smsupervise.local import checkpoints
 from smsupervise.local import s3 as s3mod
 from tests.local.conftest import channel, model_file, needs_root, request, run_args
 
@@ -94,3 +96,23 @@ def test_every_channel_kind_strips_a_prefix_without_its_slash(tmp_path: Path, s3
     for name in ("train", "fast", "sharded"):
         assert seen[name]["files"] == expected, name
     assert seen["one"]["files"] == {"a.csv": _digest(OBJECTS["data/train/a.csv"])}
+
+
+def test_a_checkpoint_uri_is_a_directory_with_or_without_its_slash(
+    tmp_path: Path, s3: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CheckpointConfig.S3Uri is a directory, unlike a channel's key prefix: ``s3://ckpt/run-1``
+    and ``s3://ckpt/run-1/`` both copy in run-1's objects by their path below it, never run-10's."""
+    for name, value in s3.env.items():
+        monkeypatch.setenv(name, value)
+    s3.put("s3://ckpt/run-1/step-1.json", b"1")
+    s3.put("s3://ckpt/run-1/sub/step-2.json", b"2")
+    s3.put("s3://ckpt/run-10/step-9.json", b"9")
+    for i, uri in enumerate(("s3://ckpt/run-1", "s3://ckpt/run-1/")):
+        local = tmp_path / f"local-{i}"
+        local.mkdir()
+        assert checkpoints.location(uri).copy_in(str(local)) == 2
+        assert sorted(str(p.relative_to(local)) for p in local.rglob("*") if p.is_file()) == [
+            "step-1.json",
+            "sub/step-2.json",
+        ]
