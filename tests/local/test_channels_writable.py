@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import shlex
+import shutil
 import stat
 import subprocess
 from pathlib import Path
@@ -111,3 +112,29 @@ def test_where_the_kernel_refuses_the_overlay_the_channel_is_read_only_and_said(
     said = result.stdout + result.stderr  # the host's stderr, as the runner relays it
     assert "no overlay" in said
     assert "the channel is read-only instead" in said
+
+
+@needs_root
+@pytest.mark.parametrize("mode", ["File", "FastFile"])
+def test_a_shard_of_symlinks_cannot_write_through_to_its_source(tmp_path: Path, mode: str) -> None:
+    """ShardedByS3Key over a source on another filesystem than the work dir (/dev/shm here): the
+    share is symlinks (no hard link across filesystems), and a chmod or a write through one would
+    reach the source; the source is read-only in the host's mount namespace, so they fail (EROFS)
+    and the source stays as it was."""
+    shm = Path("/dev/shm") / f"smsupervise-test-{os.getpid()}-{mode}"
+    if not Path("/dev/shm").is_dir() or os.stat("/dev/shm").st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's tmp dir")
+    try:
+        shm.mkdir()
+        for i in range(2):
+            (shm / f"part-{i}.sh").write_text(f"echo {i}\n")
+        before = _state(shm)
+        channels = [channel("sharded", str(shm), distribution="ShardedByS3Key", InputMode=mode)]
+        result = run(tmp_path, request(tmp_path, "channels", InputDataConfig=channels))
+        assert result.returncode == 0, result.stderr
+        seen = model_file(tmp_path, "channels")["sharded"]
+        assert sorted(seen["files"]) == ["part-0.sh", "part-1.sh"]
+        assert (seen["chmod_error"], seen["append_error"]) == ("Read-only file system",) * 2
+        assert _state(shm) == before
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)

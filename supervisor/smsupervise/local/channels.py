@@ -13,8 +13,9 @@
   channel is a symlink instead, neither read-only nor copy-on-write (the output says so).
 * ``ShardedByS3Key``: the objects (files in sorted path order, as S3 lists keys) are dealt out
   round-robin, object i to host i mod N; each host gets a directory of hard links to its share
-  (symlinks where the source is on another filesystem: a ``chmod`` through one reaches the
-  source), staged as above. The service documents only "1/n of the objects"; the dealing order is
+  (symlinks where the source is on another filesystem; the source is then bound read-only over
+  itself in the host's mount namespace, so that nothing written through a symlink reaches it),
+  staged as above. The service documents only "1/n of the objects"; the dealing order is
   our choice.
 * ``Pipe``: the FIFOs ``<channel>_<epoch>`` are fed by ``smsupervise.pipemode.emulate`` (a process
   per channel and host), for as many epochs as the job opens; ``RecordWrapperType: RecordIO`` and
@@ -66,6 +67,7 @@ class Staged:
     binds: tuple[Bind, ...]
     feeds: tuple[PipeFeed, ...]
     bytes: int
+    guards: tuple[str, ...] = ()  # sources a shard's symlinks point into: bound read-only over themselves
 
 
 def resolve(uri: str, download_dir: str, should_stop: Callable[[], bool]) -> str:
@@ -82,23 +84,28 @@ def share(items: list[str], index: int, count: int) -> list[str]:
     return items[index - 1 :: count]
 
 
-def _link(source: str, link: str) -> None:
+def _link(source: str, link: str) -> bool:
     """A hard link (a write through the channel's overlay cannot reach a lower file), else a
-    symlink (the source on another filesystem)."""
+    symlink (the source on another filesystem); True for a symlink."""
     try:
         os.link(source, link)
     except OSError:
         os.symlink(os.path.abspath(source), link)
+        return True
+    return False
 
 
-def _shard_dir(root: str, mine: list[str], shard_root: str) -> str:
+def _shard_dir(root: str, mine: list[str], shard_root: str) -> tuple[str, bool]:
+    """Host's share as a directory of links; and whether any is a symlink (a chmod or a write
+    through one reaches the source: the source must then be read-only in the host's namespace)."""
     os.makedirs(shard_root, exist_ok=True)
+    symlinked = False
     for item in mine:
         relative = os.path.relpath(item, root) if os.path.isdir(root) else os.path.basename(item)
         link = os.path.join(shard_root, relative)
         os.makedirs(os.path.dirname(link), exist_ok=True)
-        _link(item, link)
-    return shard_root
+        symlinked = _link(item, link) or symlinked
+    return shard_root, symlinked
 
 
 def _single_dir(source: str, where: str) -> str:
@@ -136,6 +143,7 @@ def stage(
         s3.Stopped: a stop request came during a download.
     """
     binds, feeds, total = [], [], 0
+    guards: list[str] = []  # sources that symlinks point into: read-only in the host's namespace
     for ch in channels:
         source = resolve(ch.uri, os.path.join(work, "s3", ch.name), should_stop)
         if not os.path.exists(source):
@@ -143,7 +151,11 @@ def stage(
         items = objects(source)
         if ch.distribution == "ShardedByS3Key":
             items = share(items, index, count)
-            source = _shard_dir(source, items, os.path.join(work, "shards", f"algo-{index}", ch.name))
+            shards = os.path.join(work, "shards", f"algo-{index}", ch.name)
+            root = os.path.abspath(source)
+            source, symlinked = _shard_dir(source, items, shards)
+            if symlinked and ch.input_mode != "Pipe":
+                guards.append(root)
         total += _size(items)
         host_dir = os.path.join(work, "overlays", f"algo-{index}", ch.name)
         if ch.input_mode == "Pipe":
@@ -156,7 +168,7 @@ def stage(
             binds.append(Bind(source, f"input/data/{ch.name}"))
         else:
             binds.append(Bind(source, f"input/data/{ch.name}/{os.path.basename(source)}"))
-    return Staged(tuple(binds), tuple(feeds), total)
+    return Staged(tuple(binds), tuple(feeds), total, tuple(dict.fromkeys(guards)))
 
 
 def feed_argv(feed: PipeFeed, data_dir: str) -> list[str]:
