@@ -1,5 +1,6 @@
 """FailureReason keeps the exception that failed the job: through a launcher's line prefixes
-(torch's ``[rankN]: ``, torchrun --tee's ``[defaultN]:``, mpirun's ``[1,0]<stderr>:``), past
+(torch's ``[rankN]: ``, torchrun --tee's ``[defaultN]:``, mpirun's ``[1,0]<stderr>:``,
+horovodrun's ``[0]<stderr>:``, srun --label's ``0: ``), past
 torchrun's own ChildFailedError traceback, and through describe.json's 1024-character cut, which
 keeps the end (where a traceback ends) as well as the head."""
 
@@ -15,7 +16,9 @@ from smsupervise.local import describe
 from smsupervise.sagemaker import outcome
 from tests.local.conftest import described, needs_root, request, run
 
-PREFIXES = st.sampled_from(["[rank{}]: ", "[default{}]:", "[1,{}]<stderr>:", "[{}]: "])
+PREFIXES = st.sampled_from(
+    ["[rank{}]: ", "[default{}]:", "[1,{}]<stderr>:", "[{}]<stderr>:", "[{}]: ", "{}: "]
+)
 EXCEPTIONS = st.sampled_from(
     ["ValueError: boom", "torch.cuda.OutOfMemoryError: CUDA out of memory", "KeyError: 'x'", "StopIteration"]
 )

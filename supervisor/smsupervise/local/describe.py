@@ -72,6 +72,7 @@ TOP_DEFAULTS = {
     "EnableManagedSpotTraining": False,
 }
 OUTPUT_DEFAULTS = {"KmsKeyId": "", "CompressionType": "GZIP"}
+ALGORITHM_DEFAULTS = {"EnableSageMakerMetricsTimeSeries": False}
 CHANNEL_DEFAULTS = {"CompressionType": "None", "RecordWrapperType": "None"}
 S3_SOURCE_DEFAULTS = {"S3DataDistributionType": "FullyReplicated"}
 DEFAULT_MAX_RUNTIME = 86400
@@ -210,6 +211,8 @@ def echoed(request: Mapping[str, Any]) -> dict[str, Any]:
     body: dict[str, Any] = {key: copy.deepcopy(request[key]) for key in ECHOED if key in request}
     _fill(body, TOP_DEFAULTS)
     _fill(body.setdefault("OutputDataConfig", {}), OUTPUT_DEFAULTS)
+    if isinstance(body.get("AlgorithmSpecification"), dict):
+        _fill(body["AlgorithmSpecification"], ALGORITHM_DEFAULTS)
     _fill(body.setdefault("StoppingCondition", {}), {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME})
     for item in body.get("InputDataConfig") or []:
         _fill(item, CHANNEL_DEFAULTS)

@@ -31,8 +31,9 @@ LIMIT = 1024
 # (``Exception: boom``, ``StopIteration``, ``torch.cuda.OutOfMemoryError: ...``).
 _EXCEPTION = r"^[A-Za-z_][\w.]*(?::\s.*|:)?$"  # compiled at use: a failure's tail only
 # What a launcher puts before each line of a worker: torch's ``[rank3]: ``, torchrun --tee's
-# ``[default0]:``, mpirun --tag-output's ``[1,0]<stderr>:``.
-_LAUNCHER_PREFIX = r"^\[[^\]\s]{1,40}\](?:<std(?:out|err)>)?: ?"
+# ``[default0]:``, mpirun --tag-output's ``[1,0]<stderr>:``, horovodrun's ``[0]<stderr>:``,
+# srun --label's ``0: ``.
+_LAUNCHER_PREFIX = r"^(?:\[[^\]\s]{1,40}\](?:<std(?:out|err)>)?|\d{1,5}):[ \t]?"
 # A launcher's own traceback that only says a worker failed (torchrun's): a worker's exception,
 # when one is in the tail, says more.
 _LAUNCHER_FAILURES = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError",)
