@@ -139,7 +139,9 @@ class Supervisor:
             # A second SIGTERM/SIGINT from outside moves the stop on to its next step at once. An
             # internal stop (fail-fast, --max-runtime) is no signal: the first external one after it
             # is the platform's own stop arriving, and it must not cut the checkpoint short.
-            if reason is not None or self.external_stops < 2:
+            if reason is not None:
+                return  # another internal reason (a second peer failed): the stop is under way
+            if self.external_stops < 2:
                 self.log.info("signal_received", signal=signal_name(signum), action="the stop goes on")
                 return
             self.log.info("signal_received", signal=signal_name(signum))
