@@ -40,8 +40,8 @@ def _state(root: Path) -> dict[str, tuple[str, int]]:
 @pytest.mark.parametrize("isolation", ["root", "userns"])
 def test_file_channels_are_writable_and_the_source_stays_as_it_was(tmp_path: Path, isolation: str) -> None:
     """A directory, a single file and a ShardedByS3Key channel in File mode: the job creates a file,
-    chmods +x and appends to an existing one; all succeed, on an overlay, and the sources (contents,
-    modes, no new file) are untouched."""
+    chmods +x and appends to an existing one, deletes one and makes directories; all succeed, on an
+    overlay, and the sources (contents, modes, no new file, none gone) are untouched."""
     _tree(tmp_path / "train")
     (tmp_path / "single").mkdir()
     (tmp_path / "single" / "one.txt").write_bytes(b"one\n")
@@ -65,6 +65,8 @@ def test_file_channels_are_writable_and_the_source_stays_as_it_was(tmp_path: Pat
         assert seen[name]["write_error"] is None, (name, seen[name])
         assert seen[name]["chmod_error"] is None, (name, seen[name])
         assert seen[name]["append_error"] is None, (name, seen[name])
+        assert seen[name]["remove_error"] is None, (name, seen[name])
+        assert seen[name]["mkdir_error"] is None, (name, seen[name])
         assert seen[name]["fstype"] == "overlay", (name, seen[name])
     assert {name: _state(tmp_path / name) for name in ("train", "single", "parts")} == before
     assert not stat.S_IXUSR & (tmp_path / "train" / "a.sh").stat().st_mode
@@ -72,8 +74,8 @@ def test_file_channels_are_writable_and_the_source_stays_as_it_was(tmp_path: Pat
 
 @needs_root
 def test_fastfile_channels_stay_read_only(tmp_path: Path) -> None:
-    """The negative twin: the same directory as a FastFile channel refuses the create, the chmod and
-    the append (EROFS), as on the service, and the source is untouched."""
+    """The negative twin: the same directory as a FastFile channel refuses the create, the chmod,
+    the append, the delete and the mkdir (EROFS), as on the service, and the source is untouched."""
     _tree(tmp_path / "train")
     before = _state(tmp_path / "train")
     body = request(
@@ -82,7 +84,8 @@ def test_fastfile_channels_stay_read_only(tmp_path: Path) -> None:
     result = run(tmp_path, body)
     assert result.returncode == 0, result.stderr
     seen = model_file(tmp_path, "channels")["fast"]
-    assert (seen["write_error"], seen["chmod_error"], seen["append_error"]) == ("Read-only file system",) * 3
+    errors = ("write_error", "chmod_error", "append_error", "remove_error", "mkdir_error")
+    assert tuple(seen[e] for e in errors) == ("Read-only file system",) * 5
     assert seen["mount"].split(",")[0] == "ro"
     assert _state(tmp_path / "train") == before
 

@@ -76,6 +76,9 @@ def fingerprint(path, writes=False):
         first = os.path.join(path, sorted(files)[0])
         seen["chmod_error"] = _try(lambda: os.chmod(first, os.stat(first).st_mode | 0o111))  # noqa: S103 (chmod +x, as ModelTrainer)
         seen["append_error"] = _try(lambda: _append(first))
+        last = os.path.join(path, sorted(files)[-1])
+        seen["remove_error"] = _try(lambda: os.unlink(last))
+        seen["mkdir_error"] = _try(lambda: os.makedirs(os.path.join(path, "made-by-the-job", "deeper")))
     return seen
 
 
