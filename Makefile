@@ -64,7 +64,7 @@ $(VENV)/.installed-torch: $(STAMP)
 s3: $(S3_STAMP)
 
 $(S3_STAMP): $(STAMP)
-	$(PY) -m pip install -q -e '.[test,s3]'
+	$(PY) -m pip install -q -e '.[test,s3,local]'
 	@touch $(S3_STAMP)
 
 # matplotlib (the `plot` extra) for smsupervise-pipe-bench --png and its PNG test.

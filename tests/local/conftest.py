@@ -61,12 +61,13 @@ def request(tmp: Path, mode: str, *, count: int = 1, **fields: Any) -> dict[str,
         "AlgorithmSpecification": {"TrainingImage": "local", "TrainingInputMode": "File"},
         "RoleArn": "arn:aws:iam::000000000000:role/local",
         "HyperParameters": hyperparameters,
-        "InputDataConfig": [],
         "OutputDataConfig": {"S3OutputPath": f"file://{tmp}/out"},
         "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": count, "VolumeSizeInGB": 10},
         "StoppingCondition": {"MaxRuntimeInSeconds": 300},
     }
     body.update(fields)
+    if not body.get("InputDataConfig"):
+        body.pop("InputDataConfig", None)  # the API refuses an empty list (min 1): the SDK leaves it out
     return body
 
 

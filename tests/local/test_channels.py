@@ -27,8 +27,10 @@ def _digests(files: dict[str, bytes]) -> dict[str, str]:
 
 
 @needs_root
-def test_file_and_fastfile_channels_are_byte_exact_read_only_views(tmp_path: Path) -> None:
-    """File and FastFile channels show the source files exactly, read-only, as bind mounts (no copy)."""
+def test_file_and_fastfile_channels_are_byte_exact_views(tmp_path: Path) -> None:
+    """File and FastFile channels show the source files exactly, without a copy: FastFile read-only
+    (a bind mount), File writable (an overlay; tests/local/test_channels_writable.py), the source
+    untouched."""
     files = _data(tmp_path / "train")
     (tmp_path / "single").mkdir()
     (tmp_path / "single" / "one.bin").write_bytes(b"x" * 4097)
@@ -46,8 +48,9 @@ def test_file_and_fastfile_channels_are_byte_exact_read_only_views(tmp_path: Pat
     seen = model_file(tmp_path, "channels")
     for name in ("train", "fast"):
         assert seen[name]["files"] == _digests(files), name
-        assert seen[name]["write_error"] == "Read-only file system", name
-        assert seen[name]["mount"].split(",")[0] == "ro", name
+    assert seen["fast"]["write_error"] == "Read-only file system"
+    assert seen["fast"]["mount"].split(",")[0] == "ro"
+    assert (seen["train"]["write_error"], seen["train"]["fstype"]) == (None, "overlay")  # File: writable
     assert seen["one"]["files"] == {"one.bin": hashlib.sha256(b"x" * 4097).hexdigest()}
     assert seen["input_data_config"]["fast"]["TrainingInputMode"] == "File"  # as the service writes FastFile
     assert not (tmp_path / "train" / "written-by-the-job").exists()

@@ -26,7 +26,12 @@ def test_a_failing_job_is_failed_with_a_failure_reason(tmp_path: Path) -> None:
     assert reason.startswith("AlgorithmError: algo-1 exited with code 1: Training exited with code 1.")
     assert "RuntimeError: the probe failed on purpose at step 3" in reason
     assert len(reason) <= 1024
-    assert "ModelArtifacts" not in body  # our choice: a failed job uploads nothing
+    # ModelArtifacts is a required member of the response: it names where the model would be, but
+    # a failed job uploads nothing (our choice)
+    assert (
+        body["ModelArtifacts"]["S3ModelArtifacts"] == f"file://{tmp_path}/out/probe-fail/output/model.tar.gz"
+    )
+    assert not (tmp_path / "out" / "probe-fail" / "output" / "model.tar.gz").exists()
     assert "Failed" in result.stderr
 
 

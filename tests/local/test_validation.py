@@ -155,7 +155,12 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ("a job name with an underscore", _set("TrainingJobName", "my_job"), "TrainingJobName", "does not match"),
     ("no OutputDataConfig", _set("OutputDataConfig", KeyError), "OutputDataConfig", "is required"),
     ("InstanceCount 0", _set("ResourceConfig/InstanceCount", 0), "ResourceConfig.InstanceCount", ">= 1"),
-    ("a misspelt field", _set("HyperParameter", {}), "HyperParameter", "is not a CreateTrainingJob field"),
+    (
+        "a misspelt field",
+        _set("HyperParameter", {}),
+        "HyperParameter",
+        "is not a member of CreateTrainingJobRequest",
+    ),
     (
         "a checkpoint LocalPath outside /opt/ml (not supported locally)",
         _set("CheckpointConfig", {"S3Uri": "s3://bucket/ckpt", "LocalPath": "/data/ckpt"}),

@@ -94,6 +94,7 @@ class Supervisor:
         self.step_index = 0
         self.stop_signal: int | None = None
         self.stop_reason: str | None = None
+        self.external_stops = 0  # SIGTERM/SIGINT from outside: only a second one advances a stop
         self.stop: StopSequence | None = None
         # A stop's "after N s" and the runtime count from smsupervise's own start (``started``, on
         # the monotonic clock), not the loop's: a stop during the source unpack is not "after 0.0 s".
@@ -139,6 +140,7 @@ class Supervisor:
         self.log.info("signal_forwarded", signal=signal_name(signum), target=target)
 
     def _request_stop(self, signum: int, reason: str | None = None) -> None:
+        self.external_stops += reason is None
         if self.keep_alive.started:  # kept alive after a failure: a stop ends that at once
             self.log.info("signal_received", signal=signal_name(signum), action="keep-alive ended")
             self.keep_alive.end(reason or signal_name(signum))
@@ -151,7 +153,14 @@ class Supervisor:
                 self.stop_reason = reason or signal_name(signum)
                 self.log.info("signal_received", signal=signal_name(signum))
         elif self.stop is not None:
-            # A second SIGTERM/SIGINT during the stop moves on to the next step at once.
+            # A second SIGTERM/SIGINT from outside moves the stop on to its next step at once. An
+            # internal stop (fail-fast, --max-runtime) is no signal: the first external one after it
+            # is the platform's own stop arriving, and it must not cut the checkpoint short.
+            if reason is not None:
+                return  # another internal reason (a second peer failed): the stop is under way
+            if self.external_stops < 2:
+                self.log.info("signal_received", signal=signal_name(signum), action="the stop goes on")
+                return
             self.log.info("signal_received", signal=signal_name(signum))
             self.stop.advance_now(signum)
 

@@ -1,11 +1,21 @@
 """Staging a job's input channels for one host, without copying the data.
 
-* ``File`` and ``FastFile``: the channel's directory (or single file) is bind-mounted read-only at
-  ``input/data/<channel>``: O(1) in the data's size. In ``basedir`` mode (no mount namespace) it is
-  a symlink instead, which is not read-only (the output says so).
+* ``File``: a plain directory the job may write into, as on the service (the SDK's ModelTrainer
+  runs ``chmod +x`` on a file in a channel): an overlay (``mount -t overlay``) whose lower layer is
+  the staged data and whose upper layer is the host's own directory under ``overlays/``, so that
+  staging stays O(1) in the data's size and no write reaches the source. A single-file channel's
+  lower layer is a directory holding a hard link to the file (a copy of it when the file is on
+  another filesystem than the work dir). Where the kernel refuses the overlay (a work dir on an
+  overlayfs, as inside a container: put ``--work-dir`` on a volume; an older kernel in a user
+  namespace), the channel is mounted read-only instead and the host's output says so.
+* ``FastFile``: the channel's directory (or single file) bind-mounted read-only at
+  ``input/data/<channel>``, as on the service. In ``basedir`` mode (no mount namespace) every
+  channel is a symlink instead, neither read-only nor copy-on-write (the output says so).
 * ``ShardedByS3Key``: the objects (files in sorted path order, as S3 lists keys) are dealt out
-  round-robin, object i to host i mod N; each host gets a directory of symlinks to its share,
-  bind-mounted read-only. The service documents only "1/n of the objects"; the dealing order is
+  round-robin, object i to host i mod N; each host gets a directory of hard links to its share
+  (symlinks where the source is on another filesystem; the source is then bound read-only over
+  itself in the host's mount namespace, so that nothing written through a symlink reaches it),
+  staged as above. The service documents only "1/n of the objects"; the dealing order is
   our choice.
 * ``Pipe``: the FIFOs ``<channel>_<epoch>`` are fed by ``smsupervise.pipemode.emulate`` (a process
   per channel and host), for as many epochs as the job opens; ``RecordWrapperType: RecordIO`` and
@@ -17,6 +27,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +41,13 @@ FOREVER = 1_000_000  # epochs: as many as the job opens; the feeder is ended wit
 
 @dataclass(frozen=True, slots=True)
 class Bind:
-    """A read-only view: ``source`` shown at ``target`` (relative to the host's tree)."""
+    """``source`` shown at ``target`` (relative to the host's tree): read-only, or with ``overlay``
+    (a directory holding the overlay's ``upper`` and ``work``) writable as an overlay over
+    ``source`` whose writes stay in ``overlay``."""
 
     source: str
     target: str
+    overlay: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +67,7 @@ class Staged:
     binds: tuple[Bind, ...]
     feeds: tuple[PipeFeed, ...]
     bytes: int
+    guards: tuple[str, ...] = ()  # sources a shard's symlinks point into: bound read-only over themselves
 
 
 def resolve(uri: str, download_dir: str, should_stop: Callable[[], bool]) -> str:
@@ -69,14 +84,48 @@ def share(items: list[str], index: int, count: int) -> list[str]:
     return items[index - 1 :: count]
 
 
-def _shard_dir(root: str, mine: list[str], shard_root: str) -> str:
+def _link(source: str, link: str) -> bool:
+    """A hard link (a write through the channel's overlay cannot reach a lower file), else a
+    symlink (the source on another filesystem); True for a symlink."""
+    try:
+        os.link(source, link)
+    except OSError:
+        os.symlink(os.path.abspath(source), link)
+        return True
+    return False
+
+
+def _shard_dir(root: str, mine: list[str], shard_root: str) -> tuple[str, bool]:
+    """Host's share as a directory of links; and whether any is a symlink (a chmod or a write
+    through one reaches the source: the source must then be read-only in the host's namespace)."""
     os.makedirs(shard_root, exist_ok=True)
+    symlinked = False
     for item in mine:
         relative = os.path.relpath(item, root) if os.path.isdir(root) else os.path.basename(item)
         link = os.path.join(shard_root, relative)
         os.makedirs(os.path.dirname(link), exist_ok=True)
-        os.symlink(os.path.abspath(item), link)
-    return shard_root
+        symlinked = _link(item, link) or symlinked
+    return shard_root, symlinked
+
+
+def _single_dir(source: str, where: str) -> str:
+    """A directory holding only ``source`` (a single-file channel's lower layer): a hard link, or a
+    copy of the one file when it is on another filesystem (a symlink would let a chmod reach it)."""
+    os.makedirs(where, exist_ok=True)
+    target = os.path.join(where, os.path.basename(source))
+    if not os.path.lexists(target):
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copy2(source, target)
+    return where
+
+
+def _overlay(state: str) -> str:
+    """The overlay's state directory: ``upper`` (the job's writes) and ``work`` (overlayfs's own)."""
+    os.makedirs(os.path.join(state, "upper"), exist_ok=True)
+    os.makedirs(os.path.join(state, "work"), exist_ok=True)
+    return state
 
 
 def _size(items: list[str]) -> int:
@@ -94,6 +143,7 @@ def stage(
         s3.Stopped: a stop request came during a download.
     """
     binds, feeds, total = [], [], 0
+    guards: list[str] = []  # sources that symlinks point into: read-only in the host's namespace
     for ch in channels:
         source = resolve(ch.uri, os.path.join(work, "s3", ch.name), should_stop)
         if not os.path.exists(source):
@@ -101,15 +151,24 @@ def stage(
         items = objects(source)
         if ch.distribution == "ShardedByS3Key":
             items = share(items, index, count)
-            source = _shard_dir(source, items, os.path.join(work, "shards", f"algo-{index}", ch.name))
+            shards = os.path.join(work, "shards", f"algo-{index}", ch.name)
+            root = os.path.abspath(source)
+            source, symlinked = _shard_dir(source, items, shards)
+            if symlinked and ch.input_mode != "Pipe":
+                guards.append(root)
         total += _size(items)
+        host_dir = os.path.join(work, "overlays", f"algo-{index}", ch.name)
         if ch.input_mode == "Pipe":
             feeds.append(PipeFeed(ch.name, source, ch.record_wrapper == "RecordIO", ch.compression == "Gzip"))
+        elif ch.input_mode == "File":
+            if not os.path.isdir(source):
+                source = _single_dir(source, os.path.join(work, "single", ch.name))
+            binds.append(Bind(source, f"input/data/{ch.name}", _overlay(host_dir)))
         elif os.path.isdir(source):
             binds.append(Bind(source, f"input/data/{ch.name}"))
         else:
             binds.append(Bind(source, f"input/data/{ch.name}/{os.path.basename(source)}"))
-    return Staged(tuple(binds), tuple(feeds), total)
+    return Staged(tuple(binds), tuple(feeds), total, tuple(dict.fromkeys(guards)))
 
 
 def feed_argv(feed: PipeFeed, data_dir: str) -> list[str]:

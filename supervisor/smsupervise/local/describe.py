@@ -5,11 +5,17 @@ SecondaryStatus Starting -> Downloading -> Training -> Uploading -> Completed | 
 MaxRuntimeExceeded, each transition with start/end times and a message (the service says its
 messages "are subject to change"; ours are close to the ones it shows). Times are ISO 8601 in UTC,
 as ``aws sagemaker describe-training-job`` prints them. The request's fields are echoed as the
-service echoes them; the ARN uses account 000000000000 and region AWS_REGION or us-east-1.
+service echoes them, with the defaults the service fills in (``OutputDataConfig.KmsKeyId: ""``,
+``CompressionType: GZIP``, the ``Enable*`` flags false, each channel's ``CompressionType`` and
+``RecordWrapperType`` "None", ...: the SDK's ``Estimator.attach()`` reads them by key), and
+``ModelArtifacts`` always (a required member: where the model is, or would be); the ARN uses
+account 000000000000 and region AWS_REGION or us-east-1. tests/local/test_describe_api.py checks
+every state against DescribeTrainingJob's output shape in botocore's service model.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime
 import os
 import time
@@ -48,7 +54,28 @@ ECHOED = [
     "EnableInterContainerTrafficEncryption",
     "EnableManagedSpotTraining",
     "RetryStrategy",
+    "DebugHookConfig",
+    "DebugRuleConfigurations",
+    "TensorBoardOutputConfig",
+    "ExperimentConfig",
+    "ProfilerConfig",
+    "ProfilerRuleConfigurations",
+    "RemoteDebugConfig",
+    "InfraCheckConfig",
+    "MlflowConfig",
+    "ModelPackageConfig",
 ]
+# What the service fills in when the request leaves it out (as DescribeTrainingJob shows it).
+TOP_DEFAULTS = {
+    "EnableNetworkIsolation": False,
+    "EnableInterContainerTrafficEncryption": False,
+    "EnableManagedSpotTraining": False,
+}
+OUTPUT_DEFAULTS = {"KmsKeyId": "", "CompressionType": "GZIP"}
+ALGORITHM_DEFAULTS = {"EnableSageMakerMetricsTimeSeries": False}
+CHANNEL_DEFAULTS = {"CompressionType": "None", "RecordWrapperType": "None"}
+S3_SOURCE_DEFAULTS = {"S3DataDistributionType": "FullyReplicated"}
+DEFAULT_MAX_RUNTIME = 86400
 FAILURE_LIMIT = 1024
 
 
@@ -107,11 +134,10 @@ def response(
         "LastModifiedTime": iso(now),
         "SecondaryStatusTransitions": timeline.transitions,
     }
-    body.update({key: job.request[key] for key in ECHOED if key in job.request})
-    if model_uri:
-        body["ModelArtifacts"] = {"S3ModelArtifacts": model_uri}
+    body.update(echoed(job.request))
+    body["ModelArtifacts"] = {"S3ModelArtifacts": model_uri or expected_model_uri(job)}
     if failure:
-        body["FailureReason"] = failure[:FAILURE_LIMIT]
+        body["FailureReason"] = clip(failure)
     if final:
         body["FinalMetricDataList"] = [
             {"MetricName": s.name, "Value": s.value, "Timestamp": iso(s.timestamp)} for s in final
@@ -123,6 +149,89 @@ def response(
             body["TrainingEndTime"] = iso(now)
             body["TrainingTimeInSeconds"] = body["BillableTimeInSeconds"] = max(1, round(now - start))
     return body
+
+
+CUT = "\n[...]\n"
+# A host's smsupervise events that say it was stopped because of another host (named in "host").
+STOPPED_BY_PEER = frozenset({"peer_failed", "peer_lost", "peer_silent"})
+
+
+def _stopped_by(log: str) -> str | None:
+    """The host that ``log``'s host was stopped because of (its first peer_* event), if any."""
+    try:
+        handle = open(log, "rb")  # noqa: SIM115 (read line by line below)
+    except OSError:
+        return None
+    with handle:
+        for line in handle:
+            if b'"peer_' not in line:
+                continue  # most lines: no JSON decoding
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(record, dict) and record.get("event") in STOPPED_BY_PEER:
+                host = record.get("host")
+                return host if isinstance(host, str) else None
+    return None
+
+
+def first_failed(failed: list[str], log_dir: str) -> str:
+    """The host whose failure FailureReason names, of the failed hosts in exit order: the first one
+    not stopped because of another (its ``log_dir/<host>.jsonl`` holds no peer_failed, peer_lost or
+    peer_silent event: those name the host that failed); else the host the first victim names, if
+    it failed too; else the first to exit. A victim often exits first: the host that failed may
+    still be draining its output, cleaning up, or kept up by --keep-alive-on-failure."""
+    named = []
+    for host in failed:
+        culprit = _stopped_by(os.path.join(log_dir, f"{host}.jsonl"))
+        if culprit is None:
+            return host
+        named.append(culprit)
+    return next((host for host in named if host in failed), failed[0])
+
+
+def clip(reason: str, limit: int = FAILURE_LIMIT) -> str:
+    """``reason`` in at most ``limit`` characters: whole when it fits, else its first lines (whole
+    lines, up to half the room; the first line cut if it alone is longer) and as much of its end as
+    fits, around a ``[...]`` line. The head says what happened and names the exception; the end is
+    where a traceback's exception and the last stderr lines stand."""
+    if len(reason) <= limit:
+        return reason
+    half = (limit - len(CUT)) // 2
+    head = reason[:half]
+    if "\n" in head:
+        head = head[: head.rindex("\n")]
+    return head + CUT + reason[-(limit - len(head) - len(CUT)) :]
+
+
+def echoed(request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's members that DescribeTrainingJob returns, with the service's defaults filled
+    in where the request left them out (a copy: the request stays as it was)."""
+    body: dict[str, Any] = {key: copy.deepcopy(request[key]) for key in ECHOED if key in request}
+    _fill(body, TOP_DEFAULTS)
+    _fill(body.setdefault("OutputDataConfig", {}), OUTPUT_DEFAULTS)
+    if isinstance(body.get("AlgorithmSpecification"), dict):
+        _fill(body["AlgorithmSpecification"], ALGORITHM_DEFAULTS)
+    _fill(body.setdefault("StoppingCondition", {}), {"MaxRuntimeInSeconds": DEFAULT_MAX_RUNTIME})
+    for item in body.get("InputDataConfig") or []:
+        _fill(item, CHANNEL_DEFAULTS)
+        s3 = (item.get("DataSource") or {}).get("S3DataSource")
+        if isinstance(s3, dict):
+            _fill(s3, S3_SOURCE_DEFAULTS)
+    return body
+
+
+def _fill(target: dict[str, Any], defaults: Mapping[str, object]) -> None:
+    for key, value in defaults.items():
+        target.setdefault(key, value)
+
+
+def expected_model_uri(job: TrainingJob) -> str:
+    """Where the model is put (``<S3OutputPath>/<job>/output/model.tar.gz``; with CompressionType
+    NONE the prefix ``.../output/model/``), as the service names it before the upload too."""
+    leaf = "model/" if job.output_compression == "NONE" else "model.tar.gz"
+    return f"{job.output_path.rstrip('/')}/{job.name}/output/{leaf}"
 
 
 def write(directory: str, body: Mapping[str, Any]) -> str:

@@ -1,7 +1,13 @@
 """A CreateTrainingJob request (JSON, as boto3 and ``aws sagemaker create-training-job`` take it)
-turned into a typed, frozen record, after the checks the API makes (limits from botocore's
-SageMaker service model, ``shared/docs/local.md``). Every problem names the JSON path, the rule and
-the fix; all problems are reported at once and nothing runs.
+turned into a typed, frozen record, after the checks the API makes. Every problem names the JSON
+path, the rule and the fix; all problems are reported at once and nothing runs.
+
+Two layers: the API's own rules, from botocore's SageMaker service model (``apimodel``: members at
+every depth, required members, lengths and counts, ranges, enums, patterns; the ``local`` extra),
+then smsupervise-local's rules on top (what the runner needs, what it refuses: ``REFUSED``). S3 URI
+fields also take ``file://`` URIs and local paths here. A field the API accepts but the runner does
+not act on is a ``Notice`` (``IGNORED``: said once, with why), never silently dropped. Without
+botocore only the local rules run, and a notice says so. docs/local-api-fields.md is the table.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+from smsupervise.local import apimodel
 
 MAX_RUNTIME_LIMIT = 28 * 24 * 3600  # StoppingCondition.MaxRuntimeInSeconds: 1 s .. 28 days
 JOB_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}$")
@@ -48,6 +56,87 @@ KNOWN_FIELDS = frozenset(
         "SessionChainingConfig",
     ]
 )
+
+
+# Fields the API accepts and the runner cannot honour: refused, with the rule and the fix. A path's
+# "[]" stands for every item of a list.
+REFUSED = {
+    "InputDataConfig[].DataSource.FileSystemDataSource": (
+        "EFS and FSx file systems are not mounted by smsupervise-local",
+        "mount it on this machine and give its directory as DataSource.S3DataSource.S3Uri (a path or file://)",
+    ),
+    "InputDataConfig[].DataSource.DatasetSource": (
+        "dataset sources are not read by smsupervise-local",
+        "export the data to a directory or an S3 prefix and use DataSource.S3DataSource",
+    ),
+    "InputDataConfig[].DataSource.S3DataSource.InstanceGroupNames": (
+        "instance groups are not supported by smsupervise-local",
+        "remove it (every host gets every channel)",
+    ),
+    "ResourceConfig.InstanceGroups": (
+        "heterogeneous clusters (instance groups) are not supported by smsupervise-local",
+        "use ResourceConfig.InstanceType and ResourceConfig.InstanceCount",
+    ),
+    "AlgorithmSpecification.AlgorithmName": (
+        "SageMaker and Marketplace algorithms are not available to smsupervise-local",
+        "give the algorithm's image as AlgorithmSpecification.TrainingImage",
+    ),
+    "ServerlessJobConfig": (
+        "serverless training jobs are not supported by smsupervise-local",
+        "give AlgorithmSpecification and ResourceConfig instead",
+    ),
+}
+# Fields the API accepts and the runner does not act on, each said once (a ``field_ignored``
+# notice) with why. Booleans only when true.
+IGNORED = {
+    "RoleArn": "no IAM here: the job runs with this machine's credentials",
+    "VpcConfig": "the hosts use this machine's network (several hosts: their own lc- namespaces)",
+    "EnableNetworkIsolation": "not enforced: a host can reach what this machine reaches",
+    "EnableInterContainerTrafficEncryption": "the hosts' traffic never leaves this machine",
+    "EnableManagedSpotTraining": "no spot capacity here: the job starts at once and is never interrupted",
+    "StoppingCondition.MaxWaitTimeInSeconds": "no spot capacity to wait for",
+    "StoppingCondition.MaxPendingTimeInSeconds": "no capacity to wait for: the job starts at once",
+    "OutputDataConfig.KmsKeyId": "no KMS here: artifacts are written as they are",
+    "ResourceConfig.VolumeKmsKeyId": "no KMS here: the hosts' trees are on this machine's disk",
+    "ResourceConfig.KeepAlivePeriodInSeconds": "no warm pools here",
+    "ResourceConfig.TrainingPlanArn": "no capacity reservations here",
+    "ResourceConfig.InstancePlacementConfig": "every host is on this machine",
+    "ResourceConfig.InstancePreferences": "every host is on this machine",
+    "AlgorithmSpecification.TrainingImageConfig": "smsupervise-local pulls no image from a registry",
+    "AlgorithmSpecification.EnableSageMakerMetricsTimeSeries": "metrics go to metrics.jsonl only",
+    "InputDataConfig[].ShuffleConfig": "Pipe channels stream their objects in key order, unshuffled",
+    "InputDataConfig[].DataSource.S3DataSource.AttributeNames": "read from augmented manifests only",
+    "ResourceConfig.SelectedInstanceType": "every host is on this machine",
+    "ResourceConfig.SelectedInstanceCount": "InstanceCount is the number of hosts",
+    "InputDataConfig[].DataSource.S3DataSource.ModelAccessConfig": "no model access gate here",
+    "InputDataConfig[].DataSource.S3DataSource.HubAccessConfig": "no SageMaker hub here",
+    "Tags": "nothing is tagged here",
+    "ExperimentConfig": "no SageMaker Experiments here",
+    "MlflowConfig": "no managed MLflow here",
+    "ModelPackageConfig": "no model registry here",
+    "DebugHookConfig": "no SageMaker Debugger here (echoed in describe.json)",
+    "DebugRuleConfigurations": "no SageMaker Debugger rules here (echoed in describe.json)",
+    "ProfilerConfig": "no SageMaker Profiler here (echoed in describe.json)",
+    "ProfilerRuleConfigurations": "no SageMaker Profiler rules here (echoed in describe.json)",
+    "RetryStrategy": "a failed job is not retried",
+    "RemoteDebugConfig": "no remote access through SSM (smsupervise-debug attaches to a host locally)",
+    "InfraCheckConfig": "no instance health checks here",
+    "SessionChainingConfig": "no session chaining here",
+}
+# Members whose S3 URIs may also be file:// URIs or local paths here (the API's pattern is s3/https).
+LOCAL_URIS = ("S3Uri", "S3OutputPath")
+# The SDK's local mode's instance types, which the API's enum does not have: taken here.
+LOCAL_INSTANCE_TYPES = ("local", "local_gpu")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A field the runner does not act on (``field_ignored``), or the API's checks not made
+    (``api_model_missing``): said once when the job starts."""
+
+    kind: str  # field_ignored | api_model_missing
+    path: str
+    why: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +210,9 @@ class TrainingJob:
     checkpoint: Checkpoint | None
     environment: Mapping[str, str]
     request: Mapping[str, Any]
+    output_compression: str = "GZIP"  # OutputDataConfig.CompressionType: GZIP | NONE
+    notices: tuple[Notice, ...] = ()
+    tensorboard: Checkpoint | None = None  # TensorBoardOutputConfig: LocalPath mirrored to uri
 
 
 class _Checker:
@@ -246,7 +338,8 @@ def _channel(c: _Checker, item: Any, where: str, job_mode: str) -> Channel | Non
             "use letters, digits, '.', '-' and '_'",
         )
     source = c.obj(entry.get("DataSource"), f"{where}.DataSource")
-    s3 = c.obj(source.get("S3DataSource"), f"{where}.DataSource.S3DataSource") if source else {}
+    other = any(key in source for key in ("FileSystemDataSource", "DatasetSource"))  # refused apart
+    s3 = c.obj(source.get("S3DataSource"), f"{where}.DataSource.S3DataSource", not other) if source else {}
     spath = f"{where}.DataSource.S3DataSource"
     uri = c.string(s3, "S3Uri", spath, required=bool(s3), limit=1024)
     data_type = c.choice(
@@ -341,16 +434,98 @@ def checkpoint_path(given: str) -> str | None:
     return normal
 
 
+def _tensorboard(c: _Checker, request: dict[str, Any], name: str) -> Checkpoint | None:
+    """TensorBoardOutputConfig as a location to mirror LocalPath to: ``<S3OutputPath>/<job>/
+    tensorboard-output`` (the prefix jobs on the service write to; the API reference names only
+    S3OutputPath)."""
+    where = "TensorBoardOutputConfig"
+    config = c.obj(request.get(where), where, required=False)
+    if not config:
+        return None
+    uri = c.string(config, "S3OutputPath", where, required=True, limit=1024)
+    local = c.string(config, "LocalPath", where, limit=4096) or "/opt/ml/output/tensorboard"
+    if not (local.rstrip("/") + "/").startswith("/opt/ml/"):
+        c.add(
+            f"{where}.LocalPath",
+            f"{local!r} is outside /opt/ml (not supported by smsupervise-local)",
+            "use a path under /opt/ml, e.g. /opt/ml/output/tensorboard",
+        )
+    return Checkpoint(f"{uri.rstrip('/')}/{name}/tensorboard-output", local) if uri else None
+
+
+def _present(value: Any, pattern: str, path: str = "") -> list[tuple[str, Any]]:
+    """(JSON path, value) of every member of ``value`` that ``pattern`` (``A[].B``) names."""
+    if not pattern:
+        return [(path, value)]
+    head, _, rest = pattern.partition(".")
+    key, many = (head[:-2], True) if head.endswith("[]") else (head, False)
+    if not isinstance(value, dict) or value.get(key) is None:
+        return []
+    where = f"{path}.{key}" if path else key
+    if not many:
+        return _present(value[key], rest, where)
+    items = value[key] if isinstance(value[key], list) else []
+    return [found for i, item in enumerate(items) for found in _present(item, rest, f"{where}[{i}]")]
+
+
+def _at(value: Any, path: str) -> Any:
+    """The value at a concrete JSON path (``A[0].B``), or None."""
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", path):
+        if part.startswith("["):
+            index = int(part[1:-1])
+            value = value[index] if isinstance(value, list) and index < len(value) else None
+        else:
+            value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _local_uri(value: Any) -> bool:
+    """A ``file://`` URI or a local path (which the API's s3/https pattern would refuse)."""
+    return isinstance(value, str) and (value.startswith("file://") or "://" not in value)
+
+
+def _api(request: dict[str, Any]) -> tuple[list[Problem], list[Notice]]:
+    """The API's rules (botocore's model), local URIs allowed; or, without botocore, the top-level
+    member names this module knows and a notice."""
+    shape = apimodel.input_shape("CreateTrainingJob")
+    if shape is None:
+        unknown = [
+            Problem(key, "is not a CreateTrainingJob field", "remove it or check its spelling")
+            for key in sorted(set(request) - KNOWN_FIELDS)
+        ]
+        why = "botocore is not installed: the API's own rules were not checked"
+        why += " (pip install 'smsupervise[local]')"
+        return unknown, [Notice("api_model_missing", "$", why)]
+    problems = []
+    for found in apimodel.check(request, shape):
+        if (
+            found.kind == "pattern"
+            and found.path.endswith(LOCAL_URIS)
+            and _local_uri(_at(request, found.path))
+        ):
+            continue
+        local_type = found.path.endswith("InstanceType") and _at(request, found.path) in LOCAL_INSTANCE_TYPES
+        if found.kind == "enum" and local_type:
+            continue
+        problems.append(Problem(found.path, found.rule, found.fix))
+    return problems, []
+
+
 def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
-    """Check a decoded request as CreateTrainingJob does and return the typed job.
+    """Check a decoded request as CreateTrainingJob does, then the local rules, and return the
+    typed job (with its notices).
 
     Raises:
         InvalidRequest: with every problem found (JSON path, rule, fix).
     """
     c = _Checker()
     request = c.obj(request, "$")
-    for key in sorted(set(request) - KNOWN_FIELDS):
-        c.add(key, "is not a CreateTrainingJob field", "remove it or check its spelling")
+    api_problems, notices = _api(request) if request else ([], [])
+    for pattern, (rule, fix) in REFUSED.items():
+        for path, _value in _present(request, pattern):
+            c.add(path, rule, fix)
+    for pattern, why in IGNORED.items():
+        notices += [Notice("field_ignored", path, why) for path, value in _present(request, pattern) if value]
     name = c.string(request, "TrainingJobName", "", required=True) or ""
     if name and not JOB_NAME.fullmatch(name):
         c.add(
@@ -366,11 +541,15 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
     environment = c.string_map(request.get("Environment"), "Environment", (100, 512, 512), ENV_KEY)
     channels = _channels(c, request, mode)
     output = c.obj(request.get("OutputDataConfig"), "OutputDataConfig")
-    output_path = c.string(output, "S3OutputPath", "OutputDataConfig", required=bool(output), limit=1024)
+    given = "OutputDataConfig" in request  # else one problem: OutputDataConfig is required
+    output_path = c.string(output, "S3OutputPath", "OutputDataConfig", required=given, limit=1024)
+    output_compression = c.choice(output, "CompressionType", "OutputDataConfig", ("GZIP", "NONE"), "GZIP")
     instance_type, count, runtime = _resources(c, request)
     checkpoint = _checkpoint(c, request)
-    if c.problems:
-        raise InvalidRequest(source, c.problems)
+    tensorboard = _tensorboard(c, request, name)
+    problems = _merged(request, c.problems, api_problems)
+    if problems:
+        raise InvalidRequest(source, problems)
     return TrainingJob(
         name,
         image,
@@ -387,7 +566,23 @@ def validate(request: Any, source: str = "JOB.json") -> TrainingJob:
         checkpoint,
         environment,
         request,
+        output_compression,
+        tuple(notices),
+        tensorboard,
     )
+
+
+def _merged(request: dict[str, Any], local: list[Problem], api: list[Problem]) -> list[Problem]:
+    """The local rules' problems, and the API's on paths the local rules did not name (their
+    wording is the more specific), in the request's order of top-level members."""
+    named = {p.path for p in local}
+    order = {key: i for i, key in enumerate(request)}
+
+    def place(problem: Problem) -> int:
+        top = re.match(r"[^.\[]*", problem.path)
+        return order.get(top.group(0) if top else "", len(order))
+
+    return sorted([*local, *(p for p in api if p.path not in named)], key=place)
 
 
 def load(path: str) -> TrainingJob:

@@ -74,7 +74,8 @@ def _binds(plan_tree: str, base: str, staged: Staged, hosts_file: str | None) ->
     binds: list[list[object]] = []
     if base == "/opt/ml":
         binds.append([plan_tree, "/opt/ml", False])
-    binds += [[b.source, os.path.join(base, b.target), True] for b in staged.binds]
+    binds += [[b.source, os.path.join(base, b.target), True, b.overlay] for b in staged.binds]
+    binds += [[guard, guard, True, None] for guard in staged.guards]  # after the overlays over them
     if hosts_file is not None:
         binds.append([hosts_file, "/etc/hosts", True])
     return binds

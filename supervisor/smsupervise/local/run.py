@@ -183,6 +183,13 @@ class Runner:
                     files=copied,
                 )
                 mirrors.append(checkpoints.Mirror(local, remote))
+        board = self.job.tensorboard  # TensorBoardOutputConfig: mirrored out as the checkpoints are
+        if board is not None:
+            relative = os.path.relpath(board.local_path, "/opt/ml")
+            mirrors += [
+                checkpoints.Mirror(os.path.join(p.tree, relative), checkpoints.location(board.uri))
+                for p in plans
+            ]
         return checkpoints.Mirroring(mirrors, self.options.checkpoint_interval)
 
     def _feeders(self, plans: list[launch.HostPlan]) -> list[subprocess.Popen[bytes]]:
@@ -297,6 +304,8 @@ class Runner:
         self._enter("Starting")
         mode = self._isolation()
         self.console.event("isolation", self._isolation_note(mode), isolation=mode)
+        for notice in self.job.notices:  # fields not acted on, each said once
+            self.console.event(notice.kind, f"{notice.path}: {notice.why}", field=notice.path, why=notice.why)
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)
@@ -315,7 +324,8 @@ class Runner:
             )
         elif failed:
             status = secondary = "Failed"
-            first = next(iter(failed))  # the first to fail (exit order), not one stopped because of it
+            by_name = {plans[i - 1].host.name: i for i in failed}  # exit order
+            first = by_name[describe.first_failed(list(by_name), os.path.join(self.work, "logs"))]
             failure = _failure_reason(plans[first - 1], failed[first])
         else:
             status = secondary = "Completed"

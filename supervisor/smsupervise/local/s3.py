@@ -52,10 +52,13 @@ def _calling(uri: str, what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
 
 def relative_name(key: str, prefix: str) -> str | None:
     """Where object ``key`` lands under the channel dir, for an S3Prefix ``prefix``: the key without
-    the prefix's directory part (``data/tr`` + ``data/train/a`` -> ``train/a``; the prefix as a
-    whole key -> its basename). None for a key that would not stay inside (``..``, empty parts)."""
-    cut = prefix.rfind("/") + 1
-    name = key[cut:] if key != prefix else os.path.basename(prefix)
+    the whole prefix, as a string, and without the ``/`` that then leads (``data/train`` +
+    ``data/train/a`` -> ``a``; ``data/train`` + ``data/train2/a`` -> ``2/a``), as the SDK's local
+    mode does; the prefix as a whole key -> its basename. None for a key that would not stay inside
+    (``..``, ``.``, empty parts) or that does not start with the prefix."""
+    if not key.startswith(prefix):
+        return None
+    name = key[len(prefix) :].lstrip("/") if key != prefix else key.rsplit("/", 1)[-1]
     parts = name.split("/")
     if not name or any(part in ("", ".", "..") for part in parts):
         return None

@@ -15,6 +15,8 @@ from smsupervise.local.job import TrainingJob
 
 def upload(job: TrainingJob, trees: list[str], work: str, console: Console) -> str:
     """Pack and place both archives, an ``uploaded`` event each; returns the model's URI."""
+    if job.output_compression == "NONE":
+        return artifacts.uncompressed(job.output_path, job.name, trees, console, give_back)
     out = job.output_path
     remote = f"{out.rstrip('/')}/{job.name}/output" if out.startswith("s3://") else None
     out = out[len("file://") :] if out.startswith("file://") else out

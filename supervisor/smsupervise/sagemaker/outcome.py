@@ -32,6 +32,14 @@ LIMIT = 1024
 # The exception line: a (dotted) class name alone or followed by ": message", not indented
 # (``Exception: boom``, ``StopIteration``, ``torch.cuda.OutOfMemoryError: ...``).
 _EXCEPTION = r"^[A-Za-z_][\w.]*(?::\s.*|:)?$"  # compiled at use: a failure's tail only
+# What a launcher puts before each line of a worker: torch's ``[rank3]: ``, torchrun --tee's
+# ``[default0]:``, mpirun --tag-output's ``[1,0]<stderr>:``, horovodrun's ``[0]<stderr>:``,
+# srun --label's ``0: ``.
+_LAUNCHER_PREFIX = r"^(?:\[[^\]\s]{1,40}\](?:<std(?:out|err)>)?|\d{1,5}):[ \t]?"
+# A launcher's own traceback that only says a worker failed (torchrun's): a worker's exception,
+# when one is in the tail, says more.
+_LAUNCHER_FAILURES = ("torch.distributed.elastic.multiprocessing.errors.ChildFailedError",)
+_TRACEBACK = "Traceback (most recent call last)"
 HINTS = {
     int(signal.SIGKILL): "often the out-of-memory killer: check the instance's memory, or the job was "
     "SIGKILLed at the end of a stop",
@@ -42,16 +50,39 @@ HINTS = {
 }
 
 
-def exception_line(tail: str) -> str | None:
-    """The exception line of the last Python traceback in ``tail``, if there is one."""
-    lines = tail.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last)")]
-    if not starts:
-        return None
-    for line in lines[starts[-1] + 1 :]:
-        if line and not line[0].isspace() and re.match(_EXCEPTION, line):
-            return line.strip()
+def _split(line: str) -> tuple[str, str]:
+    """(the launcher's prefix or "", the worker's own line)."""
+    found = re.match(_LAUNCHER_PREFIX, line)
+    return (found.group(0), line[found.end() :]) if found else ("", line)
+
+
+def _raised(lines: list[tuple[str, str]], start: int) -> str | None:
+    """The exception line of the traceback that begins at ``start``: the first line after it, from
+    the same writer (prefix), that is an unindented exception name."""
+    prefix = lines[start][0]
+    for other, body in lines[start + 1 :]:
+        if other == prefix and body and not body[0].isspace() and re.match(_EXCEPTION, body):
+            return body.strip()
     return None
+
+
+def exception_line(tail: str) -> str | None:
+    """The exception line of the traceback that failed the job, if ``tail`` holds one.
+
+    One writer (no launcher prefix): its last traceback's. Several (a launcher's workers, each line
+    prefixed ``[rank1]: `` or the like): the last traceback of the worker whose first traceback came
+    first (the root cause; the others often fail because of it), given with that worker's prefix. A
+    launcher's own "a worker failed" traceback counts only when nothing else is there."""
+    lines = [_split(line) for line in tail.splitlines()]
+    raised = []  # (writer, exception line), in order
+    for i, (prefix, body) in enumerate(lines):
+        if body.startswith(_TRACEBACK) and (line := _raised(lines, i)) is not None:
+            raised.append((prefix, f"{prefix}{line}".strip()))
+    useful = [item for item in raised if not item[1].startswith(_LAUNCHER_FAILURES)] or raised
+    if not useful:
+        return None
+    first_writer = useful[0][0]
+    return [line for writer, line in useful if writer == first_writer][-1]
 
 
 def describe(status: ExitStatus, what: str = "Training") -> str:

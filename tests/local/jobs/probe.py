@@ -27,18 +27,42 @@ def out(name, value):
         json.dump(value, f)
 
 
-def mount_options(path):
+def _mountinfo(path):
     real = os.path.realpath(path)
     with open("/proc/self/mountinfo") as handle:
         lines = handle.read().splitlines()
+    found = None
     for line in lines:
         fields = line.split()
         if fields[4] == real:
-            return fields[5]
+            found = fields  # the last mount on a path is the one seen
+    return found
+
+
+def mount_options(path):
+    fields = _mountinfo(path)
+    return fields[5] if fields else None
+
+
+def fstype(path):
+    fields = _mountinfo(path)
+    return fields[fields.index("-") + 1] if fields else None
+
+
+def _try(action):
+    try:
+        action()
+    except OSError as error:
+        return error.strerror
     return None
 
 
-def fingerprint(path):
+def _append(path):
+    with open(path, "ab") as handle:
+        handle.write(b"appended by the job")
+
+
+def fingerprint(path, writes=False):
     if not os.path.isdir(path):
         return None
     files = {}
@@ -46,12 +70,16 @@ def fingerprint(path):
         for name in names:
             full = os.path.join(root, name)
             files[os.path.relpath(full, path)] = hashlib.sha256(Path(full).read_bytes()).hexdigest()
-    try:
-        open(os.path.join(path, "written-by-the-job"), "w").close()
-        write_error = None
-    except OSError as error:
-        write_error = error.strerror
-    return {"files": files, "write_error": write_error, "mount": mount_options(path)}
+    write_error = _try(lambda: open(os.path.join(path, "written-by-the-job"), "w").close())
+    seen = {"files": files, "write_error": write_error, "mount": mount_options(path), "fstype": fstype(path)}
+    if writes and files:  # what ModelTrainer does to a channel's file (chmod +x), and a write into one
+        first = os.path.join(path, sorted(files)[0])
+        seen["chmod_error"] = _try(lambda: os.chmod(first, os.stat(first).st_mode | 0o111))  # noqa: S103 (chmod +x, as ModelTrainer)
+        seen["append_error"] = _try(lambda: _append(first))
+        last = os.path.join(path, sorted(files)[-1])
+        seen["remove_error"] = _try(lambda: os.unlink(last))
+        seen["mkdir_error"] = _try(lambda: os.makedirs(os.path.join(path, "made-by-the-job", "deeper")))
+    return seen
 
 
 def channels(args):
@@ -71,7 +99,7 @@ def channels(args):
                 epochs.append({"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
             seen[name] = {"epochs": epochs}
         else:
-            seen[name] = fingerprint(path)
+            seen[name] = fingerprint(path, writes=True)
     out("channels", seen)
 
 
