@@ -198,6 +198,26 @@ def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) 
     )
 
 
+def attach_serve(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
+    """The serve front (serve/), with --serve-front on: its port bound now (a taken port fails the
+    start), the server told its own port in SAGEMAKER_BIND_TO_PORT, /ping and the relay served on
+    the loop, and its drain run before the server's stop signal."""
+    settings = invocation.settings
+    if not settings.serve_front:
+        return
+    from smsupervise.serve import config as serve_config  # noqa: PLC0415 - only with the front on
+    from smsupervise.serve.front import Front  # noqa: PLC0415
+
+    config = serve_config.resolve(settings, os.environ)
+    front = Front(serve_config.listen(config.port), config, log, supervisor.job_running)
+    extra = {serve_config.PORT_VARIABLE: str(config.backend_port)}
+    supervisor.steps = tuple(
+        step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps
+    )
+    supervisor.services.append(front)
+    supervisor.drain = front.drain
+
+
 def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
     """After the loop (the outcome file was written first): what is left of the output (bounded
     by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
@@ -245,6 +265,7 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
             supervisor.on_outcome = record(plan, log)
         supervisor.terminal = controlling_terminal(0)
         attach_debug(supervisor, invocation, log)
+        attach_serve(supervisor, invocation, log)
         outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)

@@ -5,7 +5,8 @@ implementations are debug/ and distributed/'s, which core must not import.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from smsupervise.core.status import ExitStatus
@@ -19,6 +20,12 @@ class Service(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+# What runs between a stop request and the main child's stop signal (serve/'s front drains its
+# connections); it is handed the event a second SIGTERM/SIGINT sets, and returns when the child may
+# be signalled. The stop budget counts it (settings: the --serve-drain-* options).
+Drain = Callable[[asyncio.Event], Awaitable[None]]
 
 
 class ClusterHooks(Protocol):

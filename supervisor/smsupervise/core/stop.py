@@ -26,6 +26,7 @@ import signal
 import time
 from collections.abc import Callable, Mapping
 
+from smsupervise.core.plugins import Drain
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.spawn import Child, LaunchSpec, send_to_group, spawn
 from smsupervise.core.status import ExitStatus, signal_name
@@ -47,6 +48,7 @@ ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 class Phase(enum.Enum):
     """Where a stop is: each phase is one method of ``StopSequence``."""
 
+    DRAIN = "drain"  # a service (serve/'s front) drains before the stop signal
     CHECKPOINT = "checkpoint"  # the hook runs and/or the checkpoint signal was sent
     GRACE = "grace"  # the stop signal was sent; waiting for the child to exit
     KILLED = "killed"  # SIGKILL was sent
@@ -75,6 +77,7 @@ class StopSequence:
         ack_file: str | None,
         hook_output: ChildOutput | None,
         workers: Callable[[], list[int]] | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -96,6 +99,9 @@ class StopSequence:
         self.hook: Child | None = None
         self.hook_exit: asyncio.Future[ExitStatus] | None = None
         self.phase = Phase.CHECKPOINT if self.checkpoint_env is not None else Phase.GRACE
+        self.drain = drain
+        if drain is not None:
+            self.phase = Phase.DRAIN
         self.checkpoint: CheckpointResult | None = None
         self.checkpoint_started: float | None = None
         self.term_sent: float | None = None
@@ -128,7 +134,7 @@ class StopSequence:
         if sent_at is not None:
             self.term_sent = sent_at
             self._log_sent()
-        elif self.checkpoint_env is None:
+        elif self.checkpoint_env is None and self.drain is None:
             self._send_stop_signal()  # ranks first: see ``workers``
         self.log.info("stop_requested", **fields)
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -153,8 +159,12 @@ class StopSequence:
         self.phase = Phase.DONE
 
     async def _run(self) -> None:
+        if self.drain is not None:
+            await self.drain(self.advance)
+            self.advance.clear()
         if self.checkpoint_env is not None:
             await self._checkpoint(self.checkpoint_env)
+        if self.checkpoint_env is not None or self.drain is not None:
             self._send_stop_signal()
         await self._grace()
         self._kill()

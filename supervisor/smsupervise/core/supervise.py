@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
-from smsupervise.core.plugins import ClusterHooks, Service
+from smsupervise.core.plugins import ClusterHooks, Drain, Service
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
@@ -89,6 +89,7 @@ class Supervisor:
         self.output: ChildOutput | None = None
         self.recent = Recent()  # recent output for the debug socket
         self.services: list[Service] = []
+        self.drain: Drain | None = None  # serve/'s front: drains before the main step's stop signal
         self.on_outcome: Callable[[Outcome], None] | None = None  # the outcome files, before keep-alive
         self.keep_alive = KeepAlive(log)  # after a failure, with --keep-alive-on-failure
         self._holding = False
@@ -153,7 +154,8 @@ class Supervisor:
         if ranks is not None and ranks() is None:
             ranks = None
         sent_at = None
-        if not (main and self.settings.checkpointing) and ranks is None:
+        drain = self.drain if main else None
+        if not (main and self.settings.checkpointing) and ranks is None and drain is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
@@ -174,6 +176,7 @@ class Supervisor:
             ack_file=self.ack_file if main else None,
             hook_output=hook_output,
             workers=(lambda: ranks() or []) if ranks is not None else None,
+            drain=drain,
         )
         self.stop.begin(sent_at)
 
