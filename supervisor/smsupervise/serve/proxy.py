@@ -33,6 +33,7 @@ from smsupervise.serve.config import BACKEND_HOST
 
 PING = b"/ping"
 PIPELINE_LIMIT = 16  # parsed requests waiting behind the one in flight on a connection
+PENDING_LIMIT = 1 << 20  # request bytes held for a request not yet sent before reading pauses
 RETRY_BODY_LIMIT = 64 << 10  # a request this small is resent once when a reused connection was stale
 HOP_BY_HOP_CLOSE = (b"connection", b"keep-alive")
 
@@ -99,6 +100,7 @@ class Exchange:
         self.started = time.monotonic()
         self.upstream: Upstream | None = None
         self.pending: list[bytes] = []  # request bytes waiting for the upstream connection
+        self.pending_size = 0
         self.sent: list[bytes] | None = []  # what went upstream, kept for one retry while small
         self.sent_size = 0
         self.request_done = False
@@ -127,7 +129,11 @@ class Exchange:
         target = host.paths.get(self.path)
         url = self.url if target is None else target + self.url[len(self.path) :]
         head = _head(b"%b %b HTTP/1.1\r\n" % (self.method, url), self.headers, close=False)
-        self._send(head)
+        # A pipelined request's body may have come before its turn: the head goes first.
+        self.pending.insert(0, head)
+        if self.sent is not None:
+            self.sent.insert(0, head)
+            self.sent_size += len(head)
         upstream = host.upstreams.take()
         if upstream is not None:
             self.attach(upstream, reused=True)
@@ -139,9 +145,11 @@ class Exchange:
         """A server connection is ours: send what waited for it."""
         self.upstream = upstream
         upstream.attach(self, reused)
-        pending, self.pending = self.pending, []
+        pending, self.pending, self.pending_size = self.pending, [], 0
         upstream.write(b"".join(pending))
         self.client.resume("connect")
+        if len(self.client.queue) == 1:
+            self.client.resume("pipeline")
 
     def _send(self, data: bytes) -> None:
         if self.sent is not None:
@@ -151,6 +159,9 @@ class Exchange:
                 self.sent = None
         if self.upstream is None:
             self.pending.append(data)
+            self.pending_size += len(data)
+            if self.pending_size > PENDING_LIMIT:  # a pipelined request waiting its turn
+                self.client.pause("pipeline")
         else:
             self.upstream.write(data)
 
