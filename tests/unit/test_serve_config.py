@@ -1,0 +1,84 @@
+"""The serve front's configuration: health checks, path maps, the server's port, the stop budget."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from smsupervise import parsers
+from smsupervise.errors import UsageError
+from smsupervise.serve import config
+from smsupervise.settings import Settings
+
+
+def test_health_check_forms() -> None:
+    """A path, METHOD PATH, and METHOD PATH @FILE TYPE are read; the body file is made absolute."""
+    assert parsers.health_check("/health", "x") == parsers.HealthCheck("GET", "/health")
+    assert parsers.health_check("post /invocations @p.json application/json", "x") == parsers.HealthCheck(
+        "POST", "/invocations", parsers.os.path.abspath("p.json"), "application/json"
+    )
+
+
+@given(st.text(max_size=40))
+def test_any_health_check_text_is_read_or_refused_by_name(text: str) -> None:
+    """Whatever the text, the parser returns a check whose path starts with / or raises a
+    UsageError naming the option; nothing else escapes."""
+    try:
+        check = parsers.health_check(text, "--serve-health")
+    except UsageError as error:
+        assert "--serve-health" in str(error)
+    else:
+        assert check.path.startswith("/")
+
+
+@given(st.lists(st.tuples(st.text(max_size=8), st.text(max_size=8)), max_size=4))
+def test_any_path_map_is_read_or_refused_by_name(pairs: list[tuple[str, str]]) -> None:
+    """The class of map texts: each FROM=TO of /-paths is kept in order, anything else refused."""
+    text = ",".join(f"{a}={b}" for a, b in pairs)
+    try:
+        mapped = parsers.path_map(text, "--serve-map")
+    except UsageError as error:
+        assert "--serve-map" in str(error)
+    else:
+        assert all(a.startswith("/") and b.startswith("/") for a, b in mapped)
+
+
+def test_the_server_port_comes_from_the_safe_range_and_skips_taken_ones() -> None:
+    """SAGEMAKER_SAFE_PORT_RANGE: the first free port; one taken is skipped; the front's own port
+    is never chosen."""
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        port = taken.getsockname()[1]
+        chosen = config.backend_port(None, {"SAGEMAKER_SAFE_PORT_RANGE": f"{port}-{port + 1}"}, 8080)
+        assert chosen == port + 1
+    assert config.backend_port(None, {"SAGEMAKER_SAFE_PORT_RANGE": "9000-9001"}, 9000) == 9001
+    assert config.backend_port(7000, {}, 8080) == 7000
+
+
+def test_a_bad_range_or_a_clash_is_refused_with_the_fix() -> None:
+    """The negative twins: garbage in the range, and --serve-port equal to the front's port."""
+    with pytest.raises(UsageError, match="SAGEMAKER_SAFE_PORT_RANGE='x'"):
+        config.backend_port(None, {"SAGEMAKER_SAFE_PORT_RANGE": "x"}, 8080)
+    with pytest.raises(UsageError, match="front's own port"):
+        config.backend_port(8080, {}, 8080)
+
+
+def test_the_default_check_follows_the_ping_mapping() -> None:
+    """--serve-map /ping=/health makes the default health check GET /health; a named one stays."""
+    settings = Settings.from_sources({"serve_front": True, "serve_map": (("/ping", "/health"),)}, {}, "serve")
+    assert config.resolve(settings, {}).probe.path == "/health"
+    named = settings._replace(serve_health=parsers.HealthCheck("GET", "/ready"))
+    assert config.resolve(named, {}).probe.path == "/ready"
+
+
+def test_the_drain_counts_in_the_stop_budget() -> None:
+    """With the front, the default grace shrinks so drain delay + drain timeout + grace + leftover
+    grace + margin fit 30 s; a drain that cannot fit is refused naming the options."""
+    settings = Settings.from_sources({"serve_front": True}, {}, "serve")
+    assert settings.grace_period == 30 - 5 - 10 - 5 - 5
+    assert Settings.from_sources({}, {}, "serve").grace_period == 20  # the front off: unchanged
+    with pytest.raises(UsageError, match="--serve-drain-delay 20"):
+        Settings.from_sources({"serve_front": True, "serve_drain_delay": 20.0}, {}, "serve")
