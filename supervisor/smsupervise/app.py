@@ -6,6 +6,7 @@ where they are used: exec mode must start within 1.2x of a bare Python (benchmar
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable, Coroutine
@@ -25,7 +26,9 @@ from smsupervise.settings import Invocation
 from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
+    from smsupervise.core.plugins import Drain
     from smsupervise.distributed.coordinator import Coordinator, Verdict
+    from smsupervise.serve.processes import Processes
 
 T = TypeVar("T")
 
@@ -62,12 +65,19 @@ def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
 
 
 async def _supervise(
-    supervisor: Supervisor, cluster: Coordinator | None, plan: planning.Plan, log: EventLog
+    supervisor: Supervisor,
+    cluster: Coordinator | None,
+    plan: planning.Plan,
+    log: EventLog,
+    processes: Processes | None = None,
 ) -> tuple[Outcome, str]:
     """Run the job; in a distributed job, then tell the other hosts how it ended, take the cluster's
     verdict (the first failure leads; an MPI worker takes the master's outcome) and write the outcome
-    file. Returns the outcome and what happened, in words."""
+    file. Returns the outcome and what happened, in words. An essential --also process that ended
+    the run makes its exit code non-zero, whatever the main program's."""
     outcome = await supervisor.run()
+    if processes is not None and processes.failure is not None and outcome.exit_code == 0:
+        outcome = outcome._replace(exit_code=processes.failure[1].shell_code() or 1)
     what_happened = outcome_files.headline(outcome)
     if cluster is None:
         return outcome, what_happened  # the outcome file is written already (record)
@@ -218,6 +228,31 @@ def attach_serve(supervisor: Supervisor, invocation: Invocation, log: EventLog) 
     supervisor.drain = front.drain
 
 
+def attach_processes(supervisor: Supervisor, invocation: Invocation) -> Processes | None:
+    """--also FILE: the processes declared there run beside the main program (serve/processes),
+    stopped in the file's order after the front's drain and before the main program's signal."""
+    path = invocation.settings.also
+    if path is None:
+        return None
+    from smsupervise.serve import processes as declared  # noqa: PLC0415 - only with --also
+
+    group = declared.Processes(declared.load(path), supervisor, supervisor.log)
+    supervisor.services.append(group)
+    supervisor.drain = _in_turn(supervisor.drain, group.stop)
+    return group
+
+
+def _in_turn(first: Drain | None, then: Drain) -> Drain:
+    if first is None:
+        return then
+
+    async def both(advance: asyncio.Event) -> None:
+        await first(advance)
+        await then(advance)
+
+    return both
+
+
 def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
     """After the loop (the outcome file was written first): what is left of the output (bounded
     by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
@@ -266,7 +301,9 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         supervisor.terminal = controlling_terminal(0)
         attach_debug(supervisor, invocation, log)
         attach_serve(supervisor, invocation, log)
-        outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
+        processes = attach_processes(supervisor, invocation)
+        main = _supervise(supervisor, cluster, plan, log, processes)
+        outcome, what_happened = _run_loop(main, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
     return epilogue(outcome, what_happened, supervisor, log)

@@ -367,5 +367,13 @@ OPTIONS: tuple[Option, ...] = (
         "with --serve-front: successful /ping requests are counted into one `ping_summary` event per "
         "this interval instead of an access record each",
     ),
+    Option(
+        "also",
+        "FILE",
+        parsers.file_path,
+        None,
+        "run the processes declared in this JSON file beside the main program, as one service: each "
+        "with its command, stop signal and restarts, essential by default (docs/serve.md)",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

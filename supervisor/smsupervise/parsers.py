@@ -86,6 +86,11 @@ def directory(value: str, source: str) -> str:
     return os.path.abspath(text(value, source))
 
 
+def file_path(value: str, source: str) -> str:
+    """A file, made absolute at once (smsupervise later moves its own cwd to /)."""
+    return os.path.abspath(text(value, source))
+
+
 def group_id(value: str, source: str) -> int:
     import grp  # noqa: PLC0415 - only when the option is given
 

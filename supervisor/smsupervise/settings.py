@@ -57,6 +57,7 @@ class Settings(NamedTuple):
     serve_drain_delay: float
     serve_drain_timeout: float
     serve_ping_summary: float
+    also: str | None
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> "Settings":

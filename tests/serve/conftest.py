@@ -69,10 +69,10 @@ def wait_line(run: Supervised, text: str) -> dict[str, Any]:
                 return record
 
 
-def wait_event_where(run: Supervised, name: str, **fields: object) -> dict[str, Any]:
+def wait_event_where(run: Supervised, event: str, **fields: object) -> dict[str, Any]:
     """Like ``wait_event``, for the event whose fields match."""
     while True:
-        record = run.wait_event(name)
+        record = run.wait_event(event)
         if all(record.get(k) == v for k, v in fields.items()):
             return record
 

@@ -45,7 +45,18 @@ def describe(sup: Supervisor) -> dict[str, object]:
         "streams": {name: _stream_counts(sup, name) for name in ("stdout", "stderr")},
         "pipes": sup.pipes.snapshot(),
         "keep_alive": None if left is None else {"seconds_left": round(left, 1)},
+        **_services(sup),
     }
+
+
+def _services(sup: Supervisor) -> dict[str, object]:
+    """What the services with a state to show say (their ``status()``: serve/'s front, --also)."""
+    found: dict[str, object] = {}
+    for service in sup.services:
+        status = getattr(service, "status", None)
+        if callable(status):
+            found.update(status())
+    return found
 
 
 def _stream_counts(sup: Supervisor, name: str) -> dict[str, int]:
