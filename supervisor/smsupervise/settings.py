@@ -76,9 +76,9 @@ class Settings(NamedTuple):
         if values["max_runtime"] == 0:
             values["max_runtime"] = None
         if "grace_period" not in given:
-            values["grace_period"] = min(
-                values["grace_period"], values["stop_budget"] - _before_grace(values)
-            )
+            room = values["stop_budget"] - _before_grace(values)
+            # --also: its processes' stop takes a grace period of its own before the main program's
+            values["grace_period"] = min(values["grace_period"], room / 2 if values["also"] else room)
         settings = cls(**values)
         settings.check_stop_budget()
         return settings
@@ -101,6 +101,8 @@ class Settings(NamedTuple):
         """
         before_grace = _before_grace(self._asdict())
         grace, budget = self.grace_period, self.stop_budget
+        if self.also is not None:  # the --also processes' stop has a grace period of its own
+            before_grace += max(grace, 0)
         if grace >= 0 and before_grace + grace <= budget:
             return
         parts = [
@@ -110,6 +112,8 @@ class Settings(NamedTuple):
         ]
         if self.checkpointing:
             parts.insert(0, f"--checkpoint-timeout {self.checkpoint_timeout:g}")
+        if self.also is not None:
+            parts.insert(0, f"--grace-period {grace:g} (the --also processes' stop)")
         if self.serve_front:
             parts[:0] = [
                 f"--serve-drain-delay {self.serve_drain_delay:g}",

@@ -4,8 +4,11 @@ PID 1 and as subreaper."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import Supervised, events, sleep_until
@@ -39,14 +42,18 @@ def test_a_loading_server_gets_503_until_it_is_ready(serve, tmp_path: Path) -> N
     assert names.count("serve_ready") == 1, names
 
 
-def test_a_ready_server_gets_200(serve) -> None:
+def test_a_ready_server_gets_200(serve, tmp_path: Path) -> None:
     """The twin: a server whose health check passes has /ping 200 as soon as the front knows it, and
-    the answer's body is empty (SageMaker's contract)."""
-    run, port = serve()
+    the answer's body is empty (SageMaker's contract); the debug socket's status says so too."""
+    control = tmp_path / "control.sock"
+    run, port = serve(options=("--control-socket", str(control)))
     ready = run.wait_event("serve_ready")
     assert ready["check"] == "GET /ping"
     reply = request(port, "GET", "/ping")
     assert (reply.status, reply.body) == (200, b"")
+    client = [sys.executable, "-m", "smsupervise.debug", "--socket", str(control), "--json", "status"]
+    front = json.loads(subprocess.run(client, capture_output=True, check=True).stdout)["serve_front"]
+    assert (front["ping"], front["state"], front["port"], front["ok"]) == (200, "ready", port, 1)
     run.signal(signal.SIGTERM)
     assert run.wait()[0] == 143
 

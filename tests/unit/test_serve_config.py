@@ -85,3 +85,13 @@ def test_the_drain_counts_in_the_stop_budget() -> None:
     assert Settings.from_sources({}, {}, "serve").grace_period == 20  # the front off: unchanged
     with pytest.raises(UsageError, match="--serve-drain-delay 20"):
         Settings.from_sources({"serve_front": True, "serve_drain_delay": 20.0}, {}, "serve")
+
+
+def test_the_also_processes_get_a_grace_period_of_their_own_in_the_budget() -> None:
+    """--also: their stop and the main program's each get the grace period, both inside 30 s (the
+    default grace halves); a grace given that cannot fit twice is refused naming --also's share."""
+    settings = Settings.from_sources({"also": "/x.json"}, {}, "serve")
+    assert settings.grace_period == (30 - 5 - 5) / 2
+    with pytest.raises(UsageError, match="the --also processes' stop"):
+        Settings.from_sources({"also": "/x.json", "grace_period": 15.0}, {}, "serve")
+    assert Settings.from_sources({"grace_period": 15.0}, {}, "serve").grace_period == 15  # twin

@@ -94,6 +94,22 @@ class Front:
             bad_gateway=self.counts["bad_gateway"],
         )
 
+    def status(self) -> dict[str, object]:
+        """For the debug socket's ``status``: what /ping says now, and the traffic so far."""
+        ok, why = self.ready()
+        return {
+            "serve_front": {
+                "port": self.config.port,
+                "server_port": self.config.backend_port,
+                "ping": 200 if ok else 503,
+                "state": self._state(),
+                "why": why or None,
+                "in_flight": len(self.in_flight),
+                "connections": len(self.connections),
+                **self.counts,
+            }
+        }
+
     # -- accepting -----------------------------------------------------------------------------
     def _accept(self) -> None:
         try:
