@@ -10,6 +10,7 @@ and says what happens on stderr, one line each (the tests' synchronisation).
 - ``GET /stream?gate=DIR``: a chunked response of 3 chunks ``part-<k>``; chunk k+1 is sent only once
   DIR/gate-<k> exists (the test creates it after it has seen chunk k).
 - ``POST /count``: reads the whole body, answers its length and sha256.
+- ``POST /reject``: 413 at once, before the body is read (then read and dropped to its end).
 - SIGTERM ends it at once (Python's default): whatever is in flight is cut.
 """
 
@@ -85,6 +86,16 @@ def main() -> None:
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
+            if self.path == "/reject":  # answered before the body is read, as a 413 would be
+                self.close_connection = True
+                self.send_response(413)
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                self.wfile.flush()
+                while self.rfile.read1(1 << 20):  # then read what comes, so the answer is not reset
+                    pass
+                return
             if self.path == "/count":
                 digest, total = hashlib.sha256(), 0
                 while total < length:

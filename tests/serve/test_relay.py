@@ -4,6 +4,7 @@ client's disconnect passed on, malformed requests refused without hurting the fr
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import signal
 import socket
@@ -58,6 +59,30 @@ def test_a_large_body_passes_whole(serve) -> None:
     err = _stop(endpoint)
     access = next(e for e in events(err) if e["event"] == "access" and e["path"] == "/count")
     assert (access["method"], access["status"]) == ("POST", 200)
+
+
+def test_an_answer_before_the_body_ends_poisons_nothing(serve) -> None:
+    """The server answers 413 before reading an 8 MiB body and closes: the client gets the 413,
+    and the requests after it (on new connections) get their own answers, whole and right."""
+    endpoint = serve(options=("--serve-drain-delay", "0"))
+    endpoint.run.wait_event("serve_ready")
+    with socket.create_connection(("127.0.0.1", endpoint.port), timeout=30) as sock:
+        sock.sendall(b"POST /reject HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % (8 << 20))
+        received = bytearray()
+        with contextlib.suppress(OSError):  # the front may close while we still send: fine
+            for _ in range(8):
+                sock.sendall(b"\0" * (1 << 20))
+        with contextlib.suppress(OSError):
+            _read_until(sock, received, b"\r\n\r\n")
+    assert received.startswith(b"HTTP/1.1 413"), bytes(received)
+    for size in (0, 1000, 100_000):
+        body = b"y" * size
+        reply = request(endpoint.port, "POST", "/count", body)
+        assert reply.body == f"{size} {hashlib.sha256(body).hexdigest()}".encode()
+    records = events(_stop(endpoint))
+    assert "serve_front_error" not in [e["event"] for e in records]
+    reject = next(e for e in records if e["event"] == "access" and e["path"] == "/reject")
+    assert reject["status"] == 413
 
 
 def test_headers_pass_as_they_are(serve) -> None:

@@ -152,6 +152,8 @@ class Exchange:
             self.client.resume("pipeline")
 
     def _send(self, data: bytes) -> None:
+        if self.done:  # answered before its body ended (e.g. 413): the rest is dropped
+            return
         if self.sent is not None:
             self.sent.append(data)
             self.sent_size += len(data)
@@ -276,6 +278,7 @@ class ClientConnection(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.queue: deque[Exchange] = deque()  # the first is in flight
+        self.parsing: Exchange | None = None  # the request whose body is being read
         self.paused: set[str] = set()  # why reading is paused
         self.closed = False
 
@@ -352,16 +355,20 @@ class ClientConnection(asyncio.Protocol):
             self.parser.should_keep_alive(),
         )
         self.queue.append(exchange)
+        self.parsing = exchange
         if len(self.queue) == 1:
             exchange.start()
         elif len(self.queue) > PIPELINE_LIMIT:
             self.pause("pipeline")
 
     def on_body(self, body: bytes) -> None:
-        self.queue[-1].request_body(body)
+        if self.parsing is not None:
+            self.parsing.request_body(body)
 
     def on_message_complete(self) -> None:
-        self.queue[-1].request_complete()
+        parsing, self.parsing = self.parsing, None
+        if parsing is not None:
+            parsing.request_complete()
 
     # -- ours ----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -542,14 +549,15 @@ class Upstream(asyncio.Protocol):
         if exchange is None or not exchange.response_started:
             return  # a 1xx: the real response follows
         self.exchange = None
-        keep = self.parser.should_keep_alive() and not self.delimited_by_close
-        if keep and not self.pool.host.closing:
+        server_keeps = self.parser.should_keep_alive() and not self.delimited_by_close
+        # A request still sending its body when the answer came would confuse the next one here.
+        if server_keeps and exchange.request_done and not self.pool.host.closing:
             self.pool.give_back(self)
         else:
             self.closed = True
             if self.transport is not None:
                 self.transport.close()
-        exchange.response_complete(server_keeps_alive=True)
+        exchange.response_complete(server_keeps_alive=server_keeps and exchange.request_done)
 
     def _failed(self, outcome: str, why: str) -> None:
         exchange, self.exchange = self.exchange, None
