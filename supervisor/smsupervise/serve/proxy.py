@@ -26,7 +26,13 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Protocol, cast
 
-from httptools import HttpParserError, HttpParserUpgrade, HttpRequestParser, HttpResponseParser
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+    HttpResponseParser,
+)
 
 from smsupervise.serve.access import Access
 from smsupervise.serve.config import BACKEND_HOST
@@ -298,6 +304,9 @@ class ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except HttpParserCallbackError as error:  # our callback failed, not the client's bytes
+            self.host.fault("request", error.__context__ or error)
+            self.abort()
         except HttpParserUpgrade:
             self._refuse(b"501 Not Implemented", b"protocol upgrades are not passed through")
         except HttpParserError as error:
@@ -478,6 +487,9 @@ class Upstream(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except HttpParserCallbackError as error:  # our callback failed, not the server's bytes
+            self.pool.host.fault("response", error.__context__ or error)
+            self._failed("cut", "smsupervise's front failed on this response")
         except HttpParserError as error:
             self._failed("cut", f"the server's response cannot be parsed: {error}")
         except Exception as error:
