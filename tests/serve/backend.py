@@ -7,6 +7,7 @@ and says what happens on stderr, one line each (the tests' synchronisation).
 - ``POST /invocations`` (or whatever path): the body is a number of seconds to work, then the answer
   ``done <seconds> <path>``; ``started <path>`` is printed when the work begins. While it works the
   connection is watched: a client that goes away prints ``client gone``.
+- ``GET /headers``: the request's headers as received, in order.
 - ``GET /stream?gate=DIR``: a chunked response of 3 chunks ``part-<k>``; chunk k+1 is sent only once
   DIR/gate-<k> exists (the test creates it after it has seen chunk k).
 - ``POST /count``: reads the whole body, answers its length and sha256.
@@ -67,6 +68,8 @@ def main() -> None:
             if self.path == args.health_path:
                 loaded.wait()
                 self._answer(200, b"")
+            elif self.path.startswith("/headers"):  # what arrived, in order, as the parser kept it
+                self._answer(200, repr(list(self.headers.raw_items())).encode())
             elif self.path.startswith("/stream"):
                 self._stream(self.path.partition("gate=")[2])
             else:

@@ -106,6 +106,42 @@ def test_headers_pass_as_they_are(serve) -> None:
     _stop(endpoint)
 
 
+TOKEN = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1, max_size=20
+)
+VALUE = st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E), max_size=40)
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(request)
+        received = bytearray()
+        while data := sock.recv(65536):
+            received += data
+    return bytes(received).partition(b"\r\n\r\n")[2]
+
+
+def test_any_request_headers_reach_the_server_as_they_reach_it_directly(serve) -> None:
+    """The class of header sets (hypothesis: names of any case, repeated names, any visible
+    values, any order): what the server sees through the front equals what it sees directly."""
+    endpoint = serve(options=("--serve-drain-delay", "0"))
+    server_port = endpoint.run.wait_event("serve_front")["server_port"]
+    endpoint.run.wait_event("serve_ready")
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.lists(st.tuples(TOKEN.filter(lambda n: n.lower() not in SKIP), VALUE), max_size=12))
+    def probe(headers: list[tuple[str, str]]) -> None:
+        lines = "".join(f"{name}: {value}\r\n" for name, value in headers)
+        raw = f"GET /headers HTTP/1.1\r\nHost: x\r\n{lines}Connection: close\r\n\r\n".encode()
+        assert _exchange(endpoint.port, raw) == _exchange(server_port, raw)
+
+    probe()
+    _stop(endpoint)
+
+
+SKIP = {"host", "connection", "content-length", "transfer-encoding", "expect", "upgrade", "keep-alive"}
+
+
 def test_a_client_that_goes_away_is_passed_on(serve) -> None:
     """The client closes while the server works: the server sees its connection end (it says
     ``client gone``), and the access record says so."""
