@@ -51,6 +51,8 @@ def backend_main(port: int, delay: float, serial: bool) -> None:
     ping = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
 
     class Conn(asyncio.Protocol):
+        """One keep-alive connection: a request in, its answer out."""
+
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.transport = transport
             self.parser = httptools.HttpRequestParser(self)

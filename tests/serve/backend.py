@@ -52,6 +52,8 @@ def main() -> None:
         say("loaded")
 
     class Handler(BaseHTTPRequestHandler):
+        """The paths above, HTTP/1.1 with keep-alive."""
+
         protocol_version = "HTTP/1.1"
 
         def log_message(self, *_: object) -> None:

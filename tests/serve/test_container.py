@@ -31,6 +31,7 @@ except urllib.error.HTTPError as error:
 
 @pytest.fixture
 def podman(podman_session: Podman, image: str) -> Podman:
+    """The session's podman, with the example image built."""
     return podman_session
 
 
