@@ -217,9 +217,12 @@ def attach_serve(supervisor: Supervisor, invocation: Invocation, log: EventLog) 
         return
     from smsupervise.serve import config as serve_config  # noqa: PLC0415 - only with the front on
     from smsupervise.serve.front import Front  # noqa: PLC0415
+    from smsupervise.serve.workers import WorkerWatch  # noqa: PLC0415
 
     config = serve_config.resolve(settings, os.environ)
     front = Front(serve_config.listen(config.port), config, log, supervisor.job_running)
+    front.workers = WorkerWatch(log)
+    supervisor.recent.followers.append(front.workers.follow)  # the server's words on its workers
     extra = {serve_config.PORT_VARIABLE: str(config.backend_port)}
     supervisor.steps = tuple(
         step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in supervisor.steps

@@ -11,6 +11,7 @@ and says what happens on stderr, one line each (the tests' synchronisation).
 - ``GET /stream?gate=DIR``: a chunked response of 3 chunks ``part-<k>``; chunk k+1 is sent only once
   DIR/gate-<k> exists (the test creates it after it has seen chunk k).
 - ``POST /count``: reads the whole body, answers its length and sha256.
+- ``POST /say``: the body is written to stderr as it is (a server's log lines).
 - ``POST /reject``: 413 at once, before the body is read (then read and dropped to its end).
 - SIGTERM ends it at once (Python's default): whatever is in flight is cut.
 """
@@ -100,6 +101,11 @@ def main() -> None:
                 self.wfile.flush()
                 while self.rfile.read1(1 << 20):  # then read what comes, so the answer is not reset
                     pass
+                return
+            if self.path == "/say":  # the body goes to stderr as the server's own line(s)
+                sys.stderr.write(self.rfile.read(length).decode())
+                sys.stderr.flush()
+                self._answer(200, b"said")
                 return
             if self.path == "/count":
                 digest, total = hashlib.sha256(), 0

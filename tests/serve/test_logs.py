@@ -50,3 +50,26 @@ def test_a_failed_ping_is_always_a_record(serve, tmp_path) -> None:
     (ping,) = [e for e in records if e["event"] == "access" and e["path"] == "/ping"]
     assert ping["status"] == 503
     assert [e for e in records if e["event"] == "ping_summary"] == []
+
+
+GUNICORN_OOM = (
+    "[2026-12-07 21:00:00 +0000] [7] [ERROR] Worker (pid:34) was sent SIGKILL! Perhaps out of memory?\n"
+)
+TORCHSERVE = "2026-12-07T21:00:00,000 [INFO ] W-9000-model-stdout MODEL_LOG - Backend worker process died.\n"
+BOOTING = "[2026-12-07 21:00:00 +0000] [7] [INFO] Booting worker with pid: 35\n"
+
+
+def test_worker_deaths_are_recognized_where_the_server_says_so(serve) -> None:
+    """gunicorn's OOM-suspected SIGKILL and TorchServe's "Backend worker process died" become
+    worker_died events (pid, signal, the server's OOM hint); a worker booting (the twin) does not."""
+    run, port = serve(options=("--serve-drain-delay", "0"))
+    run.wait_event("serve_ready")
+    for line in (BOOTING, GUNICORN_OOM, TORCHSERVE):
+        assert request(port, "POST", "/say", line.encode()).status == 200
+    run.signal(signal.SIGTERM)
+    died = [e for e in events(run.wait()[2]) if e["event"] == "worker_died"]
+    assert [(e["server"], e["cause"], e["pid"]) for e in died] == [
+        ("gunicorn", "killed", 34),
+        ("torchserve", "died", None),
+    ]
+    assert (died[0]["signal"], died[0]["oom_suspected"], died[0]["level"]) == ("SIGKILL", True, "warning")

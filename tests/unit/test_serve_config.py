@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 
+import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -95,3 +96,45 @@ def test_the_also_processes_get_a_grace_period_of_their_own_in_the_budget() -> N
     with pytest.raises(UsageError, match="the --also processes' stop"):
         Settings.from_sources({"also": "/x.json", "grace_period": 15.0}, {}, "serve")
     assert Settings.from_sources({"grace_period": 15.0}, {}, "serve").grace_period == 15  # twin
+
+
+LINES = (
+    b"[x] [7] [CRITICAL] WORKER TIMEOUT (pid:12)\n"
+    b"[x] [7] [ERROR] Worker (pid:34) was sent SIGKILL! Perhaps out of memory?\n"
+    b"[x] [7] [INFO] Booting worker with pid: 35\n"
+    b"[x] [7] [ERROR] Worker (pid:36) exited with code 3\n"
+    b"MODEL_LOG - Backend worker process died.\n"
+)
+
+
+@given(st.lists(st.integers(min_value=0, max_value=len(LINES)), max_size=8))
+def test_worker_deaths_are_found_however_the_output_is_cut(cuts: list[int]) -> None:
+    """The class of chunkings: the same output cut anywhere gives the same four deaths, in order."""
+    from smsupervise.serve.workers import WorkerWatch
+    from smsupervise.streams.events import EventLog
+
+    seen: list[bytes] = []
+    log = EventLog()
+    log.redirect(seen.append)
+    watch = WorkerWatch(log)
+    at = 0
+    for cut in sorted(cuts):
+        watch.follow("stderr", LINES[at:cut])
+        at = cut
+    watch.follow("stderr", LINES[at:])
+    events = [orjson.loads(line) for line in seen]
+    assert [(e["cause"], e["pid"]) for e in events] == [
+        ("timeout", 12),
+        ("killed", 34),
+        ("exited", 36),
+        ("died", None),
+    ]
+
+
+@given(st.binary(max_size=200))
+def test_lines_without_the_servers_words_are_no_deaths(line: bytes) -> None:
+    """The negative twin, as a class: any bytes without a marker report nothing."""
+    from smsupervise.serve.workers import MARKERS, deaths
+
+    if not any(marker in line for marker in MARKERS):
+        assert deaths(line) == []

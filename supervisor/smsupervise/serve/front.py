@@ -25,6 +25,7 @@ from smsupervise.serve.access import Access, AccessLog
 from smsupervise.serve.config import FrontConfig
 from smsupervise.serve.health import Prober, State
 from smsupervise.serve.proxy import ClientConnection, Exchange, Upstreams
+from smsupervise.serve.workers import WorkerWatch
 from smsupervise.streams.events import EventLog
 
 ACCEPT_BATCH = 64  # connections accepted per readiness callback
@@ -53,6 +54,7 @@ class Front:
         self._faults: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._connect_errors = 0
+        self.workers: WorkerWatch | None = None  # worker deaths the server reports (app attaches it)
 
     # -- the Service protocol ------------------------------------------------------------------
     def start(self) -> None:
@@ -106,6 +108,7 @@ class Front:
                 "why": why or None,
                 "in_flight": len(self.in_flight),
                 "connections": len(self.connections),
+                "workers_died": self.workers.died if self.workers is not None else None,
                 **self.counts,
             }
         }
