@@ -120,7 +120,8 @@ OPTIONS: tuple[Option, ...] = (
         parsers.seconds,
         120.0,
         "the whole stop must fit this (SageMaker SIGKILLs everything 120 s after SIGTERM; "
-        "endpoints 30 s): checkpoint timeout + grace + leftover grace + 5 s must not exceed it",
+        "endpoints 30 s): the serve front's drain + checkpoint timeout + grace (twice with --also) + "
+        "leftover grace + 5 s must not exceed it",
         by_mode={"serve": 30.0},
     ),
     Option(
