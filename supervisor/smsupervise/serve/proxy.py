@@ -286,6 +286,7 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Exchange] = deque()  # the first is in flight
         self.parsing: Exchange | None = None  # the request whose body is being read
         self.paused: set[str] = set()  # why reading is paused
+        self.corked: list[bytes] | None = None  # writes held until the end of a server's read
         self.closed = False
 
     @property
@@ -381,8 +382,21 @@ class ClientConnection(asyncio.Protocol):
 
     # -- ours ----------------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
-        if self.transport is not None and not self.closed:
+        if self.corked is not None:
+            self.corked.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def cork(self) -> None:
+        """Hold writes until ``uncork``: what one read of the server's answer produced (head, body,
+        chunk end) leaves in one send, not one each."""
+        if self.corked is None:
+            self.corked = []
+
+    def uncork(self) -> None:
+        held, self.corked = self.corked, None
+        if held:
+            self.write(b"".join(held))
 
     def pause(self, why: str) -> None:
         if not self.paused and self.transport is not None and not self.closed:
@@ -414,6 +428,7 @@ class ClientConnection(asyncio.Protocol):
             self.close()
 
     def close(self) -> None:
+        self.uncork()  # what is held goes out before the close
         if self.transport is not None and not self.closed:
             self.closed = True
             self.transport.close()
@@ -485,6 +500,9 @@ class Upstream(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def data_received(self, data: bytes) -> None:
+        client = self.exchange.client if self.exchange is not None else None
+        if client is not None:
+            client.cork()
         try:
             self.parser.feed_data(data)
         except HttpParserCallbackError as error:  # our callback failed, not the server's bytes
@@ -495,6 +513,9 @@ class Upstream(asyncio.Protocol):
         except Exception as error:
             self.pool.host.fault("response", error)
             self._failed("cut", "smsupervise's front failed on this response")
+        finally:
+            if client is not None:
+                client.uncork()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
