@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
-from smsupervise.core.plugins import NO_CLUSTER, ServiceFactory
+from smsupervise.core.plugins import NO_CLUSTER, JobControl, Service, ServiceFactory
 from smsupervise.core.signals import SignalInbox
 from smsupervise.core.spawn import Step, controlling_terminal
 from smsupervise.core.status import ExitCode, ExitStatus
@@ -27,6 +27,7 @@ from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
     from smsupervise.distributed.coordinator import Coordinator, Verdict
+    from smsupervise.serve.processes import Processes
 
 T = TypeVar("T")
 
@@ -63,12 +64,19 @@ def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
 
 
 async def _supervise(
-    supervisor: Supervisor, cluster: Coordinator | None, plan: planning.Plan, log: EventLog
+    supervisor: Supervisor,
+    cluster: Coordinator | None,
+    plan: planning.Plan,
+    log: EventLog,
+    processes: Processes | None = None,
 ) -> tuple[Outcome, str]:
     """Run the job; in a distributed job, then tell the other hosts how it ended, take the cluster's
     verdict (the first failure leads; an MPI worker takes the master's outcome) and write the outcome
-    file. Returns the outcome and what happened, in words."""
+    file. Returns the outcome and what happened, in words. An essential --also process that ended
+    the run makes its exit code non-zero, whatever the main program's."""
     outcome = await supervisor.run()
+    if processes is not None and processes.failure is not None and outcome.exit_code == 0:
+        outcome = outcome._replace(exit_code=processes.failure[1].shell_code() or 1)
     what_happened = outcome_files.headline(outcome)
     if cluster is None:
         return outcome, what_happened  # the outcome file is written already (record)
@@ -208,6 +216,48 @@ def with_env(steps: tuple[Step, ...], extra: Mapping[str, str]) -> tuple[Step, .
     return tuple(step._replace(spec=step.spec._replace(env={**step.spec.env, **extra})) for step in steps)
 
 
+def serve_plugin(invocation: Invocation, log: EventLog) -> Plugin | None:
+    """The serve front (serve/), with --serve-front on: its port bound now (a taken port fails the
+    start), the server told its own port in SAGEMAKER_BIND_TO_PORT, /ping and the relay served on
+    the loop, and its drain run before the server's stop signal (a ``Drains`` service)."""
+    settings = invocation.settings
+    if not settings.serve_front:
+        return None
+    from smsupervise.serve import config as serve_config  # noqa: PLC0415 - only with the front on
+    from smsupervise.serve.front import Front  # noqa: PLC0415
+    from smsupervise.serve.workers import WorkerWatch  # noqa: PLC0415
+
+    config = serve_config.resolve(settings, os.environ)
+    sock = serve_config.listen(config.port)
+
+    def make(job: JobControl) -> Service:
+        front = Front(sock, config, log, job.job_running)
+        front.workers = WorkerWatch(log)
+        job.recent.followers.append(front.workers.follow)  # the server's words on its workers
+        return front
+
+    return Plugin({serve_config.PORT_VARIABLE: str(config.backend_port)}, make)
+
+
+def processes_plugin(invocation: Invocation, log: EventLog, made: list[Processes]) -> Plugin | None:
+    """--also FILE: the processes declared there run beside the main program (serve/processes),
+    stopped in the file's order after the front's drain and before the main program's signal; the
+    group made is put in ``made`` (its failure sets the exit code)."""
+    path = invocation.settings.also
+    if path is None:
+        return None
+    from smsupervise.serve import processes as declared  # noqa: PLC0415 - only with --also
+
+    specs = declared.load(path)
+
+    def make(job: JobControl) -> Service:
+        group = declared.Processes(specs, job, log)
+        made.append(group)
+        return group
+
+    return Plugin({}, make)
+
+
 def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
     """After the loop (the outcome file was written first): what is left of the output (bounded
     by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
@@ -250,7 +300,13 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
     try:
         plan = prelude(invocation, log, inbox)
         cluster = _coordinator(plan, log)
-        plugins = [p for p in (debug_plugin(invocation, log),) if p is not None]
+        processes: list[Processes] = []
+        found = (
+            debug_plugin(invocation, log),
+            serve_plugin(invocation, log),
+            processes_plugin(invocation, log, processes),
+        )
+        plugins = [p for p in found if p is not None]
         steps = plan.steps
         for plugin in plugins:
             steps = with_env(steps, plugin.env)
@@ -265,7 +321,8 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
             # a distributed job's outcome waits for the cluster's verdict (_supervise writes it)
             on_outcome=record(plan, log) if cluster is None else None,
         )
-        outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
+        main = _supervise(supervisor, cluster, plan, log, processes[0] if processes else None)
+        outcome, what_happened = _run_loop(main, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
     return epilogue(outcome, what_happened, supervisor, log)

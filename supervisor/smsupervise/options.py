@@ -120,7 +120,8 @@ OPTIONS: tuple[Option, ...] = (
         parsers.seconds,
         120.0,
         "the whole stop must fit this (SageMaker SIGKILLs everything 120 s after SIGTERM; "
-        "endpoints 30 s): checkpoint timeout + grace + leftover grace + 5 s must not exceed it",
+        "endpoints 30 s): the serve front's drain + checkpoint timeout + grace (twice with --also) + "
+        "leftover grace + 5 s must not exceed it",
         by_mode={"serve": 30.0},
     ),
     Option(
@@ -307,6 +308,73 @@ OPTIONS: tuple[Option, ...] = (
         parsers.count,
         1_000_000,
         "the most files, directories and links the source archive may hold (more: refused whole)",
+    ),
+    Option(
+        "serve-front",
+        "on|off",
+        parsers.boolean,
+        False,
+        "smsupervise listens on SAGEMAKER_BIND_TO_PORT (8080) itself, answers /ping truthfully from "
+        "your server's health and drains on SIGTERM; your server gets another port in "
+        "SAGEMAKER_BIND_TO_PORT (docs/serve.md)",
+        default_text="off",
+    ),
+    Option(
+        "serve-port",
+        "PORT",
+        parsers.tcp_port,
+        None,
+        "with --serve-front: the port your server listens on (told in SAGEMAKER_BIND_TO_PORT)",
+        default_text="a free port of SAGEMAKER_SAFE_PORT_RANGE, else one the kernel picks",
+    ),
+    Option(
+        "serve-health",
+        "CHECK",
+        parsers.health_check,
+        parsers.HealthCheck("GET", "/ping"),
+        "with --serve-front: the request whose 2xx answer means your server is ready: PATH, METHOD PATH, "
+        "or METHOD PATH @FILE [CONTENT-TYPE] (a probe with a body)",
+        default_text="GET /ping (or where --serve-map sends /ping)",
+    ),
+    Option(
+        "serve-map",
+        "FROM=TO,...",
+        parsers.path_map,
+        (),
+        "with --serve-front: pass these request paths to your server under other names, e.g. "
+        "/ping=/health,/invocations=/v1/chat/completions",
+    ),
+    Option(
+        "serve-drain-delay",
+        "SECONDS",
+        parsers.seconds,
+        5.0,
+        "with --serve-front: on SIGTERM /ping answers 503 at once, and requests are still taken for "
+        "this long (the load balancer's reaction time)",
+    ),
+    Option(
+        "serve-drain-timeout",
+        "SECONDS",
+        parsers.seconds,
+        10.0,
+        "with --serve-front: then no new connections; requests in flight get this long to finish "
+        "before your server gets its stop signal",
+    ),
+    Option(
+        "serve-ping-summary",
+        "SECONDS",
+        parsers.seconds,
+        60.0,
+        "with --serve-front: successful /ping requests are counted into one `ping_summary` event per "
+        "this interval instead of an access record each",
+    ),
+    Option(
+        "also",
+        "FILE",
+        parsers.file_path,
+        None,
+        "run the processes declared in this JSON file beside the main program, as one service: each "
+        "with its command, stop signal and restarts, essential by default (docs/serve.md)",
     ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

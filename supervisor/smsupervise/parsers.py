@@ -7,6 +7,7 @@ import math
 import os
 import signal
 from collections.abc import Callable
+from typing import NamedTuple
 
 from smsupervise.errors import UsageError
 
@@ -92,6 +93,11 @@ def socket_path(value: str, source: str) -> str:
     return given if given == "none" else os.path.abspath(given)
 
 
+def file_path(value: str, source: str) -> str:
+    """A file, made absolute at once (smsupervise later moves its own cwd to /)."""
+    return os.path.abspath(text(value, source))
+
+
 def group_id(value: str, source: str) -> int:
     import grp  # noqa: PLC0415 - only when the option is given
 
@@ -133,3 +139,46 @@ def text(value: str, source: str) -> str:
     if not value.strip():
         raise UsageError(f"{source}: must not be empty")
     return value
+
+
+class HealthCheck(NamedTuple):
+    """``--serve-health``: the request that says the server is ready (a 2xx answer)."""
+
+    method: str
+    path: str
+    body_file: str | None = None  # the probe's body, read when the front starts
+    content_type: str | None = None
+
+
+_HEALTH_FORMS = "use a path (/ping), METHOD PATH (GET /health), or METHOD PATH @FILE [CONTENT-TYPE]"
+
+
+def health_check(value: str, source: str) -> HealthCheck:
+    words = value.split()
+    if len(words) == 1:
+        words = ["GET", *words]
+    if not 2 <= len(words) <= 4 or not words[1].startswith("/") or not words[0].isalpha():
+        raise UsageError(f"{source}: {value!r} is not a health check; {_HEALTH_FORMS}")
+    body = words[2] if len(words) > 2 else None
+    if body is not None and (not body.startswith("@") or len(body) < 2):
+        raise UsageError(f"{source}: the body {body!r} must name a file as @FILE; {_HEALTH_FORMS}")
+    content_type = words[3] if len(words) > 3 else None
+    return HealthCheck(words[0].upper(), words[1], os.path.abspath(body[1:]) if body else None, content_type)
+
+
+def path_map(value: str, source: str) -> tuple[tuple[str, str], ...]:
+    """``/ping=/health,/invocations=/v1/chat/completions``: each FROM path to a TO path."""
+    pairs: list[tuple[str, str]] = []
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        origin, sep, target = part.strip().partition("=")
+        if not sep or not origin.startswith("/") or not target.startswith("/"):
+            raise UsageError(
+                f"{source}: {part.strip()!r} is not a path mapping; use FROM=TO with both paths "
+                "starting with /, e.g. /ping=/health,/invocations=/v1/chat/completions"
+            )
+        if any(origin == seen for seen, _ in pairs):
+            raise UsageError(f"{source}: {origin} is mapped twice; map each path once")
+        pairs.append((origin, target))
+    return tuple(pairs)

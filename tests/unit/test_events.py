@@ -1,4 +1,4 @@
-"""The event vocabulary (``streams/vocabulary.EVENTS``) against the code and ``docs/events.md``, both ways:
+"""The event vocabulary (``streams/vocabulary.EVENTS``) against the code and the docs' event tables, both ways:
 every name the code writes is declared, every declared name is written somewhere and documented, and the
 docs document nothing else. Event names are literals at their call sites (a name built at run time could not
 be checked); what other threads report comes as typed records (the Pipe relay's ``RelayEvent``), named where
@@ -48,14 +48,20 @@ def _modules() -> dict[str, str]:
 
 
 def documented() -> set[str]:
-    """The names in docs/events.md's table of events (the rows after its ``| event | fields |`` header)."""
-    text = (ROOT / "docs" / "events.md").read_text()
-    table = text.split("| event | fields |", 1)[1]
+    """The names in the docs' event tables: every table under docs/ whose header's first cell is
+    ``event`` (docs/events.md for the core, a wing's own page for its events, e.g. docs/serve.md)."""
     names: set[str] = set()
-    for line in table.splitlines():
-        match = re.match(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|", line)
-        if match:
-            names |= set(re.findall(r"`([a-z_]+)`", match.group(1)))
+    for page in sorted((ROOT / "docs").glob("*.md")):
+        in_table = False
+        for line in page.read_text().splitlines():
+            if re.match(r"^\| event \|", line):
+                in_table = True
+                continue
+            if in_table and not line.startswith("|"):
+                in_table = False
+            match = re.match(r"^\| (`[a-z_]+`(?: / `[a-z_]+`)*) \|", line) if in_table else None
+            if match:
+                names |= set(re.findall(r"`([a-z_]+)`", match.group(1)))
     return names
 
 
@@ -74,10 +80,10 @@ def test_every_declared_event_is_written_somewhere() -> None:
 
 
 def test_the_docs_document_exactly_the_vocabulary() -> None:
-    """docs/events.md's table and the vocabulary name the same events."""
+    """The docs' event tables and the vocabulary name the same events."""
     docs = documented()
-    assert EVENTS - docs == set(), "declared but not in docs/events.md"
-    assert docs - EVENTS == set(), "in docs/events.md but not declared"
+    assert EVENTS - docs == set(), "declared but in no event table under docs/"
+    assert docs - EVENTS == set(), "in an event table under docs/ but not declared"
 
 
 def test_event_names_are_literals_where_they_are_made() -> None:

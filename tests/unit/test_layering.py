@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("__main__", "debug.client", "debug.__main__"),  # console scripts (a dotted name is a module)
     ("cli",),
     ("app",),
-    ("local", "debug", "pipebench"),
+    ("local", "debug", "pipebench", "serve"),
     ("sagemaker",),
     ("distributed",),  # below sagemaker: plan.decide() chooses torchrun/mpirun through it
     ("core",),

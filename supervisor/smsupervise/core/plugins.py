@@ -2,9 +2,11 @@
 only: the implementations are debug/'s and distributed/'s (and the next wings': a stall watchdog, a
 serve front), which core must not import.
 
-- ``Service``: something that lives on the supervisor's loop for the whole run (the control socket). A
-  wing hands the supervisor a ``ServiceFactory``; the supervisor makes the service with itself as the
-  ``JobControl`` the service may use, starts it with the run and closes it at the end.
+- ``Service``: something that lives on the supervisor's loop for the whole run (the control socket, the
+  serve front, the declared processes). A wing hands the supervisor a ``ServiceFactory``; the supervisor
+  makes the service with itself as the ``JobControl`` the service may use, starts it with the run and
+  closes it at the end. A service may also ``Drains`` (work before the main child's stop signal) and
+  ``Reports`` (its part of ``status``).
 - ``JobControl``: the small face of the running supervisor that services see (never the class).
 - ``ClusterHooks``: what a distributed job adds around the launcher; ``NO_CLUSTER`` is the single-host
   null object, so the supervisor has no ``if cluster`` branches.
@@ -12,8 +14,9 @@ serve front), which core must not import.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from smsupervise.core.snapshot import RunState
 from smsupervise.core.status import ExitStatus
@@ -67,8 +70,33 @@ class JobControl(Protocol):
     def release(self) -> bool:
         """End a keep-alive after failure now; False when there is none."""
 
+    def request_stop(self, reason: str) -> None:
+        """Stop the run as SIGTERM would, for ``reason`` (an essential process ended)."""
+
 
 ServiceFactory = Callable[[JobControl], Service]
+
+
+# What runs between a stop request and the main child's stop signal (serve/'s front drains its
+# connections; --also's processes stop in their order); it is handed the event a second SIGTERM/SIGINT
+# sets, and returns when the child may be signalled. The stop budget counts it (settings).
+Drain = Callable[[asyncio.Event], Awaitable[None]]
+
+
+@runtime_checkable
+class Drains(Protocol):
+    """A service that has work to do before the main child gets its stop signal (the serve front's
+    drain, the declared processes' ordered stop): the supervisor runs every such service's ``drain``
+    in the order the services were given."""
+
+    async def drain(self, advance: asyncio.Event) -> None: ...
+
+
+@runtime_checkable
+class Reports(Protocol):
+    """A service with something to show in the debug socket's ``status`` (merged into it)."""
+
+    def status(self) -> Mapping[str, object]: ...
 
 
 class ClusterHooks(Protocol):

@@ -57,3 +57,4 @@ class RunState(NamedTuple):
     streams: Mapping[str, StreamCounts]
     pipes: tuple[Mapping[str, object], ...]
     keep_alive_seconds_left: float | None
+    services: Mapping[str, object] = {}  # what the services show of themselves (serve_front, processes)

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 
 from smsupervise.core.fdreserve import FdReserve
+from smsupervise.core.plugins import Drain
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.siblings import Sibling
 from smsupervise.core.spawn import Child, LaunchSpec, resume_group, send_to_group, spawn
@@ -49,6 +50,7 @@ ACK_POLL = 0.02  # how often the acknowledgement file is looked for
 class Phase(enum.Enum):
     """Where a stop is: each phase is one method of ``StopSequence``."""
 
+    DRAIN = "drain"  # a service (serve/'s front) drains before the stop signal
     CHECKPOINT = "checkpoint"  # the hook runs and/or the checkpoint signal was sent
     GRACE = "grace"  # the stop signal was sent; waiting for the child to exit
     KILLED = "killed"  # SIGKILL was sent
@@ -79,6 +81,7 @@ class StopSequence:
         workers: Callable[[], list[int]] | None = None,
         reserve: FdReserve | None = None,
         adopt: Callable[[], Sibling | None] | None = None,
+        drain: Drain | None = None,
     ) -> None:
         self.settings = settings
         self.log = log
@@ -100,6 +103,9 @@ class StopSequence:
         self.hook: Child | None = None
         self.hook_exit: asyncio.Future[ExitStatus] | None = None
         self.phase = Phase.CHECKPOINT if self.checkpoint_env is not None else Phase.GRACE
+        self.drain = drain
+        if drain is not None:
+            self.phase = Phase.DRAIN
         self.checkpoint: CheckpointResult | None = None
         self.checkpoint_started: float | None = None
         self.term_sent: float | None = None
@@ -135,7 +141,7 @@ class StopSequence:
             self.term_sent = sent_at
             self._log_sent()
             self._resume(self.child.pgid)
-        elif self.checkpoint_env is None:
+        elif self.checkpoint_env is None and self.drain is None:
             self._send_stop_signal()  # ranks first: see ``workers``
         self.log.info("stop_requested", **fields)
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -160,6 +166,9 @@ class StopSequence:
         self.phase = Phase.DONE
 
     async def _run(self) -> None:
+        if self.drain is not None:
+            await self.drain(self.advance)
+            self.advance.clear()
         if self.checkpoint_env is not None:
             try:
                 await self._checkpoint(self.checkpoint_env)
@@ -167,6 +176,7 @@ class StopSequence:
                 self.log.error("checkpoint_step_failed", error=repr(error), action="stop signal now")
                 if self.checkpoint is None:
                     self._checkpoint_ended(CheckpointHow.HOOK_NOT_STARTED, repr(error))
+        if self.checkpoint_env is not None or self.drain is not None:
             self._send_stop_signal()
         await self._grace()
         self._kill()

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 from smsupervise.core.fdreserve import FdReserve
 from smsupervise.core.keepalive import KeepAlive
 from smsupervise.core.leftovers import end_leftovers
-from smsupervise.core.plugins import NO_CLUSTER, ClusterHooks, ServiceFactory
+from smsupervise.core.plugins import NO_CLUSTER, ClusterHooks, Drain, Drains, Reports, ServiceFactory
 from smsupervise.core.reaper import Reaper
 from smsupervise.core.relaylink import RelayFailure, RelayLink
 from smsupervise.core.siblings import Sibling, Siblings
@@ -51,6 +51,18 @@ class Outcome(NamedTuple):
     step: Step  # the step that ended the run
     stderr_tail: bytes = b""
     relay_failures: tuple[RelayFailure, ...] = ()  # Pipe channels whose relay failed during the run
+
+
+def _in_turn(drains: list[Drain]) -> Drain | None:
+    """The services' drains, one after the other in the order the services were given; None: none."""
+    if not drains:
+        return None
+
+    async def each(advance: asyncio.Event) -> None:
+        for drain in drains:
+            await drain(advance)
+
+    return each
 
 
 class Run(NamedTuple):
@@ -112,6 +124,7 @@ class Supervisor:
         self.fd_reserve = FdReserve()  # what the stop and the outcome file need, kept for them
         self.siblings = Siblings(self.reaper, self._new_output)  # beside the job: not leftovers
         self.services = [make(self) for make in services]
+        self.drain = _in_turn([s.drain for s in self.services if isinstance(s, Drains)])
 
     def _new_output(self) -> ChildOutput:
         """The framing of a new process's stdout and stderr into our outputs."""
@@ -164,6 +177,10 @@ class Supervisor:
             self.log.info("signal_received", signal=signal_name(signum))
             self.stop.advance_now(signum)
 
+    def request_stop(self, reason: str) -> None:
+        """Stop the run as SIGTERM would, with ``reason`` (a service's: an essential process exited)."""
+        self._request_stop(signal.SIGTERM, reason)
+
     def _max_runtime(self) -> None:
         if self.stop_signal is None:
             self.log.warning("max_runtime_exceeded", max_runtime=self.settings.max_runtime)
@@ -177,7 +194,8 @@ class Supervisor:
             self.cluster.stop_begun()
         ranks = self.cluster.ranks if main and self.cluster.ranks() is not None else None
         sent_at = None
-        if not (main and self.settings.checkpointing) and ranks is None:
+        drain = self.drain if main else None
+        if not (main and self.settings.checkpointing) and ranks is None and drain is None:
             # No checkpoint step: the signal goes out first, before any other work (stop latency).
             sent_at = time.monotonic()
             self.child.send(signum, self.settings.forward_to)
@@ -198,6 +216,7 @@ class Supervisor:
             workers=(lambda: ranks() or []) if ranks is not None else None,
             reserve=self.fd_reserve,
             adopt=self.siblings.running_checkpoint if main else None,
+            drain=drain,
         )
         self.stop.begin(sent_at)
 
@@ -405,6 +424,7 @@ class Supervisor:
             streams={name: self._stream_counts(name) for name in ("stdout", "stderr")},
             pipes=tuple(self.pipes.snapshot()),
             keep_alive_seconds_left=self.keep_alive.seconds_left(now),
+            services={k: v for s in self.services if isinstance(s, Reports) for k, v in s.status().items()},
         )
 
     def _stream_counts(self, name: str) -> StreamCounts:

@@ -27,4 +27,5 @@ def status_data(state: RunState) -> dict[str, object]:
         "streams": {name: counts._asdict() for name, counts in state.streams.items()},
         "pipes": [dict(channel) for channel in state.pipes],
         "keep_alive": None if left is None else {"seconds_left": round(left, 1)},
+        **state.services,
     }

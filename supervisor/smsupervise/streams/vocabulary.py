@@ -1,7 +1,8 @@
 """The names of smsupervise's own events, declared once (as the options are in ``options.py``).
 
 Every event PID 1 writes (``EventLog``'s ``info``/``warning``/``error``/``debug``, a plan's ``Note``, the
-Pipe relay's ``emit``) uses one of these names; ``docs/events.md`` documents each with its fields.
+Pipe relay's ``emit``) uses one of these names; ``docs/events.md`` documents each with its fields (a wing's own events in its own page's event table,
+e.g. ``docs/serve.md``).
 ``tests/unit/test_events.py`` holds the code, this table and the docs together, both ways: a new event
 is added here and in the docs, or the suite fails. smsupervise-local's and the Pipe tools' own events are
 those tools' vocabularies (``docs/local.md``, ``docs/pipe-mode.md``).
@@ -11,19 +12,19 @@ from __future__ import annotations
 
 EVENTS: frozenset[str] = frozenset(
     {
+        "access",
         "checkpoint_done",
-        "stopped_group_resumed",
-        "control_socket_paused",
-        "control_request_failed",
-        "checkpoint_step_failed",
-        "checkpoint_hook_output_direct",
         "checkpoint_hook_adopted",
         "checkpoint_hook_failed",
         "checkpoint_hook_killed",
+        "checkpoint_hook_output_direct",
         "checkpoint_hook_started",
         "checkpoint_signal_sent",
+        "checkpoint_step_failed",
         "child_exited",
         "child_spawned",
+        "control_request_failed",
+        "control_socket_paused",
         "control_socket_ready",
         "control_socket_unavailable",
         "debug_request",
@@ -38,13 +39,13 @@ EVENTS: frozenset[str] = frozenset(
         "leftovers_terminated",
         "leftovers_unkillable",
         "max_runtime_exceeded",
+        "mesh_accept_paused",
         "mesh_connected",
         "mesh_peer_unreachable",
         "mesh_refused",
-        "mesh_accept_paused",
-        "mesh_report_refused_summary",
-        "mesh_report_refused",
         "mesh_refused_summary",
+        "mesh_report_refused",
+        "mesh_report_refused_summary",
         "mesh_started",
         "mesh_unavailable",
         "mpi_master_finished",
@@ -58,12 +59,27 @@ EVENTS: frozenset[str] = frozenset(
         "peer_unresolved",
         "peer_wait_skipped",
         "peer_waiting",
+        "ping_summary",
         "pipe_epoch_done",
         "pipe_relay_failed",
         "pipe_relay_started",
+        "process_exited",
+        "process_killed",
+        "process_not_started",
+        "process_restarting",
+        "process_started",
+        "process_stopping",
         "rank_failed",
         "runner_chosen",
         "runner_not_supported",
+        "serve_drained",
+        "serve_draining",
+        "serve_front",
+        "serve_front_error",
+        "serve_listener_closed",
+        "serve_ready",
+        "serve_stopped",
+        "serve_unready",
         "signal_forwarded",
         "signal_received",
         "source_ready",
@@ -73,7 +89,9 @@ EVENTS: frozenset[str] = frozenset(
         "stop_advanced",
         "stop_requested",
         "stopped_before_start",
+        "stopped_group_resumed",
         "subreaper_enabled",
         "subreaper_failed",
+        "worker_died",
     }
 )
