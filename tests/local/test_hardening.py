@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from smsupervise.local import checkpoints
 from tests.conftest import sleep_until
@@ -175,6 +177,37 @@ def test_the_extractor_drops_a_slow_regex_and_keeps_the_others(regex: str, line:
         again = extractor.scan(f"{line} loss=1 acc=2", "algo-1", "stdout", 2.0)
         assert sorted((s.name, s.value) for s in again) == [("after", 2.0), ("before", 1.0)]
         assert [s.name for s in extractor.slow] == ["slow"]  # reported once
+    finally:
+        extractor.close()
+
+
+NESTED = ["({c}+)+$", "({c}|{c}{c})+$", "({c}*)*{d}", "({c}+{c}+)+{d}", "(({c}+)*)*$"]
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    shape=st.sampled_from(NESTED),
+    c=st.sampled_from("abcxyz019"),
+    d=st.sampled_from("!#%"),
+    length=st.integers(min_value=40, max_value=2000),
+    before=st.booleans(),
+)
+def test_any_nested_repetition_is_cut_short_and_the_rest_still_read(
+    shape: str, c: str, d: str, length: int, before: bool
+) -> None:
+    """The class: nested repetitions of any character, on a run of it of any length, with the slow
+    definition before or after a sane one: the line gets its answer, the sane value is in it, the
+    slow one is named."""
+    from smsupervise.local.metrics import Extractor
+
+    slow, sane = _metric("slow", shape.format(c=c, d=d)), _metric("loss", "loss=([0-9.]+)")
+    extractor = Extractor((slow, sane) if before else (sane, slow), budget=0.1)
+    try:
+        found = extractor.scan(f"loss=0.5 {c * length}?", "algo-1", "stdout", 1.0)
+        assert [(s.name, s.value) for s in found] == [("loss", 0.5)]
+        assert extractor.slow == [slow]
+        again = extractor.scan(f"loss=0.25 {c * length}?", "algo-1", "stdout", 2.0)
+        assert [(s.name, s.value) for s in again] == [("loss", 0.25)]
     finally:
         extractor.close()
 
