@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from smsupervise.local import checkpoints
 from tests.conftest import sleep_until
-from tests.local.conftest import LOCAL, described, needs_root, request, run, run_args
+from tests.local.conftest import LOCAL, described, needs_root, netns_prefix, request, run, run_args
 
 WAIT = "sleep 1000 & wait"  # after `trap 'exit 0' TERM`: the job ends on the stop's SIGTERM
 
@@ -465,6 +465,20 @@ def test_an_error_while_starting_ends_failed_with_a_reason(tmp_path: Path) -> No
     assert "ip netns add" in body["FailureReason"]
     assert "Starting" in body["FailureReason"]
     assert not (tmp_path / "work" / "hosts" / "algo-1" / "opt_ml" / "model" / "ran").exists()
+
+
+@needs_root
+def test_more_hosts_than_the_network_holds_is_a_client_error_at_once(tmp_path: Path) -> None:
+    """InstanceCount 300 as root (each host is 10.200.0.K/24): Failed with a ClientError naming the
+    field and the limit, before any namespace is made (none with this test's prefix exists)."""
+    result = run(tmp_path, _script(tmp_path, "true", count=300))
+    assert result.returncode == 1, result.stderr
+    body = described(tmp_path)
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Failed", "Failed")
+    assert body["FailureReason"].startswith("ClientError: ResourceConfig.InstanceCount 300")
+    assert "254" in body["FailureReason"]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    assert netns_prefix() not in listed
 
 
 @needs_root

@@ -49,6 +49,7 @@ from smsupervise.local.upload import give_back_tree, upload
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
 LOCK_NAME = ".smsupervise-local.lock"
 RESERVE_NAME = ".smsupervise-local.reserve"
+ROOT_HOSTS = 254  # hosts.SUBNET is a /24: algo-K is .K
 RESERVE_BYTES = 1 << 20  # > the largest describe.json (100 hyperparameters of 2500 characters...)
 ABORTED_UPLOAD = (
     "Training job stopped: a second stop request ended the upload; no model was saved "
@@ -525,6 +526,14 @@ class Runner:
         self._enter("Starting")
         mode = self._isolation()
         self.console.event("isolation", self._isolation_note(mode), isolation=mode)
+        count = self.job.instance_count
+        if mode == "root" and count > ROOT_HOSTS:  # before making 254 namespaces to no end
+            return self._client_error(
+                ValueError(
+                    f"ResourceConfig.InstanceCount {count}: as root each host gets an address in "
+                    f"{hosts.SUBNET}.0/24, so at most {ROOT_HOSTS} hosts; ask for fewer"
+                )
+            )
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)
