@@ -566,6 +566,30 @@ def test_one_ctrl_c_while_uploading_lets_the_upload_finish(tmp_path: Path, runne
     assert (tmp_path / "out" / "probe-script" / "output" / "model.tar.gz").exists()
 
 
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(c) for c in (task / "children").read_text().split()]
+    return found
+
+
+@needs_root
+def test_a_runner_killed_while_uploading_leaves_no_upload_behind(
+    tmp_path: Path, runners: list[_Runner]
+) -> None:
+    """SIGKILL to the runner while Uploading (nothing can be caught): its upload process dies with it
+    and the work dir's lock goes with them (the next run may take it)."""
+    runner = _Runner(tmp_path, _script(tmp_path, _sparse_model("64G")))
+    runners.append(runner)
+    sleep_until(lambda: _status(tmp_path) == "Uploading", timeout=60, what="Uploading")
+    upload = sleep_until(lambda: _children(runner.process.pid), timeout=60, what="the upload process")[0]
+    runner.kill()
+    sleep_until(lambda: not Path(f"/proc/{upload}").exists(), timeout=60, what="the upload's end")
+    from smsupervise.local.run import lock_work_dir
+
+    os.close(lock_work_dir(str(tmp_path / "work")))  # free: no WorkDirBusy
+
+
 # --- one run per work dir -----------------------------------------------------------------------------
 
 

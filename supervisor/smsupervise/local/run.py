@@ -25,6 +25,7 @@ flock the kernel drops when the run dies) refuses a second one, naming the first
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import fcntl
 import os
@@ -49,6 +50,7 @@ from smsupervise.local.upload import give_back_tree, upload
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
 LOCK_NAME = ".smsupervise-local.lock"
 RESERVE_NAME = ".smsupervise-local.reserve"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ROOT_HOSTS = 254  # hosts.SUBNET is a /24: algo-K is .K
 RESERVE_BYTES = 1 << 20  # > the largest describe.json (100 hyperparameters of 2500 characters...)
 ABORTED_UPLOAD = (
@@ -418,9 +420,14 @@ class Runner:
         trees = [p.tree for p in plans]
         began = time.time()
         read, write = os.pipe()
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
+        parent = os.getpid()
         pid = os.fork()  # one thread here: the hosts' readers and the mirror have been joined
         if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
             os.close(read)
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a killed runner leaves no upload behind
+            if os.getppid() != parent:  # it died before the line above
+                os._exit(1)
             self._upload_child(trees, write)
         os.close(write)
         waiter = threading.Thread(target=self._wait_upload, args=(pid, read), daemon=True)
