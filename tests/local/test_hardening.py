@@ -585,9 +585,9 @@ def test_a_runner_killed_while_uploading_leaves_no_upload_behind(
     upload = sleep_until(lambda: _children(runner.process.pid), timeout=60, what="the upload process")[0]
     runner.kill()
     sleep_until(lambda: not Path(f"/proc/{upload}").exists(), timeout=60, what="the upload's end")
-    from smsupervise.local.run import lock_work_dir
+    from smsupervise.local.workdir import lock
 
-    os.close(lock_work_dir(str(tmp_path / "work")))  # free: no WorkDirBusy
+    os.close(lock(str(tmp_path / "work")))  # free: no WorkDirBusy
 
 
 # --- one run per work dir -----------------------------------------------------------------------------
@@ -624,7 +624,7 @@ def test_a_lock_left_by_a_killed_run_is_free(tmp_path: Path) -> None:
         [
             *LOCAL[:1],
             "-c",
-            "import sys, time; from smsupervise.local.run import lock_work_dir; lock_work_dir(sys.argv[1]);"
+            "import sys, time; from smsupervise.local.workdir import lock; lock(sys.argv[1]);"
             " print('locked', flush=True); time.sleep(1000)",
             str(work),
         ],
@@ -634,13 +634,12 @@ def test_a_lock_left_by_a_killed_run_is_free(tmp_path: Path) -> None:
     try:
         assert holder.stdout is not None
         assert holder.stdout.readline() == "locked\n"
-        from smsupervise.local.run import WorkDirBusy, lock_work_dir
+        from smsupervise.local.workdir import WorkDirBusy, lock
 
         with pytest.raises(WorkDirBusy, match=f"pid {holder.pid}"):
-            lock_work_dir(str(work))
+            lock(str(work))
     finally:
         holder.kill()
         holder.wait()
-    fd = lock_work_dir(str(work))
-    os.close(fd)
+    os.close(lock(str(work)))
     shutil.rmtree(work)

@@ -23,7 +23,8 @@ import orjson
 
 from smsupervise.local import job as jobs
 from smsupervise.local.console import Console
-from smsupervise.local.run import EXIT_CODES, Options, Runner, WorkDirBusy
+from smsupervise.local.run import EXIT_CODES, Options, Runner
+from smsupervise.local.workdir import WorkDirBusy
 
 INVALID = 2
 

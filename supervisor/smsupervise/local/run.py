@@ -10,81 +10,50 @@ second stop request SIGKILLs at once. A host that fails stops the others the sam
 choice: the service does not document how it ends the other hosts). Everything waits on one
 queue (host exits, stop requests, the upload's end) with a deadline: no polling, no sleeps.
 
-While Uploading (packing runs in a child process, so that it can be ended at once): a first stop
-request is noted and the upload goes on (the model is what the stop's grace is for), the job ends
-Stopped; a further one (or the first after an earlier stop) kills the upload, removes what it
-wrote, and the job ends Stopped without ModelArtifacts.
+While Uploading (packing runs in a process of its own, ``uploader``, so that it can be ended at
+once): a first stop request is noted and the upload goes on (the model is what the stop's grace
+is for), the job ends Stopped; a further one (or the first after an earlier stop) kills the
+upload, removes what it wrote, and the job ends Stopped without ModelArtifacts.
 
 Every way out of ``run`` ends describe.json in a final status with a reason: an error anywhere
 (a full disk, a failing ``ip``, a bug) ends the job Failed with ``InternalServerError: while
 <SecondaryStatus>: <error>``; space for that last describe.json is kept aside from the start, so a
-full disk cannot keep it ``InProgress``. One run at a time per work dir: ``lock_work_dir`` (an
+full disk cannot keep it ``InProgress``. One run at a time per work dir: ``workdir.lock`` (an
 flock the kernel drops when the run dies) refuses a second one, naming the first one's pid.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
 import os
 import queue
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
 from smsupervise.errors import ConfigError
-from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree
+from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree, workdir
 from smsupervise.local.console import Console
 from smsupervise.local.job import Metric, TrainingJob
 from smsupervise.local.logs import HostLog, relay
 from smsupervise.local.metrics import Extractor
-from smsupervise.local.upload import give_back_tree, upload
+from smsupervise.local.upload import give_back_tree
+from smsupervise.local.uploader import Uploaded, UploadProcess
 
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
-LOCK_NAME = ".smsupervise-local.lock"
-RESERVE_NAME = ".smsupervise-local.reserve"
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 ROOT_HOSTS = 254  # hosts.SUBNET is a /24: algo-K is .K
-RESERVE_BYTES = 1 << 20  # > the largest describe.json (100 hyperparameters of 2500 characters...)
 ABORTED_UPLOAD = (
     "Training job stopped: a second stop request ended the upload; no model was saved "
     "(what the upload had written is removed)"
 )
 
 
-class WorkDirBusy(Exception):
-    """Another run holds the work dir."""
-
-
 class UploadFailed(Exception):
-    """The upload child met an error (its type and text are the message)."""
-
-
-def lock_work_dir(work: str) -> int:
-    """Hold ``work`` for this process (an flock on ``work/.smsupervise-local.lock``, released by the
-    kernel when the process ends however it ends); returns the lock's fd (close-on-exec, so hosts
-    never inherit it). Raises WorkDirBusy naming the holder's pid."""
-    os.makedirs(work, exist_ok=True)
-    fd = os.open(os.path.join(work, LOCK_NAME), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown (it is starting)"
-        os.close(fd)
-        raise WorkDirBusy(
-            f"{work} is in use by another smsupervise-local run (pid {holder}); wait for it to end, "
-            "or give this run another --work-dir"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-    return fd
+    """The upload process met an error (its type and text are the message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,16 +80,6 @@ class Result:
     def exit_code(self) -> int:
         """0 Completed, 1 Failed, 3 Stopped."""
         return EXIT_CODES[self.status]
-
-
-@dataclass(frozen=True, slots=True)
-class _Uploaded:
-    """How the upload child ended: the model's URI, or the error it met."""
-
-    uri: str | None
-    uploaded: int = 0
-    s3_error: str | None = None
-    error: str | None = None
 
 
 @dataclass
@@ -155,8 +114,7 @@ class Runner:
         self.work = os.path.abspath(options.work_dir)
         self.stop_signal: int | None = None  # read while Downloading (no host to tell yet)
         self.stop_count = 0  # stop requests so far
-        self._lock_fd: int | None = None
-        self._uploaded: _Uploaded | None = None
+        self._reserve: workdir.Reserve | None = None
 
     def request_stop(self, signum: int) -> None:
         """StopTrainingJob (safe in a signal handler: SimpleQueue.put is reentrant, and the
@@ -199,28 +157,10 @@ class Runner:
         try:
             return describe.write(self.work, body)
         except OSError as error:  # a full disk: the space kept aside is for this
-            if error.errno not in (errno.ENOSPC, errno.EDQUOT) or not self._release_reserve():
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+            if not full or self._reserve is None or not self._reserve.release():
                 raise
             return describe.write(self.work, body)
-
-    def _keep_reserve(self) -> None:
-        with contextlib.suppress(OSError):  # no room even now: nothing kept aside
-            fd = os.open(
-                os.path.join(self.work, RESERVE_NAME),
-                os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW,
-                0o600,
-            )
-            try:
-                os.posix_fallocate(fd, 0, RESERVE_BYTES)
-            finally:
-                os.close(fd)
-
-    def _release_reserve(self) -> bool:
-        try:
-            os.unlink(os.path.join(self.work, RESERVE_NAME))
-        except OSError:
-            return False
-        return True
 
     def _stage(self, net: hosts.Network, mode: hosts.Isolation) -> list[launch.HostPlan]:
         self._enter("Downloading")
@@ -414,29 +354,21 @@ class Runner:
             while True:
                 self.events.get_nowait()
 
-    def _upload(self, plans: list[launch.HostPlan]) -> _Uploaded | None:
-        """Pack and place the archives in a child process; None when a further stop request (the
-        second in all) ended it."""
-        trees = [p.tree for p in plans]
+    def _upload(self, plans: list[launch.HostPlan]) -> Uploaded | None:
+        """Pack and place the archives in a process of their own; None when a further stop request
+        (the second in all) ended it."""
         began = time.time()
-        read, write = os.pipe()
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here: the child only calls it
-        parent = os.getpid()
-        pid = os.fork()  # one thread here: the hosts' readers and the mirror have been joined
-        if pid == 0:  # pragma: no cover - the child (its coverage is not collected)
-            os.close(read)
-            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a killed runner leaves no upload behind
-            if os.getppid() != parent:  # it died before the line above
-                os._exit(1)
-            self._upload_child(trees, write)
-        os.close(write)
-        waiter = threading.Thread(target=self._wait_upload, args=(pid, read), daemon=True)
-        waiter.start()
+        process = UploadProcess(
+            self.job,
+            [p.tree for p in plans],
+            self.work,
+            self.console,
+            lambda: self.events.put(("uploaded", 0, 0)),
+        )
         while True:
             kind, _index, _code = self.events.get()
             if kind == "uploaded":
-                waiter.join()
-                return self._uploaded
+                return process.join()
             if kind != "stop":
                 continue
             if self.stop_count <= 1:
@@ -446,58 +378,9 @@ class Runner:
                     "ends Stopped; another stop request ends the upload now",
                 )
                 continue
-            self.console.event("upload_stopped", "a second stop request: the upload ends now")
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            waiter.join()
-            self._remove_upload(began)
+            self.console.event("upload_stopped", "a second stop request: the upload ends now, unfinished")
+            process.kill(began)
             return None
-
-    def _upload_child(self, trees: list[str], write: int) -> None:
-        """The upload child: its answer as JSON on ``write``, then ``_exit`` (never returns)."""
-        answer: dict[str, Any]
-        try:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C: the runner decides
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            try:
-                uri = upload(self.job, trees, self.work, self.console)
-                answer = {"uri": uri, "uploaded": self.console.uploaded}
-            except s3.S3Error as error:
-                answer = {"uri": None, "s3_error": str(error)}
-            except BaseException as error:  # reported to the parent, which fails the job
-                answer = {"uri": None, "error": f"{type(error).__name__}: {error}"[:2000]}
-            os.write(write, orjson.dumps(answer))
-        finally:
-            os._exit(0)
-
-    def _wait_upload(self, pid: int, read: int) -> None:
-        chunks = []
-        while chunk := os.read(read, 65536):
-            chunks.append(chunk)
-        os.close(read)
-        _pid, status = os.waitpid(pid, 0)
-        try:
-            answer = orjson.loads(b"".join(chunks))
-            self._uploaded = _Uploaded(
-                answer["uri"], answer.get("uploaded", 0), answer.get("s3_error"), answer.get("error")
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError):
-            self._uploaded = _Uploaded(None, error=f"the upload process ended with wait status {status}")
-        self.events.put(("uploaded", 0, 0))
-
-    def _remove_upload(self, began: float) -> None:
-        """What an ended upload wrote (half archives, and whole ones of this run) is removed."""
-        out = self.job.output_path
-        if out.startswith("s3://"):
-            where = os.path.join(self.work, "upload")
-        else:
-            out = out[len("file://") :] if out.startswith("file://") else out
-            where = os.path.join(out, self.job.name, "output")
-        for name in ("model.tar.gz", "output.tar.gz"):
-            for path in (os.path.join(where, name), os.path.join(where, f"{name}.part")):
-                with contextlib.suppress(OSError):
-                    if os.lstat(path).st_mtime >= began - 1:
-                        os.unlink(path)
 
     def _isolation_note(self, mode: hosts.Isolation) -> str:
         return _ISOLATION_NOTE[mode]
@@ -505,16 +388,15 @@ class Runner:
     def run(self) -> Result:
         """Run the job to its end and write describe.json; returns how it ended. Raises WorkDirBusy
         (nothing touched) when another run holds the work dir."""
-        self._lock_fd = lock_work_dir(self.work)
-        self._keep_reserve()
+        held = workdir.lock(self.work)
+        self._reserve = workdir.Reserve(self.work)
         try:
             return self._run()
         except Exception as error:  # every way out ends in a final status with a reason
             return self._runner_error(error)
         finally:
-            self._release_reserve()
-            os.close(self._lock_fd)
-            self._lock_fd = None
+            self._reserve.release()
+            os.close(held)
 
     def _runner_error(self, error: Exception) -> Result:
         where = self.timeline.current
