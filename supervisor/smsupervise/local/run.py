@@ -462,7 +462,7 @@ class Runner:
                 raise UploadFailed(done.error)
             else:
                 model_uri = done.uri
-                self.console.uploaded += done.uploaded
+                self.console.uploaded = done.uploaded  # counted in the upload process
                 if status == "Completed" and self.stop_count > 0:
                     status = secondary = "Stopped"  # a stop was asked for: say so
         self.timeline.enter(secondary, message)
