@@ -590,6 +590,23 @@ def test_a_runner_killed_while_uploading_leaves_no_upload_behind(
     os.close(lock(str(tmp_path / "work")))  # free: no WorkDirBusy
 
 
+@needs_root
+def test_a_runner_killed_while_training_leaves_no_host_behind(tmp_path: Path, runners: list[_Runner]) -> None:
+    """SIGKILL to the runner while its job runs: the host's launcher and PID 1 die with it (nothing
+    of the job is left running, nobody would ever stop it). The twins are every other test here: a
+    runner that lives keeps its hosts running until it stops them."""
+    runner = _Runner(tmp_path, _script(tmp_path, f"trap 'exit 0' TERM; echo ready; {WAIT}"))
+    runners.append(runner)
+    sleep_until(
+        lambda: _logged(tmp_path / "work" / "logs" / "algo-1.jsonl", "ready"), timeout=60, what="ready"
+    )
+    launcher = _children(runner.process.pid)[0]
+    pid1 = _children(launcher)[0]
+    runner.kill()
+    for pid in (launcher, pid1):
+        sleep_until(lambda pid=pid: not Path(f"/proc/{pid}").exists(), timeout=60, what=f"{pid}'s end")
+
+
 # --- one run per work dir -----------------------------------------------------------------------------
 
 
