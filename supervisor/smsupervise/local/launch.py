@@ -102,7 +102,7 @@ def prepare(
     return HostPlan(host, tree, base, staged, tuple(argv), env)
 
 
-def _dying_with_us(argv: tuple[str, ...]) -> list[str]:
+def dying_with_us(argv: tuple[str, ...]) -> list[str]:
     """``argv`` made to get SIGKILL when the runner dies, however it dies (``setpriv --pdeathsig``;
     the launcher execs, so the signal stays with it; ``unshare --kill-child`` then kills the host's
     PID 1 and so its whole PID namespace). As it is where util-linux's setpriv is missing."""
@@ -117,7 +117,7 @@ class HostProcess:
     def __init__(self, plan: HostPlan, mode: str) -> None:
         self.plan, self.mode = plan, mode
         self.process = subprocess.Popen(
-            _dying_with_us(plan.argv),
+            dying_with_us(plan.argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

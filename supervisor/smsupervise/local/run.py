@@ -250,7 +250,14 @@ class Runner:
             with open(os.path.join(self.work, "logs", f"pipe-{plan.host.name}.jsonl"), "ab") as log:
                 for feed in plan.staged.feeds:
                     argv = channels.feed_argv(feed, os.path.join(plan.tree, "input", "data"))
-                    feeders.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+                    feeders.append(  # a feeder waiting for its FIFO's reader must not outlive us
+                        subprocess.Popen(
+                            launch.dying_with_us(tuple(argv)),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=log,
+                        )
+                    )
         return feeders
 
     def _begin_stop(self, running: dict[int, launch.HostProcess], stop: _Stop, reason: str) -> None:
