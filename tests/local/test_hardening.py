@@ -450,6 +450,8 @@ def test_disk_full_in_the_work_dir_still_ends_in_a_final_status(tmp_path: Path) 
     assert ("algo-1", "stdout") in streams, result.stderr
     assert len(streams) == len(set(streams))  # once per stream, not once per line
     assert all("No space left on device" in e["error"] for e in not_kept)
+    skipped = [e["status"] for e in _events(result.stderr) if e.get("event") == "describe_not_written"]
+    assert skipped == ["Uploading"], result.stderr  # the reserve was kept for the final status
 
 
 @needs_root

@@ -156,9 +156,18 @@ class Runner:
         )
         try:
             return describe.write(self.work, body)
-        except OSError as error:  # a full disk: the space kept aside is for this
-            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
-            if not full or self._reserve is None or not self._reserve.release():
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if status == "InProgress":  # the disk is full: the final status matters, not this one
+                self.console.event(
+                    "describe_not_written",
+                    f"describe.json not updated to {self.timeline.current} (the final one will be): {error}",
+                    status=self.timeline.current,
+                    error=str(error),
+                )
+                return os.path.join(self.work, "describe.json")
+            if self._reserve is None or not self._reserve.release():  # the space kept aside is for this
                 raise
             return describe.write(self.work, body)
 
