@@ -385,12 +385,13 @@ def test_a_deep_checkpoint_dir_is_mirrored(tmp_path: Path) -> None:
 
 
 def _in_small_tmpfs(mount: Path, size: str, argv: list[str]) -> list[str]:
-    """``argv`` in a private mount namespace where ``mount`` is a tmpfs of ``size``; describe.json
-    (read from inside, the mount dies with the namespace) is printed after a line ``--describe--``."""
+    """``argv`` in a private mount namespace where ``mount`` is a tmpfs of ``size``; what it holds
+    at the end, then describe.json (read from inside: the mount dies with the namespace), are
+    printed after the lines ``--files--`` and ``--describe--``."""
     mount.mkdir(exist_ok=True)
     script = (
-        'mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; shift 2; "$@"; rc=$?; '
-        'echo --describe--; cat "$D/describe.json" 2>/dev/null; exit $rc'
+        'mount -t tmpfs -o size="$1" tmpfs "$2" || exit 99; m="$2"; shift 2; "$@"; rc=$?; '
+        'echo --files--; find "$m" -type f; echo --describe--; cat "$D/describe.json" 2>/dev/null; exit $rc'
     )
     return [
         "unshare",
@@ -421,6 +422,8 @@ def test_disk_full_while_uploading_fails_the_job_with_a_reason(tmp_path: Path) -
     assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Failed", "Failed")
     assert "Uploading" in body["FailureReason"]
     assert "No space left on device" in body["FailureReason"]
+    files = result.stdout.partition("--files--\n")[2].partition("--describe--")[0].split()
+    assert files == [], files
 
 
 @needs_root
@@ -440,7 +443,7 @@ def test_disk_full_in_the_work_dir_still_ends_in_a_final_status(tmp_path: Path) 
         check=False,
         env={**os.environ, "D": str(work)},
     )
-    _stdout, _sep, describe = result.stdout.partition("--describe--\n")
+    _before, _sep, describe = result.stdout.partition("--describe--\n")
     assert describe, result.stderr
     body = orjson.loads(describe)
     assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Completed", "Completed"), body

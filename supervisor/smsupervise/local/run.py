@@ -384,7 +384,10 @@ class Runner:
         while True:
             kind, _index, _code = self.events.get()
             if kind == "uploaded":
-                return process.join()
+                done = process.join()
+                if done.uri is None:  # it failed: nothing of it stays
+                    process.remove_written(began)
+                return done
             if kind != "stop":
                 continue
             if self.stop_count <= 1:

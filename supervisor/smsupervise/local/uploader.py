@@ -82,10 +82,15 @@ class UploadProcess:
         return self.result
 
     def kill(self, since: float) -> None:
-        """End it now, and remove what it wrote (the archives, half or whole, written since ``since``)."""
+        """End it now, and remove what it wrote."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
         self._waiter.join()
+        self.remove_written(since)
+
+    def remove_written(self, since: float) -> None:
+        """Remove the archives, half or whole, written since ``since`` (an upload that failed or was
+        ended leaves nothing of it: all or nothing)."""
         where = _target(self.job, self.work)
         for name in ARCHIVES:
             for path in (os.path.join(where, name), os.path.join(where, f"{name}.part")):
