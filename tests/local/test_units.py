@@ -24,10 +24,13 @@ def test_the_message_text_is_what_the_regexes_see() -> None:
 def test_metrics_take_group_1_as_a_float_and_the_last_value_is_final() -> None:
     """First match in a line; no group or a non-number is skipped; the final value is the last seen."""
     extractor = Extractor((jobs.Metric("loss", r"loss=(\S+?);"), jobs.Metric("nogroup", r"loss=\d")))
-    assert [s.value for s in extractor.scan("loss=0.5; loss=0.1;", "algo-1", "stdout", 1.0)] == [0.5]
-    assert extractor.scan("loss=nan-ish;", "algo-1", "stdout", 2.0) == []
-    assert [s.value for s in extractor.scan("loss=1e-3;", "algo-2", "stderr", 3.0)] == [0.001]
-    assert [(s.name, s.value, s.host) for s in extractor.final()] == [("loss", 0.001, "algo-2")]
+    try:
+        assert [s.value for s in extractor.scan("loss=0.5; loss=0.1;", "algo-1", "stdout", 1.0)] == [0.5]
+        assert extractor.scan("loss=nan-ish;", "algo-1", "stdout", 2.0) == []
+        assert [s.value for s in extractor.scan("loss=1e-3;", "algo-2", "stderr", 3.0)] == [0.001]
+        assert [(s.name, s.value, s.host) for s in extractor.final()] == [("loss", 0.001, "algo-2")]
+    finally:
+        extractor.close()  # its matcher process
 
 
 def test_mirroring_copies_changes_out_and_deletes_only_what_this_host_synced(tmp_path: Path) -> None:

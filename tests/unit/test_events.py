@@ -1,5 +1,5 @@
-"""The event vocabulary (``streams/vocabulary.EVENTS``) against the code and the docs' event tables, both ways:
-every name the code writes is declared, every declared name is written somewhere and documented, and the
+"""The event vocabulary (``streams/vocabulary.EVENTS``) against the code and the docs' event tables, both
+ways: every name the code writes is declared, every declared name is written somewhere and documented, and the
 docs document nothing else. Event names are literals at their call sites (a name built at run time could not
 be checked); what other threads report comes as typed records (the Pipe relay's ``RelayEvent``), named where
 they are logged."""

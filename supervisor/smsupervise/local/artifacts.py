@@ -141,11 +141,13 @@ def members(roots: list[str]) -> dict[str, str]:
     """Archive name -> path, over all roots merged (the last root wins a clash), sorted."""
     merged: dict[str, str] = {}
     for root in roots:
-        for parent, dirs, names in os.walk(root):
-            dirs.sort()
-            for name in [*dirs, *names]:
-                path = os.path.join(parent, name)
-                merged[os.path.relpath(path, root)] = path
+        pending = [root] if os.path.isdir(root) else []
+        while pending:  # not os.walk: it recurses (Python < 3.12), and a tree may be 1500 deep
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    merged[os.path.relpath(entry.path, root)] = entry.path
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
     return dict(sorted(merged.items()))
 
 

@@ -4,8 +4,9 @@
                                [--quiet] [--json]
     smsupervise-local describe DIR
 
-Exit status of ``run``: 0 Completed, 1 Failed, 2 invalid request (nothing ran), 3 Stopped (a stop
-request, i.e. Ctrl-C or SIGTERM to the runner, or MaxRuntimeInSeconds). ``describe`` prints
+Exit status of ``run``: 0 Completed, 1 Failed, 2 invalid request or a work dir in use by another
+run (nothing ran), 3 Stopped (a stop request, i.e. Ctrl-C or SIGTERM to the runner, or
+MaxRuntimeInSeconds). ``describe`` prints
 ``DIR/describe.json`` and exits the same way.
 """
 
@@ -23,6 +24,7 @@ import orjson
 from smsupervise.local import job as jobs
 from smsupervise.local.console import Console
 from smsupervise.local.run import EXIT_CODES, Options, Runner
+from smsupervise.local.workdir import WorkDirBusy
 
 INVALID = 2
 
@@ -119,7 +121,10 @@ def _run(args: argparse.Namespace) -> int:
         signal.signal(signum, lambda number, _frame: runner.request_stop(number))
     try:
         result = runner.run()
-    except (OSError, ValueError) as error:
+    except WorkDirBusy as error:  # nothing was touched
+        console.event("work_dir_busy", f"refused: {error}", error=str(error), work_dir=options.work_dir)
+        return INVALID
+    except (OSError, ValueError) as error:  # describe.json could not even be written
         console.event("runner_error", f"error: {error}", error=str(error))
         return 1
     finally:

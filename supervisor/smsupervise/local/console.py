@@ -76,7 +76,7 @@ class Console:
 
     def event(self, name: str, text: str, **fields: Any) -> None:
         """The runner's own note: readable text, or a JSON event with ``fields``."""
-        if self.quiet and name not in ("job_finished", "invalid_request", "runner_error"):
+        if self.quiet and name not in ("job_finished", "invalid_request", "runner_error", "work_dir_busy"):
             return
         if self.as_json:
             line = orjson.dumps({"logger": "smsupervise-local", "event": name, **fields}).decode() + "\n"

@@ -2,7 +2,8 @@
 
 ``prepare`` turns a host's staged plan into the spec ``enter`` executes (mounts, host name, argv,
 environment) and the launcher command; ``HostProcess`` owns the running launcher, its output pipes
-and the way to reach the host's PID 1 (``signal``).
+and the way to reach the host's PID 1 (``signal``). A launcher dies with the runner: a runner
+killed outright (SIGKILL, OOM) leaves no host running.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import contextlib
 import functools
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -112,13 +114,22 @@ def prepare(
     return HostPlan(host, tree, base, staged, tuple(argv), env)
 
 
+def dying_with_us(argv: tuple[str, ...]) -> list[str]:
+    """``argv`` made to get SIGKILL when the runner dies, however it dies (``setpriv --pdeathsig``;
+    the launcher execs, so the signal stays with it; ``unshare --kill-child`` then kills the host's
+    PID 1 and so its whole PID namespace). As it is where util-linux's setpriv is missing."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", "--", *argv] if setpriv else list(argv)
+
+
 class HostProcess:
-    """A running host: the launcher process, its stdout/stderr pipes, and its PID 1."""
+    """A running host: the launcher process, its stdout/stderr pipes, and its PID 1. The launcher
+    is started by the runner's main thread (the parent-death signal follows the thread)."""
 
     def __init__(self, plan: HostPlan, mode: str) -> None:
         self.plan, self.mode = plan, mode
         self.process = subprocess.Popen(
-            list(plan.argv),
+            dying_with_us(plan.argv),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

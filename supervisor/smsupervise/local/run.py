@@ -8,11 +8,24 @@ The platform's stop (a stop request = SIGINT/SIGTERM to the runner, or MaxRuntim
 SIGTERM to every host's PID 1, SIGKILL ``kill_after`` seconds later (120 s, as the service); a
 second stop request SIGKILLs at once. A host that fails stops the others the same way (our
 choice: the service does not document how it ends the other hosts). Everything waits on one
-queue (host exits, stop requests) with a deadline: no polling, no sleeps.
+queue (host exits, stop requests, the upload's end) with a deadline: no polling, no sleeps.
+
+While Uploading (packing runs in a process of its own, ``uploader``, so that it can be ended at
+once): a first stop request is noted and the upload goes on (the model is what the stop's grace
+is for), the job ends Stopped; a further one (or the first after an earlier stop) kills the
+upload, removes what it wrote, and the job ends Stopped without ModelArtifacts.
+
+Every way out of ``run`` ends describe.json in a final status with a reason: an error anywhere
+(a full disk, a failing ``ip``, a bug) ends the job Failed with ``InternalServerError: while
+<SecondaryStatus>: <error>``; space for that last describe.json is kept aside from the start, so a
+full disk cannot keep it ``InProgress``. One run at a time per work dir: ``workdir.lock`` (an
+flock the kernel drops when the run dies) refuses a second one, naming the first one's pid.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import queue
 import signal
@@ -23,14 +36,24 @@ from dataclasses import dataclass
 import orjson
 
 from smsupervise.errors import ConfigError
-from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree
+from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree, workdir
 from smsupervise.local.console import Console
-from smsupervise.local.job import TrainingJob
+from smsupervise.local.job import Metric, TrainingJob
 from smsupervise.local.logs import HostLog, relay
 from smsupervise.local.metrics import Extractor
-from smsupervise.local.upload import claim, give_back_tree, upload
+from smsupervise.local.upload import claim, give_back_tree
+from smsupervise.local.uploader import Uploaded, UploadProcess
 
 EXIT_CODES = {"Completed": 0, "Failed": 1, "Stopped": 3}
+ROOT_HOSTS = 254  # hosts.SUBNET is a /24: algo-K is .K
+ABORTED_UPLOAD = (
+    "Training job stopped: a second stop request ended the upload; no model was saved "
+    "(what the upload had written is removed)"
+)
+
+
+class UploadFailed(Exception):
+    """The upload process met an error (its type and text are the message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +110,32 @@ class Runner:
         self.job, self.options, self.console = job, options, console
         self.events: queue.SimpleQueue[tuple[str, int, int]] = queue.SimpleQueue()
         self.timeline = describe.Timeline()
-        self.extractor = Extractor(job.metrics)
+        self.extractor = Extractor(job.metrics, on_slow=self._slow_metric, on_broken=self._matcher_broken)
         self.work = os.path.abspath(options.work_dir)
         self.stop_signal: int | None = None  # read while Downloading (no host to tell yet)
+        self.stop_count = 0  # stop requests so far
+        self._reserve: workdir.Reserve | None = None
 
     def request_stop(self, signum: int) -> None:
         """StopTrainingJob (safe in a signal handler: SimpleQueue.put is reentrant, and the
         attribute is one store)."""
         self.stop_signal = signum
+        self.stop_count += 1
         self.events.put(("stop", signum, 0))
+
+    def _slow_metric(self, metric: Metric, budget: float) -> None:
+        self.console.event(
+            "metric_regex_too_slow",
+            f"MetricDefinitions {metric.name!r}: its regex {metric.regex!r} searched one line for more than "
+            f"{budget:g} s (catastrophic backtracking?); it is not searched any more: make it linear, "
+            "e.g. without nested repetition",
+            metric=metric.name,
+            regex=metric.regex,
+            budget=budget,
+        )
+
+    def _matcher_broken(self, error: str) -> None:
+        self.console.event("metrics_not_read", f"metrics are not read any more: {error}", error=error)
 
     def _stopping(self) -> bool:
         return self.stop_signal is not None
@@ -114,7 +154,22 @@ class Runner:
             final=self.extractor.final(),
             model_uri=model_uri,
         )
-        return describe.write(self.work, body)
+        try:
+            return describe.write(self.work, body)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if status == "InProgress":  # the disk is full: the final status matters, not this one
+                self.console.event(
+                    "describe_not_written",
+                    f"describe.json not updated to {self.timeline.current} (the final one will be): {error}",
+                    status=self.timeline.current,
+                    error=str(error),
+                )
+                return os.path.join(self.work, "describe.json")
+            if self._reserve is None or not self._reserve.release():  # the space kept aside is for this
+                raise
+            return describe.write(self.work, body)
 
     def _stage(self, net: hosts.Network, mode: hosts.Isolation) -> list[launch.HostPlan]:
         self._enter("Downloading")
@@ -175,22 +230,39 @@ class Runner:
             remote = checkpoints.location(self.job.checkpoint.uri)
             for plan in plans:
                 local = os.path.join(plan.tree, os.path.relpath(self.job.checkpoint.local_path, "/opt/ml"))
-                copied = remote.copy_in(local)
+                skip = self._skip_note(plan.host.name)
+                copied = remote.copy_in(local, skip)
                 self.console.event(
                     "checkpoints_copied_in",
                     f"{plan.host.name}: {copied} checkpoint files copied in",
                     host=plan.host.name,
                     files=copied,
                 )
-                mirrors.append(checkpoints.Mirror(local, remote))
+                mirrors.append(checkpoints.Mirror(local, remote, skip))
         board = self.job.tensorboard  # TensorBoardOutputConfig: mirrored out as the checkpoints are
         if board is not None:
             relative = os.path.relpath(board.local_path, "/opt/ml")
             mirrors += [
-                checkpoints.Mirror(os.path.join(p.tree, relative), checkpoints.location(board.uri))
+                checkpoints.Mirror(
+                    os.path.join(p.tree, relative),
+                    checkpoints.location(board.uri),
+                    self._skip_note(p.host.name),
+                )
                 for p in plans
             ]
         return checkpoints.Mirroring(mirrors, self.options.checkpoint_interval)
+
+    def _skip_note(self, host: str) -> checkpoints.Skip:
+        def note(name: str, kind: str) -> None:
+            self.console.event(
+                "checkpoint_skipped",
+                f"{host}: checkpoint {name} is {kind}, not a regular file: not copied",
+                host=host,
+                file=name,
+                kind=kind,
+            )
+
+        return note
 
     def _feeders(self, plans: list[launch.HostPlan]) -> list[subprocess.Popen[bytes]]:
         feeders = []
@@ -198,7 +270,14 @@ class Runner:
             with open(os.path.join(self.work, "logs", f"pipe-{plan.host.name}.jsonl"), "ab") as log:
                 for feed in plan.staged.feeds:
                     argv = channels.feed_argv(feed, os.path.join(plan.tree, "input", "data"))
-                    feeders.append(subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log))
+                    feeders.append(  # a feeder waiting for its FIFO's reader must not outlive us
+                        subprocess.Popen(
+                            launch.dying_with_us(tuple(argv)),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=log,
+                        )
+                    )
         return feeders
 
     def _begin_stop(self, running: dict[int, launch.HostProcess], stop: _Stop, reason: str) -> None:
@@ -266,6 +345,7 @@ class Runner:
                     host.signal(signal.SIGKILL)
             for thread in threads:
                 thread.join()
+            self.extractor.close()
             for feeder in feeders:
                 feeder.terminate()
                 feeder.wait()
@@ -294,18 +374,98 @@ class Runner:
         give_back_tree(self.work)
         return Result("Stopped", "Stopped", None, path)
 
+    def _drain_stops(self) -> None:
+        """Stop requests still queued from before Uploading (their hosts are gone; ``stop_count``
+        has them)."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self.events.get_nowait()
+
+    def _upload(self, plans: list[launch.HostPlan]) -> Uploaded | None:
+        """Pack and place the archives in a process of their own; None when a further stop request
+        (the second in all) ended it."""
+        began = time.time()
+        process = UploadProcess(
+            self.job,
+            [p.tree for p in plans],
+            self.work,
+            self.console,
+            lambda: self.events.put(("uploaded", 0, 0)),
+        )
+        while True:
+            kind, _index, _code = self.events.get()
+            if kind == "uploaded":
+                done = process.join()
+                if done.uri is None:  # it failed: nothing of it stays
+                    process.remove_written(began)
+                return done
+            if kind != "stop":
+                continue
+            if self.stop_count <= 1:
+                self.console.event(
+                    "stop_while_uploading",
+                    "a stop request while Uploading: the upload goes on (the model is saved), then the job "
+                    "ends Stopped; another stop request ends the upload now",
+                )
+                continue
+            self.console.event("upload_stopped", "a second stop request: the upload ends now, unfinished")
+            process.kill(began)
+            return None
+
     def _isolation_note(self, mode: hosts.Isolation) -> str:
         return _ISOLATION_NOTE[mode]
 
     def run(self) -> Result:
-        """Run the job to its end and write describe.json; returns how it ended."""
+        """Run the job to its end and write describe.json; returns how it ended. Raises WorkDirBusy
+        (nothing touched) when another run holds the work dir, WorkDirRefused (as root) when the work
+        dir is not a new or empty one of the caller's."""
+        workdir.check_free(self.work)  # a busy dir is named as such, before claim sees its lock file
         claim(self.work)  # as root: a new or empty dir of the caller's, else WorkDirRefused
+        held = workdir.lock(self.work)
+        self._reserve = workdir.Reserve(self.work)
+        try:
+            return self._run()
+        except Exception as error:  # every way out ends in a final status with a reason
+            return self._runner_error(error)
+        finally:
+            self._reserve.release()
+            os.close(held)
+
+    def _runner_error(self, error: Exception) -> Result:
+        where = self.timeline.current
+        what = str(error) if isinstance(error, UploadFailed) else f"{type(error).__name__}: {error}"
+        failure = f"InternalServerError: while {where}: {what}"[: describe.FAILURE_LIMIT]
+        self.console.event("runner_error", f"error while {where}: {error}", error=str(error), status=where)
+        self.timeline.enter("Failed")
+        self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
+        path = self._describe("Failed", failure, None)
+        with contextlib.suppress(OSError):
+            give_back_tree(self.work)
+        return Result("Failed", "Failed", failure, path)
+
+    def _preflight(self, mode: str) -> Result | None:
+        """Before any host is made: the fields not acted on, each said once; a host count this
+        isolation cannot give, refused as a client error (None: go on)."""
+        for notice in self.job.notices:
+            self.console.event(notice.kind, f"{notice.path}: {notice.why}", field=notice.path, why=notice.why)
+        count = self.job.instance_count
+        if mode == "root" and count > ROOT_HOSTS:  # before making 254 namespaces to no end
+            return self._client_error(
+                ValueError(
+                    f"ResourceConfig.InstanceCount {count}: as root each host gets an address in "
+                    f"{hosts.SUBNET}.0/24, so at most {ROOT_HOSTS} hosts; ask for fewer"
+                )
+            )
+        return None
+
+    def _run(self) -> Result:
         os.makedirs(os.path.join(self.work, "logs"), exist_ok=True)
         self._enter("Starting")
         mode = self._isolation()
         self.console.event("isolation", self._isolation_note(mode), isolation=mode)
-        for notice in self.job.notices:  # fields not acted on, each said once
-            self.console.event(notice.kind, f"{notice.path}: {notice.why}", field=notice.path, why=notice.why)
+        refused = self._preflight(mode)
+        if refused is not None:
+            return refused
         with hosts.network(self.job.instance_count, mode, self.options.netns_prefix) as net:
             try:
                 plans = self._stage(net, mode)
@@ -329,13 +489,27 @@ class Runner:
             failure = _failure_reason(plans[first - 1], failed[first])
         else:
             status = secondary = "Completed"
+        message = ""
         if status != "Failed":
-            try:
-                self._enter("Uploading")
-                model_uri = upload(self.job, [p.tree for p in plans], self.work, self.console)
-            except s3.S3Error as error:  # e.g. the output bucket does not exist
-                return self._client_error(error)
-        self.timeline.enter(secondary)
+            self._drain_stops()
+            self._enter("Uploading")
+            done = self._upload(plans)
+            if done is None:  # a further stop request ended it
+                status, secondary, message = (
+                    "Stopped",
+                    "Stopped" if status == "Completed" else secondary,
+                    ABORTED_UPLOAD,
+                )
+            elif done.s3_error is not None:  # e.g. the output bucket does not exist
+                return self._client_error(s3.S3Error(done.s3_error))
+            elif done.error is not None:
+                raise UploadFailed(done.error)
+            else:
+                model_uri = done.uri
+                self.console.uploaded = done.uploaded  # counted in the upload process
+                if status == "Completed" and self.stop_count > 0:
+                    status = secondary = "Stopped"  # a stop was asked for: say so
+        self.timeline.enter(secondary, message)
         self.timeline.transitions[-1]["EndTime"] = self.timeline.transitions[-1]["StartTime"]
         path = self._describe(status, failure, model_uri)
         give_back_tree(self.work)

@@ -1,8 +1,8 @@
 """The names of smsupervise's own events, declared once (as the options are in ``options.py``).
 
-Every event PID 1 writes (``EventLog``'s ``info``/``warning``/``error``/``debug``, a plan's ``Note``, the
-Pipe relay's ``emit``) uses one of these names; ``docs/events.md`` documents each with its fields (a wing's own events in its own page's event table,
-e.g. ``docs/serve.md``).
+Every event PID 1 writes (``EventLog``'s ``info``/``warning``/``error``/``debug``, a plan's ``Note``)
+uses one of these names; an event table under ``docs/`` documents each with its fields
+(``docs/events.md`` for the core, a wing's own page for its events, e.g. ``docs/serve.md``).
 ``tests/unit/test_events.py`` holds the code, this table and the docs together, both ways: a new event
 is added here and in the docs, or the suite fails. smsupervise-local's and the Pipe tools' own events are
 those tools' vocabularies (``docs/local.md``, ``docs/pipe-mode.md``).
