@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tarfile
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from smsupervise.errors import ConfigError
+from smsupervise.sagemaker import archive
 from smsupervise.sagemaker.download import download
+from smsupervise.sagemaker.removal import remove_tree
 from smsupervise.sagemaker.unpack import FIELD, Job, Limits, Stopped, unpack
 
 __all__ = ["FIELD", "Limits", "SourceView", "Stopped", "fetch", "view"]
@@ -50,8 +51,16 @@ def _listing(code_dir: str) -> list[str]:
     return [name for name in os.listdir(code_dir) if not name.startswith(STAGING)]
 
 
-def view(uri: str, code_dir: str) -> SourceView:  # noqa: PLR0911 - one return per kind of source
-    """Look at the source without fetching it (for the pure planning step). Reads only."""
+def view(  # noqa: PLR0911 - one return per kind of source
+    uri: str,
+    code_dir: str,
+    where: str = "hyperparameters.json",
+    limits: Limits = Limits(),  # noqa: B008 - an immutable record
+    should_stop: Callable[[], bool] = _never,
+) -> SourceView:
+    """Look at the source without fetching it (for the pure planning step). Reads only, an
+    archive within ``limits`` and its header checks (``ConfigError``), asking ``should_stop``
+    (``Stopped``) as it reads; ``where`` names the config file in errors."""
     if listing := _listing(code_dir):
         return SourceView("keep", frozenset(listing), None, code_dir)
     if uri.startswith("s3://"):
@@ -59,11 +68,12 @@ def view(uri: str, code_dir: str) -> SourceView:  # noqa: PLR0911 - one return p
     path = _local(uri)
     if os.path.isdir(path):
         return SourceView("copy", frozenset(os.listdir(path)), None, path)
-    if os.path.isfile(path) and tarfile.is_tarfile(path):
+    job = Job(where, limits, should_stop)
+    if os.path.isfile(path) and archive.is_archive(path, job):
         try:
-            with tarfile.open(path, mode="r:*") as archive:
-                members = [(os.path.normpath(m.name), m.isfile()) for m in archive.getmembers()]
-        except (tarfile.TarError, EOFError):
+            with archive.read(path, job, uri) as (_, infos):
+                members = [(os.path.normpath(m.name), m.isfile()) for m in infos]
+        except archive.Unreadable:
             return SourceView("unpack", None, None)  # fetch reports it with the file and field
         names = frozenset(name.split("/")[0] for name, _ in members if name != ".")
         return SourceView("unpack", names, frozenset(name for name, is_file in members if is_file))
@@ -80,10 +90,7 @@ def _remove_leftovers(code_dir: str) -> None:
             for name in os.listdir(holder):
                 if name.startswith(STAGING):
                     path = os.path.join(holder, name)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:  # a download of an s3:// source
-                        os.unlink(path)
+                    remove_tree(path)  # a staging dir, or a download of an s3:// source
 
 
 @contextlib.contextmanager
@@ -105,7 +112,8 @@ def _staged(code_dir: str) -> Iterator[str]:
             os.chmod(staging, 0o755)  # noqa: S103 - a code dir as mkdir makes it: others read
             os.rename(staging, code_dir)  # replaces the empty code dir, if there is one
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(staging)
         raise
 
 
@@ -162,7 +170,7 @@ def fetch(
                 _copy_dir(path, staging, job)
         return f"copied {path}"
     with _staged(code_dir) as staging:
-        if tarfile.is_tarfile(path):
+        if archive.is_archive(path, job):
             unpack(path, staging, job, uri)
             return f"unpacked {path}"
         shutil.copy2(path, staging)
