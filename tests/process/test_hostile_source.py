@@ -12,6 +12,8 @@ import sys
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from smsupervise.sagemaker.removal import remove_tree
 from tests.conftest import PYTHON, Supervised, event_names, events, supervisor_argv
 from tests.sagemaker import fixtures
@@ -162,3 +164,50 @@ def test_a_stop_after_a_deep_tree_then_the_next_run(mode: str, tmp_path: Path) -
     finally:
         for leftover in base.glob(".smsupervise-source-*"):  # pytest's own cleanup would recurse
             remove_tree(str(leftover))
+
+
+def _config_run(mode: str, tmp_path: Path, hyperparameters: dict[str, str]) -> tuple[int, bytes, Path]:
+    base = fixtures.build(tmp_path, hyperparameters=hyperparameters)
+    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_PYTHON": PYTHON}
+    env["DUMP"] = str(tmp_path / "dump.json")  # where the fixture's train.py writes what it saw
+    result = subprocess.run(
+        supervisor_argv(mode, "train"), env=env, capture_output=True, timeout=120, check=False
+    )
+    return result.returncode, result.stderr, base
+
+
+def _nested_text(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize(
+    ("value", "needle"),
+    [
+        (json.dumps("a\0b"), "NUL"),  # "a\u0000b" in the file: the report's example
+        (json.dumps({"k": "a\0b"}), "NUL"),  # nested in the value's JSON
+        (json.dumps("\ud800"), "lone surrogate"),
+        (_nested_text(985), "nests JSON"),
+        (_nested_text(983), "nests JSON"),
+    ],
+    ids=["nul", "nested-nul", "surrogate", "depth-985", "depth-983"],
+)
+def test_a_hyperparameter_no_process_can_take_is_exit_2(
+    mode: str, tmp_path: Path, value: str, needle: str
+) -> None:
+    """A hyperparameter that passed the check and crashed later (exit 70): exit 2 before anything
+    runs, the failure file naming hyperparameters.json, the hyperparameter and the fix."""
+    code, err, base = _config_run(mode, tmp_path, {"bad": value, "epochs": "3"})
+    assert code == 2, err.decode()[-2000:]
+    failure = (base / "output" / "failure").read_text()
+    assert "hyperparameters.json: field 'bad'" in failure, failure
+    assert needle in failure
+    assert "child_spawned" not in event_names(err)
+
+
+def test_the_same_hyperparameters_plainly_train(mode: str, tmp_path: Path) -> None:
+    """The twin: a plain character where the NUL was, and nesting 20 deep, train (exit 0)."""
+    code, err, _ = _config_run(
+        mode, tmp_path, {"bad": json.dumps("a b"), "deep": _nested_text(20), "epochs": "3"}
+    )
+    assert code == 0, err.decode()[-2000:]
+    assert json.loads((tmp_path / "dump.json").read_text())["argv"][:2] == ["--bad", "a b"]
