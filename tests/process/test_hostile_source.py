@@ -7,6 +7,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import resource
 import subprocess
 import sys
 import tarfile
@@ -211,3 +212,47 @@ def test_the_same_hyperparameters_plainly_train(mode: str, tmp_path: Path) -> No
     )
     assert code == 0, err.decode()[-2000:]
     assert json.loads((tmp_path / "dump.json").read_text())["argv"][:2] == ["--bad", "a b"]
+
+
+def _small_stack() -> None:
+    """In the child before exec: a 1 MiB stack limit, so ARG_MAX (a quarter of it) is 256 KiB."""
+    resource.setrlimit(resource.RLIMIT_STACK, (1 << 20, resource.getrlimit(resource.RLIMIT_STACK)[1]))
+
+
+def _argmax_run(mode: str, tmp_path: Path, small_stack: bool) -> tuple[int, bytes, Path]:
+    """Three hyperparameters of 20 KB: every variable far under 128 KiB, all of them together (each
+    value is in SM_HP_*, SM_HPS, SM_TRAINING_ENV, SM_USER_ARGS and the arguments) about 300 KB."""
+    hps = {f"blob{index}": json.dumps("x" * 20_000) for index in range(3)}
+    base = fixtures.build(tmp_path, hyperparameters=hps)
+    env = {"PATH": os.environ["PATH"], "SAGEMAKER_BASE_DIR": str(base), "SMSUPERVISE_PYTHON": PYTHON}
+    env["DUMP"] = str(tmp_path / "dump.json")
+    result = subprocess.run(
+        supervisor_argv(mode, "train"),
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        preexec_fn=_small_stack if small_stack else None,
+    )
+    return result.returncode, result.stderr, base
+
+
+def test_arguments_and_environment_over_arg_max_together_are_exit_2(mode: str, tmp_path: Path) -> None:
+    """Each variable under the kernel's 128 KiB, all together over ARG_MAX (256 KiB here): exit 2
+    before anything runs, the failure file naming hyperparameters.json, a hyperparameter, ARG_MAX
+    and the limit (it was "python3: Argument list too long" from the spawn)."""
+    code, err, base = _argmax_run(mode, tmp_path, small_stack=True)
+    assert code == 2, err.decode()[-2000:]
+    failure = (base / "output" / "failure").read_text()
+    assert "hyperparameters.json: field 'blob" in failure, failure
+    assert "ARG_MAX" in failure
+    assert str(256 << 10) in failure
+    assert "Argument list too long" not in failure
+    assert "child_spawned" not in event_names(err)
+
+
+def test_the_same_hyperparameters_with_the_usual_stack_train(mode: str, tmp_path: Path) -> None:
+    """The twin: with the default stack limit (ARG_MAX 2 MiB) the same job trains."""
+    code, err, _ = _argmax_run(mode, tmp_path, small_stack=False)
+    assert code == 0, err.decode()[-2000:]
+    assert len(json.loads((tmp_path / "dump.json").read_text())["argv"]) == 6

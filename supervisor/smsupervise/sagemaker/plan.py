@@ -193,6 +193,26 @@ def _train(
     run_id: str,
     should_stop: Callable[[], bool],
 ) -> Plan:
+    planned = _train_plan(invocation, env, machine, run_id, should_stop)
+    hp_file = os.path.join(invocation.settings.base_dir, "input", "config", "hyperparameters.json")
+    _check_launches(planned, hp_file)
+    return planned
+
+
+def _check_launches(planned: Plan, hp_file: str) -> None:
+    """Every step's argv and environment within what execve takes (``limits.check_launch``);
+    the variables added later (the checkpoint protocol's, the control socket's) fit in its slack."""
+    for step in planned.steps:
+        limits.check_launch(step.spec, hp_file)
+
+
+def _train_plan(
+    invocation: Invocation,
+    env: Mapping[str, str],
+    machine: environment.Machine | None,
+    run_id: str,
+    should_stop: Callable[[], bool],
+) -> Plan:
     from smsupervise.sagemaker import config, environment  # noqa: PLC0415 - see TYPE_CHECKING above
 
     cfg = config.load(invocation.settings.base_dir)
@@ -397,6 +417,7 @@ def prepare(
         runner = runners.choose(script.entry, names, python, script.args, script.env, script.code_dir)
         plan = plan._replace(steps=runner.steps, runner=runner.kind, script=script._replace(python=python))
         plan = _distributed(plan._replace(notes=()), runner)
+        _check_launches(plan, script.where)
     if plan.runner == "shell":
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
     if plan.cluster is not None and plan.cluster.launch is not None:
