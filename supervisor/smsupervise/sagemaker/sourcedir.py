@@ -118,15 +118,48 @@ def _staged(code_dir: str) -> Iterator[str]:
 
 
 def _copy_dir(source: str, staging: str, job: Job) -> None:
-    """A local directory, symlinks copied as symlinks, with a stop check per file."""
+    """A local directory, without recursion (any depth the kernel's paths reach): symlinks copied
+    as symlinks, files with their modes and times, a stop check per entry; anything else (a FIFO,
+    a socket, a device) and whatever cannot be copied is refused with its path."""
+    dirs: list[str] = [""]  # relative paths still to copy; the staging dir stands for ""
+    made: list[tuple[str, str]] = []  # (source dir, copy): modes and times set last, deepest first
+    while dirs:
+        relative = dirs.pop()
+        here, there = os.path.join(source, relative), os.path.join(staging, relative)
+        try:
+            if relative:
+                os.mkdir(there, 0o700)
+            made.append((here, there))
+            with os.scandir(here) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+            for entry in listed:
+                if job.should_stop():
+                    raise Stopped(f"while copying {entry.path}")
+                target = os.path.join(there, entry.name)
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry.path), target)
+                elif entry.is_dir(follow_symlinks=False):
+                    dirs.append(os.path.join(relative, entry.name))
+                elif entry.is_file(follow_symlinks=False):
+                    shutil.copy2(entry.path, target, follow_symlinks=False)
+                else:
+                    raise _copy_error(
+                        job, entry.path, "is not a file, directory or symlink (a FIFO, socket or device)"
+                    )
+        except OSError as error:
+            raise _copy_error(job, here, f"could not be copied ({error.strerror or error})") from None
+    for here, there in reversed(made):
+        shutil.copystat(here, there, follow_symlinks=False)
 
-    def copy(src: str, dst: str) -> object:
-        if job.should_stop():
-            raise Stopped(f"while copying {src}")
-        return shutil.copy2(src, dst)
 
-    os.rmdir(staging)  # copytree makes it again: same name, same filesystem
-    shutil.copytree(source, staging, symlinks=True, copy_function=copy)
+def _copy_error(job: Job, path: str, problem: str) -> ConfigError:
+    shown = path if len(path) <= 300 else f"...{path[-300:]}"  # a path past PATH_MAX: its end
+    return ConfigError(
+        job.where,
+        FIELD,
+        f"{shown!r} {problem}; nothing was copied",
+        "point it at a plain directory of your source (or a .tar.gz of it)",
+    )
 
 
 def fetch(

@@ -409,3 +409,71 @@ def test_removal_never_follows_a_symlink_out(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path / "ml")) == ["code"]
     assert (outside / "keep.txt").read_text() == "mine"
     assert (outside / "sub").is_dir()
+
+
+def _deep_dir(root: Path, depth: int) -> Path:
+    """A local source dir: train.py, and a file ``depth`` directories down (made by fds)."""
+    root.mkdir()
+    (root / "train.py").write_bytes(BODY)
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(depth):
+            os.mkdir("d", dir_fd=fd)
+            child = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd = child
+        os.close(os.open("f.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd))
+    finally:
+        os.close(fd)
+    return root
+
+
+def test_a_local_source_deeper_than_the_recursion_limit_is_copied(tmp_path: Path) -> None:
+    """A local source directory past the recursion limit (shutil.copytree recursed once per
+    level: RecursionError, exit 70) is copied whole."""
+    depth = sys.getrecursionlimit() + 200
+    source = _deep_dir(tmp_path / "src", depth)
+    code = _tree(tmp_path)
+    sourcedir.fetch(str(source), str(code), "hyperparameters.json")
+    assert (code / "train.py").read_bytes() == BODY
+    assert (code / ("d/" * depth + "f.txt")).is_file()
+    assert sorted(os.listdir(tmp_path / "ml")) == ["code"]
+
+
+def test_a_local_source_past_path_max_is_refused_whole(tmp_path: Path) -> None:
+    """Deeper still, past PATH_MAX: refused naming the field and the fix, nothing left behind."""
+    source = _deep_dir(tmp_path / "src", 2100)  # 4200 characters of path
+    code = _tree(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        sourcedir.fetch(str(source), str(code), "hyperparameters.json")
+    assert raised.value.field == "sagemaker_submit_directory"
+    assert "could not be copied" in raised.value.problem
+    _nothing_left(tmp_path)
+
+
+def test_a_fifo_in_a_local_source_is_refused_not_waited_on(tmp_path: Path) -> None:
+    """A FIFO in the source dir (copying it would block on open): refused, naming it."""
+    source = tmp_path / "src"
+    source.mkdir()
+    (source / "train.py").write_bytes(BODY)
+    os.mkfifo(source / "pipe")
+    code = _tree(tmp_path)
+    with pytest.raises(ConfigError) as raised:
+        sourcedir.fetch(str(source), str(code), "hyperparameters.json")
+    assert "pipe" in raised.value.problem
+    _nothing_left(tmp_path)
+
+
+def test_a_plain_local_source_with_links_is_copied_as_it_is(tmp_path: Path) -> None:
+    """The twin: files, a subdir, a relative symlink (kept a symlink) and modes are copied."""
+    source = tmp_path / "src"
+    (source / "lib").mkdir(parents=True)
+    (source / "train.py").write_bytes(BODY)
+    (source / "lib" / "run.sh").write_text("#!/bin/sh\n")
+    (source / "lib" / "run.sh").chmod(0o750)
+    (source / "link.py").symlink_to("train.py")
+    code = _tree(tmp_path)
+    sourcedir.fetch(str(source), str(code), "hyperparameters.json")
+    assert (code / "train.py").read_bytes() == BODY
+    assert os.readlink(code / "link.py") == "train.py"
+    assert (code / "lib" / "run.sh").stat().st_mode & 0o777 == 0o750
