@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -66,6 +67,8 @@ def view(  # noqa: PLR0911 - one return per kind of source
     if uri.startswith("s3://"):
         return SourceView("download", None, None)
     path = _local(uri)
+    if special := _special(uri, path, where):
+        raise special
     if os.path.isdir(path):
         return SourceView("copy", frozenset(os.listdir(path)), None, path)
     job = Job(where, limits, should_stop)
@@ -81,6 +84,23 @@ def view(  # noqa: PLR0911 - one return per kind of source
         name = os.path.basename(path)
         return SourceView("copy", frozenset({name}), frozenset({name}))
     return SourceView("copy", frozenset(), frozenset())
+
+
+def _special(uri: str, path: str, where: str) -> ConfigError | None:
+    """The error for a source that is neither a directory nor a regular file (a FIFO would be
+    waited on for ever, a device read without end); None for anything else."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing: said where it is used
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return ConfigError(
+        where,
+        FIELD,
+        f"{uri!r} is not a directory or a regular file (a FIFO, socket or device)",
+        "point it at a directory or .tar.gz",
+    )
 
 
 def _remove_leftovers(code_dir: str) -> None:
@@ -197,6 +217,8 @@ def fetch(
     path = _local(uri)
     if not os.path.exists(path):
         raise ConfigError(where, FIELD, f"{uri!r} does not exist", "point it at a directory or .tar.gz")
+    if special := _special(uri, path, where):
+        raise special
     if os.path.isdir(path):
         if os.path.realpath(path) != os.path.realpath(code_dir):
             with _staged(code_dir) as staging:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tarfile
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
 from smsupervise.sagemaker import archive as untrusted
 from smsupervise.sagemaker.archive import CHUNK, FIELD, Job, Limits, Stopped, bytes_error, limit_error, refuse
@@ -45,29 +45,57 @@ def _parts(name: str) -> tuple[str, ...] | None:
     return None if ".." in parts else parts
 
 
-def _resolve_link(parent: tuple[str, ...], target: str, links: set[tuple[str, ...]]) -> bool:
+class _Links:
+    """The archive's symlinks as a tree of names (the key "" marks a symlink: no part is empty),
+    so that "is a symlink on this path" costs time linear in the path, whatever its depth."""
+
+    def __init__(self, paths: list[tuple[str, ...]]) -> None:
+        self.root: dict[str, Any] = {}
+        for parts in paths:
+            node = self.root
+            for part in parts:
+                node = node.setdefault(part, {})
+            node[""] = {}
+
+    def through(self, parts: tuple[str, ...]) -> bool:
+        """Whether a proper prefix of ``parts`` is a symlink."""
+        node: dict[str, Any] | None = self.root
+        for part in parts[:-1]:
+            node = node.get(part) if node is not None else None
+            if node is None:
+                return False
+            if "" in node:
+                return True
+        return False
+
+
+def _resolve_link(parent: tuple[str, ...], target: str, links: _Links) -> bool:
     """Whether a symlink in ``parent`` to ``target`` stays in the tree, resolved on names alone.
 
     Exact because no part but the last may be a symlink: only then is ``..`` a real parent."""
     if not target or target.startswith("/") or "\0" in target:
         return False
-    here = list(parent)
+    nodes: list[dict[str, Any] | None] = [links.root]  # the tree's node for each prefix of here
+    for part in parent:
+        nodes.append(nodes[-1].get(part) if nodes[-1] is not None else None)
     pieces = [piece for piece in target.split("/") if piece not in ("", ".")]
     for index, piece in enumerate(pieces):
         if piece == "..":
-            if not here:
+            if len(nodes) == 1:
                 return False
-            here.pop()
-        else:
-            here.append(piece)
-            if index < len(pieces) - 1 and tuple(here) in links:
-                return False
+            nodes.pop()
+            continue
+        node = nodes[-1]
+        child = node.get(piece) if node is not None else None
+        nodes.append(child)
+        if index < len(pieces) - 1 and child is not None and "" in child:
+            return False
     return True
 
 
 def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
     """Every member checked on names alone, before anything is written; raises on the first bad one."""
-    links = {parts for info in infos if info.issym() and (parts := _parts(info.name))}
+    links = _Links([parts for info in infos if info.issym() and (parts := _parts(info.name))])
     kinds: dict[tuple[str, ...], str] = {}
     members: list[_Member] = []
     for info in infos:
@@ -86,7 +114,7 @@ def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
 def _member_problem(  # noqa: PLR0911 - one return per refusal
     info: tarfile.TarInfo,
     parts: tuple[str, ...] | None,
-    links: set[tuple[str, ...]],
+    links: _Links,
     kinds: dict[tuple[str, ...], str],
 ) -> str:
     if parts is None:
@@ -95,7 +123,7 @@ def _member_problem(  # noqa: PLR0911 - one return per refusal
         return "names the code dir itself"
     if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
         return "is not a regular file, directory, symlink or hard link (a device or FIFO)"
-    if any(parts[:i] in links for i in range(1, len(parts))):
+    if links.through(parts):
         return "has a path through a symlink"
     if parts in kinds and not (info.isdir() and kinds[parts] == "dir"):
         return "appears twice in the archive"

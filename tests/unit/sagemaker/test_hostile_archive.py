@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from smsupervise.errors import ConfigError
-from smsupervise.sagemaker import sourcedir
+from smsupervise.sagemaker import archive, sourcedir, unpack
 from smsupervise.sagemaker.removal import remove_tree
 
 BODY = b"print('hi')\n"
@@ -477,3 +477,48 @@ def test_a_plain_local_source_with_links_is_copied_as_it_is(tmp_path: Path) -> N
     assert (code / "train.py").read_bytes() == BODY
     assert os.readlink(code / "link.py") == "train.py"
     assert (code / "lib" / "run.sh").stat().st_mode & 0o777 == 0o750
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_a_source_that_is_no_file_or_directory_is_refused(tmp_path: Path, kind: str) -> None:
+    """sagemaker_submit_directory naming a FIFO (opening it waits for a writer for ever, deaf to a
+    stop) or a device: refused, naming it, at the plan's look and at the fetch."""
+    if kind == "fifo":
+        source = tmp_path / "fifo"
+        os.mkfifo(source)
+    else:
+        source = Path("/dev/null")
+    code = _tree(tmp_path)
+    for attempt in (
+        lambda: sourcedir.view(str(source), str(code)),
+        lambda: sourcedir.fetch(str(source), str(code), "h.json"),
+    ):
+        with pytest.raises(ConfigError) as raised:
+            attempt()
+        assert "is not a directory or a regular file" in raised.value.problem
+    assert os.listdir(code) == []
+
+
+def _wide_names(count: int, depth: int) -> bytes:
+    """``count`` symlinks, then members ``depth`` components deep: the prefix check ran in
+    time quadratic in the depth for each member."""
+    raw = b""
+    for index in range(count):
+        link = tarfile.TarInfo(f"l{index}")
+        link.type, link.linkname = tarfile.SYMTYPE, "train.py"
+        raw += bytes(_block(link, tarfile.PAX_FORMAT))
+    for index in range(count):
+        deep = tarfile.TarInfo("/".join(["p"] * depth) + f"/f{index}")
+        raw += bytes(_block(deep, tarfile.PAX_FORMAT))
+    return raw
+
+
+@pytest.mark.timeout(60)
+def test_deep_names_beside_symlinks_are_checked_in_linear_time(tmp_path: Path) -> None:
+    """200 members 20000 components deep beside 200 symlinks: the checks on names (before
+    anything is written) finish within the hang detector; they were quadratic in the depth."""
+    tarball = _write(tmp_path, _entry() + _wide_names(200, 20_000) + END)
+    job = unpack.Job("h.json", unpack.Limits(), lambda: False)
+    with archive.read(str(tarball), job, str(tarball)) as (_, infos):
+        members = unpack._check(infos, job)  # the names-only pass, alone
+    assert len(members) == 401
