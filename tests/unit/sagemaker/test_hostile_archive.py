@@ -11,6 +11,8 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
+import subprocess
 import sys
 import tarfile
 from collections.abc import Iterator
@@ -522,3 +524,65 @@ def test_deep_names_beside_symlinks_are_checked_in_linear_time(tmp_path: Path) -
     with archive.read(str(tarball), job, str(tarball)) as (_, infos):
         members = unpack._check(infos, job)  # the names-only pass, alone
     assert len(members) == 401
+
+
+# -- the checks refuse nothing a tar writer makes -------------------------------------------------------
+
+NAMES = st.text(alphabet="abcé_-.", min_size=1, max_size=12).filter(lambda name: name not in (".", ".."))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    files=st.dictionaries(
+        st.lists(NAMES, min_size=1, max_size=3)
+        .map("/".join)
+        .map(lambda n: n + ("x" * 120 if len(n) % 3 else "")),
+        st.binary(max_size=1500),
+        min_size=1,
+        max_size=6,
+    ),
+    fmt=st.sampled_from([tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT]),
+    mode=st.sampled_from(["w", "w:gz", "w:bz2", "w:xz"]),
+)
+def test_any_archive_tarfile_writes_unpacks_exactly(
+    tmp_path_factory: pytest.TempPathFactory, files: dict[str, bytes], fmt: int, mode: str
+) -> None:
+    """The twin of every refusal above: archives of files in nested dirs (long names: GNU long
+    names and PAX paths), every format, every compression, unpack byte for byte."""
+    paths = sorted(files)
+    if any(other.startswith(path + "/") for path in paths for other in paths):
+        return  # a file where another needs a directory: not a tree
+    tmp_path = tmp_path_factory.mktemp("any")
+    tarball = tmp_path / "src.tar"
+    try:
+        with tarfile.open(tarball, mode, format=fmt) as archive:
+            for path in paths:
+                archive.addfile(_info(path, files[path]), io.BytesIO(files[path]))
+    except ValueError:
+        return  # USTAR cannot hold the name
+    code = _tree(tmp_path)
+    assert sourcedir.view(str(tarball), str(code)).files == frozenset(paths)
+    sourcedir.fetch(str(tarball), str(code), "hyperparameters.json")
+    for path in paths:
+        assert (code / path).read_bytes() == files[path]
+
+
+def test_an_archive_gnu_tar_makes_unpacks(tmp_path: Path) -> None:
+    """The same with the system's tar (GNU tar: long names, symlinks, empty dirs, gzip)."""
+    tar = shutil.which("tar")
+    if tar is None:
+        pytest.skip("no tar on PATH")
+    source = tmp_path / "src"
+    deep = source / ("long" * 40) / ("name" * 40)
+    deep.mkdir(parents=True)
+    (deep / "f.py").write_bytes(BODY)
+    (source / "train.py").write_bytes(BODY)
+    (source / "empty").mkdir()
+    (source / "link.py").symlink_to("train.py")
+    tarball = tmp_path / "src.tar.gz"
+    subprocess.run([tar, "czf", str(tarball), "-C", str(source), "."], check=True)
+    code = _tree(tmp_path)
+    sourcedir.fetch(str(tarball), str(code), "hyperparameters.json")
+    assert (code / ("long" * 40) / ("name" * 40) / "f.py").read_bytes() == BODY
+    assert os.readlink(code / "link.py") == "train.py"
+    assert (code / "empty").is_dir()
