@@ -209,11 +209,11 @@ def fetch(
             if should_stop():
                 raise Stopped(f"after downloading {uri}")
             with _staged(code_dir) as staging:
-                unpack(tarball, staging, job, uri)
+                note = unpack(tarball, staging, job, uri)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tarball)
-        return f"downloaded and unpacked {uri}"
+        return f"downloaded and unpacked {uri}{note}"
     path = _local(uri)
     if not os.path.exists(path):
         raise ConfigError(where, FIELD, f"{uri!r} does not exist", "point it at a directory or .tar.gz")
@@ -226,7 +226,6 @@ def fetch(
         return f"copied {path}"
     with _staged(code_dir) as staging:
         if archive.is_archive(path, job):
-            unpack(path, staging, job, uri)
-            return f"unpacked {path}"
+            return f"unpacked {path}{unpack(path, staging, job, uri)}"
         shutil.copy2(path, staging)
     return f"copied {path}"

@@ -163,7 +163,15 @@ def _mtime(value: float) -> float:
     return 0.0 if value != value else min(max(float(value), MIN_TIME), MAX_TIME)  # noqa: PLR0124 - NaN
 
 
-def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, written: list[int]) -> None:
+class _Tally:
+    """What one unpack counted: bytes really written (against the limit), times clamped."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.clamped = 0
+
+
+def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, tally: _Tally) -> None:
     """A regular file from the archive, counting the bytes really written against the limit."""
     fd = os.open(
         member.parts[-1],
@@ -173,8 +181,8 @@ def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, 
     )
     try:
         while data is not None and (chunk := data.read(CHUNK)):
-            written[0] += len(chunk)
-            if written[0] > job.limits.max_bytes:
+            tally.written += len(chunk)
+            if tally.written > job.limits.max_bytes:
                 raise bytes_error(job)
             if job.should_stop():
                 raise Stopped(f"while unpacking {member.info.name}")
@@ -183,12 +191,13 @@ def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, 
                 view = view[os.write(fd, view) :]
         os.fchmod(fd, member.info.mode & 0o755 | 0o600)
         when = _mtime(member.info.mtime)
+        tally.clamped += when != member.info.mtime
         os.utime(fd, (when, when))
     finally:
         os.close(fd)
 
 
-def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job, written: list[int]) -> None:
+def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job, tally: _Tally) -> None:
     """One member, in its parent reached from ``root`` without following a symlink."""
     info, name = member.info, member.parts[-1]
     parent = _walk(root, member.parts[:-1], create=True)
@@ -206,19 +215,19 @@ def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job,
             finally:
                 os.close(source)
         else:
-            _write_file(parent, member, archive.extractfile(info), job, written)
+            _write_file(parent, member, archive.extractfile(info), job, tally)
     finally:
         os.close(parent)
 
 
-def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: Job) -> None:
+def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: Job) -> _Tally:
     """Every member, relative to ``root`` (the staging dir's fd); directory modes last."""
-    written = [0]
+    tally = _Tally()
     for member in members:
         if job.should_stop():
             raise Stopped(f"before {member.info.name}")
         try:
-            _extract_one(archive, member, root, job, written)
+            _extract_one(archive, member, root, job, tally)
         except OSError as error:  # e.g. ELOOP: a symlink in the way; ENOSPC: a full disk
             raise refuse(job, member.info.name, f"could not be unpacked ({error.strerror})") from None
     for member in reversed([m for m in members if m.info.isdir()]):  # the owner keeps rwx
@@ -227,15 +236,20 @@ def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: J
             os.fchmod(fd, member.info.mode & 0o755 | 0o700)
         finally:
             os.close(fd)
+    return tally
 
 
-def unpack(tarball: str, staging: str, job: Job, source: str) -> None:
+def unpack(tarball: str, staging: str, job: Job, source: str) -> str:
     """Every member of ``tarball`` (``source`` names it in errors) into the empty dir ``staging``,
-    after the whole archive passed the checks; raises ``ConfigError`` or ``Stopped``."""
+    after the whole archive passed the checks; raises ``ConfigError`` or ``Stopped``. Returns a
+    note for the event log: "" or how many times out of range were clamped."""
     with untrusted.read(tarball, job, source) as (archive, infos):
         members = _check(infos, job)
         root = os.open(staging, _DIR_FLAGS)
         try:
-            _extract(archive, members, root, job)
+            tally = _extract(archive, members, root, job)
         finally:
             os.close(root)
+    if not tally.clamped:
+        return ""
+    return f" ({tally.clamped} file times out of range, e.g. a PAX mtime of 1e400, set within 1901-2514)"
