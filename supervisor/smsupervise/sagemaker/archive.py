@@ -104,9 +104,13 @@ class _Guard:
         here = self._stream.tell()
         self._stop()
         if self.counting:
-            if size is None or size < 0 or size > MAX_HEADER:
+            if size is None or size < 0:
                 raise header_error(
-                    self._job, here, f"asks for {size} bytes, more than any header needs ({MAX_HEADER})"
+                    self._job, here, f"has a negative size ({size}), which tarfile reads as 'all'"
+                )
+            if size > MAX_HEADER:
+                raise header_error(
+                    self._job, here, f"claims {size} bytes, more than any header needs ({MAX_HEADER})"
                 )
             self.reads += 1
             if self.reads > 2 * MAX_CHAIN + 2:

@@ -105,22 +105,36 @@ def _refused_by_view_and_fetch(tmp_path: Path, tarball: Path, needle: str) -> Co
     return fetched.value
 
 
+def _extended_negative(kind: bytes) -> bytes:
+    """A GNU long name or a PAX global header whose own size is negative (tarfile reads "all")."""
+    info = tarfile.TarInfo("././@LongLink")
+    info.type = kind
+    block = _block(info, tarfile.USTAR_FORMAT if kind == tarfile.XGLTYPE else tarfile.GNU_FORMAT)
+    block[124:136] = _base256(-1024)
+    return bytes(_checksum(block))
+
+
+NEGATIVE = {
+    "base256-512": _entry() + _negative_size(-512),
+    "base256-1": _entry() + _negative_size(-1),
+    "base256-huge": _entry() + _negative_size(-(1 << 40)),
+    "pax-512": _entry() + _pax_size("-512"),
+    "pax-1": _entry() + _pax_size("-1"),
+    "first-member": _negative_size(-512) + _entry(),
+    "first-pax": _pax_size("-512") + _entry(),
+    "gnu-longname": _entry() + _extended_negative(tarfile.GNUTYPE_LONGNAME) + _entry("x.py"),
+    "pax-global": _entry() + _extended_negative(tarfile.XGLTYPE) + _entry("x.py"),
+}
+
+
 @pytest.mark.parametrize("compress", [False, True], ids=["tar", "tar.gz"])
-@pytest.mark.parametrize(
-    "member",
-    [
-        _negative_size(-512),
-        _negative_size(-1),
-        _negative_size(-(1 << 40)),
-        _pax_size("-512"),
-        _pax_size("-1"),
-    ],
-    ids=["base256-512", "base256-1", "base256-huge", "pax-512", "pax-1"],
-)
-def test_a_negative_size_is_refused_not_looped_on(tmp_path: Path, member: bytes, compress: bool) -> None:
+@pytest.mark.parametrize("raw", list(NEGATIVE.values()), ids=list(NEGATIVE))
+def test_a_negative_size_is_refused_not_looped_on(tmp_path: Path, raw: bytes, compress: bool) -> None:
     """The 2 KiB archive that hangs tarfile < the CVE-2025-8194 fix (the same header read again and
-    again, memory growing): refused at once by the plan's look and by the fetch."""
-    tarball = _write(tmp_path, _entry() + member + END, compress)
+    again, memory growing), and the same size in every header that has one (the member's, first
+    or not, a PAX size, a GNU long name's, a PAX global header's): refused at once by the plan's
+    look and by the fetch."""
+    tarball = _write(tmp_path, raw + END, compress)
     _refused_by_view_and_fetch(tmp_path, tarball, "negative size")
 
 
