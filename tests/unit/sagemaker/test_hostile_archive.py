@@ -601,3 +601,26 @@ def test_an_archive_gnu_tar_makes_unpacks(tmp_path: Path) -> None:
     assert (code / ("long" * 40) / ("name" * 40) / "f.py").read_bytes() == BODY
     assert os.readlink(code / "link.py") == "train.py"
     assert (code / "empty").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("offset", "data", "size", "after", "start"),
+    [
+        (1024, 1536, 0, 1024, 1024),
+        (1024, 1536, 10, 1536, 1024),
+        (512, 1024, 0, 1024, 1024),
+        (1024, 1024, 0, 1024, 0),
+    ],
+    ids=["back-to-its-header", "data-not-skipped", "behind-the-last", "no-header"],
+)
+def test_a_header_that_does_not_advance_is_refused_whatever_the_size(
+    offset: int, data: int, size: int, after: int, start: int
+) -> None:
+    """The advance check on its own (a tarfile that computed offsets some other way, with no
+    negative size to show for it): the next header must lie past this one's data, and this one
+    past the last."""
+    info = tarfile.TarInfo("f.py")
+    info.size, info.offset, info.offset_data = size, offset, data
+    assert "does not advance" in archive._problem(info, start, after)
+    info.offset, info.offset_data = 1024, 1536
+    assert archive._problem(info, 1024, 1536 + -(-size // 512) * 512) == ""
