@@ -154,7 +154,7 @@ def prelude(invocation: Invocation, log: EventLog, inbox: SignalInbox) -> planni
     """Before the loop: become a reaper, decide the plan, clear stale outcome files, prepare."""
     become_reaper(log)
     machine = probe.machine(os.environ) if invocation.mode == "train" else None
-    plan = planning.decide(invocation, os.environ, machine)
+    plan = planning.decide(invocation, os.environ, machine, should_stop=inbox.stop_pending)  # a stop ends it
     if plan.outcome_dir is not None:
         _clear_stale(plan.outcome_dir, log)
     plan, done = planning.prepare(plan, invocation.settings, inbox.stop_pending)  # a stop ends a fetch

@@ -2,6 +2,13 @@
 
 A missing file gets the toolkit's default; a malformed one raises ``ConfigError`` naming the file,
 the field and the fix, before anything runs. Pure: takes a base dir, reads files, returns data.
+
+Everything in these files ends up in argv or the environment (the toolkit's SM_* variables, the
+arguments), and neither can carry a NUL, nor a lone surrogate (no UTF-8 for it): every string of
+every file, keys included, and of every hyperparameter's own JSON (the toolkit decodes each value)
+is checked, however the character was written (``\\u0000`` is the usual way). Nesting is checked
+without recursion against ``MAX_NESTING``, which every encoder after the check can go through:
+orjson stops at 255 levels, the stdlib's json at Python's recursion limit minus the stack in use.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Any, NamedTuple
 from smsupervise.errors import ConfigError
 
 INPUT_MODES = ("File", "Pipe", "FastFile")
+MAX_NESTING = 100  # levels of JSON in one value: far beyond real hyperparameters, far below orjson's 255
 _CHANNEL_NAME = re.compile(r"[A-Za-z0-9.\-_]{1,64}")  # CreateTrainingJob's ChannelName, matched whole
 
 
@@ -50,11 +58,64 @@ def _read(path: str) -> Any:
     except UnicodeDecodeError as error:
         raise ConfigError(path, "", f"is not UTF-8 (byte {error.start})", "write it as UTF-8 JSON") from None
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError as error:
         raise ConfigError(path, "", f"is not valid JSON: {error}", "fix the JSON syntax") from None
     except RecursionError:
         raise ConfigError(path, "", "nests JSON deeper than Python's parser allows", "flatten it") from None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_value(path, key, item, 1)
+    else:
+        _check_value(path, "", value, 0)
+    return value
+
+
+def _field(name: str) -> str:
+    """A key as it can be shown in a message (a NUL or a lone surrogate escaped)."""
+    return json.dumps(name)[1:-1] if _unfit(name) else name
+
+
+def _unfit(text: str) -> str:
+    """What keeps ``text`` out of argv and the environment: a NUL or a lone surrogate; or ""."""
+    if "\0" in text:
+        return "a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return f"a lone surrogate (\\u{ord(text[error.start]):04x}), which is no character"
+    return ""
+
+
+def _check_value(path: str, field: str, value: Any, depth: int) -> None:
+    """Every string (keys too) of ``value`` fit for argv and the environment, and its nesting
+    within ``MAX_NESTING`` below ``depth``; walked without recursion. ``field`` names it in errors."""
+    shown = _field(field)
+    problem = _unfit(field)
+    todo: list[tuple[Any, int]] = [(value, depth)]
+    while todo and not problem:
+        item, level = todo.pop()
+        if isinstance(item, str):
+            problem = _unfit(item)
+        elif isinstance(item, dict | list):
+            if level - depth >= MAX_NESTING:
+                raise ConfigError(
+                    path,
+                    shown,
+                    f"nests JSON deeper than {MAX_NESTING} levels, more than smsupervise passes on "
+                    "(the encoders after this check stop at 255 levels or at Python's recursion limit)",
+                    "flatten the value, or pass it in a file (a channel, or the source directory)",
+                )
+            if isinstance(item, dict):
+                todo += [(key, level) for key in item]
+            todo += [(child, level + 1) for child in (item.values() if isinstance(item, dict) else item)]
+    if problem:
+        raise ConfigError(
+            path,
+            shown,
+            f"contains {problem}: no argv or environment can carry it (a NUL byte ends a C string)",
+            "remove it (it is often written as the JSON escape \\u0000)",
+        )
 
 
 def _object(path: str, value: Any, field: str = "") -> dict[str, Any]:
@@ -172,21 +233,20 @@ def _input_data_config(path: str) -> dict[str, dict[str, Any]]:
 
 
 def _hyperparameters(path: str, values: dict[str, Any]) -> dict[str, Any]:
-    """Refuse what no process could be given: a NUL in a name or value, or a value nested deeper
-    than JSON can be decoded and encoded again (the toolkit passes each value through both)."""
+    """Refuse what no process could be given, inside each value's own JSON too (the toolkit
+    decodes each value, then encodes it again): the file itself was checked by ``_read``."""
     for key, value in values.items():
-        if "\0" in key or (isinstance(value, str) and "\0" in value):
-            raise ConfigError(
-                path, key, "contains a NUL byte, which no argv or environment can carry", "remove it"
-            )
+        if not isinstance(value, str):
+            continue
         try:
-            json.dumps(json.loads(value) if isinstance(value, str) else value)
+            decoded = json.loads(value)
         except ValueError:
             continue  # not JSON: passed on as a string, as the toolkit does
         except RecursionError:
             raise ConfigError(
-                path, key, "nests JSON deeper than Python's parser allows", "flatten the value"
+                path, _field(key), "nests JSON deeper than Python's parser allows", "flatten the value"
             ) from None
+        _check_value(path, key, decoded, 0)
     return values
 
 

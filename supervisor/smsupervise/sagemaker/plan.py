@@ -50,6 +50,10 @@ class Plan(NamedTuple):
     cluster: ClusterPlan | None = None  # distributed jobs: launcher, peers, fail-fast, rank logs
 
 
+def _never() -> bool:
+    return False
+
+
 def _ourselves() -> frozenset[str]:
     """Real paths that are smsupervise itself, so `train` on PATH never resolves to us."""
     return frozenset({os.path.realpath(sys.argv[0])} if sys.argv and sys.argv[0] else set())
@@ -70,11 +74,14 @@ def decide(
     env: Mapping[str, str],
     machine: environment.Machine | None = None,
     run_id: str | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> Plan:
     """Decide what to run, writing nothing; raises ``ConfigError`` (exit 2) or ``SpawnError`` (126/127).
 
     ``machine`` holds the probed facts train mode needs (None: no GPUs or Neuron cores found);
-    ``run_id`` names this run's checkpoint acknowledgement file and relay directory.
+    ``run_id`` names this run's checkpoint acknowledgement file and relay directory;
+    ``should_stop`` is asked while a source archive is read: on a stop the plan keeps only a
+    training step that never starts (as ``prepare`` does on a stop).
     """
     run_id = run_id or new_run_id()
     if invocation.mode == "exec":
@@ -83,7 +90,7 @@ def decide(
     elif invocation.mode == "serve":
         planned = _serve(invocation, env)
     else:
-        planned = _train(invocation, env, machine, run_id)
+        planned = _train(invocation, env, machine, run_id, should_stop or _never)
     # Every step names its working directory: smsupervise itself moves to / before the loop.
     here = os.getcwd()
     steps = tuple(
@@ -166,7 +173,31 @@ def validate_entry_point(name: str, where: str) -> str:
 
 
 def _train(
-    invocation: Invocation, env: Mapping[str, str], machine: environment.Machine | None, run_id: str
+    invocation: Invocation,
+    env: Mapping[str, str],
+    machine: environment.Machine | None,
+    run_id: str,
+    should_stop: Callable[[], bool],
+) -> Plan:
+    planned = _train_plan(invocation, env, machine, run_id, should_stop)
+    hp_file = os.path.join(invocation.settings.base_dir, "input", "config", "hyperparameters.json")
+    _check_launches(planned, hp_file)
+    return planned
+
+
+def _check_launches(planned: Plan, hp_file: str) -> None:
+    """Every step's argv and environment within what execve takes (``limits.check_launch``);
+    the variables added later (the checkpoint protocol's, the control socket's) fit in its slack."""
+    for step in planned.steps:
+        limits.check_launch(step.spec, hp_file)
+
+
+def _train_plan(
+    invocation: Invocation,
+    env: Mapping[str, str],
+    machine: environment.Machine | None,
+    run_id: str,
+    should_stop: Callable[[], bool],
 ) -> Plan:
     from smsupervise.sagemaker import config, environment  # noqa: PLC0415 - see TYPE_CHECKING above
 
@@ -191,7 +222,10 @@ def _train(
         main = Step(StepKind.MAIN, "training", LaunchSpec(argv, child_env))
         return Plan((main,), output_dir, pipes=pipes)
     if tenv.entry_point:
-        return _script_mode(invocation, cfg, tenv, child_env, output_dir, run_id=run_id)._replace(pipes=pipes)
+        planned = _script_mode(
+            invocation, cfg, tenv, child_env, output_dir, run_id=run_id, should_stop=should_stop
+        )
+        return planned._replace(pipes=pipes)
     program = probe.on_path("train", env, _ourselves())
     if program is not None:
         main = Step(StepKind.MAIN, "training", LaunchSpec((program, *invocation.args), child_env))
@@ -235,13 +269,22 @@ def _script_mode(
     output_dir: str,
     *,
     run_id: str,
+    should_stop: Callable[[], bool],
 ) -> Plan:
     hp_file = cfg.path("input", "config", "hyperparameters.json")
     entry = validate_entry_point(str(tenv.entry_point), hp_file)
     if tenv.submit_dir != tenv.code_dir:
         from smsupervise.sagemaker import sourcedir  # noqa: PLC0415 - tarfile: 3.5 ms of start-up
 
-        action, names, files, root = sourcedir.view(tenv.submit_dir, tenv.code_dir)
+        settings = invocation.settings
+        bounds = sourcedir.Limits(settings.source_max_bytes, settings.source_max_members)
+        try:
+            action, names, files, root = sourcedir.view(
+                tenv.submit_dir, tenv.code_dir, hp_file, bounds, should_stop
+            )
+        except sourcedir.Stopped:
+            when = f"while planning: reading {tenv.submit_dir}"
+            return _never_started(when, tenv.submit_dir, tenv.code_dir, env, output_dir)
     else:
         names = frozenset(os.listdir(tenv.code_dir)) if os.path.isdir(tenv.code_dir) else frozenset()
         action, files, root = "keep", None, tenv.code_dir
@@ -313,6 +356,17 @@ def _not_in_source(script: Script, names: list[str]) -> ConfigError:
     )
 
 
+def _never_started(
+    when: str, source: str, code_dir: str, env: Mapping[str, str], outcome_dir: str | None
+) -> Plan:
+    """A stop while the source was read: a training step that never starts (the supervisor ends
+    the run as a stop before training started; the failure file says where it was)."""
+    label = f"training (source fetch stopped {when})"
+    never = Step(StepKind.MAIN, label, LaunchSpec(("false",), dict(env), None))
+    fields = {"source": source, "code_dir": code_dir, "when": when}
+    return Plan((never,), outcome_dir, notes=(Note("warning", "source_stopped", fields),))
+
+
 def prepare(
     plan: Plan, settings: Settings | None = None, should_stop: Callable[[], bool] | None = None
 ) -> tuple[Plan, tuple[Note, ...]]:
@@ -337,10 +391,8 @@ def prepare(
                 script.source, script.code_dir, script.where, bounds, should_stop or (lambda: False)
             )
         except sourcedir.Stopped as stopped:
-            label = f"training (source fetch stopped {stopped})"  # the failure file says where it was
-            never = Step(StepKind.MAIN, label, LaunchSpec(("false",), script.env, script.code_dir))
-            fields = {"source": script.source, "code_dir": script.code_dir, "when": str(stopped)}
-            return plan._replace(steps=(never,)), (Note("warning", "source_stopped", fields),)
+            never = _never_started(str(stopped), script.source, script.code_dir, script.env, plan.outcome_dir)
+            return plan._replace(steps=never.steps), never.notes
         ready = {"source": script.source, "code_dir": script.code_dir, "action": action}
         notes.append(Note("info", "source_ready", ready))
     os.makedirs(script.code_dir, exist_ok=True)
@@ -363,6 +415,7 @@ def prepare(
         runner = runners.choose(script.entry, names, python, script.args, script.env, script.code_dir)
         plan = plan._replace(steps=runner.steps, runner=runner, script=script._replace(python=python))
         plan = _distributed(plan._replace(notes=()), runner)
+        _check_launches(plan, script.where)
     if plan.runner is not None and plan.runner.make_executable:
         os.chmod(entry_path, os.stat(entry_path).st_mode | 0o111)  # noqa: S103 (the toolkit's chmod +x)
     if plan.cluster is not None and plan.cluster.launch is not None:

@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tarfile
+import stat
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 from smsupervise.errors import ConfigError
+from smsupervise.sagemaker import archive
 from smsupervise.sagemaker.download import download
+from smsupervise.sagemaker.removal import remove_tree
 from smsupervise.sagemaker.unpack import FIELD, Job, Limits, Stopped, unpack
 
 __all__ = ["FIELD", "Limits", "SourceView", "Stopped", "fetch", "view"]
@@ -50,20 +52,31 @@ def _listing(code_dir: str) -> list[str]:
     return [name for name in os.listdir(code_dir) if not name.startswith(STAGING)]
 
 
-def view(uri: str, code_dir: str) -> SourceView:  # noqa: PLR0911 - one return per kind of source
-    """Look at the source without fetching it (for the pure planning step). Reads only."""
+def view(  # noqa: PLR0911 - one return per kind of source
+    uri: str,
+    code_dir: str,
+    where: str = "hyperparameters.json",
+    limits: Limits = Limits(),  # noqa: B008 - an immutable record
+    should_stop: Callable[[], bool] = _never,
+) -> SourceView:
+    """Look at the source without fetching it (for the pure planning step). Reads only, an
+    archive within ``limits`` and its header checks (``ConfigError``), asking ``should_stop``
+    (``Stopped``) as it reads; ``where`` names the config file in errors."""
     if listing := _listing(code_dir):
         return SourceView("keep", frozenset(listing), None, code_dir)
     if uri.startswith("s3://"):
         return SourceView("download", None, None)
     path = _local(uri)
+    if special := _special(uri, path, where):
+        raise special
     if os.path.isdir(path):
         return SourceView("copy", frozenset(os.listdir(path)), None, path)
-    if os.path.isfile(path) and tarfile.is_tarfile(path):
+    job = Job(where, limits, should_stop)
+    if os.path.isfile(path) and archive.is_archive(path, job):
         try:
-            with tarfile.open(path, mode="r:*") as archive:
-                members = [(os.path.normpath(m.name), m.isfile()) for m in archive.getmembers()]
-        except (tarfile.TarError, EOFError):
+            with archive.read(path, job, uri) as (_, infos):
+                members = [(os.path.normpath(m.name), m.isfile()) for m in infos]
+        except archive.Unreadable:
             return SourceView("unpack", None, None)  # fetch reports it with the file and field
         names = frozenset(name.split("/")[0] for name, _ in members if name != ".")
         return SourceView("unpack", names, frozenset(name for name, is_file in members if is_file))
@@ -73,6 +86,23 @@ def view(uri: str, code_dir: str) -> SourceView:  # noqa: PLR0911 - one return p
     return SourceView("copy", frozenset(), frozenset())
 
 
+def _special(uri: str, path: str, where: str) -> ConfigError | None:
+    """The error for a source that is neither a directory nor a regular file (a FIFO would be
+    waited on for ever, a device read without end); None for anything else."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing: said where it is used
+    if stat.S_ISDIR(mode) or stat.S_ISREG(mode):
+        return None
+    return ConfigError(
+        where,
+        FIELD,
+        f"{uri!r} is not a directory or a regular file (a FIFO, socket or device)",
+        "point it at a directory or .tar.gz",
+    )
+
+
 def _remove_leftovers(code_dir: str) -> None:
     """Staging dirs of an earlier fetch that was killed outright (SIGKILL): never a half source."""
     for holder in (os.path.dirname(code_dir), code_dir):
@@ -80,10 +110,7 @@ def _remove_leftovers(code_dir: str) -> None:
             for name in os.listdir(holder):
                 if name.startswith(STAGING):
                     path = os.path.join(holder, name)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    else:  # a download of an s3:// source
-                        os.unlink(path)
+                    remove_tree(path)  # a staging dir, or a download of an s3:// source
 
 
 @contextlib.contextmanager
@@ -105,20 +132,54 @@ def _staged(code_dir: str) -> Iterator[str]:
             os.chmod(staging, 0o755)  # noqa: S103 - a code dir as mkdir makes it: others read
             os.rename(staging, code_dir)  # replaces the empty code dir, if there is one
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            remove_tree(staging)
         raise
 
 
 def _copy_dir(source: str, staging: str, job: Job) -> None:
-    """A local directory, symlinks copied as symlinks, with a stop check per file."""
+    """A local directory, without recursion (any depth the kernel's paths reach): symlinks copied
+    as symlinks, files with their modes and times, a stop check per entry; anything else (a FIFO,
+    a socket, a device) and whatever cannot be copied is refused with its path."""
+    dirs: list[str] = [""]  # relative paths still to copy; the staging dir stands for ""
+    made: list[tuple[str, str]] = []  # (source dir, copy): modes and times set last, deepest first
+    while dirs:
+        relative = dirs.pop()
+        here, there = os.path.join(source, relative), os.path.join(staging, relative)
+        try:
+            if relative:
+                os.mkdir(there, 0o700)
+            made.append((here, there))
+            with os.scandir(here) as entries:
+                listed = sorted(entries, key=lambda entry: entry.name)
+            for entry in listed:
+                if job.should_stop():
+                    raise Stopped(f"while copying {entry.path}")
+                target = os.path.join(there, entry.name)
+                if entry.is_symlink():
+                    os.symlink(os.readlink(entry.path), target)
+                elif entry.is_dir(follow_symlinks=False):
+                    dirs.append(os.path.join(relative, entry.name))
+                elif entry.is_file(follow_symlinks=False):
+                    shutil.copy2(entry.path, target, follow_symlinks=False)
+                else:
+                    raise _copy_error(
+                        job, entry.path, "is not a file, directory or symlink (a FIFO, socket or device)"
+                    )
+        except OSError as error:
+            raise _copy_error(job, here, f"could not be copied ({error.strerror or error})") from None
+    for here, there in reversed(made):
+        shutil.copystat(here, there, follow_symlinks=False)
 
-    def copy(src: str, dst: str) -> object:
-        if job.should_stop():
-            raise Stopped(f"while copying {src}")
-        return shutil.copy2(src, dst)
 
-    os.rmdir(staging)  # copytree makes it again: same name, same filesystem
-    shutil.copytree(source, staging, symlinks=True, copy_function=copy)
+def _copy_error(job: Job, path: str, problem: str) -> ConfigError:
+    shown = path if len(path) <= 300 else f"...{path[-300:]}"  # a path past PATH_MAX: its end
+    return ConfigError(
+        job.where,
+        FIELD,
+        f"{shown!r} {problem}; nothing was copied",
+        "point it at a plain directory of your source (or a .tar.gz of it)",
+    )
 
 
 def fetch(
@@ -148,22 +209,23 @@ def fetch(
             if should_stop():
                 raise Stopped(f"after downloading {uri}")
             with _staged(code_dir) as staging:
-                unpack(tarball, staging, job, uri)
+                note = unpack(tarball, staging, job, uri)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tarball)
-        return f"downloaded and unpacked {uri}"
+        return f"downloaded and unpacked {uri}{note}"
     path = _local(uri)
     if not os.path.exists(path):
         raise ConfigError(where, FIELD, f"{uri!r} does not exist", "point it at a directory or .tar.gz")
+    if special := _special(uri, path, where):
+        raise special
     if os.path.isdir(path):
         if os.path.realpath(path) != os.path.realpath(code_dir):
             with _staged(code_dir) as staging:
                 _copy_dir(path, staging, job)
         return f"copied {path}"
     with _staged(code_dir) as staging:
-        if tarfile.is_tarfile(path):
-            unpack(path, staging, job, uri)
-            return f"unpacked {path}"
+        if archive.is_archive(path, job):
+            return f"unpacked {path}{unpack(path, staging, job, uri)}"
         shutil.copy2(path, staging)
     return f"copied {path}"

@@ -7,9 +7,11 @@ member relative to directory fds, never following a symlink (``O_NOFOLLOW``, ``d
 absolute names, ``..``, anything but regular files, directories, symlinks and hard links, a path
 through a symlink, a symlink whose target is absolute, climbs above the code dir or passes through
 another symlink, a hard link to anything but a regular file unpacked before it, duplicate names.
-Modes keep ``0o755`` at most (no setuid, setgid or sticky bit); files belong to whoever unpacks.
-Limits (``--source-max-bytes``, ``--source-max-members``) stop zip bombs; ``Job.should_stop`` is
-asked between members and chunks. The caller (``sourcedir``) owns the staging dir and its removal.
+Modes keep ``0o755`` at most (no setuid, setgid or sticky bit); files belong to whoever unpacks;
+times out of range (a PAX ``mtime`` of ``1e400`` or ``nan``) are clamped. The headers are read and
+checked by ``archive`` (bounded, stoppable, refusing what tarfile mis-reads). Limits
+(``--source-max-bytes``, ``--source-max-members``) stop zip bombs; ``Job.should_stop`` is asked
+between members and chunks. The caller (``sourcedir``) owns the staging dir and its removal.
 """
 
 from __future__ import annotations
@@ -17,26 +19,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tarfile
-from collections.abc import Callable
-from typing import IO, NamedTuple
+from typing import IO, Any, NamedTuple
 
-from smsupervise.errors import ConfigError
+from smsupervise.sagemaker import archive as untrusted
+from smsupervise.sagemaker.archive import CHUNK, FIELD, Job, Limits, Stopped, bytes_error, limit_error, refuse
 
-FIELD = "sagemaker_submit_directory"
-CHUNK = 1 << 20
-_REBUILD = "rebuild the source archive from a plain directory (tar czf sourcedir.tar.gz -C src .)"
+__all__ = ["CHUNK", "FIELD", "Job", "Limits", "Stopped", "limit_error", "refuse", "unpack"]
+MIN_TIME, MAX_TIME = -float(1 << 31), float(1 << 34)  # years 1901-2514: ext4 and xfs keep them
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class Limits(NamedTuple):
-    """Against zip bombs: the most bytes written and members unpacked for one source."""
-
-    max_bytes: int = 20 << 30
-    max_members: int = 1_000_000
-
-
-class Stopped(Exception):
-    """A stop signal arrived while the source was being fetched; nothing was left behind."""
 
 
 class _Member(NamedTuple):
@@ -47,31 +37,6 @@ class _Member(NamedTuple):
     link: tuple[str, ...] = ()  # a hard link's source path, in parts
 
 
-class Job(NamedTuple):
-    """What one fetch needs to say and check: the config file for errors, the limits, the stop."""
-
-    where: str
-    limits: Limits
-    should_stop: Callable[[], bool]
-
-
-def refuse(job: Job, name: str, problem: str) -> ConfigError:
-    """The error for an archive member that is refused: the member, why, and how to fix it."""
-    return ConfigError(job.where, FIELD, f"archive member {name!r} {problem}; nothing was unpacked", _REBUILD)
-
-
-def limit_error(job: Job, what: str) -> ConfigError:
-    """The error for a source over ``--source-max-bytes`` or ``--source-max-members``."""
-    option = "--source-max-bytes" if "bytes" in what else "--source-max-members"
-    env = option.upper().replace("--", "SMSUPERVISE_").replace("-", "_")
-    return ConfigError(
-        job.where,
-        FIELD,
-        f"the source has more than {what}; nothing was unpacked",
-        f"if the archive is really that big, raise {option} (or {env})",
-    )
-
-
 def _parts(name: str) -> tuple[str, ...] | None:
     """The path parts of a relative name without ``.``; None if it is absolute or climbs (``..``)."""
     if name.startswith("/") or "\0" in name:
@@ -80,31 +45,58 @@ def _parts(name: str) -> tuple[str, ...] | None:
     return None if ".." in parts else parts
 
 
-def _resolve_link(parent: tuple[str, ...], target: str, links: set[tuple[str, ...]]) -> bool:
+class _Links:
+    """The archive's symlinks as a tree of names (the key "" marks a symlink: no part is empty),
+    so that "is a symlink on this path" costs time linear in the path, whatever its depth."""
+
+    def __init__(self, paths: list[tuple[str, ...]]) -> None:
+        self.root: dict[str, Any] = {}
+        for parts in paths:
+            node = self.root
+            for part in parts:
+                node = node.setdefault(part, {})
+            node[""] = {}
+
+    def through(self, parts: tuple[str, ...]) -> bool:
+        """Whether a proper prefix of ``parts`` is a symlink."""
+        node: dict[str, Any] | None = self.root
+        for part in parts[:-1]:
+            node = node.get(part) if node is not None else None
+            if node is None:
+                return False
+            if "" in node:
+                return True
+        return False
+
+
+def _resolve_link(parent: tuple[str, ...], target: str, links: _Links) -> bool:
     """Whether a symlink in ``parent`` to ``target`` stays in the tree, resolved on names alone.
 
     Exact because no part but the last may be a symlink: only then is ``..`` a real parent."""
     if not target or target.startswith("/") or "\0" in target:
         return False
-    here = list(parent)
+    nodes: list[dict[str, Any] | None] = [links.root]  # the tree's node for each prefix of here
+    for part in parent:
+        nodes.append(nodes[-1].get(part) if nodes[-1] is not None else None)
     pieces = [piece for piece in target.split("/") if piece not in ("", ".")]
     for index, piece in enumerate(pieces):
         if piece == "..":
-            if not here:
+            if len(nodes) == 1:
                 return False
-            here.pop()
-        else:
-            here.append(piece)
-            if index < len(pieces) - 1 and tuple(here) in links:
-                return False
+            nodes.pop()
+            continue
+        node = nodes[-1]
+        child = node.get(piece) if node is not None else None
+        nodes.append(child)
+        if index < len(pieces) - 1 and child is not None and "" in child:
+            return False
     return True
 
 
 def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
     """Every member checked on names alone, before anything is written; raises on the first bad one."""
-    links = {parts for info in infos if info.issym() and (parts := _parts(info.name))}
+    links = _Links([parts for info in infos if info.issym() and (parts := _parts(info.name))])
     kinds: dict[tuple[str, ...], str] = {}
-    declared = 0
     members: list[_Member] = []
     for info in infos:
         parts = _parts(info.name)
@@ -112,9 +104,6 @@ def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
         if problem:
             raise refuse(job, info.name, problem)
         assert parts is not None
-        declared += info.size if info.isreg() else 0
-        if declared > job.limits.max_bytes:
-            raise limit_error(job, f"{job.limits.max_bytes} bytes (--source-max-bytes)")
         if not parts:  # "." itself
             continue
         kinds[parts] = "dir" if info.isdir() else "file" if info.isreg() else "other"
@@ -125,7 +114,7 @@ def _check(infos: list[tarfile.TarInfo], job: Job) -> list[_Member]:
 def _member_problem(  # noqa: PLR0911 - one return per refusal
     info: tarfile.TarInfo,
     parts: tuple[str, ...] | None,
-    links: set[tuple[str, ...]],
+    links: _Links,
     kinds: dict[tuple[str, ...], str],
 ) -> str:
     if parts is None:
@@ -134,7 +123,7 @@ def _member_problem(  # noqa: PLR0911 - one return per refusal
         return "names the code dir itself"
     if not (info.isreg() or info.isdir() or info.issym() or info.islnk()):
         return "is not a regular file, directory, symlink or hard link (a device or FIFO)"
-    if any(parts[:i] in links for i in range(1, len(parts))):
+    if links.through(parts):
         return "has a path through a symlink"
     if parts in kinds and not (info.isdir() and kinds[parts] == "dir"):
         return "appears twice in the archive"
@@ -168,7 +157,21 @@ def _walk(root: int, parts: tuple[str, ...], create: bool) -> int:
     return fd
 
 
-def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, written: list[int]) -> None:
+def _mtime(value: float) -> float:
+    """A header's time as the kernel takes it: NaN is 0, anything else is kept within years
+    1901-2514 (a PAX ``mtime`` of ``1e400``, ``inf`` or 40 digits is clamped, not an OverflowError)."""
+    return 0.0 if value != value else min(max(float(value), MIN_TIME), MAX_TIME)  # noqa: PLR0124 - NaN
+
+
+class _Tally:
+    """What one unpack counted: bytes really written (against the limit), times clamped."""
+
+    def __init__(self) -> None:
+        self.written = 0
+        self.clamped = 0
+
+
+def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, tally: _Tally) -> None:
     """A regular file from the archive, counting the bytes really written against the limit."""
     fd = os.open(
         member.parts[-1],
@@ -178,21 +181,23 @@ def _write_file(parent: int, member: _Member, data: IO[bytes] | None, job: Job, 
     )
     try:
         while data is not None and (chunk := data.read(CHUNK)):
-            written[0] += len(chunk)
-            if written[0] > job.limits.max_bytes:
-                raise limit_error(job, f"{job.limits.max_bytes} bytes (--source-max-bytes)")
+            tally.written += len(chunk)
+            if tally.written > job.limits.max_bytes:
+                raise bytes_error(job)
             if job.should_stop():
                 raise Stopped(f"while unpacking {member.info.name}")
             view = memoryview(chunk)
             while view:
                 view = view[os.write(fd, view) :]
         os.fchmod(fd, member.info.mode & 0o755 | 0o600)
-        os.utime(fd, (member.info.mtime, member.info.mtime))
+        when = _mtime(member.info.mtime)
+        tally.clamped += when != member.info.mtime
+        os.utime(fd, (when, when))
     finally:
         os.close(fd)
 
 
-def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job, written: list[int]) -> None:
+def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job, tally: _Tally) -> None:
     """One member, in its parent reached from ``root`` without following a symlink."""
     info, name = member.info, member.parts[-1]
     parent = _walk(root, member.parts[:-1], create=True)
@@ -210,19 +215,19 @@ def _extract_one(archive: tarfile.TarFile, member: _Member, root: int, job: Job,
             finally:
                 os.close(source)
         else:
-            _write_file(parent, member, archive.extractfile(info), job, written)
+            _write_file(parent, member, archive.extractfile(info), job, tally)
     finally:
         os.close(parent)
 
 
-def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: Job) -> None:
+def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: Job) -> _Tally:
     """Every member, relative to ``root`` (the staging dir's fd); directory modes last."""
-    written = [0]
+    tally = _Tally()
     for member in members:
         if job.should_stop():
             raise Stopped(f"before {member.info.name}")
         try:
-            _extract_one(archive, member, root, job, written)
+            _extract_one(archive, member, root, job, tally)
         except OSError as error:  # e.g. ELOOP: a symlink in the way; ENOSPC: a full disk
             raise refuse(job, member.info.name, f"could not be unpacked ({error.strerror})") from None
     for member in reversed([m for m in members if m.info.isdir()]):  # the owner keeps rwx
@@ -231,35 +236,20 @@ def _extract(archive: tarfile.TarFile, members: list[_Member], root: int, job: J
             os.fchmod(fd, member.info.mode & 0o755 | 0o700)
         finally:
             os.close(fd)
+    return tally
 
 
-def _read_members(archive: tarfile.TarFile, job: Job) -> list[tarfile.TarInfo]:
-    """The headers, counted against the member limit while they are read, with a stop check."""
-    infos: list[tarfile.TarInfo] = []
-    while (info := archive.next()) is not None:
-        infos.append(info)
-        if len(infos) > job.limits.max_members:
-            raise limit_error(job, f"{job.limits.max_members} members (--source-max-members)")
-        if len(infos) % 256 == 0 and job.should_stop():
-            raise Stopped("while reading the archive")
-    return infos
-
-
-def unpack(tarball: str, staging: str, job: Job, source: str) -> None:
+def unpack(tarball: str, staging: str, job: Job, source: str) -> str:
     """Every member of ``tarball`` (``source`` names it in errors) into the empty dir ``staging``,
-    after the whole archive passed the checks; raises ``ConfigError`` or ``Stopped``."""
-    try:
-        with tarfile.open(tarball, mode="r:*") as archive:
-            members = _check(_read_members(archive, job), job)
-            root = os.open(staging, _DIR_FLAGS)
-            try:
-                _extract(archive, members, root, job)
-            finally:
-                os.close(root)
-    except (tarfile.TarError, EOFError) as error:
-        raise ConfigError(
-            job.where,
-            FIELD,
-            f"{source} is not a readable tar archive: {error}",
-            "point it at a .tar.gz of your source directory",
-        ) from None
+    after the whole archive passed the checks; raises ``ConfigError`` or ``Stopped``. Returns a
+    note for the event log: "" or how many times out of range were clamped."""
+    with untrusted.read(tarball, job, source) as (archive, infos):
+        members = _check(infos, job)
+        root = os.open(staging, _DIR_FLAGS)
+        try:
+            tally = _extract(archive, members, root, job)
+        finally:
+            os.close(root)
+    if not tally.clamped:
+        return ""
+    return f" ({tally.clamped} file times out of range, e.g. a PAX mtime of 1e400, set within 1901-2514)"
