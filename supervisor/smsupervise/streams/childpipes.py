@@ -127,20 +127,29 @@ class ChildOutput:
         if not data:
             self._finish(stream)
             return False
-        if stream.framer is not None:
-            stream.read_size = read_size_for(len(data), data.count(b"\n"))
         now = time.time()
         stream.last_data = now
         stream.bytes += len(data)
         if stream.name == "stderr":
             self._keep_tail(data)
-        self._emit(stream, data if stream.framer is None else stream.framer.feed(data, now))
+        framer = stream.framer
+        if framer is None:
+            self._emit(stream, data)
+            return True
+        # The records this read made are the seq numbers it took: the ring's counter and the next
+        # read's size need no count of newlines (each a pass over the bytes, with no memchr).
+        before = self.counter.value
+        rendered = framer.feed(data, now)
+        records = self.counter.value - before
+        stream.read_size = read_size_for(len(data), records)
+        self._emit(stream, rendered, records)
         return True
 
-    def _emit(self, stream: _Stream, data: bytes) -> None:
+    def _emit(self, stream: _Stream, data: bytes, records: int | None = None) -> None:
+        """Write ``data`` (``records`` complete lines; None: count them) and keep it for the ring."""
         stream.output.write(data, stream.name)
         if self.recent is not None:
-            self.recent.add(stream.name, data)
+            self.recent.add(stream.name, data, records)
 
     def _resume(self, stream: _Stream) -> None:
         if stream.paused and not stream.eof.is_set():

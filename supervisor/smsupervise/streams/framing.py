@@ -15,13 +15,20 @@ Record schema (keys in this order, absent ones omitted)::
 * A line that is itself a JSON object is emitted at the root with our keys added only where absent
   (so Logs Insights discovers its fields and EMF ``_aws`` metrics work).
 
-Speed: one decode per chunk, one ``orjson.dumps`` of the message string per line, and records
-assembled from pre-rendered byte templates (benchmarks/logs.py).
+Speed (benchmarks/logs.py, benchmarks/README.md): a chunk of plain lines (``\n`` only, valid
+UTF-8, nothing that JSON escapes but the newlines, no line long enough to split) is framed whole, with
+no Python code per line: one split, one ``orjson.dumps`` of the whole chunk to prove that nothing
+needs escaping, and one ``bytes.join`` of the lines between pre-rendered templates, the ``seq``
+digits taken from a table. Lines that may carry a level or be JSON objects (``_SLOW_START``) are
+rendered one by one between bulk runs. Any other chunk goes line by line (``_frame_plain``, one
+``orjson.dumps`` per line), and anything with ``\r`` or an open split message through ``_frame``.
+The two paths give the same bytes (tests/unit/streams/test_framing.py).
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -49,6 +56,19 @@ _LEVEL_CHARS = frozenset("DIWECF[0123456789T")
 def _regex(pattern: str) -> re.Pattern[str]:
     """``pattern`` compiled at its first use, not at import (start-up time: benchmarks/pid1.py)."""
     return re.compile(pattern)
+
+
+@functools.cache
+def _bytes_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """The bytes twin of ``_regex``."""
+    return re.compile(pattern)
+
+
+@functools.cache
+def _seq_digits(padded: bool) -> list[bytes]:
+    """The decimal digits of 0..999 (``padded``: always three, as the low part of a larger number),
+    so that a run of consecutive ``seq`` values is a slice, not 1000 formattings."""
+    return [(b"%03d" if padded else b"%d") % value for value in range(1000)]
 
 
 def detect_level(line: str) -> str | None:
@@ -145,6 +165,9 @@ class StreamFramer:
         self._static = static
         self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
         self._stream_json = orjson.dumps(stream)
+        self._stamp_second = -1
+        self._stamp_prefix = b""
+        self.bulk = True  # whole chunks of plain lines at once; False: the per-line path (tests)
 
     @property
     def pending(self) -> int:
@@ -271,6 +294,15 @@ class StreamFramer:
             self._partial = None
 
     # -- framing -------------------------------------------------------------------------------
+    def _stamp(self, now: float) -> bytes:
+        """``now`` as the rendered ``ts`` value, ``rfc3339_ms``'s text; the date and time of day are
+        formatted once a second (reads come many a second: strftime was a cost per read)."""
+        whole = int(now)
+        if whole != self._stamp_second:
+            self._stamp_second = whole
+            self._stamp_prefix = b'"' + rfc3339_ms(whole)[:-5].encode()
+        return self._stamp_prefix + b'.%03dZ"' % int((now - whole) * 1000)
+
     def feed(self, data: bytes, now: float) -> bytes:
         """Add bytes read from the child; returns the records for every line they complete."""
         if not data:
@@ -280,15 +312,79 @@ class StreamFramer:
         if cut >= 0 and cut == len(buf) - 1 and buf[cut] == 13:  # a final \r may be half of \r\n: wait
             cut = max(buf.rfind(b"\n", 0, cut), buf.rfind(b"\r", 0, cut))
         out: list[bytes] = []
-        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        ts = self._stamp(now)
         if cut < 0:
             self._pending = buf
         else:
             self._pending = buf[cut + 1 :]
-            self._frame(out, ts, buf[: cut + 1].decode("utf-8", "replace"), now)
+            body = buf[: cut + 1]
+            if not (
+                self.bulk
+                and self._partial is None
+                and self._held is None
+                and b"\r" not in body
+                and self._frame_bulk(out, ts, body)
+            ):
+                self._frame(out, ts, body.decode("utf-8", "replace"), now)
         if len(self._pending) > self.hold_limit:
             self._spill(out, ts)
         return b"".join(out)
+
+    def _frame_bulk(self, out: list[bytes], ts: bytes, body: bytes) -> bool:
+        """Frame ``body`` (complete ``\n`` lines) without Python code per plain line; False, with
+        nothing done, when a line needs what only the per-line path does (escapes, U+FFFD, a split)."""
+        lines = body.split(b"\n")
+        lines.pop()  # body ends with "\n": the last piece is empty
+        count = len(lines)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return False  # bad UTF-8: the per-line path puts U+FFFD in
+        # Valid UTF-8 comes out of orjson byte for byte, each escape longer than what it stands
+        # for: when the chunk grows by its newlines' escapes alone, no line needs escaping.
+        if len(orjson.dumps(text)) != len(body) + 2 + count:
+            return False
+        head = self._head(ts, None)
+        if not _lines_within(body, self.fmt.max_line_bytes - len(head) - len(self._tail) - 34):
+            return False
+        firsts = b"".join(map(_FIRST_BYTE, lines))
+        if len(firsts.translate(None, _SLOW_BYTES)) == len(firsts):
+            self._bulk(out, head, lines)
+            return True
+        if len(firsts) != count:
+            return False  # empty lines among them: the first bytes do not line up with the lines
+        start = 0
+        counter = self.counter
+        for slow in _bytes_regex(_SLOW_CLASS).finditer(firsts):
+            at = slow.start()
+            if at > start:
+                self._bulk(out, head, lines[start:at])
+            self._render(out, ts, lines[at].decode(), "\n")
+            start = at + 1
+        if start < count:
+            self._bulk(out, head, lines[start:])
+        assert counter is self.counter
+        return True
+
+    def _bulk(self, out: list[bytes], head: bytes, lines: list[bytes]) -> None:
+        """One record per line of ``lines`` (each checked by ``_frame_bulk``), in one join: the
+        lines stand between pre-rendered pieces, seq's digits come from ``_seq_digits``."""
+        between = self._tail + b"}\n" + head + b'"'
+        parts = [head + b'"']
+        seq = self.counter.value + 1
+        done, count = 0, len(lines)
+        while done < count:
+            high, low = divmod(seq + done, 1000)
+            take = min(count - done, 1000 - low)
+            run = [between] * (4 * take)
+            run[0::4] = lines[done : done + take]
+            run[1::4] = [b'","seq":%d' % high if high else b'","seq":'] * take
+            run[2::4] = _seq_digits(high > 0)[low : low + take]
+            parts += run
+            done += take
+        parts[-1] = self._tail + b"}\n"
+        self.counter.value = seq + count - 1
+        out.append(b"".join(parts))
 
     def _frame(self, out: list[bytes], ts: bytes, text: str, now: float) -> None:
         if "\r" not in text and self._partial is None and self._held is None:
@@ -367,7 +463,7 @@ class StreamFramer:
     def flush(self, now: float) -> bytes:
         """Emit the unterminated tail (``"eol": "none"``) and any held progress state."""
         out: list[bytes] = []
-        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        ts = self._stamp(now)
         if self._pending.endswith(b"\r"):  # no \n came: that \r was a terminator after all
             text, self._pending = self._pending.decode("utf-8", "replace"), b""
             self._frame(out, ts, text, now)
@@ -380,6 +476,23 @@ class StreamFramer:
 
 # Lines starting with these may be JSON objects or carry a level: they take the slow path.
 _SLOW_START = _LEVEL_CHARS | {"{"}
+_SLOW_BYTES = "".join(sorted(_SLOW_START)).encode()
+_SLOW_CLASS = b"[" + re.escape(_SLOW_BYTES) + b"]"
+_FIRST_BYTE = operator.itemgetter(slice(0, 1))
+
+
+def _lines_within(body: bytes, most: int) -> bool:
+    """Whether no line of ``body`` (complete lines) is longer than ``most`` bytes without its
+    newline: a few ``rfind`` calls, each over a window of ``most`` bytes, not a look at every line."""
+    if most < 1:
+        return False
+    start, end = 0, len(body)
+    while end - start > most + 1:
+        cut = body.rfind(b"\n", start, start + most + 1)
+        if cut < 0:
+            return False  # the line at ``start`` has no newline within ``most`` bytes
+        start = cut + 1
+    return True
 
 
 def _utf8_safe_cut(data: bytes, at: int) -> int:
