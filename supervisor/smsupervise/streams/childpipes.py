@@ -20,6 +20,7 @@ from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
 from smsupervise.streams.framing import RankTags, RecordFormat, SeqCounter, StreamFramer
 from smsupervise.streams.recent import Recent
+from smsupervise.streams.watch import BENCH_PATTERN_ENV, ProgressWatch
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
@@ -69,6 +70,9 @@ class ChildOutput:
         self.tail: deque[bytes] = deque()
         self._tail_size = 0
         self.streams: list[_Stream] = []
+        # The stall watchdog's seam: every chunk read is shown to it (streams/watch.py). Off
+        # unless set; until the watchdog's option lands, only the benchmark turns it on.
+        self.watch: ProgressWatch | None = None
 
     def open(self) -> tuple[int, int]:
         """Create both pipes; returns the write ends for the child's fds 1 and 2."""
@@ -85,6 +89,8 @@ class ChildOutput:
     def start(self, pid: int, host: str | None, job: str | None, tags: RankTags | None = None) -> None:
         """After the spawn: drop our copies of the write ends and start reading."""
         loop = asyncio.get_running_loop()
+        if self.watch is None and os.environ.get(BENCH_PATTERN_ENV):
+            self.watch = ProgressWatch(os.environ[BENCH_PATTERN_ENV])
         fmt = RecordFormat(
             pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes, tags=tags
         )
@@ -132,6 +138,8 @@ class ChildOutput:
         stream.bytes += len(data)
         if stream.name == "stderr":
             self._keep_tail(data)
+        if self.watch is not None:
+            self.watch.look(data, now)
         framer = stream.framer
         if framer is None:
             self._emit(stream, data)

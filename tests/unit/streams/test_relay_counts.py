@@ -12,6 +12,7 @@ import sys
 import tempfile
 from typing import IO
 
+import orjson
 import pytest
 import uvloop
 
@@ -19,6 +20,7 @@ from smsupervise.settings import Settings
 from smsupervise.streams.childpipes import ChildOutput
 from smsupervise.streams.events import EventLog
 from smsupervise.streams.recent import Recent
+from smsupervise.streams.watch import ProgressWatch
 from smsupervise.streams.writer import Output
 
 CHILD = r"""
@@ -36,16 +38,19 @@ err.flush()
 """
 
 
-async def _relay(settings: Settings) -> tuple[Recent, dict[str, bytes]]:
+async def _relay(settings: Settings, watch: ProgressWatch | None = None) -> tuple[Recent, dict[str, bytes]]:
     with tempfile.TemporaryFile() as stdout, tempfile.TemporaryFile() as stderr:
-        return await _relay_to(settings, {"stdout": stdout, "stderr": stderr})
+        return await _relay_to(settings, {"stdout": stdout, "stderr": stderr}, watch)
 
 
-async def _relay_to(settings: Settings, files: dict[str, IO[bytes]]) -> tuple[Recent, dict[str, bytes]]:
+async def _relay_to(
+    settings: Settings, files: dict[str, IO[bytes]], watch: ProgressWatch | None
+) -> tuple[Recent, dict[str, bytes]]:
     loop = asyncio.get_running_loop()
     outputs = {1: Output(loop, files["stdout"].fileno()), 2: Output(loop, files["stderr"].fileno())}
     recent = Recent(limit=1 << 30)
     relay = ChildOutput(settings, EventLog(fd=os.open(os.devnull, os.O_WRONLY)), outputs, recent=recent)
+    relay.watch = watch
     out_fd, err_fd = relay.open()
     child = subprocess.Popen([sys.executable, "-c", CHILD], stdout=out_fd, stderr=err_fd)
     relay.start(child.pid, None, None)
@@ -71,3 +76,37 @@ def test_the_rings_record_counter_is_the_lines_written(loop: str, log_format: st
         assert recent.records[name] == written[name].count(b"\n"), name
         assert recent.bytes[name] == len(written[name]), name
     assert recent.records["stdout"] > 3000  # the child's lines all went through the counter
+
+
+def test_the_progress_watch_sees_the_childs_lines_and_changes_no_output() -> None:
+    """With a watch on (the stall watchdog's seam), a line of the child that matches is seen, and
+    the records are the same as without it."""
+
+    async def both() -> tuple[list[dict[str, object]], list[dict[str, object]], ProgressWatch]:
+        settings = Settings.defaults()._replace(progress_interval=0.0)
+        _, plain = await _relay(settings)
+        watch = ProgressWatch(r"^no newline at the end$")
+        _, watched = await _relay(settings, watch)
+        return _records(plain["stdout"]), _records(watched["stdout"]), watch
+
+    plain, watched, watch = asyncio.run(both())
+    assert watch.last_match is not None
+    assert watch.matches == 1
+    assert watched == plain
+
+
+def _records(data: bytes) -> list[dict[str, object]]:
+    """The records without what differs run to run (ts, pid, seq), a split message's parts joined
+    (where a long line is cut depends on how the reads fell)."""
+    records: list[dict[str, object]] = []
+    parts: list[str] = []
+    for line in data.splitlines():
+        record = {k: v for k, v in orjson.loads(line).items() if k not in ("ts", "pid", "seq")}
+        partial = record.pop("partial", None)
+        if isinstance(partial, dict):
+            parts.append(str(record["msg"]))
+            if not partial["last"]:
+                continue
+            record["msg"], parts = "".join(parts), []
+        records.append(record)
+    return records

@@ -1,0 +1,46 @@
+"""The stall watchdog's seam: has a line that shows progress gone by lately?
+
+A ``ProgressWatch`` is handed every chunk the relay reads from the child (the bytes as the child wrote
+them, before framing) and searches it with one compiled bytes regex (``re.MULTILINE``: ``^`` and
+``$`` anchor at the child's lines), never per record. After a match it looks again only ``every``
+seconds later: a flood of matching lines costs one search a second, and a watchdog whose timeout is
+counted in minutes loses nothing by it. A chunk that matches nothing is searched whole, so a pattern
+that never matches costs a search of every byte (benchmarks/logs.py measures both, see
+benchmarks/README.md). A match split between two reads is not seen; the next matching line is.
+
+The watchdog itself (the option, the timeout, what it does on a stall) lands later; until then the
+benchmark turns a watch on with ``BENCH_PATTERN_ENV`` to measure what it would cost.
+"""
+
+from __future__ import annotations
+
+import re
+
+BENCH_PATTERN_ENV = "SMSUPERVISE_BENCH_PROGRESS_PATTERN"  # benchmark-only: a pattern to search for
+
+
+class ProgressWatch:
+    """When a line matching ``pattern`` was last seen (``time.time()``; None: not yet)."""
+
+    def __init__(self, pattern: str, every: float = 1.0) -> None:
+        try:
+            self.regex = re.compile(pattern.encode(), re.MULTILINE)
+        except re.error as error:
+            raise ValueError(
+                f"progress pattern {pattern!r}: {error}; give a Python regular expression"
+            ) from None
+        self.every = every
+        self.last_match: float | None = None
+        self.matches = 0  # chunks in which a match was found (each look that found one)
+        self.looks = 0  # chunks searched
+        self._next_look = float("-inf")
+
+    def look(self, data: bytes, now: float) -> None:
+        """A chunk the child wrote, read at ``now``."""
+        if now < self._next_look:
+            return
+        self.looks += 1
+        if self.regex.search(data) is not None:
+            self.matches += 1
+            self.last_match = now
+            self._next_look = now + self.every

@@ -1,0 +1,36 @@
+"""The stall watchdog's seam (``ProgressWatch``): one search per chunk, none for ``every`` seconds
+after a match; ``^``/``$`` at the child's lines; a bad pattern named in the error."""
+
+from __future__ import annotations
+
+import pytest
+
+from smsupervise.streams.watch import ProgressWatch
+
+
+def test_a_match_is_remembered_and_the_next_second_is_not_searched() -> None:
+    """After a match at t, chunks before t + every are not searched (looks stays); the first one
+    after is, and a match there moves last_match on."""
+    watch = ProgressWatch(r"^step \d+", every=1.0)
+    watch.look(b"loading\nstep 1 loss 0.5\n", 100.0)
+    assert (watch.last_match, watch.looks, watch.matches) == (100.0, 1, 1)
+    for offset in (0.1, 0.5, 0.99):
+        watch.look(b"step 2\n", 100.0 + offset)
+    assert (watch.last_match, watch.looks) == (100.0, 1)
+    watch.look(b"step 3\n", 101.0)
+    assert (watch.last_match, watch.looks, watch.matches) == (101.0, 2, 2)
+
+
+def test_without_a_match_every_chunk_is_searched_and_nothing_is_remembered() -> None:
+    """The negative twin: lines that do not match (``^`` anchors at a line's start, so "a step" is
+    not "step") leave last_match None, and every chunk is searched."""
+    watch = ProgressWatch(r"^step \d+", every=1.0)
+    for index in range(5):
+        watch.look(b"a step 1\nnothing\n", 100.0 + index * 0.01)
+    assert (watch.last_match, watch.looks, watch.matches) == (None, 5, 0)
+
+
+def test_a_bad_pattern_is_named_in_the_error() -> None:
+    """An invalid regular expression fails at once, with the pattern and what to give instead."""
+    with pytest.raises(ValueError, match=r"progress pattern 'step \(': .*regular expression"):
+        ProgressWatch("step (")
