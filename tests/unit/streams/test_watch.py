@@ -3,7 +3,11 @@ after a match; ``^``/``$`` at the child's lines; a bad pattern named in the erro
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smsupervise.streams.watch import ProgressWatch
 
@@ -34,3 +38,18 @@ def test_a_bad_pattern_is_named_in_the_error() -> None:
     """An invalid regular expression fails at once, with the pattern and what to give instead."""
     with pytest.raises(ValueError, match=r"progress pattern 'step \(': .*regular expression"):
         ProgressWatch("step (")
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pattern=st.sampled_from(["^step", "^$", "^a|b", "^(x+)y\\1", "^\\d+ it/s$", "^", "step$", "^[a-c]{2}"]),
+    data=st.lists(st.sampled_from(["step", "a", "b", "x", "xxyxx", "12 it/s", "", "c", " "]), max_size=8).map(
+        lambda words: "\n".join(words).encode()
+    ),
+)
+def test_a_leading_caret_matches_the_lines_it_would_match_as_written(pattern: str, data: bytes) -> None:
+    """A pattern starting with ``^`` is searched in another form (a newline, in the chunk with a
+    newline before it): it matches a chunk exactly when the pattern as written, MULTILINE, does."""
+    watch = ProgressWatch(pattern)
+    watch.look(data, 0.0)
+    assert (watch.matches == 1) is (re.search(pattern.encode(), data, re.MULTILINE) is not None)
