@@ -172,6 +172,8 @@ class StreamFramer:
         self._stream_json = orjson.dumps(stream)
         self._stamp_second = -1
         self._stamp_prefix = b""
+        self._heads_ts = b""
+        self._heads: dict[str | None, bytes] = {}
         self.bulk = True  # whole chunks of plain lines at once; False: the per-line path (tests)
         # After a chunk the bulk path could not take (or took for mostly lines with a level), the
         # next ``bulk_retry`` go line by line without trying: a log of such lines does not pay
@@ -185,11 +187,16 @@ class StreamFramer:
 
     # -- rendering -----------------------------------------------------------------------------
     def _head(self, ts: bytes, level: str | None) -> bytes:
-        if level is None:
-            return b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
-        return (
-            b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"level":"' + level.encode() + b'","msg":'
-        )
+        """A record's bytes before its message: kept per level while ``ts`` stays the same (the
+        lines of one read share it), so a chunk of lines with a level builds each head once."""
+        if ts != self._heads_ts:
+            self._heads_ts = ts
+            self._heads = {}
+        head = self._heads.get(level)
+        if head is None:
+            said = b"" if level is None else b',"level":"' + level.encode() + b'"'
+            head = self._heads[level] = b'{"ts":' + ts + b',"stream":' + self._stream_json + said + b',"msg":'
+        return head
 
     def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
         """Append the record(s) for one complete line (slow path: everything but plain lines)."""
@@ -210,7 +217,7 @@ class StreamFramer:
             len(head) + len(encoded) + len(extra) + len(self._tail) + 40 <= self.fmt.max_line_bytes
         ):
             self.counter.value += 1
-            out.append(head + encoded + b',"seq":%d' % self.counter.value + self._tail + extra + b"}\n")
+            out.append(b'%s%s,"seq":%d%s%s}\n' % (head, encoded, self.counter.value, self._tail, extra))
             return
         self._render_parts(out, head, line, extra, last=True)
 
