@@ -338,7 +338,14 @@ class StreamFramer:
             framed = False
             if self._bulk_rest > 0:
                 self._bulk_rest -= 1
-            elif self.bulk and self._partial is None and self._held is None and b"\r" not in body:
+            elif (
+                self.bulk
+                and self._partial is None
+                and self._held is None
+                and b"\r" not in body
+                and b'"' not in body  # the usual escapes, found at memchr's speed
+                and b"\\" not in body
+            ):
                 framed = self._frame_bulk(out, ts, body)
                 if not framed:  # what this chunk had, the next ones likely have: rest a while
                     self._bulk_rest = self.bulk_retry
