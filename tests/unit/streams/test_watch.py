@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from smsupervise.streams.watch import ProgressWatch
+from smsupervise.streams.watch import ProgressWatch, literal_prefix
 
 
 def test_a_match_is_remembered_and_the_next_second_is_not_searched() -> None:
@@ -53,3 +53,47 @@ def test_a_leading_caret_matches_the_lines_it_would_match_as_written(pattern: st
     watch = ProgressWatch(pattern)
     watch.look(data, 0.0)
     assert (watch.matches == 1) is (re.search(pattern.encode(), data, re.MULTILINE) is not None)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    pattern=st.sampled_from(
+        [
+            "^Epoch \\d+",
+            "loss=",
+            "ab*c",
+            "abc?",
+            "ab{2}",
+            "ab+",
+            "a|bc",
+            "(ab)",
+            "xy.z",
+            "step\\d",
+            "^ab*",
+            "é€",
+        ]
+    ),
+    data=st.lists(
+        st.sampled_from(
+            ["Epoch 3", "loss=1", "ac", "abbc", "ab", "a", "bc", "xyqz", "step4", "é€", "cd", ""]
+        ),
+        max_size=6,
+    ).map(lambda words: "\n".join(words).encode()),
+)
+def test_the_literal_prefilter_never_hides_a_match(pattern: str, data: bytes) -> None:
+    """The literal prefix a chunk must hold before the regex runs is never more than every match
+    begins with (an optional character after it, an alternation, a group): the watch matches a chunk
+    exactly when the pattern as written does."""
+    watch = ProgressWatch(pattern)
+    watch.look(data, 0.0)
+    assert (watch.matches == 1) is (re.search(pattern.encode(), data, re.MULTILINE) is not None)
+
+
+def test_the_literal_prefix_stops_where_the_pattern_stops_being_literal() -> None:
+    """Plain characters up to the first one with a meaning, less one a quantifier makes optional."""
+    assert literal_prefix("\nEpoch \\d+") == "\nEpoch "
+    assert literal_prefix("ab*c") == "a"
+    assert literal_prefix("ab+") == "a"
+    assert literal_prefix("ab|cd") == ""  # the other branch begins otherwise
+    assert literal_prefix("(ab)") == ""
+    assert literal_prefix("loss=") == "loss="
