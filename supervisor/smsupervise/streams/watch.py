@@ -37,6 +37,10 @@ class ProgressWatch:
             # Bytes every match starts with: a chunk without them is passed over at the speed of
             # bytes.find, without starting the regex engine.
             self.prefix = literal_prefix(searched).encode()
+            # Its least common byte (in text: capitals, digits and signs before lower case, space
+            # and newline), looked for first with memchr, which is ~10x faster than a search for
+            # the whole prefix, and stops at the first one it finds.
+            self.rare = min(self.prefix, key=_commonness).to_bytes(1, "big") if self.prefix else b""
         except re.error as error:
             raise ValueError(
                 f"progress pattern {pattern!r}: {error}; give a Python regular expression"
@@ -54,7 +58,7 @@ class ProgressWatch:
         self.looks += 1
         if self.anchored:
             data = b"\n" + data
-        if len(self.prefix) >= 2 and self.prefix not in data:
+        if len(self.prefix) >= 2 and (self.rare not in data or self.prefix not in data):
             return
         if self.regex.search(data) is not None:
             self.matches += 1
@@ -78,3 +82,10 @@ def literal_prefix(pattern: str) -> str:
     if end < len(pattern) and pattern[end] in _QUANTIFIERS:
         end -= 1  # "ab*": the b may be absent
     return pattern[: max(end, 0)]
+
+
+def _commonness(byte: int) -> int:
+    """How common a byte is in log text, roughly: newline and space, then lower case, then the rest."""
+    if byte in (10, 32):
+        return 2
+    return 1 if 97 <= byte <= 122 else 0
