@@ -135,5 +135,12 @@ bench: venv
 	$(PY) -m benchmarks.pipe
 	$(PY) -m benchmarks.cluster  # root, torch and the toolkit venv; says so and skips without them
 
+# The headline figures of this tree against REF (default: the last release tag, else origin/main,
+# else main), each installed in a temporary venv, in one interleaved run (benchmarks/compare.py).
+# Run it before closing an issue that touches a hot path; `make bench-compare REF="bfb09df main"`.
+.PHONY: bench-compare
+bench-compare: venv
+	$(PY) -m benchmarks.compare $(REF)
+
 clean:
 	rm -rf $(VENV) $(TOOLKIT_VENV) $(SDK_VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache benchmarks/results

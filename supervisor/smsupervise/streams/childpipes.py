@@ -20,6 +20,7 @@ from smsupervise.settings import Settings
 from smsupervise.streams.events import EventLog
 from smsupervise.streams.framing import RankTags, RecordFormat, SeqCounter, StreamFramer
 from smsupervise.streams.recent import Recent
+from smsupervise.streams.watch import BENCH_PATTERN_ENV, ProgressWatch
 from smsupervise.streams.writer import Output
 
 CHUNK = 65536  # per read: 64 KiB chunks keep allocations below glibc's mmap threshold
@@ -69,6 +70,9 @@ class ChildOutput:
         self.tail: deque[bytes] = deque()
         self._tail_size = 0
         self.streams: list[_Stream] = []
+        # The stall watchdog's seam: every chunk read is shown to it (streams/watch.py). Off
+        # unless set; until the watchdog's option lands, only the benchmark turns it on.
+        self.watch: ProgressWatch | None = None
 
     def open(self) -> tuple[int, int]:
         """Create both pipes; returns the write ends for the child's fds 1 and 2."""
@@ -85,6 +89,8 @@ class ChildOutput:
     def start(self, pid: int, host: str | None, job: str | None, tags: RankTags | None = None) -> None:
         """After the spawn: drop our copies of the write ends and start reading."""
         loop = asyncio.get_running_loop()
+        if self.watch is None and os.environ.get(BENCH_PATTERN_ENV):
+            self.watch = ProgressWatch(os.environ[BENCH_PATTERN_ENV])
         fmt = RecordFormat(
             pid=pid, host=host, job=job, max_line_bytes=self.settings.max_line_bytes, tags=tags
         )
@@ -127,20 +133,31 @@ class ChildOutput:
         if not data:
             self._finish(stream)
             return False
-        if stream.framer is not None:
-            stream.read_size = read_size_for(len(data), data.count(b"\n"))
         now = time.time()
         stream.last_data = now
         stream.bytes += len(data)
         if stream.name == "stderr":
             self._keep_tail(data)
-        self._emit(stream, data if stream.framer is None else stream.framer.feed(data, now))
+        if self.watch is not None:
+            self.watch.look(data, now)
+        framer = stream.framer
+        if framer is None:
+            self._emit(stream, data)
+            return True
+        # The records this read made are the seq numbers it took: the ring's counter and the next
+        # read's size need no count of newlines (each a pass over the bytes, with no memchr).
+        before = self.counter.value
+        rendered = framer.feed(data, now)
+        records = self.counter.value - before
+        stream.read_size = read_size_for(len(data), records)
+        self._emit(stream, rendered, records)
         return True
 
-    def _emit(self, stream: _Stream, data: bytes) -> None:
+    def _emit(self, stream: _Stream, data: bytes, records: int | None = None) -> None:
+        """Write ``data`` (``records`` complete lines; None: count them) and keep it for the ring."""
         stream.output.write(data, stream.name)
         if self.recent is not None:
-            self.recent.add(stream.name, data)
+            self.recent.add(stream.name, data, records)
 
     def _resume(self, stream: _Stream) -> None:
         if stream.paused and not stream.eof.is_set():

@@ -15,13 +15,20 @@ Record schema (keys in this order, absent ones omitted)::
 * A line that is itself a JSON object is emitted at the root with our keys added only where absent
   (so Logs Insights discovers its fields and EMF ``_aws`` metrics work).
 
-Speed: one decode per chunk, one ``orjson.dumps`` of the message string per line, and records
-assembled from pre-rendered byte templates (benchmarks/logs.py).
+Speed (benchmarks/logs.py, benchmarks/README.md): a chunk of plain lines (``\n`` only, valid
+UTF-8, nothing that JSON escapes but the newlines, no line long enough to split) is framed whole, with
+no Python code per line: one split, one ``orjson.dumps`` of the whole chunk to prove that nothing
+needs escaping, and one ``bytes.join`` of the lines between pre-rendered templates, the ``seq``
+digits taken from a table. Lines that may carry a level or be JSON objects (``_SLOW_START``) are
+rendered one by one between bulk runs. Any other chunk goes line by line (``_frame_plain``, one
+``orjson.dumps`` per line), and anything with ``\r`` or an open split message through ``_frame``.
+The two paths give the same bytes (tests/unit/streams/test_framing.py).
 """
 
 from __future__ import annotations
 
 import functools
+import operator
 import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
@@ -34,15 +41,18 @@ from smsupervise.streams.events import rfc3339_ms
 # Python logging's default "WARNING:root:...", the toolkit's "<asctime> <name> LEVEL ...",
 # "[2026-...] LEVEL", glog/absl "W1122 15:00:00.1 ...", and Python tracebacks.
 _LEVEL_WORDS = "DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL"
-_LEVEL_PATTERN = (
-    rf"(?:(?P<plain>{_LEVEL_WORDS})[:\s\]]"
-    rf"|\[?\d{{4}}-\d\d-\d\d[ T][0-9:,.]+\]?\s+(?:\S+\s+)?(?P<dated>{_LEVEL_WORDS})\b"
-    r"|(?P<glog>[IWEF])\d{4} \d\d:\d\d:\d\d"
-    r"|(?P<tb>Traceback \(most recent call last\):))"
-)
+# One pattern per first character, so that a line is tried only against the form it can be (one
+# alternation of all four cost a line ~12,000 instructions; benchmarks/README.md). Each is matched
+# within the first 120 characters, in the order one alternation of them would try them.
+_PLAIN = rf"(?:{_LEVEL_WORDS})[:\s\]]"
+# ``(?:\S+\s+)?`` before the word, greedy: a logger name is skipped first, else the word itself.
+_DATED = rf"\[?\d{{4}}-\d\d-\d\d[ T][0-9:,.]+\]?\s+(?:\S+\s+({_LEVEL_WORDS})\b|({_LEVEL_WORDS})\b)"
+_GLOG_PATTERN = r"[IWEF]\d{4} \d\d:\d\d:\d\d"
+_TRACEBACK = "Traceback (most recent call last):"
 _GLOG = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
 _NORMAL = {"WARN": "WARNING", "FATAL": "CRITICAL"}
 _LEVEL_CHARS = frozenset("DIWECF[0123456789T")
+_DATED_CHARS = frozenset("[0123456789")
 
 
 @functools.cache
@@ -51,20 +61,35 @@ def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
+@functools.cache
+def _bytes_regex(pattern: bytes) -> re.Pattern[bytes]:
+    """The bytes twin of ``_regex``."""
+    return re.compile(pattern)
+
+
+@functools.cache
+def _seq_digits(padded: bool) -> list[bytes]:
+    """The decimal digits of 0..999 (``padded``: always three, as the low part of a larger number),
+    so that a run of consecutive ``seq`` values is a slice, not 1000 formattings."""
+    return [(b"%03d" if padded else b"%d") % value for value in range(1000)]
+
+
 def detect_level(line: str) -> str | None:
     """The level a line announces at its start, if any."""
-    if not line or line[0] not in _LEVEL_CHARS:
-        return None
-    match = _regex(_LEVEL_PATTERN).match(line[:120])
-    if match is None:
-        return None
-    if match.group("tb"):
-        return "ERROR"
-    glog = match.group("glog")
-    if glog:
-        return _GLOG[glog]
-    word = match.group("plain") or match.group("dated")
-    return _NORMAL.get(word, word)
+    first = line[:1]
+    word: str | None = None
+    if first in _DATED_CHARS:
+        dated = _regex(_DATED).match(line, 0, 120)
+        word = None if dated is None else dated.group(1) or dated.group(2)
+    elif first == "T":
+        word = "ERROR" if line.startswith(_TRACEBACK) else None
+    elif first in _LEVEL_CHARS:
+        plain = _regex(_PLAIN).match(line, 0, 120)
+        if plain is not None:
+            word = plain.group()[:-1]
+        elif first in _GLOG and _regex(_GLOG_PATTERN).match(line, 0, 120) is not None:
+            word = _GLOG[first]
+    return None if word is None else _NORMAL.get(word, word)
 
 
 class RankTags(NamedTuple):
@@ -145,6 +170,16 @@ class StreamFramer:
         self._static = static
         self._tail = b"," + orjson.dumps(static)[1:-1] if static else b""
         self._stream_json = orjson.dumps(stream)
+        self._stamp_second = -1
+        self._stamp_prefix = b""
+        self._heads_ts = b""
+        self._heads: dict[str | None, bytes] = {}
+        self.bulk = True  # whole chunks of plain lines at once; False: the per-line path (tests)
+        # After a chunk the bulk path could not take (or took for mostly lines with a level), the
+        # next ``bulk_retry`` go line by line without trying: a log of such lines does not pay
+        # for a bulk attempt on every read.
+        self.bulk_retry = 8
+        self._bulk_rest = 0
 
     @property
     def pending(self) -> int:
@@ -152,11 +187,16 @@ class StreamFramer:
 
     # -- rendering -----------------------------------------------------------------------------
     def _head(self, ts: bytes, level: str | None) -> bytes:
-        if level is None:
-            return b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"msg":'
-        return (
-            b'{"ts":' + ts + b',"stream":' + self._stream_json + b',"level":"' + level.encode() + b'","msg":'
-        )
+        """A record's bytes before its message: kept per level while ``ts`` stays the same (the
+        lines of one read share it), so a chunk of lines with a level builds each head once."""
+        if ts != self._heads_ts:
+            self._heads_ts = ts
+            self._heads = {}
+        head = self._heads.get(level)
+        if head is None:
+            said = b"" if level is None else b',"level":"' + level.encode() + b'"'
+            head = self._heads[level] = b'{"ts":' + ts + b',"stream":' + self._stream_json + said + b',"msg":'
+        return head
 
     def _render(self, out: list[bytes], ts: bytes, line: str, terminator: str) -> None:
         """Append the record(s) for one complete line (slow path: everything but plain lines)."""
@@ -177,7 +217,7 @@ class StreamFramer:
             len(head) + len(encoded) + len(extra) + len(self._tail) + 40 <= self.fmt.max_line_bytes
         ):
             self.counter.value += 1
-            out.append(head + encoded + b',"seq":%d' % self.counter.value + self._tail + extra + b"}\n")
+            out.append(b'%s%s,"seq":%d%s%s}\n' % (head, encoded, self.counter.value, self._tail, extra))
             return
         self._render_parts(out, head, line, extra, last=True)
 
@@ -271,6 +311,15 @@ class StreamFramer:
             self._partial = None
 
     # -- framing -------------------------------------------------------------------------------
+    def _stamp(self, now: float) -> bytes:
+        """``now`` as the rendered ``ts`` value, ``rfc3339_ms``'s text; the date and time of day are
+        formatted once a second (reads come many a second: strftime was a cost per read)."""
+        whole = int(now)
+        if whole != self._stamp_second:
+            self._stamp_second = whole
+            self._stamp_prefix = b'"' + rfc3339_ms(whole)[:-5].encode()
+        return self._stamp_prefix + b'.%03dZ"' % int((now - whole) * 1000)
+
     def feed(self, data: bytes, now: float) -> bytes:
         """Add bytes read from the child; returns the records for every line they complete."""
         if not data:
@@ -280,15 +329,88 @@ class StreamFramer:
         if cut >= 0 and cut == len(buf) - 1 and buf[cut] == 13:  # a final \r may be half of \r\n: wait
             cut = max(buf.rfind(b"\n", 0, cut), buf.rfind(b"\r", 0, cut))
         out: list[bytes] = []
-        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        ts = self._stamp(now)
         if cut < 0:
             self._pending = buf
         else:
             self._pending = buf[cut + 1 :]
-            self._frame(out, ts, buf[: cut + 1].decode("utf-8", "replace"), now)
+            body = buf[: cut + 1]
+            framed = False
+            if self._bulk_rest > 0:
+                self._bulk_rest -= 1
+            elif (
+                self.bulk
+                and self._partial is None
+                and self._held is None
+                and b"\r" not in body
+                and b'"' not in body  # the usual escapes, found at memchr's speed
+                and b"\\" not in body
+            ):
+                framed = self._frame_bulk(out, ts, body)
+                if not framed:  # what this chunk had, the next ones likely have: rest a while
+                    self._bulk_rest = self.bulk_retry
+            if not framed:
+                self._frame(out, ts, body.decode("utf-8", "replace"), now)
         if len(self._pending) > self.hold_limit:
             self._spill(out, ts)
         return b"".join(out)
+
+    def _frame_bulk(self, out: list[bytes], ts: bytes, body: bytes) -> bool:
+        """Frame ``body`` (complete ``\n`` lines) without Python code per plain line; False, with
+        nothing done, when a line needs what only the per-line path does (escapes, U+FFFD, a split)."""
+        lines = body.split(b"\n")
+        lines.pop()  # body ends with "\n": the last piece is empty
+        count = len(lines)
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            return False  # bad UTF-8: the per-line path puts U+FFFD in
+        # Valid UTF-8 comes out of orjson byte for byte, each escape longer than what it stands
+        # for: when the chunk grows by its newlines' escapes alone, no line needs escaping.
+        if len(orjson.dumps(text)) != len(body) + 2 + count:
+            return False
+        head = self._head(ts, None)
+        if not _lines_within(body, self.fmt.max_line_bytes - len(head) - len(self._tail) - 34):
+            return False
+        firsts = b"".join(map(_FIRST_BYTE, lines))
+        if len(firsts.translate(None, _SLOW_BYTES)) == len(firsts):
+            self._bulk(out, head, lines)
+            return True
+        if len(firsts) != count:
+            return False  # empty lines among them: the first bytes do not line up with the lines
+        start = slow_lines = 0
+        for slow in _bytes_regex(_SLOW_CLASS).finditer(firsts):
+            at = slow.start()
+            if at > start:
+                self._bulk(out, head, lines[start:at])
+            self._render(out, ts, lines[at].decode(), "\n")
+            start = at + 1
+            slow_lines += 1
+        if start < count:
+            self._bulk(out, head, lines[start:])
+        if 2 * slow_lines > count:  # mostly lines with a level: the per-line path is cheaper for them
+            self._bulk_rest = self.bulk_retry
+        return True
+
+    def _bulk(self, out: list[bytes], head: bytes, lines: list[bytes]) -> None:
+        """One record per line of ``lines`` (each checked by ``_frame_bulk``), in one join: the
+        lines stand between pre-rendered pieces, seq's digits come from ``_seq_digits``."""
+        between = self._tail + b"}\n" + head + b'"'
+        parts = [head + b'"']
+        seq = self.counter.value + 1
+        done, count = 0, len(lines)
+        while done < count:
+            high, low = divmod(seq + done, 1000)
+            take = min(count - done, 1000 - low)
+            run = [between] * (4 * take)
+            run[0::4] = lines[done : done + take]
+            run[1::4] = [b'","seq":%d' % high if high else b'","seq":'] * take
+            run[2::4] = _seq_digits(high > 0)[low : low + take]
+            parts += run
+            done += take
+        parts[-1] = self._tail + b"}\n"
+        self.counter.value = seq + count - 1
+        out.append(b"".join(parts))
 
     def _frame(self, out: list[bytes], ts: bytes, text: str, now: float) -> None:
         if "\r" not in text and self._partial is None and self._held is None:
@@ -367,7 +489,7 @@ class StreamFramer:
     def flush(self, now: float) -> bytes:
         """Emit the unterminated tail (``"eol": "none"``) and any held progress state."""
         out: list[bytes] = []
-        ts = b'"' + rfc3339_ms(now).encode() + b'"'
+        ts = self._stamp(now)
         if self._pending.endswith(b"\r"):  # no \n came: that \r was a terminator after all
             text, self._pending = self._pending.decode("utf-8", "replace"), b""
             self._frame(out, ts, text, now)
@@ -380,6 +502,23 @@ class StreamFramer:
 
 # Lines starting with these may be JSON objects or carry a level: they take the slow path.
 _SLOW_START = _LEVEL_CHARS | {"{"}
+_SLOW_BYTES = "".join(sorted(_SLOW_START)).encode()
+_SLOW_CLASS = b"[" + re.escape(_SLOW_BYTES) + b"]"
+_FIRST_BYTE = operator.itemgetter(slice(0, 1))
+
+
+def _lines_within(body: bytes, most: int) -> bool:
+    """Whether no line of ``body`` (complete lines) is longer than ``most`` bytes without its
+    newline: a few ``rfind`` calls, each over a window of ``most`` bytes, not a look at every line."""
+    if most < 1:
+        return False
+    start, end = 0, len(body)
+    while end - start > most + 1:
+        cut = body.rfind(b"\n", start, start + most + 1)
+        if cut < 0:
+            return False  # the line at ``start`` has no newline within ``most`` bytes
+        start = cut + 1
+    return True
 
 
 def _utf8_safe_cut(data: bytes, at: int) -> int:

@@ -1,8 +1,9 @@
 """The recent output, for ``smsupervise-debug logs``: a bounded ring of the chunks we wrote.
 
 The relay's hot path only appends the bytes it has already rendered (one deque append per read
-chunk, never per line); splitting into lines and parsing happen when someone asks. Followers get
-each new chunk through a callback, only while they are connected.
+chunk, never per line, and no pass over them: the framer says how many records they hold);
+splitting into lines and parsing happen when someone asks. Followers get each new chunk through a
+callback, only while they are connected.
 """
 
 from __future__ import annotations
@@ -25,15 +26,17 @@ class Recent:
         self.bytes = {"stdout": 0, "stderr": 0}
         self.followers: list[Follower] = []
 
-    def add(self, stream: str, data: bytes) -> None:
-        """What was just written for ``stream`` (rendered bytes: JSON records or raw lines)."""
+    def add(self, stream: str, data: bytes, records: int | None = None) -> None:
+        """What was just written for ``stream`` (rendered bytes: JSON records or raw lines);
+        ``records``: how many complete lines that is, when the caller knows (the framer does), else
+        they are counted here."""
         if not data:
             return
         chunks = self._chunks[stream]
         chunks.append(data)
         self._sizes[stream] += len(data)
         self.bytes[stream] += len(data)
-        self.records[stream] += data.count(b"\n")
+        self.records[stream] += data.count(b"\n") if records is None else records
         while self._sizes[stream] - len(chunks[0]) >= self.limit:
             self._sizes[stream] -= len(chunks.popleft())
         for follower in self.followers:

@@ -225,3 +225,165 @@ def test_a_json_line_passes_exactly_even_with_integers_beyond_64_bits() -> None:
     assert record["pid"] == "theirs"
     assert record["stream"] == "stdout"
     assert record["seq"] == 1
+
+
+# -- the bulk path: whole chunks of plain lines at once --------------------------------------------
+bulk_pieces = st.lists(
+    st.one_of(
+        st.sampled_from(
+            [
+                b"plain words here\n",
+                b"x\n",
+                b"\n",
+                b"loss=0.25 %d %s %% 100%\n",
+                b"INFO step 3\n",
+                b"2026-11-22 15:00:00 INFO x\n",
+                b"Traceback (most recent call last):\n",
+                b'{"a": 1}\n',
+                b"[1,2]<stdout>:rank line\n",
+                b'a "quoted" word\n',
+                b"back\\slash\n",
+                b"tab\there\n",
+                b"del\x7f nul\x00\n",
+                "é € \u2028 \U0001f600\n".encode(),
+                b"bad \xff byte\n",
+                b"cut \xf0\x9f\x98\n",
+                b"\r",
+                b"y" * 900 + b"\n",
+                b"z" * 1100 + b"\n",
+            ]
+        ),
+        st.text(max_size=40).map(lambda text: text.encode() + b"\n"),
+        st.integers(min_value=900, max_value=1030).map(lambda size: b"q" * size + b"\n"),  # near CAP
+    ),
+    max_size=60,
+)
+
+
+def _framer(bulk: bool, start: int, fmt: RecordFormat, retry: int = 0) -> StreamFramer:
+    counter = SeqCounter()
+    counter.value = start
+    framer = StreamFramer("stdout", fmt, counter)
+    framer.bulk = bulk
+    framer.bulk_retry = retry
+    return framer
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pieces=bulk_pieces,
+    cuts=st.lists(st.integers(min_value=1, max_value=3000), max_size=8),
+    start=st.sampled_from([0, 5, 990, 999, 1000, 99_998, 123_456_789_995]),
+    fmt=st.sampled_from(
+        [
+            RecordFormat(pid=7),
+            RecordFormat(pid=7, host="algo-%d", job="j%s%%", max_line_bytes=CAP),
+            RecordFormat(pid=7, extra={"rank": 3, "local_rank": 1}, max_line_bytes=2048),
+        ]
+    ),
+    retry=st.sampled_from([0, 1, 8]),
+)
+def test_the_bulk_path_gives_the_per_line_paths_bytes(
+    pieces: list[bytes], cuts: list[int], start: int, fmt: RecordFormat, retry: int
+) -> None:
+    """For any chunking of any mix of lines (plain, level-bearing, JSON objects, quotes, escapes,
+    bad UTF-8, lines near and over the cap, ``%``), from any seq (crossing a thousand, a million),
+    whether the bulk path rests after a chunk it could not take or not: the framer with the bulk
+    path writes exactly the bytes the per-line path writes."""
+    data = b"".join(pieces)
+    chunks, at = [], 0
+    for size in cuts:
+        chunks.append(data[at : at + size])
+        at += size
+    chunks.append(data[at:])
+    fast, slow = _framer(True, start, fmt, retry), _framer(False, start, fmt)
+    assert _run(chunks, fast) == _run(chunks, slow)
+    assert fast.counter.value == slow.counter.value
+
+
+def test_the_bulk_path_takes_plain_lines_and_leaves_what_needs_the_per_line_path() -> None:
+    """Plain lines (levels and JSON objects among them too) are framed in bulk; a chunk with a line
+    that JSON must escape, bad UTF-8 or a line too long for one record is left to the per-line path,
+    untouched (nothing emitted, seq unchanged)."""
+    ts = b'"2026-11-22T15:00:00.000Z"'
+    taken = [b"a b c\n" * 50, b"x\nINFO y\n{}\n\xc3\xa9\n", b"100% %d\n"]
+    left = [b"ok\n" * 9 + b'say "hi"\n', b"a\\b\n", b"a\tb\n", b"\xff\n", b"x" * 20000 + b"\n", b"\n\nINFO\n"]
+    for body in taken + left:
+        framer = _framer(True, 0, RecordFormat(pid=1))
+        out: list[bytes] = []
+        assert framer._frame_bulk(out, ts, body) is (body in taken), body[:40]
+        emitted = b"".join(out).splitlines()
+        assert len(emitted) == framer.counter.value == (body.count(b"\n") if body in taken else 0)
+
+
+# detect_level as it was (one alternation of every form), the reference for the one that tries only
+# the form a line's first character allows.
+_REFERENCE_LEVEL = re.compile(
+    r"(?:(?P<plain>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)[:\s\]]"
+    r"|\[?\d{4}-\d\d-\d\d[ T][0-9:,.]+\]?\s+(?:\S+\s+)?"
+    r"(?P<dated>DEBUG|INFO|WARNING|WARN|ERROR|CRITICAL|FATAL)\b"
+    r"|(?P<glog>[IWEF])\d{4} \d\d:\d\d:\d\d"
+    r"|(?P<tb>Traceback \(most recent call last\):))"
+)
+
+
+def _reference_level(line: str) -> str | None:
+    match = _REFERENCE_LEVEL.match(line[:120])
+    if match is None:
+        return None
+    if match.group("tb"):
+        return "ERROR"
+    if match.group("glog"):
+        return {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}[match.group("glog")]
+    word = match.group("plain") or match.group("dated")
+    return {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(word, word)
+
+
+level_tokens = st.sampled_from(
+    [
+        "2026-11-22",
+        "[2026-11-22",
+        "15:00:00,123",
+        "15:00:00]",
+        "T15:00:00.5",
+        "INFO",
+        "WARN",
+        "WARNING",
+        "WARNINGS",
+        "FATAL",
+        "ERROR:",
+        "DEBUG]",
+        "CRITICAL",
+        "name",
+        "toolkit",
+        "E1122",
+        "W0101",
+        "12:00:00.1",
+        "Traceback",
+        "(most",
+        "recent",
+        "call",
+        "last):",
+        "x",
+        "",
+        "1234-56-78",
+        "é",
+    ]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(
+    tokens=st.lists(level_tokens, max_size=7),
+    separators=st.lists(st.sampled_from([" ", "  ", "\t", "", ":", "T"]), min_size=7, max_size=7),
+    pad=st.integers(min_value=0, max_value=130),
+)
+def test_detect_level_says_what_the_single_alternation_said(
+    tokens: list[str], separators: list[str], pad: int
+) -> None:
+    """For lines made of the formats' pieces in any order and spacing (and, pushed past the 120
+    characters looked at, by padding in front of the rest): the same level as one alternation of
+    every form, as detect_level was."""
+    line = "".join(token + sep for token, sep in zip(tokens, separators, strict=False))
+    for candidate in (line, line[:1] + " " * pad + line[1:], "2026-11-22 15:00:00 " + " " * pad + line):
+        assert detect_level(candidate) == _reference_level(candidate), candidate
