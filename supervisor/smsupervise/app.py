@@ -21,10 +21,11 @@ from smsupervise.sagemaker import outcome as outcome_files
 from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
 from smsupervise.sagemaker.notes import Note
-from smsupervise.settings import Invocation
+from smsupervise.settings import Invocation, Settings
 from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
+    from smsupervise.diagnose.doctor import Doctor
     from smsupervise.distributed.coordinator import Coordinator, Verdict
 
 T = TypeVar("T")
@@ -62,13 +63,13 @@ def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
 
 
 async def _supervise(
-    supervisor: Supervisor, cluster: Coordinator | None, plan: planning.Plan, log: EventLog
+    supervisor: Supervisor, cluster: Coordinator | None, plan: planning.Plan, log: EventLog, doctor: Doctor
 ) -> tuple[Outcome, str]:
     """Run the job; in a distributed job, then tell the other hosts how it ended, take the cluster's
     verdict (the first failure leads; an MPI worker takes the master's outcome) and write the outcome
     file. Returns the outcome and what happened, in words."""
     outcome = await supervisor.run()
-    what_happened = outcome_files.headline(outcome)
+    what_happened = _explained(outcome, doctor)
     if cluster is None:
         return outcome, what_happened  # the outcome file is written already (record)
     from smsupervise.distributed.coordinator import Ending  # noqa: PLC0415
@@ -77,7 +78,7 @@ async def _supervise(
     stopped = outcome.stop is not None
     ending = Ending(ok, outcome.exit_code, what_happened, stopped, outcome.stderr_tail, supervisor.ended_at)
     outcome, what_happened = _cluster_verdict(outcome, what_happened, await cluster.finish(ending))
-    _record_outcome(plan, outcome, what_happened, log)
+    _record_outcome(plan, outcome, what_happened, log, doctor)
     return outcome, what_happened
 
 
@@ -103,23 +104,29 @@ def _cluster_verdict(outcome: Outcome, what_happened: str, verdict: Verdict) -> 
     return outcome, what_happened
 
 
-def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
+def _record_outcome(
+    plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog, doctor: Doctor | None = None
+) -> None:
     if plan.outcome_dir is None:
         return
     try:
         if outcome_files.finished(outcome):  # a stopped run did not finish, whatever its code
             outcome_files.write_success(plan.outcome_dir)
             return
-        _write_failure(plan.outcome_dir, outcome_files.compose(what_happened, outcome.stderr_tail), log)
+        failure_class = None if doctor is None else doctor.failure_class_name()
+        text = outcome_files.compose(what_happened, outcome.stderr_tail)
+        _write_failure(plan.outcome_dir, text, log, failure_class)
     except OSError as error:
         log.error("outcome_not_written", dir=plan.outcome_dir, error=str(error))
 
 
-def _write_failure(output_dir: str, text: str, log: EventLog) -> None:
+def _write_failure(output_dir: str, text: str, log: EventLog, failure_class: str | None = None) -> None:
     path = os.path.join(output_dir, "failure")
     written = outcome_files.write_failure(output_dir, text)
+    if failure_class is not None:
+        outcome_files.write_failure_class(output_dir, failure_class)
     if written.written:
-        log.info("failure_written", path=path, reason=text[:200])
+        log.info("failure_written", path=path, reason=text[:200], failure_class=failure_class)
     elif written.problem is not None:
         log.error("outcome_not_written", dir=output_dir, error=written.problem)
     else:
@@ -166,16 +173,41 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
         output_dir = os.path.join(base, "output")
         try:
             _clear_stale(output_dir, log)
-            _write_failure(output_dir, f"Not started: {error.message()}", log)
+            _write_failure(output_dir, f"Not started: {error.message()}", log, "Config")
         except OSError as write_error:
             log.error("outcome_not_written", dir=output_dir, error=str(write_error))
     log.info("exiting", exit_code=error.exit_code)
     return error.exit_code
 
 
-def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
+def record(plan: planning.Plan, log: EventLog, doctor: Doctor) -> Callable[[Outcome], None]:
     """The outcome file, written as soon as the outcome is known (on the loop, before a keep-alive)."""
-    return lambda outcome: _record_outcome(plan, outcome, outcome_files.headline(outcome), log)
+    return lambda outcome: _record_outcome(plan, outcome, _explained(outcome, doctor), log, doctor)
+
+
+def _explained(outcome: Outcome, doctor: Doctor) -> str:
+    """What happened, with what the diagnosis knows first (OOM kills, a full filesystem)."""
+    diagnosis, _ = doctor.conclude(outcome)
+    return outcome_files.explain(outcome, diagnosis, doctor.host)
+
+
+def attach_diagnosis(supervisor: Supervisor, plan: planning.Plan, settings: Settings) -> Doctor:
+    """The diagnosis wing (diagnose/): its sampler runs on the loop; it hears of every reaped pid."""
+    from smsupervise.diagnose.doctor import Doctor  # noqa: PLC0415
+
+    main = supervisor.steps[-1].spec
+    doctor = Doctor(
+        supervisor.log,
+        interval=settings.sample_interval,
+        base_dir=settings.base_dir,
+        code_dir=main.cwd if plan.outcome_dir is not None else None,
+        host=main.env.get("SM_CURRENT_HOST"),
+        main=lambda: supervisor.child.pid if supervisor.child is not None else None,
+        skip=lambda: supervisor.siblings.pids,
+    )
+    supervisor.reaper.on_reaped = doctor.sampler.reaped
+    supervisor.services.append(doctor)
+    return doctor
 
 
 def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) -> None:
@@ -198,7 +230,9 @@ def attach_debug(supervisor: Supervisor, invocation: Invocation, log: EventLog) 
     )
 
 
-def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
+def epilogue(
+    outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog, doctor: Doctor | None = None
+) -> int:
     """After the loop (the outcome file was written first): what is left of the output (bounded
     by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
@@ -209,6 +243,8 @@ def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: 
     extra: dict[str, object] = {"stop": what_happened} if outcome.stop is not None else {}
     if dropped_bytes or dropped_events:
         extra.update(undelivered_bytes=dropped_bytes, dropped_events=dropped_events)
+    if doctor is not None and doctor.failure_class_name() is not None:
+        extra["failure_class"] = doctor.failure_class_name()
     log.info(
         "exiting",
         exit_code=code,
@@ -241,11 +277,13 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         plan = prelude(invocation, log, inbox)
         cluster = _coordinator(plan, log)
         supervisor = Supervisor(plan.steps, settings, inbox, log, plan.ack_file, plan.pipes, cluster, started)
+        doctor = attach_diagnosis(supervisor, plan, settings)
         if cluster is None:  # a distributed job's outcome waits for the cluster's verdict
-            supervisor.on_outcome = record(plan, log)
+            supervisor.on_outcome = record(plan, log, doctor)
         supervisor.terminal = controlling_terminal(0)
         attach_debug(supervisor, invocation, log)
-        outcome, what_happened = _run_loop(_supervise(supervisor, cluster, plan, log), settings.event_loop)
+        main = _supervise(supervisor, cluster, plan, log, doctor)
+        outcome, what_happened = _run_loop(main, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(outcome, what_happened, supervisor, log)
+    return epilogue(outcome, what_happened, supervisor, log, doctor)

@@ -308,5 +308,13 @@ OPTIONS: tuple[Option, ...] = (
         1_000_000,
         "the most files, directories and links the source archive may hold (more: refused whole)",
     ),
+    Option(
+        "sample-interval",
+        "SECONDS",
+        parsers.seconds,
+        1.0,
+        "how often the diagnosis samples the job's memory (RSS of every process, the cgroup's OOM "
+        "counter) and filesystems (0: only at the start and the end)",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

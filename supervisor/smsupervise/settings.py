@@ -49,6 +49,7 @@ class Settings(NamedTuple):
     event_loop: EventLoop
     source_max_bytes: int
     source_max_members: int
+    sample_interval: float
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> "Settings":

@@ -6,7 +6,7 @@ implementations are debug/ and distributed/'s, which core must not import.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from smsupervise.core.status import ExitStatus
 from smsupervise.settings import Settings
@@ -19,6 +19,13 @@ class Service(Protocol):
 
     def start(self) -> None: ...
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """A service with something to show in ``smsupervise-debug status`` (the diagnosis sampler)."""
+
+    def snapshot(self) -> dict[str, Any]: ...
 
 
 class ClusterHooks(Protocol):

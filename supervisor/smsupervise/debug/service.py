@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from smsupervise.core.hook import hook_argv, hook_env
+from smsupervise.core.plugins import Reporting
 from smsupervise.core.status import signal_name
 from smsupervise.debug.control import (
     ControlServer,
@@ -67,8 +68,10 @@ class DebugService:
         snapshot = self.supervisor.snapshot()
         recent = self.supervisor.recent
         lines = recent.tail("stdout", LAST_LINES) + recent.tail("stderr", LAST_LINES)
+        reports = [s.snapshot() for s in self.supervisor.services if isinstance(s, Reporting)]
         return {
             **snapshot,
+            **{key: value for report in reports for key, value in report.items()},
             "mode": self.mode,
             "control_socket": self.server.path,
             "last_lines": [_record("", line) for line in lines],

@@ -1,0 +1,125 @@
+"""One walk of /proc: every process below a root, with its parent, state, RSS and start time, read
+from ``/proc/<pid>/stat`` alone (one open and one read per process on the machine). A process that
+is a zombie carries its raw wait status (Linux >= 3.5), so a death is seen with its cause while the
+parent has not reaped it yet.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Collection
+from typing import NamedTuple
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+RANK_VARIABLES = ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK")
+LOCAL_RANK_VARIABLES = ("LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID")
+
+
+class Proc(NamedTuple):
+    """One process as /proc/<pid>/stat shows it."""
+
+    pid: int
+    ppid: int
+    state: str  # R, S, D, Z, ...
+    rss: int  # bytes
+    started: int  # clock ticks after boot: with the pid, an identity that survives pid reuse
+    comm: str
+    wait_status: int | None  # a zombie's raw wait status; None while it runs
+    env_start: int = 0  # where its environment starts: changes at every exec (0: not shown)
+
+
+class RankEnv(NamedTuple):
+    """What a process's environment says about its rank (as it was exec'd with)."""
+
+    rank: int | None
+    local_rank: int | None
+
+
+def parse_stat(pid: int, raw: bytes) -> Proc | None:
+    """A ``/proc/<pid>/stat`` line -> Proc; None if it is not one."""
+    close = raw.rfind(b")")
+    if close < 0:
+        return None
+    comm = raw[raw.find(b"(") + 1 : close].decode(errors="replace")
+    rest = raw[close + 2 :].split()
+    if len(rest) < 22:
+        return None
+    try:
+        state = rest[0].decode()
+        status = int(rest[-1]) if state == "Z" and len(rest) >= 50 else None
+        env_start = int(rest[47]) if len(rest) >= 50 else 0  # field 50 (Linux >= 3.5)
+        return Proc(pid, int(rest[1]), state, int(rest[21]) * PAGE, int(rest[19]), comm, status, env_start)
+    except ValueError:
+        return None
+
+
+def every_process() -> dict[int, Proc]:
+    """Every process this /proc shows."""
+    found: dict[int, Proc] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                raw = stat.read()
+        except OSError:  # ended while we looked
+            continue
+        proc = parse_stat(int(entry.name), raw)
+        if proc is not None:
+            found[proc.pid] = proc
+    return found
+
+
+def below(root: int, processes: dict[int, Proc], skip: Collection[int] = ()) -> dict[int, Proc]:
+    """The processes below ``root`` (any depth) in ``processes``; ``skip`` and what is below them out."""
+    children: dict[int, list[int]] = {}
+    for proc in processes.values():
+        children.setdefault(proc.ppid, []).append(proc.pid)
+    found: dict[int, Proc] = {}
+    stack = list(children.get(root, ()))
+    while stack:
+        pid = stack.pop()
+        if pid in skip or pid in found:
+            continue
+        found[pid] = processes[pid]
+        stack.extend(children.get(pid, ()))
+    return found
+
+
+def _first_int(values: dict[bytes, bytes], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        value = values.get(name.encode())
+        if value is not None:
+            try:
+                return int(value)
+            except ValueError:
+                continue
+    return None
+
+
+def rank_env(pid: int) -> RankEnv | None:
+    """The rank variables of ``pid``'s environment; None if it cannot be read (gone, not ours)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as environ:
+            entries = environ.read().split(b"\0")
+    except OSError:
+        return None
+    values = dict(entry.partition(b"=")[::2] for entry in entries if b"=" in entry)
+    return RankEnv(_first_int(values, RANK_VARIABLES), _first_int(values, LOCAL_RANK_VARIABLES))
+
+
+def sigkill_pending(pid: int) -> bool:
+    """Whether ``pid`` has a SIGKILL pending (it is being killed and has not exited yet)."""
+    try:
+        with open(f"/proc/{pid}/status", "rb") as status:
+            lines = status.read().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        if line.startswith((b"SigPnd:", b"ShdPnd:")):
+            try:
+                if int(line.split()[1], 16) & (1 << 8):  # bit N-1 for signal N
+                    return True
+            except (IndexError, ValueError):
+                continue
+    return False
