@@ -302,7 +302,9 @@ def describe_oom(kill: OomKill, host: str | None = None) -> str:
 
 
 def _fs_words(fs: FsState) -> str:
-    return f"{', '.join(fs.paths)} ({fs.fstype} at {fs.mount}, {size(fs.size)})"
+    """``/opt/ml/model (tmpfs at /opt/ml/model, 64.0 MiB)``: at most three of the job's paths on it."""
+    paths = ", ".join(fs.paths[:3]) + (", ..." if len(fs.paths) > 3 else "")
+    return f"{paths} ({fs.fstype} at {fs.mount}, {size(fs.size)})"
 
 
 def describe_full(full: FullFs) -> str:
@@ -315,8 +317,9 @@ def describe_full(full: FullFs) -> str:
     text = f"No space left on device: {_fs_words(fs)} {state}"
     if full.filled_by:
         text += "; largest files: " + ", ".join(f"{path} {size(used)}" for path, used in full.filled_by)
-    if full.room is not None:
-        text += f"; {full.room.paths[0]} ({full.room.mount}) has {size(full.room.free)} free"
+    room = full.room
+    if room is not None:
+        text += f"; room: {size(room.free)} free on {_fs_words(room)}"
     return text
 
 
