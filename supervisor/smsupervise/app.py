@@ -130,7 +130,12 @@ def _write_failure(output_dir: str, text: str, log: EventLog, failure_class: str
     elif written.problem is not None:
         log.error("outcome_not_written", dir=output_dir, error=written.problem)
     else:
-        log.info("failure_kept", path=path, reason="the program wrote its own failure file; its words win")
+        log.info(
+            "failure_kept",
+            path=path,
+            reason="the program wrote its own failure file; its words win",
+            failure_class=failure_class,
+        )
 
 
 def _clear_stale(output_dir: str, log: EventLog) -> None:
