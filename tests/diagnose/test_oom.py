@@ -62,7 +62,8 @@ def test_the_main_process_past_the_memory_limit_is_named_oom_killed(
     [kill] = _named(result.stderr, "oom_killed")
     assert kill["main"] is True
     assert kill["known_by"] == "its SIGKILL death"
-    assert kill["rss"] > 32 << 20  # it was seen growing towards the limit
+    assert kill["rss"] > 12 << 20  # a sample saw it growing (more than a bare Python holds)
+    assert kill["peak_rss"] > 48 << 20  # wait4's ru_maxrss: it got close to the 64 MiB limit
     assert kill["limit"] == 64 << 20
     assert _named(result.stderr, "exiting")[0]["failure_class"] == "OutOfMemory"
     assert _named(result.stderr, "failure_written")[0]["failure_class"] == "OutOfMemory"

@@ -113,7 +113,7 @@ def size(value: int | None) -> str:
         return "unknown"
     amount = float(value)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if amount < 1024 or unit == "TiB":
+        if round(amount, 1) < 1024 or unit == "TiB":  # 1023.96 MiB is 1.0 GiB, not "1024.0 MiB"
             return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
         amount /= 1024
     raise AssertionError("unreachable")
