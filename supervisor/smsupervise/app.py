@@ -70,12 +70,14 @@ async def _supervise(
     file. Returns the outcome and what happened, in words."""
     outcome = await supervisor.run()
     what_happened = _explained(outcome, doctor)
+    if doctor.hang_is_success(outcome):  # the model is written: an exit hang is not a failure
+        outcome = outcome._replace(exit_code=0)
     if cluster is None:
         return outcome, what_happened  # the outcome file is written already (record)
     from smsupervise.distributed.coordinator import Ending  # noqa: PLC0415
 
-    ok = outcome_files.finished(outcome)
-    stopped = outcome.stop is not None
+    ok = outcome_files.finished(outcome) or doctor.hang_is_success(outcome)
+    stopped = outcome.stop is not None and not ok
     ending = Ending(ok, outcome.exit_code, what_happened, stopped, outcome.stderr_tail, supervisor.ended_at)
     outcome, what_happened = _cluster_verdict(outcome, what_happened, await cluster.finish(ending))
     _record_outcome(plan, outcome, what_happened, log, doctor)
@@ -110,7 +112,8 @@ def _record_outcome(
     if plan.outcome_dir is None:
         return
     try:
-        if outcome_files.finished(outcome):  # a stopped run did not finish, whatever its code
+        hang_ok = doctor is not None and doctor.hang_is_success(outcome)
+        if outcome_files.finished(outcome) or hang_ok:  # a stopped run did not finish, whatever its code
             outcome_files.write_success(plan.outcome_dir)
             return
         failure_class = None if doctor is None else doctor.failure_class_name()
@@ -199,6 +202,7 @@ def _explained(outcome: Outcome, doctor: Doctor) -> str:
 def attach_diagnosis(supervisor: Supervisor, plan: planning.Plan, settings: Settings) -> Doctor:
     """The diagnosis wing (diagnose/): its sampler runs on the loop; it hears of every reaped pid."""
     from smsupervise.diagnose.doctor import Doctor  # noqa: PLC0415
+    from smsupervise.diagnose.exithang import ExitHangGuard  # noqa: PLC0415
 
     main = supervisor.steps[-1].spec
     doctor = Doctor(
@@ -211,6 +215,16 @@ def attach_diagnosis(supervisor: Supervisor, plan: planning.Plan, settings: Sett
         skip=lambda: supervisor.siblings.pids,
     )
     supervisor.reaper.on_reaped = doctor.sampler.reaped
+    guard = ExitHangGuard(
+        supervisor.log,
+        settings.exit_timeout,
+        running=supervisor.job_running,
+        main=lambda: supervisor.child.pid if supervisor.child is not None else None,
+        live=lambda: doctor.sampler.live,
+        spawn=lambda argv: supervisor.spawn_sibling(argv, {}, capture=False),
+        request_stop=supervisor.request_stop,
+    )
+    doctor.watch_exit(guard, fails=settings.exit_hang_fails)
     supervisor.services.append(doctor)
     return doctor
 

@@ -50,6 +50,8 @@ class Settings(NamedTuple):
     source_max_bytes: int
     source_max_members: int
     sample_interval: float
+    exit_timeout: float
+    exit_hang_fails: bool
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> "Settings":

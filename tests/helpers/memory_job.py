@@ -86,6 +86,23 @@ def worker_victim() -> int:
     return 1
 
 
+def hang(seconds: float) -> int:
+    ranks = []
+    for number in (0, 1):
+        env = {**os.environ, "RANK": str(number), "LOCAL_RANK": str(number), "WORLD_SIZE": "2"}
+        ranks.append(
+            subprocess.Popen([sys.executable, __file__, "hang-rank", str(number), str(seconds)], env=env)
+        )
+    return max(proc.wait() for proc in ranks)
+
+
+def hang_rank(number: int, seconds: float) -> None:
+    if number == 0:
+        print("All done!", flush=True)
+        return
+    time.sleep(seconds or 3600 * 24)
+
+
 def main() -> int:
     what = sys.argv[1]
     if what == "alloc":
@@ -99,6 +116,11 @@ def main() -> int:
         rank(sys.argv[2] == "1", int(sys.argv[3]))
     if what == "worker-victim":
         return worker_victim()
+    if what == "hang":
+        return hang(float(sys.argv[2]))
+    if what == "hang-rank":
+        hang_rank(int(sys.argv[2]), float(sys.argv[3]))
+        return 0
     raise SystemExit(f"unknown job {what!r}")
 
 

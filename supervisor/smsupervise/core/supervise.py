@@ -138,6 +138,10 @@ class Supervisor:
             self.log.info("signal_received", signal=signal_name(signum))
             self.stop.advance_now(signum)
 
+    def request_stop(self, reason: str) -> None:
+        """Stop the job as SIGTERM would, with ``reason`` in the outcome (the exit-hang guard)."""
+        self._request_stop(signal.SIGTERM, reason)
+
     def _max_runtime(self) -> None:
         if self.stop_signal is None:
             self.log.warning("max_runtime_exceeded", max_runtime=self.settings.max_runtime)

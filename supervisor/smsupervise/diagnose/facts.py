@@ -105,6 +105,7 @@ class Diagnosis(NamedTuple):
     bus_error: bool = False  # SIGBUS, or a DataLoader's bus error, in what ended the job
     enospc: bool = False  # "No space left on device" / errno 28 in the job's last lines
     counter: str | None = None  # the OOM-kill counter watched (None: none could be read)
+    exit_hang: str | None = None  # the exit-hang guard stopped the job: what had ended (a rank)
 
 
 def size(value: int | None) -> str:

@@ -11,6 +11,7 @@ from smsupervise.core.spawn import StepKind
 from smsupervise.core.stopfacts import MAX_RUNTIME_REASON
 from smsupervise.core.supervise import Outcome
 from smsupervise.diagnose import disks
+from smsupervise.diagnose.exithang import EXIT_HANG_REASON
 from smsupervise.diagnose.facts import Diagnosis
 
 FULL = 0.99  # the share of a filesystem used (at its peak) from which it counts as full
@@ -23,7 +24,7 @@ class FailureClass(enum.Enum):
     SHARED_MEMORY = "SharedMemory"  # a bus error with /dev/shm full (DataLoader workers)
     DISK_FULL = "DiskFull"  # ENOSPC in the job's last lines
     STALLED = "Stalled"  # no progress within --stall-timeout (the progress watchdog)
-    EXIT_HANG = "ExitHang"  # the main process ended, others did not (the exit-hang guard)
+    EXIT_HANG = "ExitHang"  # a rank ended, the launcher did not (the exit-hang guard, --exit-hang-fails)
     MAX_RUNTIME = "MaxRuntime"  # --max-runtime ended it
     STOPPED = "Stopped"  # a stop signal (SIGTERM, SIGINT) ended it
     PREPARATION = "Preparation"  # a step before training (requirements.txt) failed
@@ -31,6 +32,9 @@ class FailureClass(enum.Enum):
     SIGNAL = "Signal"  # the job died of a signal nothing above explains
     EXIT_CODE = "ExitCode"  # the job exited non-zero
     CONFIG = "Config"  # smsupervise could not start the job (options, configuration, program)
+
+
+_BY_STOP = {MAX_RUNTIME_REASON: FailureClass.MAX_RUNTIME, EXIT_HANG_REASON: FailureClass.EXIT_HANG}
 
 
 def classify(outcome: Outcome, diagnosis: Diagnosis) -> FailureClass | None:
@@ -60,9 +64,7 @@ def _how(outcome: Outcome) -> FailureClass:
     """How the run ended, when no resource explains it."""
     status = outcome.status
     if outcome.stop is not None:
-        if outcome.stop.reason == MAX_RUNTIME_REASON:
-            return FailureClass.MAX_RUNTIME
-        return FailureClass.STOPPED
+        return _BY_STOP.get(outcome.stop.reason, FailureClass.STOPPED)
     if outcome.relay_failures:
         return FailureClass.PIPE_RELAY
     if outcome.step.kind is StepKind.PREPARE:

@@ -59,6 +59,9 @@ class Sampler:
         self.live: dict[int, ProcView] = {}
         self._gone: list[Departure] = []  # departures not yet matched to a counter's move
         self._main_ended = False  # the main process's death is recorded
+        self.first_rank: int | None = None  # the lowest RANK seen on this host
+        self.on_rank_left: Callable[[Departure], None] | None = None  # this host's first rank gone
+        self.on_rank_started: Callable[[ProcView], None] | None = None  # a rank new since the last sample
         self._ended: set[tuple[int, int]] = set()  # (pid, start) of deaths known before they left /proc
         self.kills: list[OomKill] = []
         self.filesystems: list[FsState] = []
@@ -141,6 +144,16 @@ class Sampler:
         job = procstat.below(self.root, processes, self.skip())
         zombies = {pid: p for pid, p in job.items() if p.state == "Z"}
         running = {pid: p for pid, p in job.items() if p.state != "Z"}
+        views = self._views(running, now)
+        self._departures(views, zombies, now)
+        self._ranks(views)
+        self.live = views
+        self._ended = {key for key in self._ended if key[0] in views}
+        alive = {(p.pid, p.started, p.env_start) for p in running.values()}
+        self._envs = {key: env for key, env in self._envs.items() if key in alive}
+
+    def _views(self, running: dict[int, procstat.Proc], now: float) -> dict[int, ProcView]:
+        """The job's live processes, each with the rank process it belongs to."""
         envs = {pid: self._env(p) for pid, p in running.items()}
 
         def is_rank(pid: int) -> bool:
@@ -156,7 +169,8 @@ class Sampler:
             owner = owner if owner in running else None
             env = envs.get(owner) if owner is not None else None
             before = self.live.get(pid)
-            if proc.rss == 0 and before is not None and before.started == proc.started:
+            same = before is not None and before.started == proc.started
+            if proc.rss == 0 and before is not None and same:
                 # Its memory is gone and it is not a zombie yet: being killed (the OOM reaper frees
                 # a victim's memory before it exits). Its last RSS is the one that tells.
                 views[pid] = before
@@ -171,8 +185,13 @@ class Sampler:
                 env.local_rank if env is not None else None,
                 owner,
                 now,
-                max(proc.rss, before.peak if before is not None and before.started == proc.started else 0),
+                max(proc.rss, before.peak if before is not None and same else 0),
             )
+        return views
+
+    def _departures(self, views: dict[int, ProcView], zombies: dict[int, procstat.Proc], now: float) -> None:
+        """The processes of the last sample that are gone (or zombies) now, with their cause."""
+        main = self.main()
         for pid, seen in self.live.items():
             current = views.get(pid)
             if current is not None and current.started == seen.started:
@@ -186,19 +205,30 @@ class Sampler:
                 status = _status(zombie.wait_status)
             below = _below(pid, self.live)
             workers_rss = sum(self.live[p].rss for p in below)
-            self._gone.append(Departure(seen, seen.at, now, status, len(below), workers_rss, peak))
-            if pid == self.main():
+            departure = Departure(seen, seen.at, now, status, len(below), workers_rss, peak)
+            self._gone.append(departure)
+            if pid == main:
                 self._main_ended = True
-        main = self.main()
+            elif self._is_first_rank(seen) and self.on_rank_left is not None and main in views:
+                self.on_rank_left(departure)
         if main is not None and main in self._reaped and main not in self.live and not self._main_ended:
             self._main_ended = True
             status, peak = self._reaped.pop(main)  # it died before any sample saw it
             view = ProcView(main, self.root, peak, "", 0, None, None, None, now, peak)
             self._gone.append(Departure(view, now, now, status, 0, 0, peak, seen=False))
-        self.live = views
-        self._ended = {key for key in self._ended if key[0] in views}
-        alive = {(p.pid, p.started, p.env_start) for p in running.values()}
-        self._envs = {key: env for key, env in self._envs.items() if key in alive}
+
+    def _ranks(self, views: dict[int, ProcView]) -> None:
+        """This host's first rank number; a rank that is new since the last sample."""
+        for view in views.values():
+            if view.rank is None or view.rank_pid != view.pid:
+                continue
+            self.first_rank = view.rank if self.first_rank is None else min(self.first_rank, view.rank)
+            fresh = view.pid not in self.live or self.live[view.pid].started != view.started
+            if fresh and self.live and self.on_rank_started is not None:
+                self.on_rank_started(view)
+
+    def _is_first_rank(self, view: ProcView) -> bool:
+        return view.rank is not None and view.rank_pid == view.pid and view.rank == self.first_rank
 
     def _dying(self, now: float) -> None:
         """The counter moved: a victim still exiting has SIGKILL pending. Its death is known now."""

@@ -339,6 +339,8 @@ def describe_shm(shm: FsState) -> str:
 def explain(outcome: Outcome, diagnosis: Diagnosis, host: str | None = None, full_at: float = 0.99) -> str:
     """``headline`` with what the diagnosis knows first: OOM kills, a full filesystem, /dev/shm."""
     text = headline(outcome)
+    if diagnosis.exit_hang is not None:
+        text = f"Exit hang: {diagnosis.exit_hang}; {text}"
     failed = not finished(outcome)
     if not failed:
         return text
