@@ -125,9 +125,9 @@ def _record_outcome(
 
 def _write_failure(output_dir: str, text: str, log: EventLog, failure_class: str | None = None) -> None:
     path = os.path.join(output_dir, "failure")
-    written = outcome_files.write_failure(output_dir, text)
-    if failure_class is not None:
+    if failure_class is not None:  # first: the failure file stays the last thing written (a test's cue)
         outcome_files.write_failure_class(output_dir, failure_class)
+    written = outcome_files.write_failure(output_dir, text)
     if written.written:
         log.info("failure_written", path=path, reason=text[:200], failure_class=failure_class)
     elif written.problem is not None:

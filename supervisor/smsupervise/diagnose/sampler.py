@@ -24,7 +24,10 @@ from smsupervise.linux import cgroups, procstat
 from smsupervise.streams.events import EventLog
 
 KEEP_REAPED = 256  # statuses handed over by the reaper, kept until a sample matches them
-WAIT_FOR_VICTIM = 3  # samples a counter's move waits for its victim to be seen gone
+# How long a counter's move waits for its victim to be seen gone (an OOM victim's exit can take
+# seconds on a loaded machine): this many samples, and at least WAIT_SECONDS.
+WAIT_FOR_VICTIM = 3
+WAIT_SECONDS = 10.0
 
 
 class Sampler:
@@ -52,6 +55,7 @@ class Sampler:
         self._counter: int | None = None
         self._pending = 0  # kills counted, not yet attributed
         self._pending_ticks = 0
+        self._pending_since = 0.0
         # By pid, start time and where its environment lies (an exec moves it: a child read between
         # its fork and its exec would otherwise keep its parent's environment).
         self._envs: dict[tuple[int, int, int], procstat.RankEnv | None] = {}
@@ -71,10 +75,18 @@ class Sampler:
         self.ticks = 0
         self.cost = 0.0  # seconds spent sampling, all ticks
         self._timer: asyncio.TimerHandle | None = None
+        self._begun = False
 
     # -- Service -------------------------------------------------------------------------------
     def start(self) -> None:
+        """Soon (after the job is spawned: start-up latency is not ours to spend), ``begin``."""
+        asyncio.get_running_loop().call_soon(self.begin)
+
+    def begin(self) -> None:
         """Read the baseline (counters, filesystems), log the layout, schedule the first sample."""
+        if self._begun:
+            return  # begun already (conclude of a run that ended at once)
+        self._begun = True
         self.cgroup = cgroups.memory_cgroup()
         self._counter = self._read_counter()
         reading = cgroups.read_memory(self.cgroup) if self.cgroup is not None else None
@@ -145,6 +157,9 @@ class Sampler:
         zombies = {pid: p for pid, p in job.items() if p.state == "Z"}
         running = {pid: p for pid, p in job.items() if p.state != "Z"}
         views = self._views(running, now)
+        main = self.main()
+        if main in zombies and main in self.live and main not in self._reaped:
+            views[main] = self.live[main]  # ours to reap: wait for the reaper's status and peak RSS
         self._departures(views, zombies, now)
         self._ranks(views)
         self.live = views
@@ -276,7 +291,10 @@ class Sampler:
         if self._pending == 0:
             self._gone = []  # deaths before a counter's move are not its victims
             return
-        if not self._gone and not final and self._pending_ticks < WAIT_FOR_VICTIM:
+        if self._pending_ticks == 0:
+            self._pending_since = time.monotonic()
+        waited = time.monotonic() - self._pending_since
+        if not self._gone and not final and (self._pending_ticks < WAIT_FOR_VICTIM or waited < WAIT_SECONDS):
             self._pending_ticks += 1  # the victim may still be exiting: wait for it
             return
         state = self.memory
@@ -308,12 +326,15 @@ class Sampler:
     def conclude(self, status: ExitStatus | None, tail: bytes) -> Diagnosis:
         """The run ended: one last sample (the main process's status known), every counted kill
         attributed, and what the failure's last lines say about space and bus errors."""
+        self.begin()
         main_pid = self.main()
         known = main_pid in self._reaped or self._main_ended
         if main_pid is not None and status is not None and not known:
             self.reaped(main_pid, status)
-        self.sample()
-        self._attribute(final=True)
+        clean = status is not None and status.ok
+        if not clean or self._pending:  # a clean exit needs no last look (exec mode's exit latency)
+            self.sample()
+            self._attribute(final=True)
         bus = (status is not None and status.signal == signal.SIGBUS) or disks.bus_error(tail)
         nospace = disks.enospc(tail)
         return Diagnosis(
