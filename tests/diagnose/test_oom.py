@@ -149,3 +149,24 @@ def test_smsupervises_own_sigkill_at_the_end_of_the_grace_is_not_oom(
     assert failure_class == "Stopped"
     assert _named(err, "oom_killed") == []
     assert memcg.oom_kills() == 0
+
+
+def test_memory_pressure_is_a_warning_before_the_kill(mode: str, memcg: MemoryCgroup, tmp_path: Path) -> None:
+    """A job that holds ~95 % of the limit for 3 s before it outgrows it: memory_pressure comes
+    first, with the usage and the limit, then oom_killed."""
+    base = fixtures.example(tmp_path)
+    result = _train(mode, memcg, base, "plateau 44")
+    assert result.returncode == 137, result.stderr.decode()[-2000:]
+    names = [e["event"] for e in events(result.stderr)]
+    assert names.index("memory_pressure") < names.index("oom_killed")
+    [pressure] = _named(result.stderr, "memory_pressure")
+    assert pressure["limit"] == 64 << 20
+    assert pressure["usage"] >= 0.9 * (64 << 20)
+
+
+def test_no_memory_pressure_below_the_threshold(mode: str, memcg: MemoryCgroup, tmp_path: Path) -> None:
+    """The twin: a job that holds a third of the limit gets no memory_pressure warning."""
+    base = fixtures.example(tmp_path)
+    result = _train(mode, memcg, base, "selfkill 16")
+    assert result.returncode == 137
+    assert _named(result.stderr, "memory_pressure") == []

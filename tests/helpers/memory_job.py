@@ -1,13 +1,15 @@
 """Jobs that use memory the way training jobs do, for the diagnosis tests (stdlib only).
 
-alloc                      allocate 1 MiB every 10 ms until the kernel stops it
-selfkill MB                allocate MB MiB, then SIGKILL itself (a plain kill -9, no OOM)
-launcher VICTIM [WORKER]   a torchrun-like launcher: ranks 0 and 1 (RANK/LOCAL_RANK set), each
-                           with one forked "DataLoader worker" holding WORKER MiB; rank VICTIM
-                           allocates until killed; the launcher polls its ranks like torchrun's
-                           monitor, SIGTERMs the rest when one fails and exits 1
-worker-victim              one rank whose forked worker allocates until killed; the rank reports
-                           it as PyTorch's DataLoader does and exits 1
+- ``alloc``: allocate 1 MiB every 10 ms until the kernel stops it.
+- ``plateau MB``: allocate MB MiB, hold them 3 s (memory pressure), then as ``alloc``.
+- ``selfkill MB``: allocate MB MiB, then SIGKILL itself (a plain kill -9, no OOM).
+- ``launcher VICTIM [WORKER]``: a torchrun-like launcher: ranks 0 and 1 (RANK/LOCAL_RANK set), each
+  with one forked "DataLoader worker" holding WORKER MiB; rank VICTIM allocates until killed; the
+  launcher polls its ranks like torchrun's monitor, SIGTERMs the rest when one fails and exits 1.
+- ``worker-victim``: one rank whose forked worker allocates until killed; the rank reports it as
+  PyTorch's DataLoader does and exits 1.
+- ``hang SECONDS``: a launcher whose rank 0 prints "All done!" and exits 0 while rank 1 sleeps
+  SECONDS (forever if 0) before it exits 0; the launcher waits for both, as torchrun does.
 """
 
 from __future__ import annotations
@@ -106,6 +108,10 @@ def hang_rank(number: int, seconds: float) -> None:
 def main() -> int:
     what = sys.argv[1]
     if what == "alloc":
+        grow()
+    if what == "plateau":
+        hold(int(sys.argv[2]))
+        time.sleep(3)
         grow()
     if what == "selfkill":
         hold(int(sys.argv[2]))

@@ -21,6 +21,8 @@ SHM = "/dev/shm"
 # The job's last lines say a write failed for want of space: strerror(ENOSPC), Python's
 # "[Errno 28]", C++/Rust renderings ("errno 28", "os error 28"), the name itself.
 _ENOSPC = re.compile(rb"No space left on device|\bENOSPC\b|\[Errno 28\]|errno[ =:]*28\b|os error 28", re.I)
+# A write that failed without saying why (torch.save's C++ writer), which a full filesystem explains.
+_WRITE_FAILED = re.compile(rb"PytorchStreamWriter failed writing|file write failed", re.I)
 # A bus error: the shell's/glibc's "Bus error", PyTorch's DataLoader messages.
 _BUS = re.compile(rb"\bBus error\b|killed by signal: Bus error|insufficient shared memory", re.I)
 
@@ -122,6 +124,11 @@ def crossed(before: float, after: float) -> float | None:
 def enospc(tail: bytes) -> bool:
     """Whether the job's last lines say a write failed for want of space."""
     return _ENOSPC.search(tail) is not None
+
+
+def write_failed(tail: bytes) -> bool:
+    """Whether the job's last lines report a failed write that does not name its errno."""
+    return _WRITE_FAILED.search(tail) is not None
 
 
 def bus_error(tail: bytes) -> bool:

@@ -23,6 +23,7 @@ from smsupervise.diagnose.facts import Departure, Diagnosis, FsState, MemoryStat
 from smsupervise.linux import cgroups, procstat
 from smsupervise.streams.events import EventLog
 
+FULL = 0.99  # a filesystem this full (its peak) explains a write that failed without an errno
 KEEP_REAPED = 256  # statuses handed over by the reaper, kept until a sample matches them
 # How long a counter's move waits for its victim to be seen gone (an OOM victim's exit can take
 # seconds on a loaded machine): this many samples, and at least WAIT_SECONDS.
@@ -336,7 +337,9 @@ class Sampler:
             self.sample()
             self._attribute(final=True)
         bus = (status is not None and status.signal == signal.SIGBUS) or disks.bus_error(tail)
-        nospace = disks.enospc(tail)
+        full = disks.fullest(self.filesystems)
+        seen_full = full is not None and full.peak_used >= FULL
+        nospace = disks.enospc(tail) or (disks.write_failed(tail) and seen_full)
         return Diagnosis(
             oom=tuple(self.kills),
             full=disks.full_filesystem(self.filesystems) if nospace else None,

@@ -356,4 +356,6 @@ def explain(outcome: Outcome, diagnosis: Diagnosis, host: str | None = None, ful
     if killed and not diagnosis.oom and diagnosis.counter is not None:
         words = f"not by the OOM killer ({diagnosis.counter} did not move): someone sent it SIGKILL"
         text = text.replace(HINTS[int(signal.SIGKILL)], words)
+    elif killed and any(kill.main for kill in diagnosis.oom):
+        text = text.replace(HINTS[int(signal.SIGKILL)], "by the OOM killer (above)")
     return "\n".join([*first, text])
