@@ -170,3 +170,18 @@ def test_no_memory_pressure_below_the_threshold(mode: str, memcg: MemoryCgroup, 
     result = _train(mode, memcg, base, "selfkill 16")
     assert result.returncode == 137
     assert _named(result.stderr, "memory_pressure") == []
+
+
+def test_a_child_of_a_single_process_job_is_named_below_the_main_process(
+    mode: str, memcg: MemoryCgroup, tmp_path: Path
+) -> None:
+    """No ranks: the child that outgrew the limit is named by its pid, below the main process,
+    which is not blamed (it exited 1 on its own)."""
+    base = fixtures.example(tmp_path)
+    result = _train(mode, memcg, base, "child-victim")
+    assert result.returncode == 1, result.stderr.decode()[-2000:]
+    [kill] = _named(result.stderr, "oom_killed")
+    assert (kill["main"], kill["rank"]) == (False, None)
+    lines, failure_class = _outcome(base)
+    assert lines[0].startswith(f"A process below the main process (pid {kill['pid']}, python")
+    assert failure_class == "OutOfMemory"

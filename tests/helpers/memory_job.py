@@ -8,6 +8,7 @@
   launcher polls its ranks like torchrun's monitor, SIGTERMs the rest when one fails and exits 1.
 - ``worker-victim``: one rank whose forked worker allocates until killed; the rank reports it as
   PyTorch's DataLoader does and exits 1.
+- ``child-victim``: no ranks: the main process runs ``alloc`` as its child, then exits 1.
 - ``hang SECONDS``: a launcher whose rank 0 prints "All done!" and exits 0 while rank 1 sleeps
   SECONDS (forever if 0) before it exits 0; the launcher waits for both, as torchrun does.
 """
@@ -122,6 +123,9 @@ def main() -> int:
         rank(sys.argv[2] == "1", int(sys.argv[3]))
     if what == "worker-victim":
         return worker_victim()
+    if what == "child-victim":
+        subprocess.call([sys.executable, __file__, "alloc"])
+        return 1
     if what == "hang":
         return hang(float(sys.argv[2]))
     if what == "hang-rank":
