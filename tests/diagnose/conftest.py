@@ -65,7 +65,17 @@ def _make(limit: int) -> MemoryCgroup:
 @pytest.fixture
 def memcg() -> Iterator[MemoryCgroup]:
     """A 64 MiB memory cgroup, emptied (SIGKILL) and removed at teardown."""
-    group = _make(LIMIT)
+    yield from _group(LIMIT)
+
+
+@pytest.fixture
+def big_memcg() -> Iterator[MemoryCgroup]:
+    """A 1 GiB memory cgroup (room for PyTorch), emptied and removed at teardown."""
+    yield from _group(1 << 30)
+
+
+def _group(limit: int) -> Iterator[MemoryCgroup]:
+    group = _make(limit)
     yield group
     for pid in group.pids():
         with contextlib.suppress(ProcessLookupError):

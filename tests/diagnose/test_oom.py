@@ -10,6 +10,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.conftest import PYTHON, Supervised, events, helper, sleep_until, supervisor_argv
 from tests.diagnose.conftest import MemoryCgroup
 from tests.sagemaker import fixtures
@@ -184,4 +186,31 @@ def test_a_child_of_a_single_process_job_is_named_below_the_main_process(
     assert (kill["main"], kill["rank"]) == (False, None)
     lines, failure_class = _outcome(base)
     assert lines[0].startswith(f"A process below the main process (pid {kill['pid']}, python")
+    assert failure_class == "OutOfMemory"
+
+
+def test_a_real_dataloader_workers_oom_kill_is_attributed_to_its_rank(
+    mode: str, big_memcg: MemoryCgroup, tmp_path: Path
+) -> None:
+    """PyTorch for real: a DataLoader worker outgrows a 1 GiB limit; PyTorch says only that the
+    worker "exited unexpectedly"; the failure names the worker, its rank and the OOM killer first."""
+    pytest.importorskip("torch", reason="PyTorch is not installed (make torch)")
+    base = fixtures.example(tmp_path)
+    job = f"env RANK=5 LOCAL_RANK=1 {PYTHON} {helper('torch_oom_job.py')}"
+    full_env = {
+        "PATH": os.environ["PATH"],
+        "SAGEMAKER_BASE_DIR": str(base),
+        "SMSUPERVISE_TRAIN": job,
+        "SMSUPERVISE_SAMPLE_INTERVAL": "0.2",
+        "SMSUPERVISE_CONTROL_SOCKET": "none",
+    }
+    argv = big_memcg.enter_argv(supervisor_argv(mode, "train"))
+    result = subprocess.run(argv, env=full_env, capture_output=True, timeout=300, check=False)
+    assert result.returncode == 1, result.stderr.decode()[-3000:]
+    [kill] = _named(result.stderr, "oom_killed")
+    assert (kill["rank"], kill["local_rank"]) == (5, 1)
+    assert kill["rank_pid"] != kill["pid"]
+    lines, failure_class = _outcome(base)
+    assert lines[0].startswith(f"A worker of rank 5 (pid {kill['pid']}, ")
+    assert "DataLoader worker (pid" in "\n".join(lines)  # PyTorch's own words follow ours
     assert failure_class == "OutOfMemory"
