@@ -29,7 +29,7 @@ def _train(
         "PATH": os.environ["PATH"],
         "SAGEMAKER_BASE_DIR": str(base),
         "SMSUPERVISE_TRAIN": f"{PYTHON} {JOB} {job}",
-        "SMSUPERVISE_SAMPLE_INTERVAL": "0.1",
+        "SMSUPERVISE_SAMPLE_INTERVAL": env.pop("INTERVAL", "0.1"),
         "SMSUPERVISE_CONTROL_SOCKET": "none",
         **env,
     }
@@ -213,4 +213,21 @@ def test_a_real_dataloader_workers_oom_kill_is_attributed_to_its_rank(
     lines, failure_class = _outcome(base)
     assert lines[0].startswith(f"A worker of rank 5 (pid {kill['pid']}, ")
     assert "DataLoader worker (pid" in "\n".join(lines)  # PyTorch's own words follow ours
+    assert failure_class == "OutOfMemory"
+
+
+def test_without_periodic_samples_the_main_process_is_still_named(
+    mode: str, memcg: MemoryCgroup, tmp_path: Path
+) -> None:
+    """--sample-interval 0: no sample saw the job, yet the main process's OOM kill is named, with
+    its peak RSS from our own reap (wait4)."""
+    base = fixtures.example(tmp_path)
+    result = _train(mode, memcg, base, "alloc", INTERVAL="0")
+    assert result.returncode == 137, result.stderr.decode()[-2000:]
+    [kill] = _named(result.stderr, "oom_killed")
+    assert (kill["main"], kill["rss"], kill["known_by"]) == (True, None, "its SIGKILL death")
+    assert kill["peak_rss"] > 48 << 20
+    lines, failure_class = _outcome(base)
+    assert lines[0].startswith("The main process (pid ")
+    assert "; peak RSS " in lines[0]
     assert failure_class == "OutOfMemory"
