@@ -5,6 +5,7 @@ name, PSI lines, mountinfo with escaped spaces."""
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -134,3 +135,38 @@ def test_our_memory_cgroup_is_found_when_there_is_one() -> None:
     assert reading.oom_kills is not None
     assert reading.usage is not None
     assert reading.usage > 0
+
+
+def test_a_v2_cgroup_reads_its_counter_limit_and_usage(tmp_path: Path) -> None:
+    """cgroup v2's files (not mounted here: the memory controller is on v1): memory.max "max" is no
+    limit; the counter is memory.events' oom_kill, not oom or max."""
+    (tmp_path / "memory.max").write_text("max\n")
+    (tmp_path / "memory.current").write_text("123456\n")
+    (tmp_path / "memory.events").write_text("low 0\nhigh 0\nmax 7\noom 2\noom_kill 1\noom_group_kill 0\n")
+    reading = cgroups.read_memory(cgroups.MemoryCgroup(2, str(tmp_path)))
+    assert reading == cgroups.MemoryReading(123456, None, 1)
+    (tmp_path / "memory.max").write_text("67108864\n")
+    assert cgroups.read_memory(cgroups.MemoryCgroup(2, str(tmp_path))).limit == 64 << 20
+
+
+def test_a_v1_cgroup_without_a_limit_reads_as_none(tmp_path: Path) -> None:
+    """v1 shows "no limit" as a huge number; an old kernel's oom_control has no oom_kill line."""
+    (tmp_path / "memory.limit_in_bytes").write_text("9223372036854771712\n")
+    (tmp_path / "memory.usage_in_bytes").write_text("4096\n")
+    (tmp_path / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\n")
+    assert cgroups.read_memory(cgroups.MemoryCgroup(1, str(tmp_path))) == cgroups.MemoryReading(
+        4096, None, None
+    )
+
+
+def test_the_cgroup_directory_is_found_under_its_mount(tmp_path: Path) -> None:
+    """A hierarchy mounted at a point whose mount root is a sub-path (a container's view): the
+    cgroup path is taken relative to that root; a path outside it is none of ours."""
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "memory.events").write_text("oom_kill 0\n")
+    mounts = [("/kubepods/pod1", str(tmp_path), "cgroup2", {"rw"})]
+    assert cgroups._v2(mounts, "/kubepods/pod1/job") == cgroups.MemoryCgroup(2, str(tmp_path / "job"))
+    assert cgroups._v2(mounts, "/elsewhere/job") is None
+    v1 = [("/", str(tmp_path), "cgroup", {"rw", "memory"})]
+    assert cgroups._v1(v1, "/job") == cgroups.MemoryCgroup(1, str(tmp_path / "job"))
+    assert cgroups._v1([("/", str(tmp_path), "cgroup", {"rw", "cpu"})], "/job") is None
