@@ -42,10 +42,10 @@ class Reaper:
             if pid == 0:
                 return False
             future = self._waiters.pop(pid, None)  # None: an orphan, reaped and forgotten
-            if self.on_reaped is not None:
-                self.on_reaped(pid, ExitStatus.from_wait_status(status), usage.ru_maxrss * 1024)
             if future is not None and not future.done():
                 future.set_result(ExitStatus.from_wait_status(status))
+            if self.on_reaped is not None:
+                self.on_reaped(pid, ExitStatus.from_wait_status(status), usage.ru_maxrss * 1024)
 
     def waiting_for(self, pid: int) -> bool:
         """Whether ``pid`` is registered and not reaped yet."""
