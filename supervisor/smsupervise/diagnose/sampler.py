@@ -153,8 +153,7 @@ class Sampler:
         self.cost += time.perf_counter() - began
 
     def _walk(self, now: float) -> None:
-        processes = procstat.every_process()
-        job = procstat.below(self.root, processes, self.skip())
+        job = procstat.job(self.root, self.skip())
         zombies = {pid: p for pid, p in job.items() if p.state == "Z"}
         running = {pid: p for pid, p in job.items() if p.state != "Z"}
         views = self._views(running, now)

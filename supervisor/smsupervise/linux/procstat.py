@@ -1,7 +1,8 @@
 """One walk of /proc: every process below a root, with its parent, state, RSS and start time, read
-from ``/proc/<pid>/stat`` alone (one open and one read per process on the machine). A process that
-is a zombie carries its raw wait status (Linux >= 3.5), so a death is seen with its cause while the
-parent has not reaped it yet.
+from ``/proc/<pid>/stat`` alone: one open and one read per process on the machine (raw
+``os.open``/``os.read``, a third of a file object's cost), and only the job's lines parsed whole.
+A process that is a zombie carries its raw wait status (Linux >= 3.5), so a death is seen with its
+cause while the parent has not reaped it yet.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ def parse_stat(pid: int, raw: bytes) -> Proc | None:
         return None
 
 
-def every_process() -> dict[int, Proc]:
-    """Every process this /proc shows (raw open/read/close: a third of a file object's cost)."""
-    found: dict[int, Proc] = {}
+def job(root: int, skip: Collection[int] = ()) -> dict[int, Proc]:
+    """The processes below ``root`` (any depth), ``skip`` and what is below them left out: every
+    stat is read (the parent links are needed), only the job's are parsed whole."""
+    raws: dict[int, bytes] = {}
+    children: dict[int, list[int]] = {}
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
@@ -69,24 +72,20 @@ def every_process() -> dict[int, Proc]:
             continue
         finally:
             os.close(fd)
-        proc = parse_stat(int(name), raw)
-        if proc is not None:
-            found[proc.pid] = proc
-    return found
-
-
-def below(root: int, processes: dict[int, Proc], skip: Collection[int] = ()) -> dict[int, Proc]:
-    """The processes below ``root`` (any depth) in ``processes``; ``skip`` and what is below them out."""
-    children: dict[int, list[int]] = {}
-    for proc in processes.values():
-        children.setdefault(proc.ppid, []).append(proc.pid)
+        head = raw[raw.rfind(b")") + 2 :].split(maxsplit=2)
+        if len(head) > 1 and head[1].isdigit():
+            pid = int(name)
+            raws[pid] = raw
+            children.setdefault(int(head[1]), []).append(pid)
     found: dict[int, Proc] = {}
     stack = list(children.get(root, ()))
     while stack:
         pid = stack.pop()
         if pid in skip or pid in found:
             continue
-        found[pid] = processes[pid]
+        proc = parse_stat(pid, raws[pid])
+        if proc is not None:
+            found[pid] = proc
         stack.extend(children.get(pid, ()))
     return found
 
