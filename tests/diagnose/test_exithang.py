@@ -10,13 +10,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import PYTHON, events, helper, supervisor_argv
+from tests.conftest import PYTHON, Supervised, events, helper, supervisor_argv
 from tests.sagemaker import fixtures
 
 JOB = helper("memory_job.py")
 
 
 def _train(mode: str, base: Path, job: str, *flags: str) -> subprocess.CompletedProcess[bytes]:
+    """smsupervise train; whatever happens, nothing of the job outlives the test."""
     env = {
         "PATH": os.environ["PATH"],
         "SAGEMAKER_BASE_DIR": str(base),
@@ -24,8 +25,13 @@ def _train(mode: str, base: Path, job: str, *flags: str) -> subprocess.Completed
         "SMSUPERVISE_SAMPLE_INTERVAL": "0.1",
         "SMSUPERVISE_CONTROL_SOCKET": "none",
     }
-    argv = supervisor_argv(mode, *flags, "train")
-    return subprocess.run(argv, env=env, capture_output=True, timeout=120, check=False)
+    run = Supervised(mode, supervisor_argv(mode, *flags, "train"), env=env)
+    try:
+        code, out, err = run.wait(timeout=120)
+    finally:
+        if run.proc.poll() is None:
+            run.kill()
+    return subprocess.CompletedProcess(run.proc.args, code, out, err)
 
 
 def _named(stream: bytes, name: str) -> list[dict[str, Any]]:

@@ -9,8 +9,9 @@
 - ``worker-victim``: one rank whose forked worker allocates until killed; the rank reports it as
   PyTorch's DataLoader does and exits 1.
 - ``child-victim``: no ranks: the main process runs ``alloc`` as its child, then exits 1.
-- ``hang SECONDS``: a launcher whose rank 0 prints "All done!" and exits 0 while rank 1 sleeps
-  SECONDS (forever if 0) before it exits 0; the launcher waits for both, as torchrun does.
+- ``hang SECONDS``: a launcher whose ranks train 1 s; then rank 0 prints "All done!" and exits 0
+  while rank 1 sleeps SECONDS more (600 if 0: "forever") before it exits 0; the launcher waits for
+  both, as torchrun does.
 """
 
 from __future__ import annotations
@@ -100,10 +101,11 @@ def hang(seconds: float) -> int:
 
 
 def hang_rank(number: int, seconds: float) -> None:
+    time.sleep(1)  # training: long enough for the sampler (0.1 s) to see every rank
     if number == 0:
         print("All done!", flush=True)
         return
-    time.sleep(seconds or 3600 * 24)
+    time.sleep(seconds or 600)  # "forever", but a test that fails leaves nothing for long
 
 
 def main() -> int:
