@@ -22,10 +22,11 @@ from smsupervise.sagemaker import outcome as outcome_files
 from smsupervise.sagemaker import plan as planning
 from smsupervise.sagemaker import probe
 from smsupervise.sagemaker.notes import Note
-from smsupervise.settings import Invocation
+from smsupervise.settings import Invocation, Settings
 from smsupervise.streams.events import EventLog
 
 if TYPE_CHECKING:
+    from smsupervise.diagnose.doctor import Doctor
     from smsupervise.distributed.coordinator import Coordinator, Verdict
     from smsupervise.serve.processes import Processes
 
@@ -63,11 +64,12 @@ def _run_loop(main: Coroutine[Any, Any, T], loop_name: str) -> T:
     return uvloop.run(main)
 
 
-async def _supervise(
+async def _supervise(  # noqa: PLR0917 - the composition root hands over what it made
     supervisor: Supervisor,
     cluster: Coordinator | None,
     plan: planning.Plan,
     log: EventLog,
+    doctor: Doctor,
     processes: Processes | None = None,
 ) -> tuple[Outcome, str]:
     """Run the job; in a distributed job, then tell the other hosts how it ended, take the cluster's
@@ -77,16 +79,18 @@ async def _supervise(
     outcome = await supervisor.run()
     if processes is not None and processes.failure is not None and outcome.exit_code == 0:
         outcome = outcome._replace(exit_code=processes.failure[1].shell_code() or 1)
-    what_happened = outcome_files.headline(outcome)
+    what_happened = _explained(outcome, doctor)
+    if doctor.hang_is_success(outcome):  # the model is written: an exit hang is not a failure
+        outcome = outcome._replace(exit_code=0)
     if cluster is None:
         return outcome, what_happened  # the outcome file is written already (record)
     from smsupervise.distributed.coordinator import Ending  # noqa: PLC0415
 
-    ok = outcome_files.finished(outcome)
-    stopped = outcome.stop is not None
+    ok = outcome_files.finished(outcome) or doctor.hang_is_success(outcome)
+    stopped = outcome.stop is not None and not ok
     ending = Ending(ok, outcome.exit_code, what_happened, stopped, outcome.stderr_tail, supervisor.ended_at)
     outcome, what_happened = _cluster_verdict(outcome, what_happened, await cluster.finish(ending))
-    _record_outcome(plan, outcome, what_happened, log)
+    _record_outcome(plan, outcome, what_happened, log, doctor)
     return outcome, what_happened
 
 
@@ -112,27 +116,39 @@ def _cluster_verdict(outcome: Outcome, what_happened: str, verdict: Verdict) -> 
     return outcome, what_happened
 
 
-def _record_outcome(plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog) -> None:
+def _record_outcome(
+    plan: planning.Plan, outcome: Outcome, what_happened: str, log: EventLog, doctor: Doctor | None = None
+) -> None:
     if plan.outcome_dir is None:
         return
     try:
-        if outcome_files.finished(outcome):  # a stopped run did not finish, whatever its code
+        hang_ok = doctor is not None and doctor.hang_is_success(outcome)
+        if outcome_files.finished(outcome) or hang_ok:  # a stopped run did not finish, whatever its code
             outcome_files.write_success(plan.outcome_dir)
             return
-        _write_failure(plan.outcome_dir, outcome_files.compose(what_happened, outcome.stderr_tail), log)
+        failure_class = None if doctor is None else doctor.failure_class_name()
+        text = outcome_files.compose(what_happened, outcome.stderr_tail)
+        _write_failure(plan.outcome_dir, text, log, failure_class)
     except OSError as error:
         log.error("outcome_not_written", dir=plan.outcome_dir, error=str(error))
 
 
-def _write_failure(output_dir: str, text: str, log: EventLog) -> None:
+def _write_failure(output_dir: str, text: str, log: EventLog, failure_class: str | None = None) -> None:
     path = os.path.join(output_dir, "failure")
+    if failure_class is not None:  # first: the failure file stays the last thing written (a test's cue)
+        outcome_files.write_failure_class(output_dir, failure_class)
     written = outcome_files.write_failure(output_dir, text)
     if written.written:
-        log.info("failure_written", path=path, reason=text[:200])
+        log.info("failure_written", path=path, reason=text[:200], failure_class=failure_class)
     elif written.problem is not None:
         log.error("outcome_not_written", dir=output_dir, error=written.problem)
     else:
-        log.info("failure_kept", path=path, reason="the program wrote its own failure file; its words win")
+        log.info(
+            "failure_kept",
+            path=path,
+            reason="the program wrote its own failure file; its words win",
+            failure_class=failure_class,
+        )
 
 
 def _clear_stale(output_dir: str, log: EventLog) -> None:
@@ -175,16 +191,62 @@ def not_started(invocation: Invocation, error: SupervisorError, log: EventLog) -
         output_dir = os.path.join(base, "output")
         try:
             _clear_stale(output_dir, log)
-            _write_failure(output_dir, f"Not started: {error.message()}", log)
+            _write_failure(output_dir, f"Not started: {error.message()}", log, "Config")
         except OSError as write_error:
             log.error("outcome_not_written", dir=output_dir, error=str(write_error))
     log.info("exiting", exit_code=error.exit_code)
     return error.exit_code
 
 
-def record(plan: planning.Plan, log: EventLog) -> Callable[[Outcome], None]:
+def record(plan: planning.Plan, log: EventLog, doctor: Doctor) -> Callable[[Outcome], None]:
     """The outcome file, written as soon as the outcome is known (on the loop, before a keep-alive)."""
-    return lambda outcome: _record_outcome(plan, outcome, outcome_files.headline(outcome), log)
+    return lambda outcome: _record_outcome(plan, outcome, _explained(outcome, doctor), log, doctor)
+
+
+def _explained(outcome: Outcome, doctor: Doctor) -> str:
+    """What happened, with what the diagnosis knows first (OOM kills, a full filesystem)."""
+    diagnosis, _ = doctor.conclude(outcome)
+    return outcome_files.explain(outcome, diagnosis, doctor.host)
+
+
+def diagnosis_plugin(plan: planning.Plan, settings: Settings, log: EventLog) -> tuple[Doctor, Plugin]:
+    """The diagnosis wing (diagnose/): a sampler service on the loop that hears of every reaped pid
+    (``on_reaped``), and the exit-hang guard. Made before the supervisor (the outcome callback needs
+    the doctor), it reaches the run through the ``JobControl`` its service factory is given."""
+    from smsupervise.diagnose.doctor import Doctor  # noqa: PLC0415
+    from smsupervise.diagnose.exithang import ExitHangGuard  # noqa: PLC0415
+
+    main = plan.steps[-1].spec if plan.steps else None
+    job: list[JobControl] = []  # the run, once the supervisor makes the service
+
+    def main_pid() -> int | None:
+        return job[0].main_pid() if job else None
+
+    doctor = Doctor(
+        log,
+        interval=settings.sample_interval,
+        base_dir=settings.base_dir,
+        code_dir=main.cwd if main is not None and plan.outcome_dir is not None else None,
+        host=main.env.get("SM_CURRENT_HOST") if main is not None else None,
+        main=main_pid,
+        skip=lambda: job[0].sibling_pids() if job else set(),
+    )
+    guard = ExitHangGuard(
+        log,
+        settings.exit_timeout,
+        running=lambda: bool(job) and job[0].job_running(),
+        main=main_pid,
+        live=lambda: doctor.sampler.live,
+        spawn=lambda argv: job[0].spawn_sibling(argv, {}, capture=False),
+        request_stop=lambda reason: job[0].request_stop(reason),  # noqa: PLW0108 - job[0] is made later
+    )
+    doctor.watch_exit(guard, fails=settings.exit_hang_fails)
+
+    def make(control: JobControl) -> Service:
+        job.append(control)
+        return doctor
+
+    return doctor, Plugin({}, make)
 
 
 class Plugin(NamedTuple):
@@ -258,7 +320,9 @@ def processes_plugin(invocation: Invocation, log: EventLog, made: list[Processes
     return Plugin({}, make)
 
 
-def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog) -> int:
+def epilogue(
+    outcome: Outcome, what_happened: str, supervisor: Supervisor, log: EventLog, doctor: Doctor | None = None
+) -> int:
     """After the loop (the outcome file was written first): what is left of the output (bounded
     by --flush-timeout, cut short by a stop signal), then the ``exiting`` event; returns our exit code."""
     code = outcome.exit_code if 0 <= outcome.exit_code <= 255 else int(ExitCode.SOFTWARE)
@@ -269,6 +333,8 @@ def epilogue(outcome: Outcome, what_happened: str, supervisor: Supervisor, log: 
     extra: dict[str, object] = {"stop": what_happened} if outcome.stop is not None else {}
     if dropped_bytes or dropped_events:
         extra.update(undelivered_bytes=dropped_bytes, dropped_events=dropped_events)
+    if doctor is not None and doctor.failure_class_name() is not None:
+        extra["failure_class"] = doctor.failure_class_name()
     log.info(
         "exiting",
         exit_code=code,
@@ -301,10 +367,12 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
         plan = prelude(invocation, log, inbox)
         cluster = _coordinator(plan, log)
         processes: list[Processes] = []
+        doctor, diagnosis = diagnosis_plugin(plan, settings, log)
         found = (
             debug_plugin(invocation, log),
             serve_plugin(invocation, log),
             processes_plugin(invocation, log, processes),
+            diagnosis,
         )
         plugins = [p for p in found if p is not None]
         steps = plan.steps
@@ -319,10 +387,11 @@ def run(invocation: Invocation, inbox: SignalInbox) -> int:
             cluster=NO_CLUSTER if cluster is None else cluster,
             services=[plugin.service for plugin in plugins],
             # a distributed job's outcome waits for the cluster's verdict (_supervise writes it)
-            on_outcome=record(plan, log) if cluster is None else None,
+            on_outcome=record(plan, log, doctor) if cluster is None else None,
+            on_reaped=doctor.sampler.reaped,
         )
-        main = _supervise(supervisor, cluster, plan, log, processes[0] if processes else None)
+        main = _supervise(supervisor, cluster, plan, log, doctor, processes[0] if processes else None)
         outcome, what_happened = _run_loop(main, settings.event_loop)
     except SupervisorError as error:
         return not_started(invocation, error, log)
-    return epilogue(outcome, what_happened, supervisor, log)
+    return epilogue(outcome, what_happened, supervisor, log, doctor)

@@ -376,5 +376,28 @@ OPTIONS: tuple[Option, ...] = (
         "run the processes declared in this JSON file beside the main program, as one service: each "
         "with its command, stop signal and restarts, essential by default (docs/serve.md)",
     ),
+    Option(
+        "sample-interval",
+        "SECONDS",
+        parsers.seconds,
+        1.0,
+        "how often the diagnosis samples the job's memory (RSS of every process, the cgroup's OOM "
+        "counter) and filesystems (0: only at the start and the end)",
+    ),
+    Option(
+        "exit-timeout",
+        "SECONDS",
+        parsers.seconds,
+        300.0,
+        "when this host's first rank has ended and the launcher still runs this long after, take "
+        "the stacks of what is left and stop it: an exit hang (0: never)",
+    ),
+    Option(
+        "exit-hang-fails",
+        None,
+        parsers.boolean,
+        False,
+        "an exit hang makes the job fail (class ExitHang); by default it succeeds, the model written",
+    ),
 )
 OPTIONS_BY_NAME: dict[str, Option] = {option.name: option for option in OPTIONS}

@@ -58,6 +58,9 @@ class Settings(NamedTuple):
     serve_drain_timeout: float
     serve_ping_summary: float
     also: str | None
+    sample_interval: float
+    exit_timeout: float
+    exit_hang_fails: bool
 
     @classmethod
     def from_sources(cls, flags: Mapping[str, object], env: Mapping[str, str], mode: Mode) -> "Settings":

@@ -11,6 +11,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[2] / "supervisor" / "smsupervise"
 OWNERS = {
     "waitpid": "core/reaper.py",
+    "wait4": "core/reaper.py",  # waitpid with the child's rusage (its peak RSS, for the diagnosis)
     "posix_spawn": "core/spawn.py",
     "posix_spawnp": "core/spawn.py",
     "fork": None,  # nobody forks
@@ -31,6 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("local", "debug", "pipebench", "serve"),
     ("sagemaker",),
     ("distributed",),  # below sagemaker: plan.decide() chooses torchrun/mpirun through it
+    ("diagnose",),  # below sagemaker (outcome words its facts), above core (reads outcomes)
     ("core",),
     ("streams", "pipemode"),
     ("settings", "options"),
@@ -154,6 +156,7 @@ def test_the_checkpoint_helper_imports_nothing_but_the_stdlib() -> None:
     "call",
     [
         "os.waitpid",
+        "os.wait4",
         "os.posix_spawn",
         "os.fork",
         "signal.signal",
@@ -177,7 +180,9 @@ def test_the_owner_rule_sees_from_imports() -> None:
     assert "os.killpg" in _calls(ast.parse("import os\nos.killpg(1, 15)\n"))
 
 
-@pytest.mark.parametrize("call", ["os.waitpid", "os.posix_spawn", "signal.signal", "os.killpg", "os.splice"])
+@pytest.mark.parametrize(
+    "call", ["os.waitpid", "os.wait4", "os.posix_spawn", "signal.signal", "os.killpg", "os.splice"]
+)
 def test_the_owner_really_makes_the_call(call: str) -> None:
     """The negative twin: the owner table names modules that do make these calls."""
     owner = OWNERS[call.split(".")[1]]

@@ -71,7 +71,13 @@ class JobControl(Protocol):
         """End a keep-alive after failure now; False when there is none."""
 
     def request_stop(self, reason: str) -> None:
-        """Stop the run as SIGTERM would, for ``reason`` (an essential process ended)."""
+        """Stop the run as SIGTERM would, for ``reason`` (an essential process ended, an exit hang)."""
+
+    def main_pid(self) -> int | None:
+        """The current step's process, once started."""
+
+    def sibling_pids(self) -> set[int]:
+        """The processes started beside the job that still run (not the job's own)."""
 
 
 ServiceFactory = Callable[[JobControl], Service]
@@ -96,7 +102,7 @@ class Drains(Protocol):
 class Reports(Protocol):
     """A service with something to show in the debug socket's ``status`` (merged into it)."""
 
-    def status(self) -> Mapping[str, object]: ...
+    def status_fields(self) -> Mapping[str, object]: ...
 
 
 class ClusterHooks(Protocol):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Callable
 
 from smsupervise.core.status import ExitStatus
 
@@ -17,9 +18,11 @@ from smsupervise.core.status import ExitStatus
 class Reaper:
     """Reaps every child that ends; hands the status of registered pids to their futures."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_reaped: Callable[[int, ExitStatus, int], None] | None = None) -> None:
         self._waiters: dict[int, asyncio.Future[ExitStatus]] = {}
         self._childless: list[asyncio.Future[None]] = []
+        # Every pid reaped, with its peak RSS in bytes (wait4's ru_maxrss): the diagnosis's.
+        self.on_reaped = on_reaped
 
     def register(self, pid: int) -> asyncio.Future[ExitStatus]:
         """A future that gets ``pid``'s exit status. Call in the same callback as the spawn."""
@@ -32,7 +35,7 @@ class Reaper:
         (then nothing descends from us: no /proc walk is needed to find leftovers)."""
         while True:
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                pid, status, usage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
                 self._resolve_childless()
                 return True
@@ -41,6 +44,8 @@ class Reaper:
             future = self._waiters.pop(pid, None)  # None: an orphan, reaped and forgotten
             if future is not None and not future.done():
                 future.set_result(ExitStatus.from_wait_status(status))
+            if self.on_reaped is not None:
+                self.on_reaped(pid, ExitStatus.from_wait_status(status), usage.ru_maxrss * 1024)
 
     def waiting_for(self, pid: int) -> bool:
         """Whether ``pid`` is registered and not reaped yet."""

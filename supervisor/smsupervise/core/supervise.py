@@ -92,6 +92,7 @@ class Supervisor:
         cluster: ClusterHooks = NO_CLUSTER,
         services: Iterable[ServiceFactory] = (),
         on_outcome: Callable[[Outcome], None] | None = None,
+        on_reaped: Callable[[int, ExitStatus, int], None] | None = None,
     ) -> None:
         self.steps = run.steps
         self.settings = settings
@@ -100,7 +101,7 @@ class Supervisor:
         self.ack_file = run.ack_file
         self.pipes = RelayLink(run.pipes, log)  # the Pipe-mode relay, started when there are channels
         self.cluster = cluster  # distributed jobs: peers, fail-fast mesh
-        self.reaper = Reaper()
+        self.reaper = Reaper(on_reaped)  # on_reaped: every pid reaped, with its peak RSS (diagnose/)
         self.counter = SeqCounter()
         self.child: Child | None = None
         self.step_index = 0
@@ -178,7 +179,8 @@ class Supervisor:
             self.stop.advance_now(signum)
 
     def request_stop(self, reason: str) -> None:
-        """Stop the run as SIGTERM would, with ``reason`` (a service's: an essential process exited)."""
+        """Stop the run as SIGTERM would, with ``reason`` (a service's: an essential process exited,
+        an exit hang)."""
         self._request_stop(signal.SIGTERM, reason)
 
     def _max_runtime(self) -> None:
@@ -424,7 +426,9 @@ class Supervisor:
             streams={name: self._stream_counts(name) for name in ("stdout", "stderr")},
             pipes=tuple(self.pipes.snapshot()),
             keep_alive_seconds_left=self.keep_alive.seconds_left(now),
-            services={k: v for s in self.services if isinstance(s, Reports) for k, v in s.status().items()},
+            services={
+                k: v for s in self.services if isinstance(s, Reports) for k, v in s.status_fields().items()
+            },
         )
 
     def _stream_counts(self, name: str) -> StreamCounts:
@@ -451,6 +455,14 @@ class Supervisor:
     def job_spec(self) -> LaunchSpec:
         """What the current step runs (its env and cwd are the job's)."""
         return self.steps[self.step_index].spec
+
+    def main_pid(self) -> int | None:
+        """The current step's process, once started."""
+        return self.child.pid if self.child is not None else None
+
+    def sibling_pids(self) -> set[int]:
+        """The processes started beside the job that still run."""
+        return set(self.siblings.pids)
 
     def stopping(self) -> bool:
         """Whether a stop has begun, or was asked for before the job started."""

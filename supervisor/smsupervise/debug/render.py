@@ -76,9 +76,42 @@ def status(result: Mapping[str, Any]) -> str:
         )
     elif result.get("running") is False:
         lines.append("leftovers: none")
+    lines.extend(diagnosis(result))
     for record in result.get("last_lines") or []:
         lines.append(f"  | {log(record)}")
     return "\n".join(lines)
+
+
+def diagnosis(result: Mapping[str, Any]) -> list[str]:
+    """The diagnosis sampler's last view (memory, filesystems) and the failure class, if any."""
+    lines = []
+    memory = result.get("memory")
+    if memory:
+        limit = _size(memory["limit"]) if memory.get("limit") is not None else "no limit"
+        usage = _size(memory["usage"]) if memory.get("usage") is not None else "?"
+        psi = memory.get("psi_full_avg10")
+        lines.append(
+            f"memory: {usage} of {limit} ({memory.get('cgroup') or 'no memory cgroup'}); job RSS "
+            f"{_size(memory.get('job_rss'))}; PSI full avg10 {psi if psi is not None else '-'}; "
+            f"OOM kills {memory.get('oom_kills')} ({memory.get('oom_counter')})"
+        )
+        for proc in memory.get("processes") or []:
+            rank = f" rank {proc['rank']}" if proc.get("rank") is not None else ""
+            lines.append(f"  pid {proc['pid']}{rank}: RSS {_size(proc['rss'])} {proc['comm']}")
+    for fs in result.get("filesystems") or []:
+        lines.append(
+            f"filesystem {fs['mount']} ({fs['fstype']}): {_size(fs['free'])} free of {_size(fs['size'])}, "
+            f"{fs['used']:.0%} used, {fs['inodes_free']} inodes free; {', '.join(fs['paths'])}"
+        )
+    sampler = result.get("sampler")
+    if sampler:
+        lines.append(
+            f"sampler: every {sampler.get('interval')} s, {sampler.get('samples')} samples, "
+            f"{sampler.get('mean_ms')} ms each"
+        )
+    if result.get("failure_class"):
+        lines.append(f"failure class: {result['failure_class']}")
+    return lines
 
 
 def pipe_channel(channel: Mapping[str, Any]) -> str:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import orjson
 
 from smsupervise.errors import ConfigError
-from smsupervise.local import channels, checkpoints, describe, hosts, launch, s3, tree, workdir
+from smsupervise.local import channels, checkpoints, describe, diagnosis, hosts, launch, s3, tree, workdir
 from smsupervise.local.console import Console
 from smsupervise.local.job import Metric, TrainingJob
 from smsupervise.local.logs import HostLog, relay
@@ -476,6 +476,7 @@ class Runner:
                 return self._client_error(error)
             stop, codes = self._train(plans, mode, mirroring)
         failed = {i: c for i, c in codes.items() if c != 0}
+        diagnosis.write(self.work, plans, next(iter(failed), None))  # FailureClass, beside describe.json
         failure, model_uri = None, None
         if stop.reason in ("StopRequested", "MaxRuntimeExceeded"):
             status, secondary = (

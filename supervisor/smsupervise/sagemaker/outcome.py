@@ -27,6 +27,7 @@ from smsupervise.core.stopfacts import (
     StopReport,
 )
 from smsupervise.core.supervise import Outcome
+from smsupervise.diagnose.facts import Diagnosis, FsState, FullFs, OomKill, size
 
 LIMIT = 1024
 # The exception line: a (dotted) class name alone or followed by ": message", not indented
@@ -45,7 +46,8 @@ HINTS = {
     "SIGKILLed at the end of a stop",
     int(signal.SIGSEGV): "a crash in native code (a C extension, CUDA, a driver)",
     int(signal.SIGABRT): "an abort in native code (often a failed assertion in a C/C++ library)",
-    int(signal.SIGBUS): "a bus error: often /dev/shm too small for DataLoader workers (raise --shm-size)",
+    int(signal.SIGBUS): "a bus error: often /dev/shm too small for DataLoader workers (fewer workers, a "
+    "smaller prefetch_factor or batch; SageMaker does not let a job set --shm-size)",
     int(signal.SIGTERM): "it was asked to stop",
 }
 
@@ -216,7 +218,7 @@ def clear_stale(output_dir: str) -> list[str]:
         return removed
     dir_fd = _open_output_dir(output_dir)
     try:
-        for name in ("failure", "success"):
+        for name in ("failure", "success", "failure_class"):
             try:
                 os.unlink(name, dir_fd=dir_fd)
             except FileNotFoundError:
@@ -257,6 +259,16 @@ def write_failure(output_dir: str, text: str) -> FailureWritten:
     finally:
         os.close(dir_fd)
     return FailureWritten(True)
+
+
+def write_failure_class(output_dir: str, failure_class: str) -> None:
+    """``<output>/failure_class``: the failure's class as one word (``OutOfMemory``...), beside
+    the failure file, for dashboards, retries and smsupervise-local's ``diagnosis.json``."""
+    dir_fd = _open_output_dir(output_dir)  # as the failure file: never through a planted link
+    try:
+        _write_atomically(dir_fd, "failure_class", failure_class + "\n", replace=True)
+    finally:
+        os.close(dir_fd)
 
 
 def write_success(output_dir: str) -> None:
@@ -309,3 +321,120 @@ def _write_atomically(dir_fd: int, name: str, text: str, *, replace: bool) -> No
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary, dir_fd=dir_fd)
+
+
+# -- the diagnosis, in words (diagnose/: OOM kills, full filesystems, /dev/shm) -----------------
+SHM_ADVICE = (
+    "DataLoader workers hand batches over through /dev/shm, and a SageMaker job cannot resize it "
+    "(--shm-size/--ipc=host are docker's, not the job's): use fewer workers (num_workers), a smaller "
+    "prefetch_factor or batch size, or num_workers=0; torch's file_system sharing strategy uses "
+    "/dev/shm too (it fixes 'too many open files', not this)"
+)
+
+
+def describe_process(kill: OomKill, host: str | None) -> str:
+    """Which process an OOM kill hit: "rank 3 (algo-2, local rank 3, pid 812)", "a DataLoader
+    worker (pid 90, python3) of rank 3 (...)", "the main process (pid 7, python3)"."""
+    victim = kill.victim
+    assert victim is not None
+    proc = victim.proc
+    where = [host] if host else []
+    if proc.rank is not None and proc.rank_pid == proc.pid:
+        if proc.local_rank is not None:
+            where.append(f"local rank {proc.local_rank}")
+        return f"rank {proc.rank} ({', '.join([*where, f'pid {proc.pid}'])})"
+    if proc.rank is not None and proc.rank_pid is not None:
+        of = ", ".join([*where, f"pid {proc.rank_pid}"])
+        return f"a worker of rank {proc.rank} (pid {proc.pid}, {proc.comm}; its rank: {of})"
+    named = ", ".join(part for part in (f"pid {proc.pid}", proc.comm, host) if part)
+    if kill.main:
+        return f"the main process ({named})"
+    return f"a process below the main process ({named})"
+
+
+def describe_oom(kill: OomKill, host: str | None = None) -> str:
+    """One OOM kill in words, e.g. "rank 3 (algo-2, local rank 3, pid 812) was killed by the OOM
+    killer; RSS 61.2 GiB at most 0.6 s before; memory limit 64.0 GiB; its 8 workers held 24.0 GiB"."""
+    limit = f"memory limit {size(kill.limit)}" if kill.limit is not None else "no memory limit"
+    if kill.limit is None and kill.available is not None:
+        limit += f" (MemAvailable {size(kill.available)})"
+    counted = f"counted by {kill.counter}"
+    victim = kill.victim
+    if victim is None:
+        return f"The OOM killer killed a process of the job that the sampler did not see ({counted}); {limit}"
+    parts = [f"{describe_process(kill, host)} was killed by the OOM killer"]
+    if victim.seen:
+        parts.append(f"RSS {size(victim.proc.rss)} at most {victim.noticed - victim.last_seen:.1f} s before")
+    if victim.peak_rss:
+        parts.append(f"peak RSS {size(victim.peak_rss)}")
+    parts.append(limit)
+    if victim.workers:
+        held = size(victim.workers_rss)
+        if victim.workers == 1:
+            parts.append(f"its 1 child process (DataLoader worker) held {held}")
+        else:
+            parts.append(f"its {victim.workers} child processes (DataLoader workers) held {held}")
+    if not kill.by_status:
+        parts.append("(the largest process of the job gone when the counter moved)")
+    text = "; ".join(parts)
+    return text[:1].upper() + text[1:] + f" ({counted})"
+
+
+def _fs_words(fs: FsState) -> str:
+    """``/opt/ml/model (tmpfs at /opt/ml/model, 64.0 MiB)``: at most three of the job's paths on it."""
+    paths = ", ".join(fs.paths[:3]) + (", ..." if len(fs.paths) > 3 else "")
+    return f"{paths} ({fs.fstype} at {fs.mount}, {size(fs.size)})"
+
+
+def describe_full(full: FullFs) -> str:
+    """A full filesystem after ENOSPC: which, what filled it, where there is room."""
+    fs = full.fs
+    if fs.inodes_short:
+        state = f"is out of inodes ({fs.inodes} in all)"
+    else:
+        state = f"was {fs.peak_used:.0%} full ({size(fs.free)} free now)"
+    text = f"No space left on device: {_fs_words(fs)} {state}"
+    if full.filled_by:
+        text += "; largest files: " + ", ".join(f"{path} {size(used)}" for path, used in full.filled_by)
+    room = full.room
+    if room is not None:
+        text += f"; room: {size(room.free)} free on {_fs_words(room)}"
+    return text
+
+
+def describe_unseen_full() -> str:
+    """ENOSPC, but none of the job's filesystems was seen full."""
+    return (
+        "No space left on device, but none of the job's filesystems (disk_layout) was seen full: a "
+        "filesystem outside them, or one that filled and emptied between two samples"
+    )
+
+
+def describe_shm(shm: FsState) -> str:
+    """A bus error with /dev/shm as it was."""
+    return f"Bus error with /dev/shm ({size(shm.size)}) {shm.peak_used:.0%} full at its peak: {SHM_ADVICE}"
+
+
+def explain(outcome: Outcome, diagnosis: Diagnosis, host: str | None = None, full_at: float = 0.99) -> str:
+    """``headline`` with what the diagnosis knows first: OOM kills, a full filesystem, /dev/shm."""
+    text = headline(outcome)
+    if diagnosis.exit_hang is not None:
+        text = f"Exit hang: {diagnosis.exit_hang}; {text}"
+    failed = not finished(outcome)
+    if not failed:
+        return text
+    first = [describe_oom(kill, host) for kill in diagnosis.oom]
+    if diagnosis.bus_error and diagnosis.shm is not None and diagnosis.shm.peak_used >= full_at:
+        first.append(describe_shm(diagnosis.shm))
+    if diagnosis.enospc:
+        full = diagnosis.full
+        ok = full is not None and full.fs.peak_used >= full_at
+        first.append(describe_full(full) if full is not None and ok else describe_unseen_full())
+    status = outcome.status
+    killed = status is not None and status.signal == signal.SIGKILL and outcome.stop is None
+    if killed and not diagnosis.oom and diagnosis.counter is not None:
+        words = f"not by the OOM killer ({diagnosis.counter} did not move): someone sent it SIGKILL"
+        text = text.replace(HINTS[int(signal.SIGKILL)], words)
+    elif killed and any(kill.main for kill in diagnosis.oom):
+        text = text.replace(HINTS[int(signal.SIGKILL)], "by the OOM killer (above)")
+    return "\n".join([*first, text])

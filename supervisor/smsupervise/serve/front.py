@@ -96,7 +96,7 @@ class Front:
             bad_gateway=self.counts["bad_gateway"],
         )
 
-    def status(self) -> dict[str, object]:
+    def status_fields(self) -> dict[str, object]:
         """For the debug socket's ``status``: what /ping says now, and the traffic so far."""
         ok, why = self.ready()
         return {

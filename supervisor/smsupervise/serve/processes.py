@@ -149,7 +149,7 @@ class Processes:
             if process.running and process.sibling is not None:
                 process.sibling.child.send(signal.SIGKILL)
 
-    def status(self) -> dict[str, object]:
+    def status_fields(self) -> dict[str, object]:
         """For the debug socket's ``status``."""
         return {
             "processes": [

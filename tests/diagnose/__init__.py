@@ -1,0 +1,1 @@
+"""Tests of the diagnosis wing: OOM attribution, filesystems, failure classes."""
