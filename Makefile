@@ -13,10 +13,11 @@ SDK_STAMP := $(SDK_VENV)/.installed
 .PHONY: demo test check coverage lint bench venv deps toolkit sdk torch plot mpi s3 clean container-test
 
 # What the tests run besides Python packages: peer inits, util-linux (unshare, setpriv), iproute2 (namespaced
-# hosts), Open MPI and ssh, podman for the container tests. Installed with apt as root; anyone else is told once,
+# hosts), Open MPI and ssh, podman for the container tests, nginx (serve's --also tests, the serve bench's
+# peer) and wrk (the serve bench's load). Installed with apt as root; anyone else is told once,
 # up front, which tests will be skipped, and the suite runs without them.
 APT_PACKAGES := tini dumb-init util-linux procps gcc python3-venv iproute2 pigz podman runc mmdebstrap \
-	openmpi-bin libopenmpi-dev openssh-server openssh-client
+	openmpi-bin libopenmpi-dev openssh-server openssh-client nginx-light wrk
 DEPS_STAMP := $(VENV)/.installed-apt
 # As root with apt, every test must run: a skip is a failure (tests/conftest.py reads this).
 STRICT := $(shell [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1)
