@@ -88,8 +88,11 @@ def forge(role: str) -> None:
         sock.sendall(signed(report(headline="Training exited with code 1")))
         print("forge-junk: sent the valid report", flush=True)
     sock.settimeout(120)
-    while sock.recv(4096):
-        pass  # until algo-1 closes
+    try:
+        while sock.recv(4096):
+            pass  # until algo-1 closes
+    except ConnectionResetError:  # closed with our lines unread: the kernel says so with a reset
+        pass
     print(f"{role}: closed by algo-1", flush=True)
 
 

@@ -446,7 +446,10 @@ def test_disk_full_in_the_work_dir_still_ends_in_a_final_status(tmp_path: Path) 
     _before, _sep, describe = result.stdout.partition("--describe--\n")
     assert describe, result.stderr
     body = orjson.loads(describe)
-    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Completed", "Completed"), body
+    assert (body["TrainingJobStatus"], body["SecondaryStatus"]) == ("Completed", "Completed"), (
+        body.get("FailureReason"),
+        result.stderr[-1500:],
+    )
     assert result.returncode == 0, result.stderr
     not_kept = [e for e in _events(result.stderr) if e.get("event") == "log_not_kept"]
     streams = [(e["host"], e["stream"]) for e in not_kept]

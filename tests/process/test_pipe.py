@@ -393,7 +393,10 @@ def _four_channels(base: Path, as_user: bool) -> tuple[subprocess.CompletedProce
     wrap = _as_user if as_user else (lambda *argv: list(argv))
     channels = [arg for ch in CHANNELS for arg in ("--channel", f"{ch}={base / f'{ch}.bin'}")]
     emulator = subprocess.Popen(
-        wrap(*EMULATE, "--data-dir", str(base / "input" / "data"), *channels), stderr=subprocess.PIPE
+        wrap(*EMULATE, "--data-dir", str(base / "input" / "data"), *channels),
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": readable_pythonpath()},  # as uid 1000: a checkout it may not read
+        cwd="/",
     )
     job = JOB_PYTHON if as_user else PYTHON
     env = {

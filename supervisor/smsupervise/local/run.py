@@ -443,6 +443,16 @@ class Runner:
             give_back_tree(self.work)
         return Result("Failed", "Failed", failure, path)
 
+    def _diagnosis(self, plans: list[launch.HostPlan], first_failed: int | None) -> None:
+        """diagnosis.json (FailureClass) beside describe.json; a full disk skips it, said once (the
+        space kept aside is for describe.json's final status)."""
+        try:
+            diagnosis.write(self.work, plans, first_failed)
+        except OSError as error:
+            self.console.event(
+                "diagnosis_not_written", f"diagnosis.json not written: {error}", error=str(error)
+            )
+
     def _preflight(self, mode: str) -> Result | None:
         """Before any host is made: the fields not acted on, each said once; a host count this
         isolation cannot give, refused as a client error (None: go on)."""
@@ -476,7 +486,7 @@ class Runner:
                 return self._client_error(error)
             stop, codes = self._train(plans, mode, mirroring)
         failed = {i: c for i, c in codes.items() if c != 0}
-        diagnosis.write(self.work, plans, next(iter(failed), None))  # FailureClass, beside describe.json
+        self._diagnosis(plans, next(iter(failed), None))
         failure, model_uri = None, None
         if stop.reason in ("StopRequested", "MaxRuntimeExceeded"):
             status, secondary = (
